@@ -1,0 +1,35 @@
+# Everything a fresh machine needs: `make demo` and `make test` create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+RNNREC := $(VENV)/bin/rnnrec
+DEMO := demo-run
+
+.PHONY: demo test lint install clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e ".[test]"
+	touch $@
+
+install: $(VENV)/.installed
+
+# Prepare -> train -> evaluate -> predict on the bundled MovieLens data.
+demo: install
+	rm -rf $(DEMO)
+	$(RNNREC) prepare datasets/ml-latest-small/ratings.csv --preset movielens -o $(DEMO)/data
+	$(RNNREC) train $(DEMO)/data -o $(DEMO)/run --seed 0
+	$(RNNREC) evaluate $(DEMO)/run
+	$(RNNREC) predict $(DEMO)/run datasets/ml-latest-small/ratings.csv -o $(DEMO)/run/predictions/recs.csv -k 10
+	@echo "Recommendations (first rows) from $(DEMO)/run/predictions/recs.csv:"
+	@head -n 6 $(DEMO)/run/predictions/recs.csv
+
+test: install
+	JAX_PLATFORMS=cpu $(PY) -m pytest
+
+lint: install
+	$(VENV)/bin/ruff check rnnrec_cli tests benchmarks
+
+clean:
+	rm -rf $(VENV) $(DEMO) runs

@@ -1,0 +1,3 @@
+from rnnrec_cli.cli import main
+
+main()

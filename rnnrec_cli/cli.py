@@ -1,0 +1,509 @@
+"""The `rnnrec` command line: thin Typer commands over the library modules.
+
+The only module that imports typer/rich or exits the process. stdout carries data only (run
+paths, JSON, predictions); everything for people goes to stderr.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import logging
+import os
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Annotated, Any, TypeVar
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from rnnrec_cli import __version__
+from rnnrec_cli.config import (
+    ModelConfig,
+    PrepareConfig,
+    RunConfig,
+    TrainConfig,
+    from_dict,
+    load_json,
+    parse_duration,
+)
+from rnnrec_cli.errors import ConfigError, RnnrecError
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    help="Next-item recommendation with recurrent neural networks: prepare, train, evaluate, predict.",
+)
+err = Console(stderr=True)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    err.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def handle_errors(fn: F) -> F:
+    """Expected failures -> one `Error:` line and exit 1; a closed stdout pipe -> quiet exit 0."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except RnnrecError as exc:
+            raise _fail(str(exc)) from None
+        except BrokenPipeError:
+            # `rnnrec predict ... | head`: the reader left; that is not an error.
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, sys.stdout.fileno())
+            raise typer.Exit(0) from None
+        except KeyboardInterrupt:
+            raise _fail("interrupted", 130) from None
+
+    return wrapper  # type: ignore[return-value]
+
+
+def _setup_logging(verbose: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        force=True,
+    )
+    for noisy in ("jax", "absl", "flax"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rnnrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    _setup_logging(verbose)
+
+
+# ---------------------------------------------------------------------------- shared options
+
+Force = Annotated[bool, typer.Option("--force", help="Replace an existing output directory.")]
+Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
+Preset = Annotated[
+    str | None,
+    typer.Option(help="Column mapping and defaults for a public dataset: movielens, otto."),
+]
+
+
+def _preset_values(preset: str | None) -> dict[str, Any]:
+    from rnnrec_cli.data import PRESETS
+
+    if preset is None:
+        return {}
+    if preset not in PRESETS:
+        raise typer.BadParameter(f"unknown preset {preset!r}; choose from {', '.join(PRESETS)}", param_hint="--preset")
+    return {"preset": preset, **PRESETS[preset]}
+
+
+def _gap(text: str | None) -> dict[str, Any]:
+    if text is None:
+        return {}
+    if text.lower() in ("none", "off", "0"):
+        return {"session_gap": None}
+    return {"session_gap": parse_duration(text, "--session-gap")}
+
+
+def _given(**values: Any) -> dict[str, Any]:
+    return {k: v for k, v in values.items() if v is not None}
+
+
+def _make(cls: type, values: dict[str, Any], where: str) -> Any:
+    try:
+        return from_dict(cls, values, where)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+@contextmanager
+def _progress(quiet: bool) -> Iterator[Progress]:
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=err,
+        redirect_stdout=False,
+        redirect_stderr=False,
+        disable=quiet,
+        transient=True,
+    )
+    with progress:
+        yield progress
+
+
+# ---------------------------------------------------------------------------- prepare
+
+
+def _prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Table:
+    table = Table(title=f"Prepared {out_dir}", title_justify="left")
+    for col in ("split", "events", "sequences", "items", "from", "to"):
+        table.add_column(col, justify="right" if col in ("events", "sequences", "items") else "left")
+    for name, s in manifest["splits"].items():
+        table.add_row(
+            name,
+            f"{s['events']:,}",
+            f"{s['sequences']:,}",
+            f"{s['items']:,}",
+            (s["time_min"] or "-")[:19],
+            (s["time_max"] or "-")[:19],
+        )
+    table.caption = f"catalogue: {manifest['n_items']:,} items · " + ", ".join(
+        f"{k}={v:,}" for k, v in manifest["stages"].items() if isinstance(v, int)
+    )
+    return table
+
+
+@app.command()
+@handle_errors
+def prepare(
+    events: Annotated[
+        list[str], typer.Argument(help="Event log file(s) (CSV/TSV/Parquet/JSONL, gzip ok), or - for stdin.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Data directory to create.")],
+    preset: Preset = None,
+    format: Annotated[str | None, typer.Option(help="auto, csv, parquet, jsonl or otto.")] = None,
+    sep: Annotated[str | None, typer.Option(help="CSV separator (default: sniffed).")] = None,
+    user_col: Annotated[str | None, typer.Option(help="User id column.")] = None,
+    session_col: Annotated[str | None, typer.Option(help="Session id column (sessions given).")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Item id column.")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
+    event_col: Annotated[str | None, typer.Option(help="Event type column.")] = None,
+    value_col: Annotated[str | None, typer.Option(help="Value column (rating, price, ...).")] = None,
+    time_unit: Annotated[str | None, typer.Option(help="auto, s, ms, us or ns for numeric times.")] = None,
+    session_gap: Annotated[
+        str | None,
+        typer.Option(help="Inactivity gap that starts a new session (30m, 1h), or 'none' for whole user histories."),
+    ] = None,
+    events_filter: Annotated[
+        str | None, typer.Option("--events", help="Keep only these event types, e.g. view,click.")
+    ] = None,
+    min_value: Annotated[float | None, typer.Option(help="Keep events with value >= this (e.g. ratings).")] = None,
+    keep_repeats: Annotated[
+        bool, typer.Option("--keep-repeats", help="Keep consecutive repeats of the same item.")
+    ] = False,
+    min_item_support: Annotated[
+        int | None, typer.Option(help="Minimum events per item (iterated with --min-session-length).")
+    ] = None,
+    min_session_length: Annotated[int | None, typer.Option(help="Minimum events per sequence.")] = None,
+    split: Annotated[
+        str | None,
+        typer.Option(
+            help="Test split: time:7d (sequences ending in the last 7 days) or time:0.1 (last 10% of events in time)."
+        ),
+    ] = None,
+    valid: Annotated[
+        str | None, typer.Option(help="Validation period cut from the end of training: 7d, 0.1, or 0 for none.")
+    ] = None,
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Turn a raw event log into train/valid/test sequences with dense item ids."""
+    from rnnrec_cli.data import prepare as run_prepare
+
+    values = {
+        **_preset_values(preset),
+        **_gap(session_gap),
+        **_given(
+            format=format,
+            sep=sep,
+            user_col=user_col,
+            session_col=session_col,
+            item_col=item_col,
+            time_col=time_col,
+            event_col=event_col,
+            value_col=value_col,
+            time_unit=time_unit,
+            min_value=min_value,
+            min_item_support=min_item_support,
+            min_session_length=min_session_length,
+            split=split,
+            valid=valid,
+        ),
+    }
+    if events_filter:
+        values["events"] = tuple(e.strip() for e in events_filter.split(",") if e.strip())
+    if keep_repeats:
+        values["dedupe_consecutive"] = False
+    cfg = _make(PrepareConfig, values, "prepare options")
+    with err.status("preparing data", spinner="dots") if not quiet else _nullcontext():
+        result = run_prepare(events, out, cfg, force=force)
+    if not quiet:
+        err.print(_prepare_summary(result.manifest, out))
+    typer.echo(str(out))
+
+
+@contextmanager
+def _nullcontext() -> Iterator[None]:
+    yield
+
+
+# ---------------------------------------------------------------------------- train
+
+
+def _default_run_dir(cell: str) -> Path:
+    return Path("runs") / f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{cell}"
+
+
+@app.command()
+@handle_errors
+def train(
+    data: Annotated[
+        list[str], typer.Argument(help="A prepared data directory, or raw event file(s) to prepare with defaults.")
+    ],
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<UTC time>-<cell>).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="JSON file with 'model' and 'train' sections; flags override it."
+        ),
+    ] = None,
+    preset: Preset = None,
+    cell: Annotated[str | None, typer.Option(help="gru, lstm or rnn.")] = None,
+    layers: Annotated[str | None, typer.Option(help="Hidden sizes of the stacked layers, e.g. 100 or 256,128.")] = None,
+    embedding: Annotated[
+        int | None, typer.Option(help="Input embedding size; 0 = tied to the output (constrained).")
+    ] = None,
+    dropout_embed: Annotated[float | None, typer.Option(help="Dropout on the input embedding.")] = None,
+    dropout_hidden: Annotated[float | None, typer.Option(help="Dropout on each layer's output.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Session-parallel slots per mini-batch.")] = None,
+    bptt: Annotated[int | None, typer.Option(help="Steps per truncated back-propagation chunk.")] = None,
+    optimizer: Annotated[str | None, typer.Option(help="adagrad, adam, adamw or sgd.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
+    momentum: Annotated[float | None, typer.Option(help="Momentum (adagrad, sgd).")] = None,
+    clip_norm: Annotated[float | None, typer.Option(help="Clip gradients to this global norm (0 = off).")] = None,
+    seed: Annotated[int | None, typer.Option(help="Random seed (initialisation, order, dropout).")] = None,
+    patience: Annotated[
+        int | None, typer.Option(help="Stop after this many epochs without validation improvement (0 = off).")
+    ] = None,
+    monitor: Annotated[
+        str | None, typer.Option(help="Validation metric for best checkpoint / early stopping, e.g. mrr@20.")
+    ] = None,
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Train a recurrent next-item model; prints the run directory as the last stdout line."""
+    from rnnrec_cli import data as data_mod
+    from rnnrec_cli import rundir
+    from rnnrec_cli.train import EpochReport, fit
+
+    file_values = load_json(config) if config else {}
+    unknown = set(file_values) - {"model", "train"}
+    if unknown:
+        raise typer.BadParameter(
+            f"{config}: unknown section(s) {', '.join(sorted(unknown))}; use 'model' and 'train'", param_hint="--config"
+        )
+    layer_sizes = _parse_layers(layers)
+    model_cfg = _make(
+        ModelConfig,
+        {
+            **file_values.get("model", {}),
+            **_given(
+                cell=cell,
+                layers=layer_sizes,
+                embedding=embedding,
+                dropout_embed=dropout_embed,
+                dropout_hidden=dropout_hidden,
+            ),
+        },
+        "model options",
+    )
+    train_cfg = _make(
+        TrainConfig,
+        {
+            **file_values.get("train", {}),
+            **_given(
+                epochs=epochs,
+                batch_size=batch_size,
+                bptt=bptt,
+                optimizer=optimizer,
+                lr=lr,
+                momentum=momentum,
+                clip_norm=clip_norm,
+                seed=seed,
+                patience=patience,
+                monitor=monitor,
+            ),
+        },
+        "train options",
+    )
+    run_path = out or _default_run_dir(model_cfg.cell)
+    first = Path(data[0])
+    if len(data) == 1 and data_mod.is_data_dir(first):
+        data_dir = first.resolve()
+        run = rundir.create(run_path, force=force)
+    else:
+        if len(data) == 1 and first.is_dir():
+            raise data_mod.DataError(
+                f"{first} is a directory but not a prepared data directory (no manifest.json); "
+                "run `rnnrec prepare` first"
+            )
+        run = rundir.create(run_path, force=force)
+        prep = _make(PrepareConfig, _preset_values(preset), "preset")
+        with err.status("preparing data", spinner="dots") if not quiet else _nullcontext():
+            result = data_mod.prepare(data, run.path / "data", prep, force=False)
+        if not quiet:
+            err.print(_prepare_summary(result.manifest, run.path / "data"))
+        data_dir = (run.path / "data").resolve()
+    manifest = data_mod.load_manifest(data_dir)
+    cfg = RunConfig(data_dir=str(data_dir), n_items=int(manifest["n_items"]), model=model_cfg, train=train_cfg)
+    rundir.save_config(run, cfg)
+    rundir.save_data_files(run, data_dir)
+    if not quiet:
+        err.print(f"Training {cfg.model.cell.upper()} {list(cfg.model.layers)} on {cfg.n_items:,} items -> {run.path}")
+
+    def on_epoch(r: EpochReport) -> None:
+        if quiet:
+            return
+        val = "  ".join(f"{k} {v:.4f}" for k, v in r.valid.items() if k.startswith(("recall@20", "mrr@20")))
+        err.print(
+            f"epoch {r.epoch:>3}  loss {r.train_loss:.4f}  {val}  {r.events_per_s:,.0f} ev/s"
+            + ("  *best" if r.best else "")
+        )
+
+    with _progress(quiet) as progress:
+        task = progress.add_task("epoch 1", total=None)
+
+        def on_progress(epoch: int, done: int, total: int) -> None:
+            progress.update(task, description=f"epoch {epoch}", completed=done, total=total)
+
+        fit(cfg, run, on_progress=on_progress, on_epoch=on_epoch)
+    typer.echo(str(run.path))
+
+
+def _parse_layers(text: str | None) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(x) for x in text.split(","))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not a comma-separated list of sizes like 256,128", param_hint="--layers"
+        ) from None
+
+
+# ---------------------------------------------------------------------------- evaluate
+
+
+def _results_table(result: dict[str, Any], model_name: str) -> Table:
+    metrics = list(result["metrics"])
+    shown = [m for m in metrics if m.startswith(("recall@", "mrr@"))]
+    table = Table(
+        title=f"{result['split']} split: {result['n_events']:,} target events in {result['n_sequences']:,} sequences, "
+        f"full ranking over {result['n_items']:,} items, {result['ties']} ties",
+        title_justify="left",
+    )
+    table.add_column("model")
+    for m in shown:
+        table.add_column(m.replace("recall", "Recall").replace("mrr", "MRR"), justify="right")
+    rows = {model_name: result["metrics"], **result["baselines"]}
+    best = {m: max(r[m] for r in rows.values()) for m in shown}
+    for name, r in rows.items():
+        table.add_row(name, *[f"[bold green]{r[m]:.4f}[/]" if r[m] == best[m] else f"{r[m]:.4f}" for m in shown])
+    return table
+
+
+@app.command()
+@handle_errors
+def evaluate(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `rnnrec train`.")],
+    split: Annotated[str, typer.Option(help="test or valid.")] = "test",
+    k: Annotated[str, typer.Option("--k", help="Cut-offs, e.g. 1,5,10,20.")] = "1,5,10,20",
+    ties: Annotated[str, typer.Option(help="conservative, optimistic or median.")] = "conservative",
+    as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")] = False,
+    quiet: Quiet = False,
+) -> None:
+    """Full-catalogue next-item evaluation of the best checkpoint, beside a popularity baseline."""
+    from rnnrec_cli.evaluate import evaluate_run
+    from rnnrec_cli.metrics import parse_ks
+    from rnnrec_cli.rundir import load_config, open_run
+
+    if split not in ("test", "valid"):
+        raise typer.BadParameter(f"{split!r} is not test or valid", param_hint="--split")
+    if ties not in ("conservative", "optimistic", "median"):
+        raise typer.BadParameter(f"{ties!r} is not conservative, optimistic or median", param_hint="--ties")
+    try:
+        ks = parse_ks(k)
+    except ValueError:
+        raise typer.BadParameter(f"{k!r} is not a list of positive integers like 1,5,10,20", param_hint="--k") from None
+    run = open_run(run_dir)
+    with err.status(f"evaluating on {split}", spinner="dots") if not quiet else _nullcontext():
+        result = evaluate_run(run, split, ks, ties)  # type: ignore[arg-type]
+    if not quiet:
+        err.print(_results_table(result, load_config(run).model.cell))
+    if as_json:
+        typer.echo(json.dumps(result))
+
+
+# ---------------------------------------------------------------------------- predict
+
+
+@app.command()
+@handle_errors
+def predict(
+    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `rnnrec train`.")],
+    events: Annotated[
+        list[str] | None,
+        typer.Argument(help="Current sessions' events in the training format, or - for stdin (default)."),
+    ] = None,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output CSV file, or - for stdout.")] = "-",
+    k: Annotated[int, typer.Option("-k", min=1, help="Recommendations per sequence.")] = 20,
+    include_seen: Annotated[bool, typer.Option("--include-seen", help="Allow items already in the session.")] = False,
+    force: Force = False,
+    quiet: Quiet = False,
+) -> None:
+    """Top-K next items for each session in EVENTS, as session_id,rank,item_id,score in original ids."""
+    from rnnrec_cli.predict import predict as run_predict
+    from rnnrec_cli.rundir import open_run
+
+    run = open_run(run_dir)
+    if out != "-" and Path(out).exists() and not force:
+        raise RnnrecError(f"{out} already exists; pass --force to overwrite it")
+    result = run_predict(run, events or ["-"], k=k, exclude_seen=not include_seen)
+    if not quiet:
+        err.print(
+            f"{result.n_sequences:,} sequences, {result.n_events:,} events read; "
+            f"{result.unknown_events:,} events on items unknown to the model skipped; "
+            f"{result.empty_sequences:,} sequences with no known item left out"
+        )
+    if out == "-":
+        result.recs.write_csv(sys.stdout.buffer)
+        sys.stdout.flush()
+    else:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        result.recs.write_csv(tmp)
+        tmp.replace(path)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

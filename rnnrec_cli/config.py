@@ -1,0 +1,253 @@
+"""Frozen, validated configuration for every stage, saved as JSON in data and run directories.
+
+Precedence (resolved once, in cli.py): dataclass defaults < preset < --config file < explicit flags.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from rnnrec_cli.errors import ConfigError
+
+Cell = Literal["gru", "lstm", "rnn"]
+Optimizer = Literal["adagrad", "adam", "adamw", "sgd"]
+Loss = Literal["ce"]
+TimeUnit = Literal["auto", "s", "ms", "us", "ns"]
+InputFormat = Literal["auto", "csv", "parquet", "jsonl", "otto"]
+Ties = Literal["conservative", "optimistic", "median"]
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?\s*$")
+_UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
+
+
+def parse_duration(text: str, what: str) -> float:
+    """'30m' -> 1800.0 seconds. A bare number means seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ConfigError(f"{what} {text!r} is not a duration; use e.g. 45s, 30m, 1h, 7d or 2w")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2) or "s"]
+
+
+@dataclass(frozen=True)
+class Period:
+    """The final stretch of time that a split takes: a duration, or a fraction of the time range."""
+
+    seconds: float | None = None
+    fraction: float | None = None
+
+    @property
+    def empty(self) -> bool:
+        return not (self.seconds or self.fraction)
+
+
+def parse_period(text: str, what: str) -> Period:
+    """'7d' -> the last 7 days; '0.1' -> the last 10% of the time range; '0' -> nothing."""
+    text = text.strip()
+    try:
+        value = float(text)
+    except ValueError:
+        return Period(seconds=parse_duration(text, what))
+    if value == 0:
+        return Period()
+    if 0 < value < 1:
+        return Period(fraction=value)
+    raise ConfigError(
+        f"{what} {text!r}: a bare number must be a fraction in (0, 1), or 0 for none; "
+        "for a duration add a unit, e.g. 7d"
+    )
+
+
+def parse_split(text: str) -> Period:
+    kind, _, arg = text.partition(":")
+    if kind != "time" or not arg:
+        raise ConfigError(
+            f"--split {text!r} is not supported; use time:DURATION (e.g. time:7d) or time:FRACTION (e.g. time:0.1)"
+        )
+    period = parse_period(arg, "--split")
+    if period.empty:
+        raise ConfigError(f"--split {text!r} leaves no test data; use e.g. time:7d")
+    return period
+
+
+def _check_choice(name: str, value: Any, literal: Any) -> None:
+    choices = get_args(literal)
+    if value not in choices:
+        raise ConfigError(f"{name} {value!r} is not one of: {', '.join(map(str, choices))}")
+
+
+def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+    if value < 0 or (value == 0 and not allow_zero):
+        raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
+
+
+def _check_probability(name: str, value: float) -> None:
+    if not 0 <= value < 1:
+        raise ConfigError(f"{name} must be in [0, 1), got {value}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class PrepareConfig:
+    """How a raw event log becomes train/valid/test sequences."""
+
+    preset: str | None = None
+    format: InputFormat = "auto"
+    sep: str | None = None
+    user_col: str | None = None
+    session_col: str | None = None
+    item_col: str | None = None
+    time_col: str | None = None
+    event_col: str | None = None
+    value_col: str | None = None
+    time_unit: TimeUnit = "auto"
+    # Seconds of inactivity that start a new session; None = each user's whole history is one
+    # sequence. Ignored when session_col is given.
+    session_gap: float | None = 1800.0
+    events: tuple[str, ...] = ()
+    min_value: float | None = None
+    dedupe_consecutive: bool = True
+    min_item_support: int = 5
+    min_session_length: int = 2
+    split: str = "time:7d"
+    valid: str = "7d"
+
+    def __post_init__(self) -> None:
+        _check_choice("--format", self.format, InputFormat)
+        _check_choice("--time-unit", self.time_unit, TimeUnit)
+        if self.sep is not None and len(self.sep) != 1:
+            raise ConfigError(f"--sep must be one character, got {self.sep!r}")
+        if self.session_gap is not None:
+            _check_positive("--session-gap", self.session_gap)
+        _check_positive("--min-item-support", self.min_item_support)
+        if self.min_session_length < 2:
+            raise ConfigError(
+                f"--min-session-length must be >= 2 (a sequence of one event has no "
+                f"next item to predict), got {self.min_session_length}"
+            )
+        parse_split(self.split)
+        parse_period(self.valid, "--valid")
+
+    @property
+    def test_period(self) -> Period:
+        return parse_split(self.split)
+
+    @property
+    def valid_period(self) -> Period:
+        return parse_period(self.valid, "--valid")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelConfig:
+    cell: Cell = "gru"
+    layers: tuple[int, ...] = (100,)
+    # 0 = "constrained" embedding (GRU4Rec's default): one item matrix is both the input
+    # embedding and the output weights, so its width is the last layer's size.
+    embedding: int = 0
+    dropout_embed: float = 0.0
+    dropout_hidden: float = 0.0
+
+    def __post_init__(self) -> None:
+        _check_choice("--cell", self.cell, Cell)
+        if not self.layers or any(n <= 0 for n in self.layers):
+            raise ConfigError(f"--layers must be positive sizes like 100 or 256,128, got {self.layers}")
+        _check_positive("--embedding", self.embedding, allow_zero=True)
+        _check_probability("--dropout-embed", self.dropout_embed)
+        _check_probability("--dropout-hidden", self.dropout_hidden)
+
+    @property
+    def tied(self) -> bool:
+        return self.embedding == 0
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.layers[-1] if self.tied else self.embedding
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    epochs: int = 10
+    batch_size: int = 64
+    # Steps of truncated back-propagation; the hidden state carries over between chunks.
+    bptt: int = 10
+    loss: Loss = "ce"
+    optimizer: Optimizer = "adagrad"
+    lr: float = 0.1
+    momentum: float = 0.0
+    clip_norm: float = 0.0
+    seed: int = 0
+    # Early stopping: stop after this many epochs without improvement of `monitor` (0 = never).
+    patience: int = 0
+    monitor: str = "mrr@20"
+    eval_batch_size: int = 256
+
+    def __post_init__(self) -> None:
+        _check_choice("--loss", self.loss, Loss)
+        _check_choice("--optimizer", self.optimizer, Optimizer)
+        _check_positive("--epochs", self.epochs)
+        _check_positive("--batch-size", self.batch_size)
+        _check_positive("--bptt", self.bptt)
+        _check_positive("--lr", self.lr)
+        _check_positive("--momentum", self.momentum, allow_zero=True)
+        _check_positive("--clip-norm", self.clip_norm, allow_zero=True)
+        _check_positive("--patience", self.patience, allow_zero=True)
+        _check_positive("--eval-batch-size", self.eval_batch_size)
+        if not re.fullmatch(r"(recall|mrr)@\d+", self.monitor):
+            raise ConfigError(f"--monitor {self.monitor!r} must look like mrr@20 or recall@20")
+
+
+@dataclass(frozen=True, kw_only=True)
+class RunConfig:
+    """Everything needed to rebuild a run's model: saved as config.json before training starts."""
+
+    data_dir: str
+    n_items: int
+    model: ModelConfig = field(default_factory=ModelConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    names = {f.name: f for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - set(names))
+    if unknown:
+        raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    out = {}
+    for key, value in values.items():
+        if isinstance(value, list):
+            value = tuple(value)
+        sub = {"model": ModelConfig, "train": TrainConfig}.get(key) if cls is RunConfig else None
+        if sub is not None and isinstance(value, dict):
+            value = _build(sub, value, f"{where} [{key}]")
+        out[key] = value
+    try:
+        return cls(**out)
+    except TypeError as exc:
+        raise ConfigError(f"{where}: {exc}") from None
+
+
+def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
+    """Build a config dataclass from JSON-like values, rejecting unknown keys."""
+    return _build(cls, values, where)
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    return dataclasses.asdict(cfg)
+
+
+def save_json(path: Path, values: dict[str, Any]) -> None:
+    """Write JSON atomically so a crash never leaves a half-written file behind."""
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(values, indent=2, sort_keys=False) + "\n")
+    tmp.replace(path)
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None

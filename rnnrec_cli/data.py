@@ -1,0 +1,593 @@
+"""Polars ETL: raw event log -> cleaned, sessionized, split, item-indexed Parquet + manifest.json.
+
+Every transform takes and returns a LazyFrame (or DataFrame where a loop needs materialised
+counts); IO lives in `prepare()` and the readers at the bottom.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import gzip
+import hashlib
+import logging
+import shutil
+import sys
+import tempfile
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import polars as pl
+
+from rnnrec_cli import __version__
+from rnnrec_cli.config import Period, PrepareConfig, load_json, save_json, to_dict
+from rnnrec_cli.errors import DataError, RunDirError
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "valid", "test")
+MANIFEST = "manifest.json"
+ITEMS = "items.parquet"
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # MovieLens ratings.csv: a user's whole rating history is one sequence (rating sittings are
+    # an artefact of the site, not sessions); the last 10% of ratings in time form the test users.
+    "movielens": {
+        "format": "csv",
+        "user_col": "userId",
+        "item_col": "movieId",
+        "time_col": "timestamp",
+        "value_col": "rating",
+        "time_unit": "s",
+        "session_gap": None,
+        "split": "time:0.1",
+        "valid": "0.1",
+    },
+    # OTTO's nested JSONL: {"session": int, "events": [{"aid", "ts" (ms), "type"}]}.
+    "otto": {
+        "format": "otto",
+        "session_col": "session",
+        "item_col": "aid",
+        "time_col": "ts",
+        "event_col": "type",
+        "time_unit": "ms",
+    },
+}
+
+# Column names recognised without flags, compared lower-cased without '_' and '-'.
+_GUESSES: dict[str, tuple[str, ...]] = {
+    "item_col": ("itemid", "item", "movieid", "aid", "productid", "asin", "articleid", "sku"),
+    "time_col": ("timestamp", "time", "ts", "datetime", "eventtime", "unixreviewtime", "date"),
+    "user_col": ("userid", "user", "visitorid", "reviewerid", "customerid", "clientid"),
+    "session_col": ("sessionid", "session"),
+    "event_col": ("eventtype", "event", "type", "action"),
+    "value_col": ("rating", "value", "score"),
+}
+_FLAGS = {
+    "item_col": "--item-col",
+    "time_col": "--time-col",
+    "user_col": "--user-col",
+    "session_col": "--session-col",
+    "event_col": "--event-col",
+    "value_col": "--value-col",
+}
+_CANON = {
+    "user_col": "user",
+    "session_col": "session",
+    "item_col": "item",
+    "time_col": "ts",
+    "event_col": "event",
+    "value_col": "value",
+}
+_SEPARATORS = (",", "\t", ";", "|")
+
+
+# ---------------------------------------------------------------------------- reading raw logs
+
+
+def _is_gzip(path: Path) -> bool:
+    with open(path, "rb") as f:
+        return f.read(2) == b"\x1f\x8b"
+
+
+def _head_text(path: Path, n_bytes: int = 65536) -> str:
+    opener = gzip.open if _is_gzip(path) else open
+    try:
+        with opener(path, "rb") as f:
+            return f.read(n_bytes).decode("utf-8", errors="replace")
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+
+
+def detect_format(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz")
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    return "csv"
+
+
+def sniff_separator(path: Path) -> str:
+    """The candidate separator that splits the header and first rows most consistently."""
+    lines = [ln for ln in _head_text(path).splitlines()[:20] if ln.strip()]
+    if not lines:
+        raise DataError(f"{path} is empty")
+    best, best_score = ",", -1
+    for sep in _SEPARATORS:
+        counts = [ln.count(sep) for ln in lines[:-1] or lines]
+        if counts[0] == 0:
+            continue
+        score = counts[0] * 10 + (10 if len(set(counts)) == 1 else 0)
+        if score > best_score:
+            best, best_score = sep, score
+    return best
+
+
+def _scan_one(path: Path, cfg: PrepareConfig) -> pl.LazyFrame:
+    fmt = cfg.format if cfg.format != "auto" else detect_format(path)
+    try:
+        if fmt == "parquet":
+            return pl.scan_parquet(path)
+        if fmt in ("jsonl", "otto"):
+            lf = pl.read_ndjson(path).lazy() if _is_gzip(path) else pl.scan_ndjson(path)
+            if fmt == "otto":
+                lf = _flatten_otto(lf, path)
+            return lf
+        sep = cfg.sep or sniff_separator(path)
+        if _is_gzip(path):
+            # Polars decompresses gzip only in its eager reader.
+            return pl.read_csv(path, separator=sep, infer_schema_length=10000).lazy()
+        return pl.scan_csv(path, separator=sep, infer_schema_length=10000)
+    except (pl.exceptions.PolarsError, OSError) as exc:
+        raise DataError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
+
+
+def _flatten_otto(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:
+    names = lf.collect_schema().names()
+    if "events" not in names:
+        raise DataError(
+            f"{path} is not OTTO's nested format: no 'events' list (found: {', '.join(names)}). "
+            "Drop --preset otto / --format otto for flat JSON lines."
+        )
+    return lf.explode("events").unnest("events")
+
+
+@contextmanager
+def materialized_inputs(paths: Sequence[str]) -> Iterator[list[Path]]:
+    """Yield real file paths; '-' (stdin) is spooled to a temporary file for lazy scanning."""
+    tmp: Path | None = None
+    out = []
+    try:
+        for p in paths:
+            if p == "-":
+                if tmp is not None:
+                    raise DataError("'-' (stdin) may be given only once")
+                fd, name = tempfile.mkstemp(prefix="rnnrec-stdin-")
+                tmp = Path(name)
+                with open(fd, "wb") as f:
+                    shutil.copyfileobj(sys.stdin.buffer, f)
+                out.append(tmp)
+            else:
+                path = Path(p)
+                if not path.is_file():
+                    raise DataError(f"input file {p} does not exist")
+                out.append(path)
+        yield out
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def resolve_columns(cfg: PrepareConfig, names: Sequence[str], source: str) -> PrepareConfig:
+    """Fill unset column options from well-known names; fail naming the flag when impossible."""
+    normalized = {n.lower().replace("_", "").replace("-", ""): n for n in names}
+    updates: dict[str, str] = {}
+    for key, candidates in _GUESSES.items():
+        given = getattr(cfg, key)
+        if given is not None:
+            if given not in names:
+                raise DataError(
+                    f"column {given!r} not in {source} (found: {', '.join(names)}). "
+                    f"Pass {_FLAGS[key]} with one of those."
+                )
+            continue
+        taken = set(updates.values()) | {getattr(cfg, k) for k in _GUESSES}
+        match = next((normalized[c] for c in candidates if c in normalized), None)
+        if match is not None and match not in taken:
+            updates[key] = match
+    cfg = dataclasses.replace(cfg, **updates)
+    for key in ("item_col", "time_col"):
+        if getattr(cfg, key) is None:
+            raise DataError(
+                f"no {key.removesuffix('_col')} column found in {source} "
+                f"(found: {', '.join(names)}). Pass {_FLAGS[key]}."
+            )
+    if cfg.session_col is None and cfg.user_col is None:
+        raise DataError(
+            f"{source} has no session or user column (found: {', '.join(names)}). Pass --session-col or --user-col."
+        )
+    return cfg
+
+
+def scan_events(paths: Sequence[Path], cfg: PrepareConfig) -> tuple[pl.LazyFrame, PrepareConfig]:
+    """Raw files -> one LazyFrame with canonical columns (user/session, item, ts, event, value).
+
+    Returns the config with column names resolved. `ts` becomes Datetime[us] (naive UTC).
+    """
+    frames = [_scan_one(p, cfg) for p in paths]
+    schemas = [f.collect_schema() for f in frames]
+    names = schemas[0].names()
+    source = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more)"
+    for p, s in zip(paths[1:], schemas[1:], strict=True):
+        if s.names() != names:
+            raise DataError(
+                f"{p} has columns {', '.join(s.names())} but {paths[0]} has {', '.join(names)}; "
+                "all inputs must share one layout"
+            )
+    cfg = resolve_columns(cfg, names, source)
+    lf = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
+    selected = [
+        pl.col(getattr(cfg, key)).alias(canon) for key, canon in _CANON.items() if getattr(cfg, key) is not None
+    ]
+    lf = lf.select(selected).with_row_index("_row")
+    ts_dtype = schemas[0][cfg.time_col]
+    # The raw value is kept until parsing is checked, so an error can quote it.
+    return lf.with_columns(_ts_raw=pl.col("ts").cast(pl.String), ts=_time_expr(lf, ts_dtype, cfg, source)), cfg
+
+
+def _time_expr(lf: pl.LazyFrame, dtype: pl.DataType, cfg: PrepareConfig, source: str) -> pl.Expr:
+    col = pl.col("ts")
+    if dtype.is_integer() or dtype.is_float():
+        unit = cfg.time_unit
+        if unit == "auto":
+            top = lf.select(col.abs().max()).collect().item()
+            unit = _guess_unit(float(top or 0))
+        scale = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}[unit]
+        return pl.from_epoch((col.cast(pl.Float64) * scale).cast(pl.Int64), time_unit="us")
+    if dtype == pl.String:
+        return _parse_time_strings(col)
+    if isinstance(dtype, pl.Datetime):
+        out = col.cast(pl.Datetime("us", dtype.time_zone))
+        return out.dt.convert_time_zone("UTC").dt.replace_time_zone(None) if dtype.time_zone else out
+    if dtype == pl.Date:
+        return col.cast(pl.Datetime("us"))
+    raise DataError(f"time column {cfg.time_col!r} in {source} has unsupported type {dtype}")
+
+
+_ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def _parse_time_strings(col: pl.Expr) -> pl.Expr:
+    """ISO-8601 strings, with or without an offset or 'Z', row by row (formats may mix).
+
+    Offsets are converted to UTC; times without one are taken as UTC.
+    """
+    text = col.str.strip_chars().str.replace(r"Z$", "+00:00")
+    aware = [
+        text.str.to_datetime(f + "%:z", time_unit="us", strict=False)
+        .dt.convert_time_zone("UTC")
+        .dt.replace_time_zone(None)
+        for f in _ISO_FORMATS[:4]
+    ]
+    naive = [text.str.to_datetime(f, time_unit="us", strict=False) for f in _ISO_FORMATS]
+    return pl.coalesce(*aware, *naive)
+
+
+def _guess_unit(magnitude: float) -> str:
+    # Unix seconds stay below 1e11 until the year 5138; ms, us and ns are 1e3 apart.
+    if magnitude >= 1e17:
+        return "ns"
+    if magnitude >= 1e14:
+        return "us"
+    if magnitude >= 1e11:
+        return "ms"
+    return "s"
+
+
+# ---------------------------------------------------------------------------- transforms
+
+
+def sequence_keys(cfg: PrepareConfig) -> list[str]:
+    return ["session"] if cfg.session_col is not None else ["user"]
+
+
+def sessionize(lf: pl.LazyFrame, cfg: PrepareConfig) -> pl.LazyFrame:
+    """Add `seq`, a global sequence number; rows end sorted by (key, ts, original row).
+
+    Given sessions keep their ids; otherwise a user's events split where the inactivity gap is
+    exceeded, or stay one sequence per user when `session_gap` is None. The original row index
+    breaks timestamp ties, so the order (and every later step) is deterministic.
+    """
+    keys = sequence_keys(cfg)
+    lf = lf.sort([*keys, "ts", "_row"])
+    new = pl.any_horizontal([pl.col(k) != pl.col(k).shift(1) for k in keys]).fill_null(True)
+    if cfg.session_col is None and cfg.session_gap is not None:
+        gap = pl.duration(microseconds=int(cfg.session_gap * 1_000_000))
+        new = new | ((pl.col("ts") - pl.col("ts").shift(1)) > gap).fill_null(True)
+    return lf.with_columns(seq=new.cast(pl.Int64).cum_sum())
+
+
+def drop_consecutive_repeats(df: pl.DataFrame) -> pl.DataFrame:
+    """Collapse runs of the same item inside a sequence (rows sorted by seq, ts)."""
+    keep = (pl.col("item") != pl.col("item").shift(1)) | (pl.col("seq") != pl.col("seq").shift(1))
+    return df.filter(keep.fill_null(True))
+
+
+def filter_until_stable(df: pl.DataFrame, cfg: PrepareConfig) -> tuple[pl.DataFrame, int]:
+    """Item support and sequence length filters (and repeat collapsing), iterated to a fixpoint.
+
+    Returns the filtered frame and the number of rounds that changed something.
+    """
+    rounds = 0
+    while True:
+        before = df.height
+        df = df.filter(pl.len().over("item") >= cfg.min_item_support)
+        if cfg.dedupe_consecutive:
+            df = drop_consecutive_repeats(df)
+        df = df.filter(pl.len().over("seq") >= cfg.min_session_length)
+        if df.height == before:
+            return df, rounds
+        rounds += 1
+
+
+def _cutoff(df: pl.DataFrame, period: Period) -> datetime:
+    if period.seconds is not None:
+        return df["ts"].max() - timedelta(seconds=period.seconds)
+    return df["ts"].quantile(1 - (period.fraction or 0), interpolation="lower")
+
+
+def split_by_time(df: pl.DataFrame, period: Period) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(before, after): sequences whose LAST event falls after the cutoff go after, whole."""
+    if period.empty or df.is_empty():
+        return df, df.clear()
+    cutoff = _cutoff(df, period)
+    is_late = pl.col("ts").max().over("seq") > cutoff
+    return df.filter(~is_late), df.filter(is_late)
+
+
+def restrict_to_vocabulary(
+    df: pl.DataFrame, vocab: pl.Series, cfg: PrepareConfig
+) -> tuple[pl.DataFrame, dict[str, int]]:
+    """GRU4Rec's protocol for test/valid: drop events on unseen items, then short sequences."""
+    n0, s0 = df.height, df["seq"].n_unique()
+    df = df.filter(pl.col("item").is_in(vocab.implode()))
+    n1 = df.height
+    if cfg.dedupe_consecutive:
+        df = drop_consecutive_repeats(df)
+    df = df.filter(pl.len().over("seq") >= cfg.min_session_length)
+    return df, {
+        "events_on_unseen_items": n0 - n1,
+        "events_in_short_sequences": n1 - df.height,
+        "sequences_dropped": s0 - df["seq"].n_unique(),
+    }
+
+
+def item_table(train: pl.DataFrame) -> pl.DataFrame:
+    """Dense item index: most frequent in training first, ties by original id."""
+    counts = train.group_by("item").agg(count=pl.len()).sort(["count", "item"], descending=[True, False])
+    return counts.with_row_index("idx").select(
+        pl.col("idx").cast(pl.Int32), pl.col("item").alias("item_id"), pl.col("count").cast(pl.Int64)
+    )
+
+
+def encode(df: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
+    """Original item ids -> dense `item` index; sequences renumbered by start time."""
+    mapping = items.select(pl.col("item_id").alias("item"), pl.col("idx"))
+    df = df.join(mapping, on="item", how="left")
+    starts = (
+        df.group_by("seq")
+        .agg(start=pl.col("ts").min())
+        .sort(["start", "seq"])
+        .with_row_index("new_seq")
+        .select("seq", pl.col("new_seq").cast(pl.Int64))
+    )
+    extra = [c for c in ("user", "session", "event", "value") if c in df.columns]
+    return (
+        df.join(starts, on="seq")
+        .sort(["new_seq", "ts", "_row"])
+        .select(pl.col("new_seq").alias("seq"), pl.col("idx").alias("item"), "ts", *extra)
+    )
+
+
+# ---------------------------------------------------------------------------- the whole job
+
+
+@dataclass(frozen=True)
+class PrepareResult:
+    out_dir: Path
+    manifest: dict[str, Any]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _split_stats(df: pl.DataFrame) -> dict[str, Any]:
+    if df.is_empty():
+        return {"events": 0, "sequences": 0, "items": 0, "time_min": None, "time_max": None}
+    return {
+        "events": df.height,
+        "sequences": df["seq"].n_unique(),
+        "items": df["item"].n_unique(),
+        "time_min": df["ts"].min().isoformat(),
+        "time_max": df["ts"].max().isoformat(),
+    }
+
+
+def check_times(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
+    """Fail on the first timestamp that is present but could not be parsed, quoting it.
+
+    Returns the frame without the raw time column.
+    """
+    if "_ts_raw" not in df.columns:
+        return df
+    bad = df.filter(pl.col("ts").is_null() & pl.col("_ts_raw").is_not_null()).head(1)
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise DataError(
+            f"cannot parse time {row['_ts_raw']!r} in column {cfg.time_col!r} (data row {row['_row'] + 1}); "
+            "use unix seconds/ms/us or ISO-8601 like 2024-05-01T12:00:00, or pass --time-unit"
+        )
+    return df.drop("_ts_raw")
+
+
+def build_splits(lf: pl.LazyFrame, cfg: PrepareConfig) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict[str, Any]]:
+    """Canonical events -> (encoded splits, item table, stage counts). Pure apart from collect()."""
+    stages: dict[str, Any] = {}
+    if cfg.events:
+        if cfg.event_col is None:
+            raise DataError("--events needs an event-type column; pass --event-col")
+        lf = lf.filter(pl.col("event").cast(pl.String).is_in(list(cfg.events)))
+    if cfg.min_value is not None:
+        if cfg.value_col is None:
+            raise DataError("--min-value needs a value column; pass --value-col")
+        lf = lf.filter(pl.col("value") >= cfg.min_value)
+    df = lf.collect(engine="streaming")
+    stages["events_read"] = df.height
+    required = ["item", "ts", *sequence_keys(cfg)]
+    df = check_times(df, cfg).drop_nulls(required)
+    stages["after_dropping_nulls"] = df.height
+    df = df.unique(subset=[c for c in df.columns if c != "_row"], keep="first", maintain_order=True)
+    stages["after_dropping_exact_duplicates"] = df.height
+    df = sessionize(df.lazy(), cfg).collect()
+    if cfg.dedupe_consecutive:
+        df = drop_consecutive_repeats(df)
+        stages["after_collapsing_repeats"] = df.height
+    df, rounds = filter_until_stable(df, cfg)
+    stages["after_filtering"] = df.height
+    stages["filter_rounds"] = rounds
+    if df.is_empty():
+        raise DataError(
+            "no events left after filtering "
+            f"({', '.join(f'{k}={v}' for k, v in stages.items())}); lower --min-item-support "
+            "or check the sequence columns"
+        )
+    rest, test = split_by_time(df, cfg.test_period)
+    train, valid = split_by_time(rest, cfg.valid_period)
+    if train.is_empty():
+        raise DataError(f"--split {cfg.split} / --valid {cfg.valid} leave no training sequences")
+    items = item_table(train)
+    vocab = items["item_id"]
+    test, stages["test_cleaning"] = restrict_to_vocabulary(test, vocab, cfg)
+    valid, stages["valid_cleaning"] = restrict_to_vocabulary(valid, vocab, cfg)
+    if test.is_empty():
+        raise DataError(
+            f"--split {cfg.split} leaves no test sequences of length >= {cfg.min_session_length}; "
+            "use a longer period, e.g. time:0.1"
+        )
+    splits = {name: encode(part, items) for name, part in zip(SPLITS, (train, valid, test), strict=True)}
+    return splits, items, stages
+
+
+def prepare(
+    inputs: Sequence[str],
+    out_dir: Path,
+    cfg: PrepareConfig,
+    *,
+    force: bool = False,
+    on_stage: Callable[[str], None] | None = None,
+) -> PrepareResult:
+    """Run the whole ETL and write the data directory atomically (temp dir, then rename)."""
+    if out_dir.exists() and not force:
+        raise RunDirError(f"{out_dir} already exists; pass --force to replace it")
+    note = on_stage or (lambda _msg: None)
+    with materialized_inputs(inputs) as paths:
+        note("reading events")
+        lf, cfg = scan_events(paths, cfg)
+        splits, items, stages = build_splits(lf, cfg)
+        input_info = [
+            {"path": p if p == "-" else str(Path(p).resolve()), "bytes": q.stat().st_size, "sha256": _sha256(q)}
+            for p, q in zip(inputs, paths, strict=True)
+        ]
+    manifest = {
+        "rnnrec_version": __version__,
+        "polars_version": pl.__version__,
+        "created": datetime.now(UTC).isoformat(timespec="seconds"),
+        "inputs": input_info,
+        "config": to_dict(cfg),
+        "stages": stages,
+        "splits": {name: _split_stats(df) for name, df in splits.items()},
+        "n_items": items.height,
+    }
+    note("writing")
+    out_dir.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    try:
+        for name, df in splits.items():
+            df.write_parquet(tmp / f"{name}.parquet")
+        items.write_parquet(tmp / ITEMS)
+        save_json(tmp / MANIFEST, manifest)
+        if out_dir.exists():
+            shutil.rmtree(out_dir)
+        tmp.rename(out_dir)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return PrepareResult(out_dir=out_dir, manifest=manifest)
+
+
+# ---------------------------------------------------------------------------- prepared data
+
+
+@dataclass(frozen=True)
+class Sequences:
+    """Sequences packed end to end: items[offsets[i]:offsets[i+1]] is sequence i, in time order.
+
+    items: <int32>[n_events]; offsets: <int64>[n_sequences + 1].
+    """
+
+    items: np.ndarray
+    offsets: np.ndarray
+
+    @property
+    def lengths(self) -> np.ndarray:
+        return np.diff(self.offsets)
+
+    def __len__(self) -> int:
+        return len(self.offsets) - 1
+
+    @property
+    def n_targets(self) -> int:
+        return int(np.maximum(self.lengths - 1, 0).sum())
+
+    @staticmethod
+    def from_lists(seqs: Sequence[Sequence[int]]) -> Sequences:
+        lengths = np.array([len(s) for s in seqs], dtype=np.int64)
+        items = np.concatenate([np.asarray(s, np.int32) for s in seqs]) if seqs else np.zeros(0, np.int32)
+        return Sequences(items=items, offsets=np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64))
+
+
+def is_data_dir(path: Path) -> bool:
+    return path.is_dir() and (path / MANIFEST).is_file()
+
+
+def load_manifest(data_dir: Path) -> dict[str, Any]:
+    if not is_data_dir(data_dir):
+        raise DataError(f"{data_dir} is not a prepared data directory (no {MANIFEST}); run `rnnrec prepare` first")
+    return load_json(data_dir / MANIFEST)
+
+
+def read_sequences(data_dir: Path, split: str) -> Sequences:
+    path = data_dir / f"{split}.parquet"
+    if not path.is_file():
+        raise DataError(f"{path} is missing; re-run `rnnrec prepare`")
+    df = pl.read_parquet(path, columns=["seq", "item"])
+    seq = df["seq"].to_numpy()
+    starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]]) if len(seq) else np.zeros(0, np.int64)
+    return Sequences(
+        items=df["item"].to_numpy().astype(np.int32),
+        offsets=np.r_[starts, len(seq)].astype(np.int64),
+    )
+
+
+def read_items(data_dir: Path) -> pl.DataFrame:
+    return pl.read_parquet(data_dir / ITEMS)

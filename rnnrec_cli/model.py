@@ -1,0 +1,134 @@
+"""The recurrent next-item model as pure functions over a parameter pytree.
+
+Flax linen cells are used as stateless definitions (`cell.apply` inside `jax.lax.scan`), so the
+parameters are a plain dict that jit, optax and msgpack checkpoints handle directly.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from rnnrec_cli.config import ModelConfig
+
+Params = dict[str, Any]
+Carry = tuple[Any, ...]
+
+
+def make_cells(cfg: ModelConfig) -> list[nn.Module]:
+    match cfg.cell:
+        case "gru":
+            return [nn.GRUCell(features=n) for n in cfg.layers]
+        case "lstm":
+            return [nn.OptimizedLSTMCell(features=n) for n in cfg.layers]
+        case "rnn":
+            return [nn.SimpleCell(features=n) for n in cfg.layers]
+
+
+def _glorot_uniform(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
+    # GRU4Rec's item-matrix initialisation: uniform in +-sqrt(6 / (fan_in + fan_out)).
+    bound = (6.0 / (shape[0] + shape[1])) ** 0.5
+    return jax.random.uniform(key, shape, jnp.float32, -bound, bound)
+
+
+def zero_carry(cfg: ModelConfig, batch: int) -> Carry:
+    """All-zero hidden state for a batch: one entry per layer ((c, h) for LSTM)."""
+    out = []
+    for n in cfg.layers:
+        # Separate buffers for c and h: the train step donates the carry.
+        if cfg.cell == "lstm":
+            out.append((jnp.zeros((batch, n), jnp.float32), jnp.zeros((batch, n), jnp.float32)))
+        else:
+            out.append(jnp.zeros((batch, n), jnp.float32))
+    return tuple(out)
+
+
+def init_params(cfg: ModelConfig, n_items: int, key: jax.Array) -> Params:
+    k_emb, k_out, *k_cells = jax.random.split(key, 2 + len(cfg.layers))
+    params: Params = {
+        "embedding": _glorot_uniform(k_emb, (n_items, cfg.embedding_dim)),
+        "out_bias": jnp.zeros((n_items,), jnp.float32),
+        "cells": [],
+    }
+    if not cfg.tied:
+        params["out_kernel"] = _glorot_uniform(k_out, (n_items, cfg.layers[-1]))
+    in_dim = cfg.embedding_dim
+    carry = zero_carry(cfg, 1)
+    for cell, k, c in zip(make_cells(cfg), k_cells, carry, strict=True):
+        params["cells"].append(cell.init(k, c, jnp.zeros((1, in_dim)))["params"])
+        in_dim = cell.features
+    return params
+
+
+def _hidden_of(cfg: ModelConfig, carry: Any) -> jax.Array:
+    return carry[1] if cfg.cell == "lstm" else carry
+
+
+def _with_hidden(cfg: ModelConfig, carry: Any, h: jax.Array) -> Any:
+    return (carry[0], h) if cfg.cell == "lstm" else h
+
+
+def _dropout(x: jax.Array, rate: float, key: jax.Array | None) -> jax.Array:
+    if key is None or rate == 0.0:
+        return x
+    keep = jax.random.bernoulli(key, 1.0 - rate, x.shape)
+    return jnp.where(keep, x / (1.0 - rate), 0.0)
+
+
+def run(
+    params: Params,
+    cfg: ModelConfig,
+    carry: Carry,
+    inputs: jax.Array,
+    reset: jax.Array,
+    dropout_key: jax.Array | None = None,
+) -> tuple[Carry, jax.Array]:
+    """Run the stacked cells over T steps.
+
+    Args:
+      carry: hidden state from the previous chunk (see `zero_carry`), batch B.
+      inputs: <int32>[T, B] item indices.
+      reset: <bool>[T, B] zero that slot's state before the step (a new sequence starts).
+      dropout_key: None at evaluation; otherwise dropout on the embedding and each layer output.
+        As in GRU4Rec, the dropped-out output is the state carried to the next step.
+
+    Returns:
+      (carry after the last step, <float32>[T, B, H_last] top-layer outputs).
+    """
+    cells = make_cells(cfg)
+    n_steps = inputs.shape[0]
+    keys = jax.random.split(dropout_key, n_steps) if dropout_key is not None else jnp.zeros((n_steps,), jnp.uint32)
+    training = dropout_key is not None
+
+    def step(carry: Carry, xs: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[Carry, jax.Array]:
+        items, r, k = xs
+        carry = jax.tree.map(lambda c: jnp.where(r[:, None], 0.0, c), carry)
+        lkeys = jax.random.split(k, len(cells) + 1) if training else [None] * (len(cells) + 1)
+        x = _dropout(params["embedding"][items], cfg.dropout_embed, lkeys[0])
+        new = []
+        for cell, p, c, lk in zip(cells, params["cells"], carry, lkeys[1:], strict=True):
+            c, y = cell.apply({"params": p}, c, x)
+            x = _dropout(y, cfg.dropout_hidden, lk)
+            new.append(_with_hidden(cfg, c, x))
+        return tuple(new), x
+
+    return jax.lax.scan(step, carry, (inputs, reset, keys))
+
+
+def output_layer(params: Params, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
+    """(<float32>[N, H] item output weights, <float32>[N] bias); tied to the embedding by default."""
+    kernel = params["embedding"] if cfg.tied else params["out_kernel"]
+    return kernel, params["out_bias"]
+
+
+def scores(params: Params, cfg: ModelConfig, hidden: jax.Array) -> jax.Array:
+    """<float32>[..., H] hidden states -> <float32>[..., N] scores over the full catalogue."""
+    kernel, bias = output_layer(params, cfg)
+    return hidden @ kernel.T + bias
+
+
+def last_hidden(cfg: ModelConfig, carry: Carry) -> jax.Array:
+    return _hidden_of(cfg, carry[-1])

@@ -1,0 +1,50 @@
+"""Shared fixtures: tiny synthetic event logs with structure an RNN can learn."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+import pytest
+
+# Pin Rich's rendering so CLI output does not depend on the terminal running the tests.
+os.environ.setdefault("COLUMNS", "200")
+os.environ["NO_COLOR"] = "1"
+os.environ["TERM"] = "dumb"
+os.environ.setdefault("JAX_PLATFORMS", "cpu")
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def synthetic_log(
+    n_users: int = 60,
+    n_items: int = 40,
+    sessions_per_user: int = 4,
+    seed: int = 0,
+    follow: float = 0.9,
+) -> pl.DataFrame:
+    """Users with sessions 1 h apart; within a session the next item is (item + 1) mod n_items
+    with probability `follow`, else random. Timestamps are unix seconds, 60 s apart in a session.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    t = 1_700_000_000
+    for u in range(n_users):
+        for _ in range(sessions_per_user):
+            length = int(rng.integers(3, 9))
+            item = int(rng.integers(n_items))
+            for _ in range(length):
+                rows.append((f"u{u}", item, t))
+                t += 60
+                item = (item + 1) % n_items if rng.random() < follow else int(rng.integers(n_items))
+            t += 3600 * 2
+    return pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp"], orient="row")
+
+
+@pytest.fixture
+def log_csv(tmp_path: Path) -> Path:
+    path = tmp_path / "events.csv"
+    synthetic_log().write_csv(path)
+    return path

@@ -1,0 +1,151 @@
+"""End to end through the command line: prepare -> train -> evaluate -> predict."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from rnnrec_cli.cli import app
+
+runner = CliRunner()
+TINY = ["--layers", "32", "--epochs", "4", "--batch-size", "16", "--bptt", "4", "--lr", "0.2", "-q"]
+
+
+def _ok(args: list[str], **kw) -> str:
+    result = runner.invoke(app, args, **kw)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
+    from .conftest import synthetic_log
+
+    tmp = tmp_path_factory.mktemp("e2e")
+    log = tmp / "events.csv"
+    synthetic_log(n_users=100, n_items=150).write_csv(log)
+    data, run = tmp / "data", tmp / "run"
+    assert _ok(["prepare", str(log), "-o", str(data), "--split", "time:0.2", "--valid", "0.1", "-q"]).strip() == str(
+        data
+    )
+    out = _ok(["train", str(data), "-o", str(run), *TINY])
+    assert out.strip().splitlines()[-1] == str(run)
+    return log, data, run
+
+
+def test_run_directory_contents(trained) -> None:
+    _, _, run = trained
+    names = {p.name for p in run.iterdir()}
+    assert {"config.json", "metrics.jsonl", "checkpoints", "items.parquet", "data_manifest.json", "COMPLETE"} <= names
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"]["cell"] == "gru" and cfg["train"]["epochs"] == 4 and cfg["train"]["optimizer"] == "adagrad"
+    assert len((run / "metrics.jsonl").read_text().splitlines()) == 4
+
+
+def test_evaluate_json_beats_random(trained) -> None:
+    _, _, run = trained
+    result = json.loads(_ok(["evaluate", str(run), "--json", "-q"]))
+    assert result["split"] == "test" and result["n_events"] > 0
+    n_items = result["n_items"]
+    # The synthetic log's next item is mostly item + 1: far better than random (20 / n_items).
+    assert result["metrics"]["recall@20"] > 3 * 20 / n_items
+    assert result["metrics"]["recall@20"] > result["baselines"]["pop"]["recall@20"]
+    assert (run / "eval" / "test.json").is_file()
+
+
+def test_evaluate_table_on_stderr(trained) -> None:
+    _, _, run = trained
+    result = runner.invoke(app, ["evaluate", str(run), "--k", "5,20"])
+    assert result.exit_code == 0, result.output
+    assert result.stdout == ""
+    assert "Recall@20" in result.stderr and "pop" in result.stderr
+
+
+def test_predict_file_and_stdin(trained, tmp_path: Path) -> None:
+    log, _, run = trained
+    out = tmp_path / "recs.csv"
+    _ok(["predict", str(run), str(log), "-o", str(out), "-k", "5", "-q"])
+    recs = pl.read_csv(out)
+    assert recs.columns == ["session_id", "rank", "item_id", "score"]
+    events = pl.read_csv(log)
+    assert set(recs["session_id"]) == set(events["user_id"])
+    assert recs.group_by("session_id").len()["len"].max() == 5
+    assert set(recs["item_id"]) <= set(events["item_id"])
+    # Seen items are excluded: the last session's items never come back for that user.
+    piped = _ok(["predict", str(run), "-", "-k", "3", "-q"], input=log.read_text())
+    assert piped.splitlines()[0] == "session_id,rank,item_id,score"
+    assert len(piped.splitlines()) == 1 + 3 * events["user_id"].n_unique()
+
+
+def test_predict_excludes_seen_items(trained, tmp_path: Path) -> None:
+    _, _, run = trained
+    p = tmp_path / "s.csv"
+    p.write_text("user_id,item_id,timestamp\nx,1,100\nx,2,160\nx,3,220\n")
+    recs = pl.read_csv(runner.invoke(app, ["predict", str(run), str(p), "-k", "10", "-q"]).stdout.encode())
+    assert not set(recs["item_id"]) & {1, 2, 3}
+    # The structure of the log: after 1, 2, 3 comes 4.
+    assert recs["item_id"][0] == 4
+
+
+def test_predict_refuses_to_overwrite(trained, tmp_path: Path) -> None:
+    log, _, run = trained
+    out = tmp_path / "recs.csv"
+    out.write_text("keep me")
+    result = runner.invoke(app, ["predict", str(run), str(log), "-o", str(out)])
+    assert result.exit_code == 1 and "already exists; pass --force" in result.stderr
+    assert out.read_text() == "keep me"
+
+
+def test_train_on_raw_file_prepares_into_the_run(log_csv: Path, tmp_path: Path) -> None:
+    run = tmp_path / "run"
+    out = _ok(["train", str(log_csv), "-o", str(run), "--cell", "lstm", "--epochs", "1", "--layers", "8", "-q"])
+    assert out.strip() == str(run)
+    assert (run / "data" / "manifest.json").is_file()
+    assert json.loads((run / "config.json").read_text())["model"]["cell"] == "lstm"
+
+
+def test_missing_column_is_a_one_line_error(tmp_path: Path) -> None:
+    p = tmp_path / "bad.csv"
+    p.write_text("user,product,ts\n1,2,3\n")
+    result = runner.invoke(app, ["prepare", str(p), "-o", str(tmp_path / "d"), "--item-col", "item_id"])
+    assert result.exit_code == 1
+    assert (
+        result.stderr.strip()
+        == f"Error: column 'item_id' not in {p} (found: user, product, ts). Pass --item-col with one of those."
+    )
+    assert not (tmp_path / "d").exists()
+
+
+def test_missing_file_and_bad_run_dir(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["prepare", str(tmp_path / "nope.csv"), "-o", str(tmp_path / "d")])
+    assert result.exit_code == 1 and "does not exist" in result.stderr
+    result = runner.invoke(app, ["evaluate", str(tmp_path)])
+    assert result.exit_code == 1 and "not a run directory" in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["train", "x", "--cell", "transformer"],
+        ["evaluate", "x", "--ties", "random"],
+        ["prepare", "x", "-o", "y", "--split", "random"],
+        ["train", "x", "--layers", "a,b"],
+        ["nonsense"],
+    ],
+)
+def test_bad_options_exit_2(args: list[str]) -> None:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 2, result.output
+
+
+def test_module_entry_point_and_closed_pipe(trained) -> None:
+    log, _, run = trained
+    cmd = f"{sys.executable} -m rnnrec_cli predict {run} {log} -k 20 -q | head -n 2"
+    proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[0] == "session_id,rank,item_id,score"
+    assert "Traceback" not in proc.stderr

@@ -1,0 +1,62 @@
+import pytest
+
+from rnnrec_cli.config import (
+    ModelConfig,
+    PrepareConfig,
+    RunConfig,
+    TrainConfig,
+    from_dict,
+    parse_duration,
+    parse_period,
+    parse_split,
+    to_dict,
+)
+from rnnrec_cli.errors import ConfigError
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30m", 1800), ("1h", 3600), ("7d", 604800), ("45", 45), ("1.5h", 5400), ("2w", 1209600)]
+)
+def test_parse_duration(text: str, seconds: float) -> None:
+    assert parse_duration(text, "x") == seconds
+
+
+def test_parse_duration_rejects_garbage() -> None:
+    with pytest.raises(ConfigError, match="--session-gap 'soon' is not a duration"):
+        parse_duration("soon", "--session-gap")
+
+
+def test_periods() -> None:
+    assert parse_period("0.1", "--valid").fraction == 0.1
+    assert parse_period("7d", "--valid").seconds == 604800
+    assert parse_period("0", "--valid").empty
+    assert parse_split("time:3d").seconds == 3 * 86400
+    with pytest.raises(ConfigError, match="time:DURATION"):
+        parse_split("random:0.2")
+    with pytest.raises(ConfigError, match="fraction"):
+        parse_period("5", "--valid")
+
+
+def test_validation_names_the_option() -> None:
+    with pytest.raises(ConfigError, match="--cell 'transformer'"):
+        ModelConfig(cell="transformer")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="--dropout-hidden"):
+        ModelConfig(dropout_hidden=1.0)
+    with pytest.raises(ConfigError, match="--min-session-length"):
+        PrepareConfig(min_session_length=1)
+    with pytest.raises(ConfigError, match="--monitor"):
+        TrainConfig(monitor="loss")
+
+
+def test_round_trip_and_unknown_keys() -> None:
+    cfg = RunConfig(data_dir="d", n_items=5, model=ModelConfig(layers=(8, 4)), train=TrainConfig(lr=0.3))
+    again = from_dict(RunConfig, to_dict(cfg))
+    assert again == cfg
+    assert hash(again) == hash(cfg)  # hashable: usable as a jit static argument
+    with pytest.raises(ConfigError, match="unknown key"):
+        from_dict(RunConfig, {**to_dict(cfg), "colour": "blue"})
+
+
+def test_tied_embedding_width() -> None:
+    assert ModelConfig(layers=(32,)).embedding_dim == 32
+    assert ModelConfig(layers=(32,), embedding=16).embedding_dim == 16

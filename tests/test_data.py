@@ -1,0 +1,244 @@
+from datetime import datetime
+from pathlib import Path
+
+import polars as pl
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnrec_cli.config import PrepareConfig
+from rnnrec_cli.data import (
+    build_splits,
+    drop_consecutive_repeats,
+    encode,
+    filter_until_stable,
+    item_table,
+    prepare,
+    read_items,
+    read_sequences,
+    resolve_columns,
+    scan_events,
+    sessionize,
+    sniff_separator,
+    split_by_time,
+)
+from rnnrec_cli.errors import DataError, RunDirError
+
+from .conftest import REPO
+
+
+def _events(rows: list[tuple], cols: tuple[str, ...] = ("user", "item", "ts")) -> pl.DataFrame:
+    df = pl.DataFrame(rows, schema=list(cols), orient="row")
+    return df.with_columns(pl.from_epoch("ts", time_unit="s").cast(pl.Datetime("us"))).with_row_index("_row")
+
+
+def test_sessionize_by_gap_and_whole_user() -> None:
+    df = _events([("a", 1, 0), ("a", 2, 60), ("a", 3, 10_000), ("b", 1, 30), ("b", 2, 50)])
+    gap = sessionize(df.lazy(), PrepareConfig(user_col="user", session_gap=1800)).collect()
+    assert gap["seq"].to_list() == [1, 1, 2, 3, 3]
+    whole = sessionize(df.lazy(), PrepareConfig(user_col="user", session_gap=None)).collect()
+    assert whole["seq"].to_list() == [1, 1, 1, 2, 2]
+
+
+def test_sessionize_breaks_time_ties_by_row_order() -> None:
+    df = _events([("a", 5, 100), ("a", 6, 100), ("a", 7, 100)])
+    out = sessionize(df.lazy(), PrepareConfig(user_col="user")).collect()
+    assert out["item"].to_list() == [5, 6, 7]
+
+
+def test_drop_consecutive_repeats_respects_sequence_boundaries() -> None:
+    df = pl.DataFrame({"seq": [1, 1, 1, 2, 2], "item": [4, 4, 5, 5, 5]})
+    assert drop_consecutive_repeats(df)["item"].to_list() == [4, 5, 5]
+
+
+def test_filter_iterates_until_stable() -> None:
+    # Item 9 appears once; dropping it shortens sequence 2 to one event, which then goes,
+    # which takes item 3 below support 2 in round two.
+    df = pl.DataFrame({"seq": [1, 1, 2, 2, 3, 3], "item": [1, 2, 3, 9, 1, 2]})
+    out, rounds = filter_until_stable(df, PrepareConfig(min_item_support=2))
+    assert out["item"].to_list() == [1, 2, 1, 2]
+    assert rounds == 1
+
+
+def test_split_moves_whole_sequences_by_last_event() -> None:
+    df = pl.DataFrame(
+        {
+            "seq": [1, 1, 2, 2, 3, 3],
+            "item": [1, 2, 1, 2, 1, 2],
+            "ts": [datetime(2024, 1, d) for d in (1, 2, 3, 9, 8, 9)],
+        }
+    )
+    cfg = PrepareConfig(user_col="u", split="time:2d")
+    before, after = split_by_time(df, cfg.test_period)
+    assert sorted(after["seq"].unique().to_list()) == [2, 3]
+    assert before["seq"].unique().to_list() == [1]
+
+
+def test_sniff_separator(tmp_path: Path) -> None:
+    for sep in (",", "\t", ";"):
+        p = tmp_path / "x.csv"
+        p.write_text(sep.join(["a", "b", "c"]) + "\n" + sep.join(["1", "2", "3"]) + "\n")
+        assert sniff_separator(p) == sep
+
+
+def test_column_guessing_and_missing_column_message() -> None:
+    cfg = resolve_columns(PrepareConfig(), ["SessionId", "ItemId", "Time"], "x.tsv")
+    assert (cfg.session_col, cfg.item_col, cfg.time_col) == ("SessionId", "ItemId", "Time")
+    with pytest.raises(DataError, match=r"column 'product' not in x.csv \(found: user, thing, ts\)\. Pass --item-col"):
+        resolve_columns(PrepareConfig(item_col="product"), ["user", "thing", "ts"], "x.csv")
+    with pytest.raises(DataError, match=r"no item column found in x\.csv"):
+        resolve_columns(PrepareConfig(), ["user", "thing", "ts"], "x.csv")
+
+
+def test_time_units_detected(tmp_path: Path) -> None:
+    for scale, unit in ((1, "s"), (1000, "ms"), (1_000_000, "us")):
+        p = tmp_path / f"t{unit}.csv"
+        pl.DataFrame(
+            {"user_id": [1, 1], "item_id": [1, 2], "ts": [1_700_000_000 * scale, 1_700_000_060 * scale]}
+        ).write_csv(p)
+        lf, _ = scan_events([p], PrepareConfig())
+        assert lf.collect()["ts"].to_list() == [datetime(2023, 11, 14, 22, 13, 20), datetime(2023, 11, 14, 22, 14, 20)]
+
+
+def test_iso_strings_and_tab_separator(tmp_path: Path) -> None:
+    p = tmp_path / "e.tsv"
+    p.write_text("SessionId\tItemId\tTime\ns1\tA\t2024-05-01T10:00:00\ns1\tB\t2024-05-01T10:01:00Z\n")
+    lf, cfg = scan_events([p], PrepareConfig())
+    df = lf.collect()
+    assert cfg.session_col == "SessionId"
+    assert df["ts"].to_list() == [datetime(2024, 5, 1, 10), datetime(2024, 5, 1, 10, 1)]
+
+
+def test_prepare_writes_data_dir_and_refuses_overwrite(log_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    result = prepare([str(log_csv)], out, PrepareConfig(split="time:0.2", valid="0.2"))
+    assert {p.name for p in out.iterdir()} == {
+        "train.parquet",
+        "valid.parquet",
+        "test.parquet",
+        "items.parquet",
+        "manifest.json",
+    }
+    m = result.manifest
+    assert m["config"]["user_col"] == "user_id" and m["inputs"][0]["sha256"]
+    assert m["splits"]["test"]["events"] > 0 and m["splits"]["valid"]["events"] > 0
+    items = read_items(out)
+    assert items["idx"].to_list() == list(range(items.height))
+    assert items["count"].is_sorted(descending=True)
+    for split in ("train", "valid", "test"):
+        seqs = read_sequences(out, split)
+        assert seqs.items.max() < items.height
+        assert (seqs.lengths >= 2).all()
+    with pytest.raises(RunDirError, match="already exists; pass --force"):
+        prepare([str(log_csv)], out, PrepareConfig())
+    prepare([str(log_csv)], out, PrepareConfig(split="time:0.3"), force=True)
+    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".data.")]  # no temp dirs left
+
+
+def test_prepare_fails_cleanly_when_nothing_survives(log_csv: Path, tmp_path: Path) -> None:
+    out = tmp_path / "data"
+    with pytest.raises(DataError, match="no events left after filtering"):
+        prepare([str(log_csv)], out, PrepareConfig(min_item_support=10_000))
+    assert not out.exists()
+    assert list(tmp_path.iterdir()) == [log_csv]
+
+
+def test_movielens_preset_on_bundled_data(tmp_path: Path) -> None:
+    from rnnrec_cli.data import PRESETS
+
+    src = pl.read_csv(REPO / "datasets/ml-latest-small/ratings.csv", n_rows=20000)
+    p = tmp_path / "ratings.csv"
+    src.write_csv(p)
+    result = prepare([str(p)], tmp_path / "ml", PrepareConfig(**PRESETS["movielens"]))
+    assert result.manifest["stages"]["events_read"] == 20000
+    assert result.manifest["splits"]["test"]["sequences"] > 0
+
+
+def test_otto_preset_on_bundled_sample(tmp_path: Path) -> None:
+    from rnnrec_cli.data import PRESETS
+
+    cfg = PrepareConfig(**{**PRESETS["otto"], "min_item_support": 1, "split": "time:0.2", "valid": "0"})
+    lf, resolved = scan_events([REPO / "datasets/otto-sample/train.jsonl"], cfg)
+    df = lf.collect()
+    assert set(df["event"].unique()) == {"clicks", "carts", "orders"}
+    assert df["session"].n_unique() == 20
+    splits, items, _ = build_splits(lf, resolved)
+    assert splits["test"].height > 0 and items.height > 0
+
+
+# ------------------------------------------------------------------ property tests
+
+_rows = st.lists(
+    st.tuples(st.sampled_from(["a", "b", "c"]), st.integers(0, 6), st.integers(0, 20_000)),
+    min_size=1,
+    max_size=60,
+)
+
+
+@settings(deadline=None, max_examples=60)
+@given(_rows, st.sampled_from([None, 600.0, 3600.0]))
+def test_sessionize_keeps_every_event_once_in_time_order(rows: list[tuple], gap: float | None) -> None:
+    df = _events(rows)
+    out = sessionize(df.lazy(), PrepareConfig(user_col="user", session_gap=gap)).collect()
+    assert sorted(out["_row"].to_list()) == list(range(len(rows)))
+    for _, g in out.group_by("seq"):
+        assert g["ts"].is_sorted() and g["user"].n_unique() == 1
+    if gap is not None:
+        gaps = out.group_by("seq").agg(d=pl.col("ts").diff().max())
+        assert all(d is None or d.total_seconds() <= gap for d in gaps["d"].to_list())
+
+
+@settings(deadline=None, max_examples=60)
+@given(_rows, st.sampled_from(["time:3000s", "time:0.3", "time:1d"]))
+def test_split_never_lets_a_sequence_straddle_the_boundary(rows: list[tuple], split: str) -> None:
+    df = sessionize(_events(rows).lazy(), PrepareConfig(user_col="user", session_gap=3600)).collect()
+    period = PrepareConfig(split=split).test_period
+    before, after = split_by_time(df, period)
+    assert before.height + after.height == df.height
+    assert not set(before["seq"]) & set(after["seq"])
+    if before.height and after.height:
+        # Every training sequence ended before every test sequence's last event.
+        assert before["ts"].max() < after.group_by("seq").agg(pl.col("ts").max())["ts"].min()
+
+
+@settings(deadline=None, max_examples=60)
+@given(
+    st.lists(
+        st.tuples(
+            st.integers(0, 4),
+            st.one_of(st.integers(-5, 5).map(str), st.text("xyz", min_size=1, max_size=3)),
+            st.integers(0, 100),
+        ),
+        min_size=1,
+        max_size=40,
+    )
+)
+def test_item_ids_round_trip(rows: list[tuple]) -> None:
+    df = pl.DataFrame(rows, schema=["seq", "item", "ts"], orient="row", schema_overrides={"seq": pl.Int64})
+    df = df.with_columns(pl.from_epoch("ts").cast(pl.Datetime("us"))).with_row_index("_row")
+    items = item_table(df)
+    encoded = encode(df, items)
+    decoded = encoded.join(items, left_on="item", right_on="idx").sort("seq", "ts", maintain_order=True)
+    original = df.sort("seq", "ts", "_row")
+    assert sorted(decoded["item_id"].to_list()) == sorted(original["item"].to_list())
+    assert encoded.height == df.height and encoded["item"].max() < items.height
+    assert items["item_id"].n_unique() == items.height
+
+
+def test_build_splits_keeps_test_out_of_train(log_csv: Path) -> None:
+    lf, cfg = scan_events([log_csv], PrepareConfig(split="time:0.2", valid="0.1"))
+    splits, items, stages = build_splits(lf, cfg)
+    train, valid, test = splits["train"], splits["valid"], splits["test"]
+    # Sequences are renumbered per split, so compare by (user, first time).
+    key = lambda d: set(d.group_by("seq").agg(pl.col("user").first(), pl.col("ts").min()).select("user", "ts").rows())  # noqa: E731
+    assert not key(train) & key(test) and not key(train) & key(valid) and not key(valid) & key(test)
+    assert train["ts"].max() < test.group_by("seq").agg(pl.col("ts").max())["ts"].min()
+    assert test["item"].max() < items.height and stages["filter_rounds"] >= 0
+
+
+def test_unparseable_time_names_the_value_and_row(tmp_path: Path) -> None:
+    p = tmp_path / "e.csv"
+    p.write_text("user_id,item_id,time\nu,1,2024-05-01T10:00:00\nu,2,yesterday\n")
+    with pytest.raises(DataError, match=r"cannot parse time 'yesterday' in column 'time' \(data row 2\)"):
+        prepare([str(p)], tmp_path / "d", PrepareConfig())
+    assert not (tmp_path / "d").exists()

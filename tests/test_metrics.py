@@ -1,0 +1,55 @@
+import jax.numpy as jnp
+import numpy as np
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnrec_cli.metrics import parse_ks, popularity_ranks, summarize, target_ranks
+
+
+def test_ranks_with_ties_by_hand() -> None:
+    scores = jnp.array([[0.5, 0.9, 0.5, 0.1], [1.0, 1.0, 1.0, 1.0]])
+    targets = jnp.array([0, 3])
+    # Row 0: one item above (0.9), one tied (0.5). Row 1: everything tied.
+    assert np.asarray(target_ranks(scores, targets, "conservative")).tolist() == [3, 4]
+    assert np.asarray(target_ranks(scores, targets, "optimistic")).tolist() == [2, 1]
+    assert np.asarray(target_ranks(scores, targets, "median")).tolist() == [2.5, 2.5]
+
+
+def test_summarize_by_hand() -> None:
+    out = summarize(np.array([1, 2, 5, 30]), (1, 5, 20))
+    assert out["recall@1"] == 0.25
+    assert out["recall@5"] == 0.75
+    assert out["recall@20"] == 0.75
+    assert np.isclose(out["mrr@5"], (1 + 0.5 + 0.2) / 4)
+    assert np.isclose(out["ndcg@5"], (1 + 1 / np.log2(3) + 1 / np.log2(6)) / 4)
+    # rank == K is a hit (the `rank < N` off-by-one is a known bug in other tools).
+    assert summarize(np.array([20]), (20,))["recall@20"] == 1.0
+
+
+def test_parse_ks() -> None:
+    assert parse_ks("20,1, 5") == (1, 5, 20)
+
+
+@given(st.lists(st.floats(1, 500), min_size=1, max_size=50), st.lists(st.integers(1, 100), min_size=2, max_size=5))
+def test_metric_properties(ranks: list[float], ks: list[int]) -> None:
+    ks = sorted(set(ks))
+    out = summarize(np.array(ranks), ks)
+    recalls = [out[f"recall@{k}"] for k in ks]
+    assert all(0 <= r <= 1 for r in recalls)
+    assert recalls == sorted(recalls)
+    for k in ks:
+        assert out[f"mrr@{k}"] <= out[f"recall@{k}"] + 1e-12
+        assert 0 <= out[f"ndcg@{k}"] <= 1
+
+
+@settings(deadline=None, max_examples=30)
+@given(
+    st.lists(st.integers(0, 5), min_size=2, max_size=12),
+    st.data(),
+    st.sampled_from(["conservative", "optimistic", "median"]),
+)
+def test_popularity_ranks_match_generic_ranks(counts: list[int], data: st.DataObject, ties: str) -> None:
+    c = np.array(counts, np.float32)
+    targets = np.array(data.draw(st.lists(st.integers(0, len(c) - 1), min_size=1, max_size=8)))
+    expected = target_ranks(jnp.broadcast_to(jnp.asarray(c), (len(targets), len(c))), jnp.asarray(targets), ties)
+    np.testing.assert_array_equal(popularity_ranks(c, targets, ties), np.asarray(expected))

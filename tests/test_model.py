@@ -1,0 +1,64 @@
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from rnnrec_cli import model
+from rnnrec_cli.batches import session_parallel
+from rnnrec_cli.config import ModelConfig
+from rnnrec_cli.data import Sequences
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+@pytest.mark.parametrize("embedding", [0, 6])
+def test_shapes(cell: str, embedding: int) -> None:
+    cfg = ModelConfig(cell=cell, layers=(8, 5), embedding=embedding)
+    params = model.init_params(cfg, 11, jax.random.key(0))
+    inputs = jnp.zeros((4, 3), jnp.int32)
+    _carry, hidden = model.run(params, cfg, model.zero_carry(cfg, 3), inputs, jnp.zeros((4, 3), bool))
+    assert hidden.shape == (4, 3, 5)
+    assert model.scores(params, cfg, hidden).shape == (4, 3, 11)
+    assert ("out_kernel" in params) == (embedding != 0)
+    assert params["embedding"].shape == (11, 5 if embedding == 0 else 6)
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_packed_stream_with_resets_equals_each_sequence_alone(cell: str) -> None:
+    """The hidden state is reset exactly where a new sequence starts, and only there."""
+    cfg = ModelConfig(cell=cell, layers=(7,))
+    params = model.init_params(cfg, 20, jax.random.key(1))
+    seqs_list = [[1, 2, 3, 4], [5, 6], [7, 8, 9], [10, 11, 12, 13, 14], [3, 2]]
+    seqs = Sequences.from_lists(seqs_list)
+    stream = session_parallel(seqs, batch_size=2, bptt=3)
+    carry = model.zero_carry(cfg, 2)
+    packed = []
+    for chunk in stream.chunks():
+        carry, h = model.run(params, cfg, carry, chunk.inputs, chunk.reset)
+        packed.append(np.asarray(h))
+    packed = np.concatenate(packed)
+    alone = {}
+    for s in seqs_list:
+        _, h = model.run(
+            params, cfg, model.zero_carry(cfg, 1), jnp.array(s[:-1])[:, None], jnp.zeros((len(s) - 1, 1), bool)
+        )
+        alone[tuple(s[:-1])] = np.asarray(h[:, 0])
+    for b in range(2):
+        steps = np.flatnonzero(stream.mask[:, b])
+        starts = [t for t in steps if stream.reset[t, b]] + [steps[-1] + 1]
+        for lo, hi in itertools.pairwise(starts):
+            key = tuple(int(x) for x in stream.inputs[lo:hi, b])
+            np.testing.assert_allclose(packed[lo:hi, b], alone[key], rtol=1e-5, atol=1e-6)
+
+
+def test_dropout_only_in_training() -> None:
+    cfg = ModelConfig(layers=(16,), dropout_embed=0.5, dropout_hidden=0.5)
+    params = model.init_params(cfg, 10, jax.random.key(0))
+    args = (params, cfg, model.zero_carry(cfg, 2), jnp.ones((3, 2), jnp.int32), jnp.zeros((3, 2), bool))
+    _, a = model.run(*args)
+    _, b = model.run(*args)
+    _, c = model.run(*args, dropout_key=jax.random.key(3))
+    np.testing.assert_array_equal(a, b)
+    assert not np.allclose(a, c)
+    assert (np.asarray(c) == 0).mean() > 0.3  # about half of the outputs dropped
