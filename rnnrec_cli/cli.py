@@ -18,10 +18,11 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from rich.console import Console
+from rich.console import Console, Group
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
 from rnnrec_cli import __version__
 from rnnrec_cli.config import (
@@ -156,8 +157,8 @@ def _progress(quiet: bool) -> Iterator[Progress]:
 # ---------------------------------------------------------------------------- prepare
 
 
-def _prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Table:
-    table = Table(title=f"Prepared {out_dir}", title_justify="left")
+def _prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Group:
+    table = Table(title=f"Prepared {out_dir} ({manifest['n_items']:,} items)", title_justify="left")
     for col in ("split", "events", "sequences", "items", "from", "to"):
         table.add_column(col, justify="right" if col in ("events", "sequences", "items") else "left")
     for name, s in manifest["splits"].items():
@@ -166,13 +167,24 @@ def _prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Table:
             f"{s['events']:,}",
             f"{s['sequences']:,}",
             f"{s['items']:,}",
-            (s["time_min"] or "-")[:19],
-            (s["time_max"] or "-")[:19],
+            (s["time_min"] or "-")[:10],
+            (s["time_max"] or "-")[:10],
         )
-    table.caption = f"catalogue: {manifest['n_items']:,} items · " + ", ".join(
-        f"{k}={v:,}" for k, v in manifest["stages"].items() if isinstance(v, int)
-    )
-    return table
+    st = manifest["stages"]
+    steps = [(k.removeprefix("after_").replace("_", " "), v) for k, v in st.items() if k.startswith("after_")]
+    lines = [
+        f"events: {st['events_read']:,} read"
+        + "".join(f" -> {v:,} after {k}" for k, v in steps)
+        + f" ({st['filter_rounds']} extra filter rounds)"
+    ]
+    for split in ("test", "valid"):
+        c = st.get(f"{split}_cleaning", {})
+        if any(c.values()):
+            lines.append(
+                f"{split}: removed {c['events_on_unseen_items']:,} events on items not in training, "
+                f"{c['sequences_dropped']:,} sequences left too short"
+            )
+    return Group(table, Text("\n".join(lines)))
 
 
 @app.command()
@@ -409,22 +421,24 @@ def _parse_layers(text: str | None) -> tuple[int, ...] | None:
 # ---------------------------------------------------------------------------- evaluate
 
 
-def _results_table(result: dict[str, Any], model_name: str) -> Table:
-    metrics = list(result["metrics"])
-    shown = [m for m in metrics if m.startswith(("recall@", "mrr@"))]
-    table = Table(
-        title=f"{result['split']} split: {result['n_events']:,} target events in {result['n_sequences']:,} sequences, "
-        f"full ranking over {result['n_items']:,} items, {result['ties']} ties",
-        title_justify="left",
+def _results_table(result: dict[str, Any], model_name: str) -> Group:
+    """Metrics as rows and models as columns, so more baselines stay readable in 80 columns."""
+    shown = [m for m in result["metrics"] if m.startswith(("recall@", "mrr@"))]
+    shown.sort(key=lambda m: (m.split("@")[0] != "recall", int(m.split("@")[1])))
+    title = Text(
+        f"{result['split']} split: {result['n_events']:,} target events in {result['n_sequences']:,} sequences, "
+        f"ranked against all {result['n_items']:,} items, {result['ties']} ties"
     )
-    table.add_column("model")
-    for m in shown:
-        table.add_column(m.replace("recall", "Recall").replace("mrr", "MRR"), justify="right")
+    table = Table()
     rows = {model_name: result["metrics"], **result["baselines"]}
-    best = {m: max(r[m] for r in rows.values()) for m in shown}
-    for name, r in rows.items():
-        table.add_row(name, *[f"[bold green]{r[m]:.4f}[/]" if r[m] == best[m] else f"{r[m]:.4f}" for m in shown])
-    return table
+    table.add_column("metric")
+    for name in rows:
+        table.add_column(name, justify="right")
+    for m in shown:
+        best = max(r[m] for r in rows.values())
+        cells = [f"[bold green]{r[m]:.4f}[/]" if r[m] == best else f"{r[m]:.4f}" for r in rows.values()]
+        table.add_row(m.replace("recall", "Recall").replace("mrr", "MRR"), *cells)
+    return Group(title, table)
 
 
 @app.command()
