@@ -104,3 +104,20 @@ def session_parallel(seqs: Sequences, batch_size: int, bptt: int, order: np.ndar
 def longest_first(seqs: Sequences) -> np.ndarray:
     """An order that packs the stream tightly (for evaluation, where order does not matter)."""
     return np.argsort(-seqs.lengths, kind="stable")
+
+
+def sampling_distribution(counts: np.ndarray, alpha: float) -> np.ndarray:
+    """Probability of drawing each item as a shared negative: support^alpha, normalised."""
+    weights = np.asarray(counts, np.float64) ** alpha
+    return weights / weights.sum()
+
+
+def sample_negatives(probs: np.ndarray, n_chunks: int, n_sample: int, rng: np.random.Generator) -> np.ndarray:
+    """A whole epoch's shared negatives at once: <int32>[n_chunks, n_sample].
+
+    Drawn in bulk by inverting the cumulative distribution, so sampling costs one vectorised call
+    per epoch instead of work in every step.
+    """
+    cdf = np.cumsum(probs)
+    draws = np.searchsorted(cdf, rng.random((n_chunks, n_sample)) * cdf[-1], side="right")
+    return np.minimum(draws, len(probs) - 1).astype(np.int32)

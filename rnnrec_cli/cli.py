@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 from rich.console import Console, Group
@@ -35,6 +35,9 @@ from rnnrec_cli.config import (
     parse_duration,
 )
 from rnnrec_cli.errors import ConfigError, RnnrecError
+
+if TYPE_CHECKING:
+    from rnnrec_cli.train import Progress
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -144,6 +147,7 @@ def _progress(quiet: bool) -> Iterator[Progress]:
         BarColumn(),
         MofNCompleteColumn(),
         TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
         console=err,
         redirect_stdout=False,
         redirect_stderr=False,
@@ -278,103 +282,114 @@ def _default_run_dir(cell: str) -> Path:
     return Path("runs") / f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{cell}"
 
 
+def _opt(help_text: str) -> Any:
+    return typer.Option(help=help_text)
+
+
 @app.command()
 @handle_errors
 def train(
     data: Annotated[
-        list[str], typer.Argument(help="A prepared data directory, or raw event file(s) to prepare with defaults.")
-    ],
+        list[str] | None,
+        typer.Argument(help="A prepared data directory, or raw event file(s) to prepare with defaults."),
+    ] = None,
     out: Annotated[
         Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<UTC time>-<cell>).")
     ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the interrupted run in this directory (other options are ignored).")
+    ] = None,
     config: Annotated[
         Path | None,
-        typer.Option(
-            exists=True, dir_okay=False, help="JSON file with 'model' and 'train' sections; flags override it."
-        ),
+        typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections; flags override it."),
     ] = None,
     preset: Preset = None,
-    cell: Annotated[str | None, typer.Option(help="gru, lstm or rnn.")] = None,
-    layers: Annotated[str | None, typer.Option(help="Hidden sizes of the stacked layers, e.g. 100 or 256,128.")] = None,
-    embedding: Annotated[
-        int | None, typer.Option(help="Input embedding size; 0 = tied to the output (constrained).")
-    ] = None,
-    dropout_embed: Annotated[float | None, typer.Option(help="Dropout on the input embedding.")] = None,
-    dropout_hidden: Annotated[float | None, typer.Option(help="Dropout on each layer's output.")] = None,
-    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
-    batch_size: Annotated[int | None, typer.Option(help="Session-parallel slots per mini-batch.")] = None,
-    bptt: Annotated[int | None, typer.Option(help="Steps per truncated back-propagation chunk.")] = None,
-    optimizer: Annotated[str | None, typer.Option(help="adagrad, adam, adamw or sgd.")] = None,
-    lr: Annotated[float | None, typer.Option(help="Learning rate.")] = None,
-    momentum: Annotated[float | None, typer.Option(help="Momentum (adagrad, sgd).")] = None,
-    clip_norm: Annotated[float | None, typer.Option(help="Clip gradients to this global norm (0 = off).")] = None,
-    seed: Annotated[int | None, typer.Option(help="Random seed (initialisation, order, dropout).")] = None,
-    patience: Annotated[
-        int | None, typer.Option(help="Stop after this many epochs without validation improvement (0 = off).")
-    ] = None,
-    monitor: Annotated[
-        str | None, typer.Option(help="Validation metric for best checkpoint / early stopping, e.g. mrr@20.")
-    ] = None,
+    cell: Annotated[str | None, _opt("gru, lstm or rnn.")] = None,
+    layers: Annotated[str | None, _opt("Hidden sizes of the stacked layers, e.g. 100 or 256,128.")] = None,
+    embedding: Annotated[int | None, _opt("Input embedding size; 0 = tied to the output (constrained).")] = None,
+    dropout_embed: Annotated[float | None, _opt("Dropout on the input embedding.")] = None,
+    dropout_hidden: Annotated[float | None, _opt("Dropout on each layer's output.")] = None,
+    loss: Annotated[str | None, _opt("ce, bpr-max or top1-max.")] = None,
+    n_sample: Annotated[int | None, _opt("Extra negatives shared by each chunk (0 = in-batch only).")] = None,
+    sample_alpha: Annotated[float | None, _opt("Negatives drawn with probability ~ support^alpha.")] = None,
+    full_softmax: Annotated[bool | None, _opt("Score every item in the loss (exact CE; small catalogues).")] = None,
+    logq: Annotated[float | None, _opt("Log-Q correction strength for CE, 0..1.")] = None,
+    bpreg: Annotated[float | None, _opt("BPR-max score regularisation.")] = None,
+    elu: Annotated[float | None, _opt("ELU parameter applied to scores before BPR-max (0 = linear).")] = None,
+    epochs: Annotated[int | None, _opt("Training epochs.")] = None,
+    batch_size: Annotated[int | None, _opt("Session-parallel slots per mini-batch.")] = None,
+    bptt: Annotated[int | None, _opt("Steps per truncated back-propagation chunk.")] = None,
+    optimizer: Annotated[str | None, _opt("adagrad, adam, adamw or sgd.")] = None,
+    lr: Annotated[float | None, _opt("Learning rate.")] = None,
+    lr_schedule: Annotated[str | None, _opt("constant, cosine or linear decay to 0 over the run.")] = None,
+    momentum: Annotated[float | None, _opt("Momentum (adagrad, sgd).")] = None,
+    clip_norm: Annotated[float | None, _opt("Clip gradients to this global norm (0 = off).")] = None,
+    seed: Annotated[int | None, _opt("Random seed (initialisation, order, negatives, dropout).")] = None,
+    patience: Annotated[int | None, _opt("Stop after this many epochs without improvement (0 = off).")] = None,
+    monitor: Annotated[str | None, _opt("Validation metric for the best checkpoint, e.g. mrr@20.")] = None,
+    checkpoint_every: Annotated[float | None, _opt("Seconds between mid-epoch checkpoints (0 = epoch ends).")] = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Train a recurrent next-item model; prints the run directory as the last stdout line."""
+    from rnnrec_cli import rundir
+
+    if resume is not None:
+        run = rundir.open_for_resume(resume)
+        cfg = rundir.load_config(run)
+    else:
+        if not data:
+            raise typer.BadParameter("give a data directory or event file(s), or --resume RUN_DIR", param_hint="DATA")
+        file_values = load_json(config) if config else {}
+        model_flags = _given(
+            cell=cell,
+            layers=_parse_layers(layers),
+            embedding=embedding,
+            dropout_embed=dropout_embed,
+            dropout_hidden=dropout_hidden,
+        )
+        train_flags = _given(
+            loss=loss, n_sample=n_sample, sample_alpha=sample_alpha, full_softmax=full_softmax, logq=logq,
+            bpreg=bpreg, elu=elu, epochs=epochs, batch_size=batch_size, bptt=bptt, optimizer=optimizer, lr=lr,
+            lr_schedule=lr_schedule, momentum=momentum, clip_norm=clip_norm, seed=seed, patience=patience,
+            monitor=monitor, checkpoint_every=checkpoint_every,
+        )  # fmt: skip
+        run, cfg = _new_run(data, out, preset, file_values, model_flags, train_flags, force=force, quiet=quiet)
+    _fit_with_progress(cfg, run, resume=resume is not None, quiet=quiet)
+    typer.echo(str(run.path))
+
+
+def _new_run(
+    data: list[str],
+    out: Path | None,
+    preset: str | None,
+    file_values: dict[str, Any],
+    model_flags: dict[str, Any],
+    train_flags: dict[str, Any],
+    *,
+    force: bool,
+    quiet: bool,
+) -> tuple[Any, RunConfig]:
+    """Resolve the config (defaults < --config < flags), create the run dir, prepare raw data."""
     from rnnrec_cli import data as data_mod
     from rnnrec_cli import rundir
-    from rnnrec_cli.train import EpochReport, fit
 
-    file_values = load_json(config) if config else {}
     unknown = set(file_values) - {"model", "train"}
     if unknown:
         raise typer.BadParameter(
-            f"{config}: unknown section(s) {', '.join(sorted(unknown))}; use 'model' and 'train'", param_hint="--config"
+            f"unknown section(s) {', '.join(sorted(unknown))}; use 'model' and 'train'", param_hint="--config"
         )
-    layer_sizes = _parse_layers(layers)
-    model_cfg = _make(
-        ModelConfig,
-        {
-            **file_values.get("model", {}),
-            **_given(
-                cell=cell,
-                layers=layer_sizes,
-                embedding=embedding,
-                dropout_embed=dropout_embed,
-                dropout_hidden=dropout_hidden,
-            ),
-        },
-        "model options",
-    )
-    train_cfg = _make(
-        TrainConfig,
-        {
-            **file_values.get("train", {}),
-            **_given(
-                epochs=epochs,
-                batch_size=batch_size,
-                bptt=bptt,
-                optimizer=optimizer,
-                lr=lr,
-                momentum=momentum,
-                clip_norm=clip_norm,
-                seed=seed,
-                patience=patience,
-                monitor=monitor,
-            ),
-        },
-        "train options",
-    )
-    run_path = out or _default_run_dir(model_cfg.cell)
+    model_cfg = _make(ModelConfig, {**file_values.get("model", {}), **model_flags}, "model options")
+    train_cfg = _make(TrainConfig, {**file_values.get("train", {}), **train_flags}, "train options")
     first = Path(data[0])
+    if len(data) == 1 and first.is_dir() and not data_mod.is_data_dir(first):
+        raise data_mod.DataError(
+            f"{first} is a directory but not a prepared data directory (no manifest.json); run `rnnrec prepare` first"
+        )
+    run = rundir.create(out or _default_run_dir(model_cfg.cell), force=force)
     if len(data) == 1 and data_mod.is_data_dir(first):
         data_dir = first.resolve()
-        run = rundir.create(run_path, force=force)
     else:
-        if len(data) == 1 and first.is_dir():
-            raise data_mod.DataError(
-                f"{first} is a directory but not a prepared data directory (no manifest.json); "
-                "run `rnnrec prepare` first"
-            )
-        run = rundir.create(run_path, force=force)
         prep = _make(PrepareConfig, _preset_values(preset), "preset")
         with err.status("preparing data", spinner="dots") if not quiet else _nullcontext():
             result = data_mod.prepare(data, run.path / "data", prep, force=False)
@@ -385,26 +400,37 @@ def train(
     cfg = RunConfig(data_dir=str(data_dir), n_items=int(manifest["n_items"]), model=model_cfg, train=train_cfg)
     rundir.save_config(run, cfg)
     rundir.save_data_files(run, data_dir)
+    return run, cfg
+
+
+def _fit_with_progress(cfg: RunConfig, run: Any, *, resume: bool, quiet: bool) -> None:
+    from rnnrec_cli.train import EpochReport, fit
+
     if not quiet:
-        err.print(f"Training {cfg.model.cell.upper()} {list(cfg.model.layers)} on {cfg.n_items:,} items -> {run.path}")
+        m, t = cfg.model, cfg.train
+        out = "full softmax" if t.full_softmax else f"{t.n_sample} shared negatives (alpha {t.sample_alpha})"
+        err.print(
+            f"{'Resuming' if resume else 'Training'} {m.cell.upper()} {list(m.layers)} on {cfg.n_items:,} items, "
+            f"{t.loss} loss over in-batch + {out}, {t.optimizer} lr {t.lr} -> {run.path}"
+        )
 
     def on_epoch(r: EpochReport) -> None:
         if quiet:
             return
-        val = "  ".join(f"{k} {v:.4f}" for k, v in r.valid.items() if k.startswith(("recall@20", "mrr@20")))
+        val = "  ".join(f"{k} {v:.4f}" for k, v in r.valid.items() if k in ("recall@20", "mrr@20"))
         err.print(
-            f"epoch {r.epoch:>3}  loss {r.train_loss:.4f}  {val}  {r.events_per_s:,.0f} ev/s"
+            f"epoch {r.epoch:>3}  loss {r.train_loss:.4f}  {val}  {r.events_per_s:,.0f} ev/s  {r.seconds:.1f}s"
             + ("  *best" if r.best else "")
         )
 
     with _progress(quiet) as progress:
-        task = progress.add_task("epoch 1", total=None)
+        task = progress.add_task("epoch", total=None, stats="")
 
-        def on_progress(epoch: int, done: int, total: int) -> None:
-            progress.update(task, description=f"epoch {epoch}", completed=done, total=total)
+        def on_progress(p: Progress) -> None:
+            stats = f"loss {p.loss:.4f}  {p.events_per_s:,.0f} ev/s" if p.loss is not None else ""
+            progress.update(task, description=f"epoch {p.epoch}", completed=p.chunk, total=p.n_chunks, stats=stats)
 
-        fit(cfg, run, on_progress=on_progress, on_epoch=on_epoch)
-    typer.echo(str(run.path))
+        fit(cfg, run, resume=resume, on_progress=on_progress, on_epoch=on_epoch)
 
 
 def _parse_layers(text: str | None) -> tuple[int, ...] | None:

@@ -16,7 +16,8 @@ from rnnrec_cli.errors import ConfigError
 
 Cell = Literal["gru", "lstm", "rnn"]
 Optimizer = Literal["adagrad", "adam", "adamw", "sgd"]
-Loss = Literal["ce"]
+Loss = Literal["ce", "bpr-max", "top1-max"]
+Schedule = Literal["constant", "cosine", "linear"]
 TimeUnit = Literal["auto", "s", "ms", "us", "ns"]
 InputFormat = Literal["auto", "csv", "parquet", "jsonl", "otto"]
 Ties = Literal["conservative", "optimistic", "median"]
@@ -174,8 +175,19 @@ class TrainConfig:
     # Steps of truncated back-propagation; the hidden state carries over between chunks.
     bptt: int = 10
     loss: Loss = "ce"
+    # Output layer: the chunk's own targets plus n_sample items shared by the chunk, drawn with
+    # probability ~ support^sample_alpha. full_softmax scores every item instead (exact CE).
+    n_sample: int = 2048
+    sample_alpha: float = 0.5
+    full_softmax: bool = False
+    # Log-Q correction for CE with sampled columns, 0..1 (1 = full correction).
+    logq: float = 0.0
+    # BPR-max score regularisation and the ELU applied to scores before BPR-max (0 = linear).
+    bpreg: float = 1.0
+    elu: float = 0.0
     optimizer: Optimizer = "adagrad"
-    lr: float = 0.1
+    lr: float = 0.05
+    lr_schedule: Schedule = "constant"
     momentum: float = 0.0
     clip_norm: float = 0.0
     seed: int = 0
@@ -183,18 +195,32 @@ class TrainConfig:
     patience: int = 0
     monitor: str = "mrr@20"
     eval_batch_size: int = 256
+    # Seconds between mid-epoch checkpoints for --resume (0 = only at epoch ends).
+    checkpoint_every: float = 120.0
 
     def __post_init__(self) -> None:
         _check_choice("--loss", self.loss, Loss)
         _check_choice("--optimizer", self.optimizer, Optimizer)
+        _check_choice("--lr-schedule", self.lr_schedule, Schedule)
         _check_positive("--epochs", self.epochs)
         _check_positive("--batch-size", self.batch_size)
         _check_positive("--bptt", self.bptt)
+        _check_positive("--n-sample", self.n_sample, allow_zero=True)
+        _check_positive("--sample-alpha", self.sample_alpha, allow_zero=True)
+        if not 0 <= self.logq <= 1:
+            raise ConfigError(f"--logq must be in [0, 1], got {self.logq}")
+        if self.logq and self.loss != "ce":
+            raise ConfigError(f"--logq applies to --loss ce only, not {self.loss}")
+        if self.full_softmax and self.loss != "ce":
+            raise ConfigError(f"--full-softmax applies to --loss ce only, not {self.loss}")
+        _check_positive("--bpreg", self.bpreg, allow_zero=True)
+        _check_positive("--elu", self.elu, allow_zero=True)
         _check_positive("--lr", self.lr)
         _check_positive("--momentum", self.momentum, allow_zero=True)
         _check_positive("--clip-norm", self.clip_norm, allow_zero=True)
         _check_positive("--patience", self.patience, allow_zero=True)
         _check_positive("--eval-batch-size", self.eval_batch_size)
+        _check_positive("--checkpoint-every", self.checkpoint_every, allow_zero=True)
         if not re.fullmatch(r"(recall|mrr)@\d+", self.monitor):
             raise ConfigError(f"--monitor {self.monitor!r} must look like mrr@20 or recall@20")
 

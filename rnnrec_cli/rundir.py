@@ -126,3 +126,30 @@ def save_data_files(run: RunDir, data_dir: Path) -> None:
     """Copy the vocabulary and data manifest so the run alone can map ids and read raw events."""
     shutil.copyfile(data_dir / "items.parquet", run.items)
     shutil.copyfile(data_dir / "manifest.json", run.data_manifest)
+
+
+def read_metrics(run: RunDir) -> list[dict[str, Any]]:
+    if not run.metrics.is_file():
+        return []
+    return [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()]
+
+
+def write_metrics(run: RunDir, records: list[dict[str, Any]]) -> None:
+    """Rewrite metrics.jsonl (on resume: drop epochs that will be run again)."""
+    tmp = run.metrics.with_name(run.metrics.name + ".tmp")
+    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+    tmp.replace(run.metrics)
+
+
+def open_for_resume(path: Path) -> RunDir:
+    """A run directory whose training was interrupted after at least one checkpoint."""
+    run = RunDir(path)
+    if not run.config.is_file():
+        raise RunDirError(f"{path} is not a run directory (no {CONFIG}); start one with `rnnrec train DATA -o {path}`")
+    if run.complete:
+        raise RunDirError(f"{path} finished training already; evaluate it, or start a new run")
+    if not run.checkpoint("last").is_file():
+        raise RunDirError(
+            f"{path} has no checkpoint to resume from (checkpoints/last.msgpack); start again with --force"
+        )
+    return run

@@ -1,7 +1,7 @@
 """Training: a pure jitted step over one chunk of the session-parallel stream, and `fit()`.
 
-`train_step` is a pure function of (state, carry, chunk, key); `fit` is the IO shell that owns
-batching, validation, checkpoints, metrics.jsonl and the NaN check.
+`train_step` is a pure function of (state, carry, batch, item stats, key); `fit` is the IO shell
+that owns batching, negative sampling, validation, checkpoints, metrics.jsonl and the NaN check.
 """
 
 from __future__ import annotations
@@ -20,18 +20,45 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnrec_cli import model
-from rnnrec_cli.batches import session_parallel
+from rnnrec_cli import losses, model
+from rnnrec_cli.batches import sample_negatives, sampling_distribution, session_parallel
 from rnnrec_cli.config import RunConfig, TrainConfig
-from rnnrec_cli.data import read_sequences
-from rnnrec_cli.errors import TrainingDiverged
+from rnnrec_cli.data import read_items, read_sequences
+from rnnrec_cli.errors import RunDirError, TrainingDiverged
 from rnnrec_cli.evaluate import model_ranks
 from rnnrec_cli.metrics import summarize
-from rnnrec_cli.rundir import RunDir, append_metrics, mark_complete, save_checkpoint
+from rnnrec_cli.rundir import (
+    RunDir,
+    append_metrics,
+    mark_complete,
+    read_metrics,
+    restore_checkpoint,
+    save_checkpoint,
+    write_metrics,
+)
 
 log = logging.getLogger(__name__)
 
-ChunkArrays = tuple[jax.Array, jax.Array, jax.Array, jax.Array]
+PROGRESS_EVERY = 20  # chunks between host syncs for the progress line
+
+
+class Batch(NamedTuple):
+    """One chunk: inputs/targets/mask/reset <[T, B]> (see batches.Chunk) and the chunk's shared
+    negatives <int32>[n_sample]."""
+
+    inputs: jax.Array
+    targets: jax.Array
+    mask: jax.Array
+    reset: jax.Array
+    negatives: jax.Array
+
+
+class ItemStats(NamedTuple):
+    """Log-probabilities for the log-Q correction: an item as an in-batch target (its share of
+    training events) and as a sampled negative (support^alpha, normalised). <float32>[N] each."""
+
+    log_p_target: jax.Array
+    log_p_sample: jax.Array
 
 
 class TrainState(NamedTuple):
@@ -40,21 +67,28 @@ class TrainState(NamedTuple):
     step: jax.Array
 
 
-def make_optimizer(cfg: TrainConfig) -> optax.GradientTransformation:
+def make_optimizer(cfg: TrainConfig, total_steps: int = 1) -> optax.GradientTransformation:
+    match cfg.lr_schedule:
+        case "constant":
+            lr: float | optax.Schedule = cfg.lr
+        case "cosine":
+            lr = optax.cosine_decay_schedule(cfg.lr, max(total_steps, 1))
+        case "linear":
+            lr = optax.linear_schedule(cfg.lr, 0.0, max(total_steps, 1))
     match cfg.optimizer:
         case "adagrad":
             # GRU4Rec's optimiser: Adagrad with eps 1e-6 and optional heavy-ball momentum.
             parts = [optax.scale_by_rss(initial_accumulator_value=0.0, eps=1e-6)]
             if cfg.momentum:
                 parts.append(optax.trace(decay=cfg.momentum))
-            parts.append(optax.scale(-cfg.lr))
+            parts.append(optax.scale_by_learning_rate(lr))
             tx = optax.chain(*parts)
         case "adam":
-            tx = optax.adam(cfg.lr)
+            tx = optax.adam(lr)
         case "adamw":
-            tx = optax.adamw(cfg.lr)
+            tx = optax.adamw(lr)
         case "sgd":
-            tx = optax.sgd(cfg.lr, momentum=cfg.momentum or None)
+            tx = optax.sgd(lr, momentum=cfg.momentum or None)
     if cfg.clip_norm:
         tx = optax.chain(optax.clip_by_global_norm(cfg.clip_norm), tx)
     return tx
@@ -65,31 +99,67 @@ def init_state(cfg: RunConfig, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 
 
+def item_stats(counts: np.ndarray, alpha: float) -> ItemStats:
+    counts = np.maximum(np.asarray(counts, np.float64), 1.0)
+    return ItemStats(
+        log_p_target=jnp.asarray(np.log(counts / counts.sum()), jnp.float32),
+        log_p_sample=jnp.asarray(np.log(sampling_distribution(counts, alpha)), jnp.float32),
+    )
+
+
 def chunk_loss(
     params: model.Params,
     cfg: RunConfig,
     carry: model.Carry,
-    chunk: ChunkArrays,
+    batch: Batch,
+    stats: ItemStats | None,
     key: jax.Array | None,
 ) -> tuple[jax.Array, tuple[model.Carry, jax.Array]]:
-    """Mean cross-entropy over the chunk's real steps, against the full catalogue.
+    """Mean loss over the chunk's real steps. Returns (loss, (carry, number of real targets)).
 
-    Returns (mean loss, (carry, number of real target events)).
+    All T*B positions are scored in one matrix product, against either the full catalogue
+    (--full-softmax) or the chunk's own targets plus the shared sampled negatives.
     """
-    inputs, targets, mask, reset = chunk
-    carry, hidden = model.run(params, cfg.model, carry, inputs, reset, key)
-    logits = model.scores(params, cfg.model, hidden)  # [T, B, N]: one matrix product per chunk
-    logp = jax.nn.log_softmax(logits, axis=-1)
-    nll = -jnp.take_along_axis(logp, targets[..., None], axis=-1)[..., 0]
+    tc = cfg.train
+    carry, hidden = model.run(params, cfg.model, carry, batch.inputs, batch.reset, key)
+    h = hidden.reshape(-1, hidden.shape[-1])
+    targets = batch.targets.reshape(-1)
+    mask = batch.mask.reshape(-1)
+    kernel, bias = model.output_layer(params, cfg.model)
+    if tc.full_softmax:
+        per_row = losses.full_cross_entropy(h @ kernel.T + bias, targets)
+    else:
+        cols = jnp.concatenate([targets, batch.negatives])
+        # Gathering the needed rows first keeps the full item table out of the product.
+        logits = h @ kernel[cols].T + bias[cols]
+        col_valid = jnp.concatenate([mask, jnp.ones(batch.negatives.shape, bool)])
+        match tc.loss:
+            case "ce":
+                correction = None
+                if tc.logq and stats is not None:
+                    n = jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32)
+                    # log of each column's expected number of appearances among the columns.
+                    correction = tc.logq * jnp.concatenate(
+                        [
+                            jnp.log(n) + stats.log_p_target[targets],
+                            jnp.log(float(max(tc.n_sample, 1))) + stats.log_p_sample[batch.negatives],
+                        ]
+                    )
+                per_row = losses.cross_entropy(logits, col_valid, correction)
+            case "bpr-max":
+                per_row = losses.bpr_max(logits, col_valid, tc.bpreg, tc.elu)
+            case "top1-max":
+                per_row = losses.top1_max(logits, col_valid)
     n = jnp.sum(mask)
-    loss = jnp.sum(jnp.where(mask, nll, 0.0)) / jnp.maximum(n, 1)
+    loss = jnp.sum(jnp.where(mask, per_row, 0.0)) / jnp.maximum(n, 1)
     return loss, (carry, n)
 
 
 def train_step(
     state: TrainState,
     carry: model.Carry,
-    chunk: ChunkArrays,
+    batch: Batch,
+    stats: ItemStats,
     base_key: jax.Array,
     *,
     cfg: RunConfig,
@@ -98,7 +168,7 @@ def train_step(
     """One optimiser update on one chunk. Pure: jit it in the caller (see `fit`)."""
     key = jax.random.fold_in(base_key, state.step)
     grad_fn = jax.value_and_grad(chunk_loss, has_aux=True)
-    (loss, (carry, n)), grads = grad_fn(state.params, cfg, carry, chunk, key)
+    (loss, (carry, n)), grads = grad_fn(state.params, cfg, carry, batch, stats, key)
     updates, opt_state = tx.update(grads, state.opt_state, state.params)
     params = optax.apply_updates(state.params, updates)
     # The state flows into the next chunk, but gradients stop at the chunk boundary (TBPTT).
@@ -116,53 +186,152 @@ class EpochReport:
     best: bool
 
 
-ProgressFn = Callable[[int, int, int], None]
+@dataclass(frozen=True)
+class Progress:
+    epoch: int
+    chunk: int
+    n_chunks: int
+    loss: float | None
+    events_per_s: float | None
+
+
+class _Position(NamedTuple):
+    """Where training resumes: chunk `chunk` of epoch `epoch`, with the epoch's running sums."""
+
+    epoch: int
+    chunk: int
+    carry: model.Carry
+    loss_sum: jax.Array
+    n_sum: jax.Array
+    best_value: float
+    bad_epochs: int
+
+
+def _epoch_plan(cfg: RunConfig, train_seqs: Any, probs: np.ndarray, epoch: int) -> tuple[Any, np.ndarray]:
+    """The epoch's stream and negatives: a function of (seed, epoch) alone, so a resumed run
+    replays exactly the batches an uninterrupted one would see."""
+    tc = cfg.train
+    order = np.random.default_rng([tc.seed, epoch]).permutation(len(train_seqs))
+    stream = session_parallel(train_seqs, tc.batch_size, tc.bptt, order)
+    n_sample = 0 if tc.full_softmax else tc.n_sample
+    negatives = sample_negatives(probs, stream.n_chunks, n_sample, np.random.default_rng([tc.seed, epoch, 1]))
+    return stream, negatives
+
+
+def _save_last(run: RunDir, state: TrainState, pos: _Position) -> None:
+    save_checkpoint(
+        run,
+        "last",
+        {
+            "state": state,
+            "carry": pos.carry,
+            "epoch": np.int64(pos.epoch),
+            "chunk": np.int64(pos.chunk),
+            "loss_sum": pos.loss_sum,
+            "n_sum": pos.n_sum,
+            "best_value": np.float64(pos.best_value),
+            "bad_epochs": np.int64(pos.bad_epochs),
+        },
+    )
+
+
+def _restore_last(run: RunDir, state: TrainState, carry: model.Carry) -> tuple[TrainState, _Position]:
+    template = {
+        "state": state,
+        "carry": carry,
+        "epoch": np.int64(0),
+        "chunk": np.int64(0),
+        "loss_sum": jnp.zeros(()),
+        "n_sum": jnp.zeros((), jnp.int32),
+        "best_value": np.float64(0),
+        "bad_epochs": np.int64(0),
+    }
+    saved = restore_checkpoint(run, "last", template)
+    restored = jax.tree.map(jnp.asarray, saved["state"])
+    pos = _Position(
+        int(saved["epoch"]),
+        int(saved["chunk"]),
+        jax.tree.map(jnp.asarray, saved["carry"]),
+        jnp.asarray(saved["loss_sum"]),
+        jnp.asarray(saved["n_sum"]),
+        float(saved["best_value"]),
+        int(saved["bad_epochs"]),
+    )
+    return TrainState(*restored), pos
 
 
 def fit(
     cfg: RunConfig,
     run: RunDir,
     *,
-    on_progress: ProgressFn | None = None,
+    resume: bool = False,
+    on_progress: Callable[[Progress], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> list[EpochReport]:
     """Train for cfg.train.epochs (or until early stopping), validating after each epoch.
 
-    Writes metrics.jsonl (one line per epoch), checkpoints/last.msgpack every epoch and
-    checkpoints/best.msgpack whenever the monitored validation metric improves.
+    Writes metrics.jsonl (one line per epoch), checkpoints/best.msgpack whenever the monitored
+    validation metric improves, and checkpoints/last.msgpack (the whole training state and the
+    position in the data) at every epoch end and every `checkpoint_every` seconds. With
+    `resume`, training continues from last.msgpack and ends as an uninterrupted run would.
     """
     tc = cfg.train
     data_dir = Path(cfg.data_dir)
     train_seqs = read_sequences(data_dir, "train")
     valid_seqs = read_sequences(data_dir, "valid")
-    tx = make_optimizer(tc)
+    counts = read_items(data_dir).sort("idx")["count"].to_numpy()
+    if len(counts) != cfg.n_items:
+        raise RunDirError(f"{data_dir} has {len(counts)} items but the run's config says {cfg.n_items}")
+    probs = sampling_distribution(counts, tc.sample_alpha)
+    stats = item_stats(counts, tc.sample_alpha)
+    # Schedules need the run's length; epochs differ by a chunk or two with the shuffled order.
+    chunks_per_epoch = session_parallel(train_seqs, tc.batch_size, tc.bptt).n_chunks
+    tx = make_optimizer(tc, total_steps=chunks_per_epoch * tc.epochs)
     state = init_state(cfg, tx)
+    zero = model.zero_carry(cfg.model, tc.batch_size)
+    pos = _Position(1, 0, zero, jnp.zeros(()), jnp.zeros((), jnp.int32), -math.inf, 0)
+    if resume:
+        state, pos = _restore_last(run, state, zero)
+        write_metrics(run, [r for r in read_metrics(run) if r["epoch"] < pos.epoch])
+        log.info("resuming at epoch %d, chunk %d", pos.epoch, pos.chunk)
     step_fn = jax.jit(partial(train_step, cfg=cfg, tx=tx), donate_argnums=(0, 1))
     base_key = jax.random.key(tc.seed + 1)
-    k_eval = _parse_k(tc.monitor)
-    best_value, bad_epochs, reports = -math.inf, 0, []
-    for epoch in range(1, tc.epochs + 1):
-        t0 = time.perf_counter()
-        order = np.random.default_rng([tc.seed, epoch]).permutation(len(train_seqs))
-        stream = session_parallel(train_seqs, tc.batch_size, tc.bptt, order)
-        carry = model.zero_carry(cfg.model, tc.batch_size)
-        loss_sum, n_sum = jnp.zeros(()), jnp.zeros((), jnp.int32)
-        for k, chunk in enumerate(stream.chunks()):
-            state, carry, m = step_fn(state, carry, chunk.as_tuple(), base_key)
+    k_eval = int(tc.monitor.split("@")[1])
+    reports: list[EpochReport] = []
+    best_value, bad_epochs = pos.best_value, pos.bad_epochs
+    for epoch in range(pos.epoch, tc.epochs + 1):
+        if tc.patience and bad_epochs >= tc.patience:
+            break
+        stream, negatives = _epoch_plan(cfg, train_seqs, probs, epoch)
+        start = pos.chunk if epoch == pos.epoch else 0
+        carry, loss_sum, n_sum = (
+            (pos.carry, pos.loss_sum, pos.n_sum) if start else (model.zero_carry(cfg.model, tc.batch_size), 0.0, 0)
+        )
+        t0 = t_ckpt = t_last = time.perf_counter()
+        n_window = 0
+        for k, chunk in enumerate(stream.chunks(start), start=start):
+            batch = Batch(*chunk.as_tuple(), negatives[k])
+            state, carry, m = step_fn(state, carry, batch, stats, base_key)
             loss_sum, n_sum = loss_sum + m["loss_sum"], n_sum + m["n"]
-            if on_progress is not None:
-                on_progress(epoch, k + 1, stream.n_chunks)
-        train_loss = float(loss_sum / jnp.maximum(n_sum, 1))
+            n_window += int(chunk.mask.sum())
+            if on_progress is not None and ((k + 1) % PROGRESS_EVERY == 0 or k + 1 == stream.n_chunks):
+                now = time.perf_counter()
+                loss = float(loss_sum / jnp.maximum(n_sum, 1))
+                on_progress(Progress(epoch, k + 1, stream.n_chunks, loss, n_window / max(now - t_last, 1e-9)))
+                t_last, n_window = now, 0
+            if tc.checkpoint_every and time.perf_counter() - t_ckpt >= tc.checkpoint_every:
+                loss_now = float(loss_sum / jnp.maximum(n_sum, 1))
+                if math.isfinite(loss_now):
+                    _save_last(run, state, _Position(epoch, k + 1, carry, loss_sum, n_sum, best_value, bad_epochs))
+                t_ckpt = time.perf_counter()
         seconds = time.perf_counter() - t0
+        train_loss = float(loss_sum / jnp.maximum(n_sum, 1))
         if not math.isfinite(train_loss):
             raise TrainingDiverged(
-                f"training loss became {train_loss} in epoch {epoch}; the last good checkpoint "
-                f"is kept. Lower --lr (now {tc.lr}) or set --clip-norm"
+                f"training loss became {train_loss} in epoch {epoch}; the last good checkpoint is kept. "
+                f"Lower --lr (now {tc.lr}) or set --clip-norm"
             )
-        valid = {}
-        if len(valid_seqs):
-            ranks = model_ranks(state.params, cfg, valid_seqs)
-            valid = summarize(ranks, sorted({k_eval, 20}))
+        valid = summarize(model_ranks(state.params, cfg, valid_seqs), sorted({k_eval, 20})) if len(valid_seqs) else {}
         value = valid.get(tc.monitor, -train_loss)
         improved = value > best_value
         if improved:
@@ -170,21 +339,19 @@ def fit(
             save_checkpoint(run, "best", {"params": state.params})
         else:
             bad_epochs += 1
-        save_checkpoint(run, "last", {"state": state, "epoch": epoch})
-        report = EpochReport(epoch, train_loss, valid, int(n_sum) / seconds, seconds, improved)
+        events = int(stream.mask[start * tc.bptt :].sum())
+        report = EpochReport(epoch, train_loss, valid, events / seconds, seconds, improved)
         append_metrics(run, _record(report))
+        _save_last(
+            run, state, _Position(epoch + 1, 0, zero, jnp.zeros(()), jnp.zeros((), jnp.int32), best_value, bad_epochs)
+        )
         reports.append(report)
         if on_epoch is not None:
             on_epoch(report)
         if tc.patience and bad_epochs >= tc.patience:
             log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch, tc.monitor, bad_epochs)
-            break
     mark_complete(run)
     return reports
-
-
-def _parse_k(monitor: str) -> int:
-    return int(monitor.split("@")[1])
 
 
 def _record(r: EpochReport) -> dict[str, Any]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -47,4 +48,20 @@ def synthetic_log(
 def log_csv(tmp_path: Path) -> Path:
     path = tmp_path / "events.csv"
     synthetic_log().write_csv(path)
+    return path
+
+
+def write_data_dir(path: Path, splits: dict[str, list[list[int]]], n_items: int) -> Path:
+    """A minimal prepared data directory from index sequences (what `rnnrec prepare` writes)."""
+    path.mkdir(parents=True, exist_ok=True)
+    for split, part in splits.items():
+        pl.DataFrame(
+            {"seq": [i for i, s in enumerate(part) for _ in s], "item": [x for s in part for x in s]},
+            schema={"seq": pl.Int64, "item": pl.Int32},
+        ).write_parquet(path / f"{split}.parquet")
+    counts = np.bincount([x for s in splits["train"] for x in s], minlength=n_items)
+    pl.DataFrame(
+        {"idx": np.arange(n_items, dtype=np.int32), "item_id": np.arange(n_items), "count": np.maximum(counts, 1)}
+    ).write_parquet(path / "items.parquet")
+    (path / "manifest.json").write_text(json.dumps({"n_items": n_items, "config": {}}))
     return path

@@ -8,14 +8,24 @@ import optax
 import pytest
 
 from rnnrec_cli import model, rundir
+from rnnrec_cli import train as train_mod
 from rnnrec_cli.batches import session_parallel
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
 from rnnrec_cli.data import Sequences
-from rnnrec_cli.train import chunk_loss, init_state, make_optimizer, train_step
+from rnnrec_cli.train import Batch, chunk_loss, fit, init_state, item_stats, make_optimizer, train_step
+
+from .conftest import write_data_dir
 
 
 def _cfg(**train) -> RunConfig:
     return RunConfig(data_dir="unused", n_items=12, model=ModelConfig(layers=(16,)), train=TrainConfig(**train))
+
+
+def _batch(chunk, negatives=(0, 5)) -> Batch:
+    return Batch(*chunk.as_tuple(), np.asarray(negatives, np.int32))
+
+
+STATS = item_stats(np.arange(1, 13), 0.5)
 
 
 def _stream(cfg: RunConfig, seqs: Sequences):
@@ -23,10 +33,10 @@ def _stream(cfg: RunConfig, seqs: Sequences):
 
 
 def test_full_softmax_loss_matches_numpy_reference() -> None:
-    cfg = _cfg(batch_size=2, bptt=3)
+    cfg = _cfg(batch_size=2, bptt=3, full_softmax=True)
     params = model.init_params(cfg.model, cfg.n_items, jax.random.key(0))
     chunk = next(_stream(cfg, Sequences.from_lists([[1, 2, 3, 4], [5, 6]])).chunks())
-    loss, (_, n) = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), chunk.as_tuple(), None)
+    loss, (_, n) = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), _batch(chunk), STATS, None)
     _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), chunk.inputs, chunk.reset)
     logits = np.asarray(model.scores(params, cfg.model, hidden), np.float64)
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
@@ -43,11 +53,11 @@ def test_step_updates_every_parameter_and_overfits(optimizer: str) -> None:
     before = state.params
     step = jax.jit(partial(train_step, cfg=cfg, tx=tx))
     stream = _stream(cfg, Sequences.from_lists([[1, 2, 3, 4, 5], [6, 7, 8, 9, 10]]))
-    chunk = next(stream.chunks()).as_tuple()
+    chunk = _batch(next(stream.chunks()))
     key = jax.random.key(0)
     losses = []
     for _ in range(150):
-        state, _, m = step(state, model.zero_carry(cfg.model, 2), chunk, key)
+        state, _, m = step(state, model.zero_carry(cfg.model, 2), chunk, STATS, key)
         losses.append(float(m["loss_sum"] / m["n"]))
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before, state.params)
     assert all(jax.tree.leaves(changed)), changed
@@ -67,8 +77,8 @@ def test_train_step_compiles_once() -> None:
     state = init_state(cfg, tx)
     carry = model.zero_carry(cfg.model, 3)
     stream = _stream(cfg, Sequences.from_lists([[1, 2, 3], [4, 5, 6, 7, 8], [9, 10], [11, 1, 2, 3]]))
-    for chunk in stream.chunks():
-        state, carry, _ = step(state, carry, chunk.as_tuple(), jax.random.key(0))
+    for k, chunk in enumerate(stream.chunks()):
+        state, carry, _ = step(state, carry, _batch(chunk, [k % 12, 3]), STATS, jax.random.key(0))
     assert stream.n_chunks >= 2 and len(traces) == 1
 
 
@@ -82,26 +92,61 @@ def test_adagrad_is_gru4rec_style() -> None:
     assert isinstance(tx, optax.GradientTransformation)
 
 
-def test_fit_writes_metrics_and_checkpoints(tmp_path: Path) -> None:
-    import polars as pl
-
-    from rnnrec_cli.train import fit
-
-    data = tmp_path / "data"
-    data.mkdir()
-    seqs = [[1, 2, 3, 4], [2, 3, 4, 5], [3, 4, 5, 6], [4, 5, 6, 7]] * 3
-    for split, part in (("train", seqs), ("valid", seqs[:4]), ("test", seqs[:4])):
-        pl.DataFrame(
-            {"seq": [i for i, s in enumerate(part) for _ in s], "item": [x for s in part for x in s]},
-            schema={"seq": pl.Int64, "item": pl.Int32},
-        ).write_parquet(data / f"{split}.parquet")
+def _toy_run(tmp_path: Path, name: str, **train) -> tuple[RunConfig, rundir.RunDir]:
+    seqs = [[1, 2, 3, 4, 5], [2, 3, 4, 5, 6], [3, 4, 5, 6, 7], [4, 5, 6, 7, 1], [6, 7, 1, 2]] * 4
+    data = write_data_dir(tmp_path / "data", {"train": seqs, "valid": seqs[:5], "test": seqs[:5]}, 8)
     cfg = RunConfig(
-        data_dir=str(data), n_items=8, model=ModelConfig(layers=(8,)), train=TrainConfig(epochs=3, batch_size=4, bptt=2)
+        data_dir=str(data),
+        n_items=8,
+        model=ModelConfig(layers=(8,), dropout_hidden=0.1),
+        train=TrainConfig(**{"epochs": 3, "batch_size": 3, "bptt": 2, "n_sample": 4, **train}),
     )
-    run = rundir.create(tmp_path / "run", force=False)
+    return cfg, rundir.create(tmp_path / name, force=True)
+
+
+def test_fit_writes_metrics_and_checkpoints(tmp_path: Path) -> None:
+    cfg, run = _toy_run(tmp_path, "run")
     reports = fit(cfg, run)
     assert [r.epoch for r in reports] == [1, 2, 3]
     lines = run.metrics.read_text().splitlines()
     assert len(lines) == 3 and '"valid/mrr@20"' in lines[0]
     assert run.checkpoint("best").is_file() and run.checkpoint("last").is_file() and run.complete
     assert reports[-1].train_loss < reports[0].train_loss
+
+
+def test_same_seed_same_result_different_seed_differs(tmp_path: Path) -> None:
+    a = fit(*_toy_run(tmp_path, "a"))
+    b = fit(*_toy_run(tmp_path, "b"))
+    c = fit(*_toy_run(tmp_path, "c", seed=7))
+    assert [r.train_loss for r in a] == [r.train_loss for r in b]
+    assert [r.train_loss for r in a] != [r.train_loss for r in c]
+
+
+class _Interrupt(Exception):
+    pass
+
+
+@pytest.mark.parametrize("stop_at", [(2, 3), (3, 1)])
+def test_resume_ends_like_an_uninterrupted_run(tmp_path: Path, stop_at: tuple[int, int]) -> None:
+    """Interrupt mid-epoch (checkpoint after every chunk), resume, compare with a straight run."""
+    cfg, straight = _toy_run(tmp_path, "straight", checkpoint_every=1e-9)
+    expected = fit(cfg, straight)
+    cfg, run = _toy_run(tmp_path, "interrupted", checkpoint_every=1e-9)
+
+    def interrupt(p) -> None:
+        if (p.epoch, p.chunk) == stop_at:
+            raise _Interrupt
+
+    with pytest.raises(_Interrupt):
+        train_mod.PROGRESS_EVERY, old = 1, train_mod.PROGRESS_EVERY
+        try:
+            fit(cfg, run, on_progress=interrupt)
+        finally:
+            train_mod.PROGRESS_EVERY = old
+    assert not run.complete
+    resumed = fit(cfg, run, resume=True)
+    assert [r.epoch for r in resumed][-1] == 3
+    assert resumed[-1].train_loss == expected[-1].train_loss
+    assert resumed[-1].valid == expected[-1].valid
+    assert run.metrics.read_text().count('"epoch"') == 3
+    assert run.checkpoint("best").read_bytes() == straight.checkpoint("best").read_bytes()
