@@ -230,7 +230,15 @@ def prepare(
         ),
     ] = None,
     valid: Annotated[
-        str | None, typer.Option(help="Validation period cut from the end of training: 7d, 0.1, or 0 for none.")
+        str | None,
+        typer.Option(
+            help="Validation cut from the end of training: 7d, 0.1, or 0 for none; "
+            "or a FILE with your own validation events."
+        ),
+    ] = None,
+    test: Annotated[
+        list[str] | None,
+        typer.Option(help="Your own test events (e.g. another tool's split) instead of --split; repeatable."),
     ] = None,
     force: Force = False,
     quiet: Quiet = False,
@@ -262,9 +270,13 @@ def prepare(
         values["events"] = tuple(e.strip() for e in events_filter.split(",") if e.strip())
     if keep_repeats:
         values["dedupe_consecutive"] = False
+    given: dict[str, list[str]] = {"test": list(test or [])}
+    if valid is not None and Path(valid).is_file():
+        given["valid"] = [valid]
+        values["valid"] = "0"
     cfg = _make(PrepareConfig, values, "prepare options")
     with err.status("preparing data", spinner="dots") if not quiet else _nullcontext():
-        result = run_prepare(events, out, cfg, force=force)
+        result = run_prepare(events, out, cfg, force=force, given=given)
     if not quiet:
         err.print(_prepare_summary(result.manifest, out))
     typer.echo(str(out))

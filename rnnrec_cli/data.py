@@ -14,7 +14,7 @@ import shutil
 import sys
 import tempfile
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -46,6 +46,15 @@ PRESETS: dict[str, dict[str, Any]] = {
         "session_gap": None,
         "split": "time:0.1",
         "valid": "0.1",
+    },
+    # GRU4Rec's own format: tab-separated SessionId, ItemId, Time (unix seconds).
+    "gru4rec": {
+        "format": "csv",
+        "sep": "\t",
+        "session_col": "SessionId",
+        "item_col": "ItemId",
+        "time_col": "Time",
+        "time_unit": "s",
     },
     # OTTO's nested JSONL: {"session": int, "events": [{"aid", "ts" (ms), "type"}]}.
     "otto": {
@@ -440,9 +449,11 @@ def check_times(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
     return df.drop("_ts_raw")
 
 
-def build_splits(lf: pl.LazyFrame, cfg: PrepareConfig) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict[str, Any]]:
-    """Canonical events -> (encoded splits, item table, stage counts). Pure apart from collect()."""
-    stages: dict[str, Any] = {}
+def clean_events(lf: pl.LazyFrame, cfg: PrepareConfig, stages: dict[str, Any]) -> pl.DataFrame:
+    """Event filters, parse check, nulls, exact duplicates, sessionization, repeat collapsing.
+
+    Records the row count after each step in `stages`.
+    """
     if cfg.events:
         if cfg.event_col is None:
             raise DataError("--events needs an event-type column; pass --event-col")
@@ -462,6 +473,21 @@ def build_splits(lf: pl.LazyFrame, cfg: PrepareConfig) -> tuple[dict[str, pl.Dat
     if cfg.dedupe_consecutive:
         df = drop_consecutive_repeats(df)
         stages["after_collapsing_repeats"] = df.height
+    return df
+
+
+def build_splits(
+    lf: pl.LazyFrame, cfg: PrepareConfig, given: dict[str, pl.LazyFrame] | None = None
+) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict[str, Any]]:
+    """Canonical events -> (encoded splits, item table, stage counts). Pure apart from collect().
+
+    `given` may hold the user's own "test" and/or "valid" events (e.g. another tool's split);
+    they replace the time split for that part and get the same cleaning and vocabulary rule,
+    but no support filtering, so results stay comparable with numbers published on them.
+    """
+    given = given or {}
+    stages: dict[str, Any] = {}
+    df = clean_events(lf, cfg, stages)
     df, rounds = filter_until_stable(df, cfg)
     stages["after_filtering"] = df.height
     stages["filter_rounds"] = rounds
@@ -471,8 +497,14 @@ def build_splits(lf: pl.LazyFrame, cfg: PrepareConfig) -> tuple[dict[str, pl.Dat
             f"({', '.join(f'{k}={v}' for k, v in stages.items())}); lower --min-item-support "
             "or check the sequence columns"
         )
-    rest, test = split_by_time(df, cfg.test_period)
-    train, valid = split_by_time(rest, cfg.valid_period)
+    if "test" in given:
+        rest, test = df, clean_events(given["test"], cfg, {})
+    else:
+        rest, test = split_by_time(df, cfg.test_period)
+    if "valid" in given:
+        train, valid = rest, clean_events(given["valid"], cfg, {})
+    else:
+        train, valid = split_by_time(rest, cfg.valid_period)
     if train.is_empty():
         raise DataError(f"--split {cfg.split} / --valid {cfg.valid} leave no training sequences")
     items = item_table(train)
@@ -494,19 +526,34 @@ def prepare(
     cfg: PrepareConfig,
     *,
     force: bool = False,
+    given: dict[str, Sequence[str]] | None = None,
     on_stage: Callable[[str], None] | None = None,
 ) -> PrepareResult:
-    """Run the whole ETL and write the data directory atomically (temp dir, then rename)."""
+    """Run the whole ETL and write the data directory atomically (temp dir, then rename).
+
+    `given` maps "test"/"valid" to the user's own split files, used instead of the time split.
+    """
     if out_dir.exists() and not force:
         raise RunDirError(f"{out_dir} already exists; pass --force to replace it")
     note = on_stage or (lambda _msg: None)
-    with materialized_inputs(inputs) as paths:
+    given_files = {k: v for k, v in (given or {}).items() if v}
+    with ExitStack() as stack:
+        paths = stack.enter_context(materialized_inputs(inputs))
+        given_paths = {k: stack.enter_context(materialized_inputs(v)) for k, v in given_files.items()}
         note("reading events")
         lf, cfg = scan_events(paths, cfg)
-        splits, items, stages = build_splits(lf, cfg)
+        given_lfs = {k: scan_events(v, cfg)[0] for k, v in given_paths.items()}
+        splits, items, stages = build_splits(lf, cfg, given_lfs)
+        roles = [("train", inputs, paths)] + [(k, given_files[k], v) for k, v in given_paths.items()]
         input_info = [
-            {"path": p if p == "-" else str(Path(p).resolve()), "bytes": q.stat().st_size, "sha256": _sha256(q)}
-            for p, q in zip(inputs, paths, strict=True)
+            {
+                "role": role,
+                "path": p if p == "-" else str(Path(p).resolve()),
+                "bytes": q.stat().st_size,
+                "sha256": _sha256(q),
+            }
+            for role, names, resolved in roles
+            for p, q in zip(names, resolved, strict=True)
         ]
     manifest = {
         "rnnrec_version": __version__,
