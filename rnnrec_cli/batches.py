@@ -37,13 +37,18 @@ class Chunk:
 
 @dataclass(frozen=True)
 class Stream:
-    """The whole epoch's stream, [n_steps, B] arrays with n_steps a multiple of T."""
+    """The whole epoch's stream, [n_steps, B] arrays with n_steps a multiple of T.
+
+    target_pos: <int64> index of each step's target in the packed `Sequences.items` (-1 on
+    padding), so per-step results can be put back in sequence order.
+    """
 
     inputs: np.ndarray
     targets: np.ndarray
     mask: np.ndarray
     reset: np.ndarray
     bptt: int
+    target_pos: np.ndarray
 
     @property
     def n_chunks(self) -> int:
@@ -87,6 +92,7 @@ def session_parallel(seqs: Sequences, batch_size: int, bptt: int, order: np.ndar
     targets = np.zeros((n_steps, batch_size), np.int32)
     mask = np.zeros((n_steps, batch_size), bool)
     reset = np.zeros((n_steps, batch_size), bool)
+    target_pos = np.full((n_steps, batch_size), -1, np.int64)
     total = int(n_pairs.sum())
     if total:
         first = np.cumsum(n_pairs) - n_pairs
@@ -97,8 +103,9 @@ def session_parallel(seqs: Sequences, batch_size: int, bptt: int, order: np.ndar
         inputs[t, s] = seqs.items[src]
         targets[t, s] = seqs.items[src + 1]
         mask[t, s] = True
+        target_pos[t, s] = src + 1
         reset[start, slot] = True
-    return Stream(inputs, targets, mask, reset, bptt)
+    return Stream(inputs, targets, mask, reset, bptt, target_pos)
 
 
 def longest_first(seqs: Sequences) -> np.ndarray:

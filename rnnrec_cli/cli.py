@@ -459,16 +459,17 @@ def _parse_layers(text: str | None) -> tuple[int, ...] | None:
 # ---------------------------------------------------------------------------- evaluate
 
 
-def _results_table(result: dict[str, Any], model_name: str) -> Group:
+def _results_table(result: dict[str, Any]) -> Group:
     """Metrics as rows and models as columns, so more baselines stay readable in 80 columns."""
-    shown = [m for m in result["metrics"] if m.startswith(("recall@", "mrr@"))]
+    rows = {**({result["model"]: result["metrics"]} if "metrics" in result else {}), **result["baselines"]}
+    first = next(iter(rows.values()))
+    shown = [m for m in first if m.startswith(("recall@", "mrr@"))]
     shown.sort(key=lambda m: (m.split("@")[0] != "recall", int(m.split("@")[1])))
     title = Text(
         f"{result['split']} split: {result['n_events']:,} target events in {result['n_sequences']:,} sequences, "
         f"ranked against all {result['n_items']:,} items, {result['ties']} ties"
     )
     table = Table()
-    rows = {model_name: result["metrics"], **result["baselines"]}
     table.add_column("metric")
     for name in rows:
         table.add_column(name, justify="right")
@@ -479,18 +480,43 @@ def _results_table(result: dict[str, Any], model_name: str) -> Group:
     return Group(title, table)
 
 
+def _parse_baselines(text: str) -> tuple[str, ...]:
+    from rnnrec_cli.baselines import BASELINES
+
+    if text.strip() in ("all", ""):
+        return BASELINES if text.strip() == "all" else ()
+    if text.strip() == "none":
+        return ()
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in BASELINES]
+    if bad:
+        raise typer.BadParameter(
+            f"unknown baseline(s) {', '.join(bad)}; choose from {', '.join(BASELINES)}, all or none",
+            param_hint="--baselines",
+        )
+    return names
+
+
 @app.command()
 @handle_errors
 def evaluate(
-    run_dir: Annotated[Path, typer.Argument(help="A run directory made by `rnnrec train`.")],
+    target: Annotated[
+        Path, typer.Argument(help="A run directory (model + baselines) or a prepared data directory (baselines only).")
+    ],
     split: Annotated[str, typer.Option(help="test or valid.")] = "test",
     k: Annotated[str, typer.Option("--k", help="Cut-offs, e.g. 1,5,10,20.")] = "1,5,10,20",
     ties: Annotated[str, typer.Option(help="conservative, optimistic or median.")] = "conservative",
+    baselines: Annotated[
+        str, typer.Option(help="Comma list of pop, spop, markov, iknn, sknn; or all, or none.")
+    ] = "all",
+    knn: Annotated[int, typer.Option(help="Neighbours for sknn.")] = 100,
+    knn_sample: Annotated[int, typer.Option(help="Most recent candidate sessions sknn considers.")] = 500,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")] = False,
     quiet: Quiet = False,
 ) -> None:
-    """Full-catalogue next-item evaluation of the best checkpoint, beside a popularity baseline."""
-    from rnnrec_cli.evaluate import evaluate_run
+    """Full-catalogue next-item evaluation of the best checkpoint beside simple baselines."""
+    from rnnrec_cli.data import is_data_dir
+    from rnnrec_cli.evaluate import evaluate as run_evaluate
     from rnnrec_cli.metrics import parse_ks
     from rnnrec_cli.rundir import load_config, open_run
 
@@ -502,11 +528,27 @@ def evaluate(
         ks = parse_ks(k)
     except ValueError:
         raise typer.BadParameter(f"{k!r} is not a list of positive integers like 1,5,10,20", param_hint="--k") from None
-    run = open_run(run_dir)
-    with err.status(f"evaluating on {split}", spinner="dots") if not quiet else _nullcontext():
-        result = evaluate_run(run, split, ks, ties)  # type: ignore[arg-type]
+    names = _parse_baselines(baselines)
+    if is_data_dir(target):
+        run, data_dir = None, target
+        if not names:
+            raise typer.BadParameter(
+                "a data directory has no model: name --baselines to evaluate", param_hint="--baselines"
+            )
+    else:
+        run = open_run(target)
+        data_dir = Path(load_config(run).data_dir)
+    with err.status(f"evaluating on {split}", spinner="dots") if not quiet else _nullcontext() as status:
+
+        def on_stage(msg: str) -> None:
+            if status is not None:
+                status.update(f"{split}: {msg}")
+
+        result = run_evaluate(
+            data_dir, split, ks, ties, run=run, baselines=names, knn=(knn, knn_sample), on_stage=on_stage
+        )  # type: ignore[arg-type]
     if not quiet:
-        err.print(_results_table(result, load_config(run).model.cell))
+        err.print(_results_table(result))
     if as_json:
         typer.echo(json.dumps(result))
 

@@ -62,7 +62,7 @@ def test_evaluate_table_on_stderr(trained) -> None:
     result = runner.invoke(app, ["evaluate", str(run), "--k", "5,20"])
     assert result.exit_code == 0, result.output
     assert result.stdout == ""
-    assert "Recall@20" in result.stderr and "pop" in result.stderr
+    assert "Recall@20" in result.stderr and "sknn" in result.stderr and "gru" in result.stderr
 
 
 def test_predict_file_and_stdin(trained, tmp_path: Path) -> None:
@@ -149,3 +149,13 @@ def test_module_entry_point_and_closed_pipe(trained) -> None:
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.splitlines()[0] == "session_id,rank,item_id,score"
     assert "Traceback" not in proc.stderr
+
+
+def test_evaluate_data_dir_with_baselines_only(trained) -> None:
+    _, data, _ = trained
+    result = json.loads(_ok(["evaluate", str(data), "--baselines", "pop,markov", "--json", "-q", "--k", "20"]))
+    assert "metrics" not in result and set(result["baselines"]) == {"pop", "markov"}
+    # The log's next item is mostly item + 1: first-order transitions capture it.
+    assert result["baselines"]["markov"]["recall@20"] > 0.5
+    bad = runner.invoke(app, ["evaluate", str(data), "--baselines", "magic"])
+    assert bad.exit_code == 2 and "unknown baseline" in bad.output

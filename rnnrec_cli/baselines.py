@@ -1,0 +1,183 @@
+"""Simple baselines, ranked on the same targets and the full catalogue as the model.
+
+Each baseline scores every item at every target position of a sequence from the sequence's
+prefix alone. Ties in a baseline's own score are broken by global popularity (a common, fair
+fallback), and only then by the chosen tie policy; without it, a sparse baseline's many
+zero-score items would all tie with an unseen target.
+
+- pop: global popularity (training counts).
+- spop: how often the item occurred in the prefix so far, then popularity.
+- markov: first-order transition counts from the current item (sequential rules of length 1).
+- iknn: item-kNN, cosine similarity of items over training sessions (GRU4Rec's baseline).
+- sknn: session-kNN (Jannach & Ludewig 2017): among the `sample` most recent training sessions
+  sharing an item with the prefix, the `k` most similar (cosine over item sets) vote for their
+  items with their similarity.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+
+from rnnrec_cli.config import Ties
+from rnnrec_cli.data import Sequences
+from rnnrec_cli.metrics import popularity_ranks
+
+BASELINES = ("pop", "spop", "markov", "iknn", "sknn")
+ROWS_PER_BLOCK = 512
+
+
+def lexicographic_ranks(primary: np.ndarray, secondary: np.ndarray, targets: np.ndarray, ties: Ties) -> np.ndarray:
+    """Ranks of targets ordered by (primary score, then secondary score), tie policy last.
+
+    Args:
+      primary: <float>[b, N] scores; secondary: <float>[N] tie-breaker shared by all rows;
+      targets: <int>[b].
+    """
+    rows = np.arange(len(targets))
+    p_t = primary[rows, targets][:, None]
+    s_t = secondary[targets][:, None]
+    same = primary == p_t
+    higher = (primary > p_t).sum(1) + (same & (secondary[None, :] > s_t)).sum(1)
+    tied = (same & (secondary[None, :] == s_t)).sum(1) - 1
+    match ties:
+        case "conservative":
+            rank = higher + tied + 1
+        case "optimistic":
+            rank = higher + 1
+        case "median":
+            rank = higher + tied / 2 + 1
+    return rank.astype(np.float32)
+
+
+@dataclass(frozen=True)
+class Positions:
+    """Every target position of a split: the sequence it belongs to, the current (last seen)
+    item, and the target; in sequence order (matching evaluate.target_items)."""
+
+    seq: np.ndarray
+    current: np.ndarray
+    target: np.ndarray
+    # start offset of the prefix in seqs.items, and its end (exclusive) = position of the target
+    start: np.ndarray
+    end: np.ndarray
+
+
+def positions(seqs: Sequences) -> Positions:
+    lengths = seqs.lengths
+    n = np.maximum(lengths - 1, 0)
+    seq = np.repeat(np.arange(len(seqs)), n)
+    first = np.repeat(seqs.offsets[:-1], n)
+    end = first + 1 + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
+    return Positions(seq=seq, current=seqs.items[end - 1], target=seqs.items[end], start=first, end=end)
+
+
+def _blocks(n: int) -> Iterator[slice]:
+    for lo in range(0, n, ROWS_PER_BLOCK):
+        yield slice(lo, min(n, lo + ROWS_PER_BLOCK))
+
+
+def _session_item_matrix(train: Sequences, n_items: int) -> sp.csr_matrix:
+    """Binary sessions x items matrix of the training sequences."""
+    rows = np.repeat(np.arange(len(train)), train.lengths)
+    x = sp.csr_matrix((np.ones(len(rows), np.float32), (rows, train.items)), shape=(len(train), n_items))
+    x.data[:] = 1.0  # duplicates inside a session count once
+    return x
+
+
+def _prefix_matrix(test: Sequences, pos: Positions, block: slice, n_items: int) -> sp.csr_matrix:
+    """<binary>[rows, N]: the items of each position's prefix."""
+    starts, ends = pos.start[block], pos.end[block]
+    lens = ends - starts
+    rows = np.repeat(np.arange(len(lens)), lens)
+    idx = np.repeat(starts, lens) + (np.arange(lens.sum()) - np.repeat(np.cumsum(lens) - lens, lens))
+    m = sp.csr_matrix((np.ones(len(idx), np.float32), (rows, test.items[idx])), shape=(len(lens), n_items))
+    return m
+
+
+class _Scorer:
+    """Builds dense [rows, N] primary scores for a block of positions."""
+
+    def __init__(self, name: str, train: Sequences, n_items: int, k: int, sample: int) -> None:
+        self.name, self.n_items, self.k, self.sample = name, n_items, k, sample
+        if name == "markov":
+            pairs = positions(train)
+            src, dst = pairs.current, pairs.target
+            self.table = sp.csr_matrix((np.ones(len(src), np.float32), (src, dst)), shape=(n_items, n_items))
+        elif name == "iknn":
+            x = _session_item_matrix(train, n_items)
+            co = (x.T @ x).tocsr()
+            co.setdiag(0)
+            co.eliminate_zeros()
+            norm = np.sqrt(np.asarray(x.sum(0)).ravel())
+            inv = sp.diags(1.0 / np.maximum(norm, 1e-12))
+            self.table = (inv @ co @ inv).tocsr()
+        elif name == "sknn":
+            self.sessions = _session_item_matrix(train, n_items)
+            self.sessions_t = self.sessions.T.tocsr()
+            self.session_norm = np.sqrt(np.asarray(self.sessions.sum(1)).ravel())
+
+    def __call__(self, test: Sequences, pos: Positions, block: slice) -> np.ndarray:
+        if self.name in ("markov", "iknn"):
+            return self.table[pos.current[block]].toarray()
+        prefix = _prefix_matrix(test, pos, block, self.n_items)
+        if self.name == "spop":
+            return prefix.toarray()  # counts of each item in the prefix
+        return self._sknn(prefix)
+
+    def _sknn(self, prefix: sp.csr_matrix) -> np.ndarray:
+        binary = prefix.copy()
+        binary.data[:] = 1.0
+        overlap = (binary @ self.sessions_t).tocsr()  # [rows, sessions]: shared items
+        q_norm = np.sqrt(np.asarray(binary.sum(1)).ravel())
+        rows, cols, vals = [], [], []
+        for r in range(overlap.shape[0]):
+            lo, hi = overlap.indptr[r], overlap.indptr[r + 1]
+            cand, shared = overlap.indices[lo:hi], overlap.data[lo:hi]
+            if len(cand) > self.sample:
+                # Sessions are numbered by start time: the most recent have the largest ids.
+                keep = np.argpartition(-cand, self.sample - 1)[: self.sample]
+                cand, shared = cand[keep], shared[keep]
+            sim = shared / (q_norm[r] * self.session_norm[cand])
+            if len(cand) > self.k:
+                top = np.argpartition(-sim, self.k - 1)[: self.k]
+                cand, sim = cand[top], sim[top]
+            rows.append(np.full(len(cand), r))
+            cols.append(cand)
+            vals.append(sim)
+        weights = sp.csr_matrix(
+            (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
+            shape=(overlap.shape[0], self.sessions.shape[0]),
+        )
+        return (weights @ self.sessions).toarray()
+
+
+def baseline_ranks(
+    name: str,
+    train: Sequences,
+    test: Sequences,
+    counts: np.ndarray,
+    ties: Ties = "conservative",
+    *,
+    k: int = 100,
+    sample: int = 500,
+    on_block: Callable[[int, int], None] | None = None,
+) -> np.ndarray:
+    """Ranks of every target of `test` under a baseline, in sequence order."""
+    if name not in BASELINES:
+        raise ValueError(name)
+    counts = np.asarray(counts, np.float64)
+    n_items = len(counts)
+    pos = positions(test)
+    if name == "pop":
+        return popularity_ranks(counts, pos.target, ties)
+    scorer = _Scorer(name, train, n_items, k, sample)
+    out = np.zeros(len(pos.target), np.float32)
+    for block in _blocks(len(pos.target)):
+        out[block] = lexicographic_ranks(scorer(test, pos, block), counts, pos.target[block], ties)
+        if on_block is not None:
+            on_block(block.stop, len(pos.target))
+    return out

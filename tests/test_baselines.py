@@ -1,0 +1,108 @@
+"""Baselines on tiny logs with answers worked out by hand."""
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rnnrec_cli.baselines import baseline_ranks, lexicographic_ranks, positions
+from rnnrec_cli.data import Sequences
+from rnnrec_cli.evaluate import target_items
+
+N = 6
+
+
+def _counts(train: Sequences) -> np.ndarray:
+    return np.bincount(train.items, minlength=N)
+
+
+def test_positions_follow_sequence_order() -> None:
+    seqs = Sequences.from_lists([[1, 2, 3], [4], [5, 0]])
+    pos = positions(seqs)
+    assert pos.current.tolist() == [1, 2, 5]
+    assert pos.target.tolist() == target_items(seqs).tolist() == [2, 3, 0]
+    assert (pos.end - pos.start).tolist() == [1, 2, 1]  # prefix lengths
+
+
+def test_lexicographic_ranks_by_hand() -> None:
+    primary = np.array([[1.0, 1.0, 0.0, 1.0]])
+    secondary = np.array([5.0, 3.0, 9.0, 3.0])
+    # Target 1: item 0 beats it on the tie-breaker; item 3 ties it fully.
+    assert lexicographic_ranks(primary, secondary, np.array([1]), "conservative").tolist() == [3]
+    assert lexicographic_ranks(primary, secondary, np.array([1]), "optimistic").tolist() == [2]
+    assert lexicographic_ranks(primary, secondary, np.array([1]), "median").tolist() == [2.5]
+
+
+def test_markov_and_pop_fallback() -> None:
+    train = Sequences.from_lists([[1, 2], [1, 2], [1, 3], [4, 4], [4, 5], [5, 0]])
+    test = Sequences.from_lists([[1, 2], [1, 3], [1, 5], [0, 4]])
+    # counts: 0:1 1:3 2:2 3:1 4:3 5:2. After 1: 2 (twice), 3 (once), then by popularity 4, 5, ...
+    ranks = baseline_ranks("markov", train, test, _counts(train))
+    # 1->5: unseen transition; above it: 2, 3 (transitions), then 1 and 4 (pop 3 > 2): rank 5.
+    # 0->4: no transitions from 0 at all: pure popularity, 4 ties with 1 (count 3) -> rank 2.
+    assert ranks.tolist() == [1, 2, 5, 2]
+
+
+def test_spop_counts_the_prefix() -> None:
+    train = Sequences.from_lists([[1, 2], [1, 2], [3, 4]])
+    test = Sequences.from_lists([[5, 0, 5, 0, 3]])
+    ranks = baseline_ranks("spop", train, test, _counts(train))
+    # targets 0, 5, 0, 3 after prefixes [5], [5,0], [5,0,5], [5,0,5,0]
+    # prefix [5]: target 0 (count 0, pop 0): above it 5 (prefix), 1, 2 (pop 2), 3, 4 (pop 1); ties with nothing else
+    # prefix [5,0,5,0]: target 3 below 5, 0 (prefix), 1, 2 (pop 2), tied with 4 (pop 1): rank 6
+    assert ranks.tolist() == [6, 2, 2, 6]
+
+
+def test_iknn_cosine_by_hand() -> None:
+    train = Sequences.from_lists([[1, 2], [1, 2, 3], [1, 3], [4, 5]])
+    test = Sequences.from_lists([[1, 2], [1, 3], [2, 3]])
+    ranks = baseline_ranks("iknn", train, test, _counts(train))
+    # sessions: 1 in 3, 2 in 2, 3 in 2. cos(1,2) = 2/sqrt(3*2) = cos(1,3); cos(2,3) = 1/2.
+    # After 1: 2 and 3 tie on similarity and on popularity (2 each): conservative rank 2 for both.
+    # After 2: 1 (0.816) above 3 (0.5): rank 2.
+    assert ranks.tolist() == [2, 2, 2]
+
+
+def test_sknn_by_hand() -> None:
+    train = Sequences.from_lists([[1, 2, 3], [1, 4], [2, 5, 0]])
+    test = Sequences.from_lists([[1, 2, 3]])
+    counts = np.array([1, 2, 2, 1, 1, 1])
+    ranks = baseline_ranks("sknn", train, test, counts, k=2, sample=10)
+    # Prefix {1}: neighbours s0 (1/sqrt(3)) and s1 (1/sqrt(2)); scores 1:.58+.71, 4:.71, 2,3:.58.
+    # Target 2 ties with 3 on score, beats it on popularity: above it 1, 4 -> rank 3.
+    # Prefix {1,2}: s0 sim 2/sqrt(6)=.82, s1 1/2, s2 1/sqrt(6)=.41: top-2 = s0, s1;
+    # 3 scores .82, below 1 (1.32), 2 (.82, pop 2 > 1): rank 3.
+    assert ranks.tolist() == [3, 3]
+    # With k=1 only s0 votes after {1,2}: 1, 2, 3 tie on .82, 1 and 2 beat 3 on popularity.
+    assert baseline_ranks("sknn", train, test, counts, k=1, sample=10).tolist()[1] == 3
+
+
+def test_sknn_sample_keeps_the_most_recent_sessions() -> None:
+    # Item 1 occurs in sessions 0..3; with sample=1 only session 3 (the latest) may vote.
+    train = Sequences.from_lists([[1, 2], [1, 2], [1, 2], [1, 3]])
+    test = Sequences.from_lists([[1, 3]])
+    counts = np.array([0, 4, 3, 1, 0, 0])
+    assert baseline_ranks("sknn", train, test, counts, k=5, sample=1).tolist() == [2]  # only 1 above 3
+    assert baseline_ranks("sknn", train, test, counts, k=5, sample=10).tolist() == [3]
+
+
+@pytest.mark.parametrize("name", ["pop", "spop", "markov", "iknn", "sknn"])
+def test_shapes_and_bounds(name: str) -> None:
+    rng = np.random.default_rng(0)
+    train = Sequences.from_lists([list(rng.integers(0, N, rng.integers(2, 6))) for _ in range(30)])
+    test = Sequences.from_lists([list(rng.integers(0, N, rng.integers(1, 6))) for _ in range(10)])
+    ranks = baseline_ranks(name, train, test, np.maximum(_counts(train), 1))
+    assert len(ranks) == test.n_targets
+    assert ranks.min() >= 1 and ranks.max() <= N
+
+
+@settings(deadline=None, max_examples=40)
+@given(st.lists(st.floats(-3, 3, allow_nan=False), min_size=N, max_size=N), st.integers(0, N - 1))
+def test_lexicographic_ranks_with_flat_secondary_equal_plain_ranks(scores: list[float], target: int) -> None:
+    from rnnrec_cli.metrics import target_ranks
+
+    primary = np.array([scores], np.float32)
+    for ties in ("conservative", "optimistic", "median"):
+        lex = lexicographic_ranks(primary, np.zeros(N), np.array([target]), ties)
+        plain = np.asarray(target_ranks(primary, np.array([target]), ties))
+        assert lex.tolist() == plain.tolist()
