@@ -27,6 +27,7 @@ from rnnrec_cli.data import read_items, read_sequences
 from rnnrec_cli.errors import RunDirError, TrainingDiverged
 from rnnrec_cli.evaluate import model_ranks
 from rnnrec_cli.metrics import summarize
+from rnnrec_cli.plots import learning_curve
 from rnnrec_cli.rundir import (
     RunDir,
     append_metrics,
@@ -350,6 +351,7 @@ def fit(
             on_epoch(report)
         if tc.patience and bad_epochs >= tc.patience:
             log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch, tc.monitor, bad_epochs)
+    learning_curve(read_metrics(run), run.path / "learning_curve.png", tc.monitor)
     mark_complete(run)
     return reports
 

@@ -111,6 +111,7 @@ def test_fit_writes_metrics_and_checkpoints(tmp_path: Path) -> None:
     lines = run.metrics.read_text().splitlines()
     assert len(lines) == 3 and '"valid/mrr@20"' in lines[0]
     assert run.checkpoint("best").is_file() and run.checkpoint("last").is_file() and run.complete
+    assert (run.path / "learning_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert reports[-1].train_loss < reports[0].train_loss
 
 

@@ -1,0 +1,36 @@
+"""Learning-curve PNG for a run directory (matplotlib, headless)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+
+def learning_curve(records: list[dict[str, Any]], path: Path, monitor: str) -> None:
+    """Training loss and the monitored validation metric per epoch, written atomically."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    epochs = [r["epoch"] for r in records]
+    fig, ax_loss = plt.subplots(figsize=(6, 3.5), dpi=100)
+    ax_loss.plot(epochs, [r["train/loss"] for r in records], "o-", color="tab:blue", label="train loss")
+    ax_loss.set_xlabel("epoch")
+    ax_loss.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax_loss.set_ylabel("train loss", color="tab:blue")
+    key = f"valid/{monitor}"
+    if any(key in r for r in records):
+        ax_val = ax_loss.twinx()
+        ax_val.plot(epochs, [r.get(key, float("nan")) for r in records], "s-", color="tab:orange")
+        ax_val.set_ylabel(f"valid {monitor}", color="tab:orange")
+        best = [r["epoch"] for r in records if r.get("best")]
+        if best:
+            ax_val.axvline(best[-1], color="grey", linestyle=":", linewidth=1)
+    ax_loss.set_title("learning curve")
+    fig.tight_layout()
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp)
+    plt.close(fig)
+    tmp.replace(path)
