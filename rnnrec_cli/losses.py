@@ -1,9 +1,9 @@
 """Next-item losses over an output layer restricted to the needed columns (pure, jittable).
 
-Rows are the M = T*B positions of a chunk; row i's target is column i (the chunk's targets come
-first), and the remaining columns are the other rows' targets (in-batch negatives, popularity
-distributed by construction) followed by items sampled for the whole chunk. Accidental hits (the
-target among the negatives) are kept, as in GRU4Rec.
+Each row is one position of a chunk. Its columns are the targets of the other sequences at the
+same step (in-batch negatives, popularity-distributed by construction, as in GRU4Rec) followed
+by the items sampled for the whole chunk; `own` names the column holding the row's target.
+Accidental hits (the target among the negatives) are kept, as in GRU4Rec.
 """
 
 from __future__ import annotations
@@ -12,27 +12,34 @@ import jax
 import jax.numpy as jnp
 
 
-def negative_mask(n_rows: int, col_valid: jax.Array) -> jax.Array:
-    """<bool>[M, C]: the columns that are negatives for each row (valid, and not its own target)."""
-    own = jnp.arange(col_valid.shape[0])[None, :] == jnp.arange(n_rows)[:, None]
-    return col_valid[None, :] & ~own
+def negative_mask(own: jax.Array, valid: jax.Array) -> jax.Array:
+    """<bool>[R, C]: the columns that are negatives for each row (valid, not its own target)."""
+    return valid & (jnp.arange(valid.shape[1])[None, :] != own[:, None])
 
 
-def cross_entropy(logits: jax.Array, col_valid: jax.Array, correction: jax.Array | None = None) -> jax.Array:
-    """Softmax cross-entropy of each row's own column against all valid columns.
+def _own(logits: jax.Array, own: jax.Array) -> jax.Array:
+    return jnp.take_along_axis(logits, own[:, None], axis=1)
+
+
+def cross_entropy(
+    logits: jax.Array, own: jax.Array, valid: jax.Array, correction: jax.Array | None = None
+) -> jax.Array:
+    """Softmax cross-entropy of each row's own column against its valid columns.
 
     Args:
-      logits: <float32>[M, C] scores, target of row i in column i.
-      col_valid: <bool>[C] columns that exist (padding rows' targets do not).
-      correction: optional <float32>[C] subtracted from every row (log-Q correction).
+      logits: <float32>[R, C] scores.
+      own: <int32>[R] column of each row's target.
+      valid: <bool>[R, C] columns that exist for the row (padding slots' targets do not).
+      correction: optional <float32>[R, C] subtracted from the scores (log-Q correction).
     Returns:
-      <float32>[M] per-row loss.
+      <float32>[R] per-row loss.
     """
     if correction is not None:
-        logits = logits - correction[None, :]
-    logits = jnp.where(col_valid[None, :], logits, -jnp.inf)
-    target = jnp.diagonal(logits)
-    return jax.nn.logsumexp(logits, axis=1) - target
+        logits = logits - correction
+    # A padding row's own column is invalid; keeping it keeps the row finite (it is masked later).
+    valid = valid | (jnp.arange(valid.shape[1])[None, :] == own[:, None])
+    logits = jnp.where(valid, logits, -jnp.inf)
+    return jax.nn.logsumexp(logits, axis=1) - _own(logits, own)[:, 0]
 
 
 def _negative_softmax(logits: jax.Array, neg: jax.Array) -> jax.Array:
@@ -41,29 +48,29 @@ def _negative_softmax(logits: jax.Array, neg: jax.Array) -> jax.Array:
     return jnp.where(neg, jax.nn.softmax(masked, axis=1), 0.0)
 
 
-def bpr_max(logits: jax.Array, col_valid: jax.Array, bpreg: float, elu: float = 0.0) -> jax.Array:
+def bpr_max(logits: jax.Array, own: jax.Array, valid: jax.Array, bpreg: float, elu: float = 0.0) -> jax.Array:
     """BPR-max (Hidasi & Karatzoglou 2018) per row.
 
-    -log sum_j s_j sigmoid(r_t - r_j) + bpreg * sum_j s_j r_j^2, with s a softmax over the negatives.
-    Scores pass through ELU(elu) first when elu > 0.
+    -log sum_j s_j sigmoid(r_t - r_j) + bpreg * sum_j s_j r_j^2, with s a softmax over the
+    negatives; summed over negatives, not averaged. Scores pass through ELU(elu) when elu > 0.
     """
     if elu > 0:
         logits = jax.nn.elu(logits, alpha=elu)
-    neg = negative_mask(logits.shape[0], col_valid)
+    neg = negative_mask(own, valid)
     s = _negative_softmax(logits, neg)
-    target = jnp.diagonal(logits)[:, None]
+    target = _own(logits, own)
     prob = jnp.sum(s * jax.nn.sigmoid(target - logits), axis=1)
     return -jnp.log(prob + 1e-24) + bpreg * jnp.sum(s * logits**2, axis=1)
 
 
-def top1_max(logits: jax.Array, col_valid: jax.Array) -> jax.Array:
+def top1_max(logits: jax.Array, own: jax.Array, valid: jax.Array) -> jax.Array:
     """TOP1-max per row: sum_j s_j (sigmoid(r_j - r_t) + sigmoid(r_j^2))."""
-    neg = negative_mask(logits.shape[0], col_valid)
+    neg = negative_mask(own, valid)
     s = _negative_softmax(logits, neg)
-    target = jnp.diagonal(logits)[:, None]
+    target = _own(logits, own)
     return jnp.sum(s * (jax.nn.sigmoid(logits - target) + jax.nn.sigmoid(logits**2)), axis=1)
 
 
 def full_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
-    """Exact softmax cross-entropy against the full catalogue: <float32>[M, N], <int32>[M] -> [M]."""
+    """Exact softmax cross-entropy against the full catalogue: <float32>[R, N], <int32>[R] -> [R]."""
     return jax.nn.logsumexp(logits, axis=1) - jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]

@@ -118,8 +118,9 @@ def chunk_loss(
 ) -> tuple[jax.Array, tuple[model.Carry, jax.Array]]:
     """Mean loss over the chunk's real steps. Returns (loss, (carry, number of real targets)).
 
-    All T*B positions are scored in one matrix product, against either the full catalogue
-    (--full-softmax) or the chunk's own targets plus the shared sampled negatives.
+    All T*B positions are scored at once, against either the full catalogue (--full-softmax) or,
+    as in GRU4Rec, the other sequences' targets at the same step plus the chunk's shared sampled
+    negatives (one matrix product for those).
     """
     tc = cfg.train
     carry, hidden = model.run(params, cfg.model, carry, batch.inputs, batch.reset, key)
@@ -130,27 +131,42 @@ def chunk_loss(
     if tc.full_softmax:
         per_row = losses.full_cross_entropy(h @ kernel.T + bias, targets)
     else:
-        cols = jnp.concatenate([targets, batch.negatives])
-        # Gathering the needed rows first keeps the full item table out of the product.
-        logits = h @ kernel[cols].T + bias[cols]
-        col_valid = jnp.concatenate([mask, jnp.ones(batch.negatives.shape, bool)])
+        n_steps, batch_size = batch.targets.shape
+        # Gathering the needed rows keeps the full item table out of the products.
+        w_t, b_t = kernel[batch.targets], bias[batch.targets]  # [T, B, H], [T, B]
+        in_batch = jnp.einsum("tbh,tch->tbc", hidden, w_t) + b_t[:, None, :]  # [T, B, B]
+        sampled = h @ kernel[batch.negatives].T + bias[batch.negatives]  # [T*B, S]
+        logits = jnp.concatenate([in_batch.reshape(-1, batch_size), sampled], axis=1)
+        own = jnp.tile(jnp.arange(batch_size), n_steps)
+        valid = jnp.concatenate(
+            [
+                jnp.broadcast_to(batch.mask[:, None, :], (n_steps, batch_size, batch_size)).reshape(-1, batch_size),
+                jnp.ones((n_steps * batch_size, batch.negatives.shape[0]), bool),
+            ],
+            axis=1,
+        )
         match tc.loss:
             case "ce":
                 correction = None
                 if tc.logq and stats is not None:
-                    n = jnp.maximum(jnp.sum(mask), 1).astype(jnp.float32)
                     # log of each column's expected number of appearances among the columns.
+                    n_t = jnp.maximum(jnp.sum(batch.mask, axis=1), 1).astype(jnp.float32)  # [T]
+                    corr_in = jnp.log(n_t)[:, None] + stats.log_p_target[batch.targets]  # [T, B]
+                    corr_s = jnp.log(float(max(tc.n_sample, 1))) + stats.log_p_sample[batch.negatives]
                     correction = tc.logq * jnp.concatenate(
                         [
-                            jnp.log(n) + stats.log_p_target[targets],
-                            jnp.log(float(max(tc.n_sample, 1))) + stats.log_p_sample[batch.negatives],
-                        ]
+                            jnp.broadcast_to(corr_in[:, None, :], (n_steps, batch_size, batch_size)).reshape(
+                                -1, batch_size
+                            ),
+                            jnp.broadcast_to(corr_s[None, :], sampled.shape),
+                        ],
+                        axis=1,
                     )
-                per_row = losses.cross_entropy(logits, col_valid, correction)
+                per_row = losses.cross_entropy(logits, own, valid, correction)
             case "bpr-max":
-                per_row = losses.bpr_max(logits, col_valid, tc.bpreg, tc.elu)
+                per_row = losses.bpr_max(logits, own, valid, tc.bpreg, tc.elu)
             case "top1-max":
-                per_row = losses.top1_max(logits, col_valid)
+                per_row = losses.top1_max(logits, own, valid)
     n = jnp.sum(mask)
     loss = jnp.sum(jnp.where(mask, per_row, 0.0)) / jnp.maximum(n, 1)
     return loss, (carry, n)

@@ -10,87 +10,92 @@ from rnnrec_cli.batches import sample_negatives, sampling_distribution
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
 from rnnrec_cli.train import Batch, chunk_loss, item_stats
 
-M, S = 4, 3
+M, S = 4, 3  # rows, sampled columns
 
 
 def _sig(x):
     return 1 / (1 + jnp.exp(-x))
 
 
-def _reference(logits, col_valid, kind, bpreg=0.5, elu=0.0, correction=None):
+def _reference(logits, own, valid, kind, bpreg=0.5, elu=0.0, correction=None):
     """Row by row, column by column: no masks, no vectorisation."""
     rows = []
     for i in range(logits.shape[0]):
         r = logits[i]
         if correction is not None:
-            r = r - correction
+            r = r - correction[i]
         if kind != "ce" and elu > 0:
             r = jnp.where(r > 0, r, elu * (jnp.exp(r) - 1))
-        negs = [j for j in range(logits.shape[1]) if col_valid[j] and j != i]
+        t = int(own[i])
+        cols = [j for j in range(logits.shape[1]) if valid[i, j]]
+        negs = [j for j in cols if j != t]
         if kind == "ce":
-            cols = [j for j in range(logits.shape[1]) if col_valid[j]]
-            rows.append(-r[i] + jnp.log(sum(jnp.exp(r[j]) for j in cols)))
+            rows.append(-r[t] + jnp.log(sum(jnp.exp(r[j]) for j in cols)))
             continue
         z = sum(jnp.exp(r[j]) for j in negs)
         s = {j: jnp.exp(r[j]) / z for j in negs}
         if kind == "bpr-max":
             rows.append(
-                -jnp.log(sum(s[j] * _sig(r[i] - r[j]) for j in negs)) + bpreg * sum(s[j] * r[j] ** 2 for j in negs)
+                -jnp.log(sum(s[j] * _sig(r[t] - r[j]) for j in negs)) + bpreg * sum(s[j] * r[j] ** 2 for j in negs)
             )
         else:
-            rows.append(sum(s[j] * (_sig(r[j] - r[i]) + _sig(r[j] ** 2)) for j in negs))
+            rows.append(sum(s[j] * (_sig(r[j] - r[t]) + _sig(r[j] ** 2)) for j in negs))
     return jnp.stack(rows)
+
+
+# Two steps of a batch of 2 plus 3 sampled columns; the second slot is padding at step 2.
+OWN = jnp.array([0, 1, 0, 1])
+VALID = jnp.array([[1, 1, 1, 1, 1], [1, 1, 1, 1, 1], [1, 0, 1, 1, 1], [1, 0, 1, 1, 1]], bool)
+ROW_MASK = jnp.array([True, True, True, False])
 
 
 @pytest.mark.parametrize(("kind", "elu"), [("ce", 0.0), ("bpr-max", 0.0), ("bpr-max", 1.0), ("top1-max", 0.0)])
 def test_loss_and_gradient_match_brute_force(kind: str, elu: float) -> None:
-    logits = jax.random.normal(jax.random.key(0), (M, M + S))
-    col_valid = jnp.array([True, True, False, True] + [True] * S)  # row 2 is padding
-    mask = col_valid[:M]
+    logits = jax.random.normal(jax.random.key(0), (M, 2 + S))
 
     def fast(x):
         match kind:
             case "ce":
-                per = losses.cross_entropy(x, col_valid)
+                per = losses.cross_entropy(x, OWN, VALID)
             case "bpr-max":
-                per = losses.bpr_max(x, col_valid, 0.5, elu)
+                per = losses.bpr_max(x, OWN, VALID, 0.5, elu)
             case _:
-                per = losses.top1_max(x, col_valid)
-        return jnp.sum(jnp.where(mask, per, 0.0))
+                per = losses.top1_max(x, OWN, VALID)
+        return jnp.sum(jnp.where(ROW_MASK, per, 0.0))
 
     def slow(x):
-        per = _reference(x, col_valid, kind, elu=elu)
-        return jnp.sum(jnp.where(mask, per, 0.0))
+        per = _reference(x, OWN, VALID, kind, elu=elu)
+        return jnp.sum(jnp.where(ROW_MASK, per, 0.0))
 
     np.testing.assert_allclose(fast(logits), slow(logits), rtol=1e-5)
     g_fast, g_slow = jax.grad(fast)(logits), jax.grad(slow)(logits)
     np.testing.assert_allclose(g_fast, g_slow, rtol=1e-4, atol=1e-6)
-    # Padding's target column gets no gradient: it is no negative for anyone.
-    assert not np.asarray(g_fast[:, 2]).any()
+    # The padding slot's target column gets no gradient at step 2: it is no negative there.
+    assert not np.asarray(g_fast[2:, 1]).any()
 
 
 def test_logq_correction_matches_reference() -> None:
-    logits = jax.random.normal(jax.random.key(1), (M, M + S))
-    col_valid = jnp.ones(M + S, bool)
-    corr = jax.random.normal(jax.random.key(2), (M + S,))
-    np.testing.assert_allclose(
-        losses.cross_entropy(logits, col_valid, corr), _reference(logits, col_valid, "ce", correction=corr), rtol=1e-5
-    )
+    logits = jax.random.normal(jax.random.key(1), (M, 2 + S))
+    corr = jax.random.normal(jax.random.key(2), (M, 2 + S))
+    fast = losses.cross_entropy(logits, OWN, VALID, corr)
+    slow = _reference(logits, OWN, VALID, "ce", correction=corr)
+    np.testing.assert_allclose(fast[ROW_MASK], slow[ROW_MASK], rtol=1e-5)
+    assert np.isfinite(np.asarray(fast)).all()
 
 
 def test_bpr_max_softmax_excludes_the_target() -> None:
     # Raising the target's own score must lower the loss; if the target were inside the softmax
     # the weight would shift onto it and the loss could rise.
     logits = jnp.zeros((1, 3))
-    col_valid = jnp.ones(3, bool)
-    low = losses.bpr_max(logits, col_valid, 0.0)
-    high = losses.bpr_max(logits.at[0, 0].set(5.0), col_valid, 0.0)
+    own, valid = jnp.array([0]), jnp.ones((1, 3), bool)
+    low = losses.bpr_max(logits, own, valid, 0.0)
+    high = losses.bpr_max(logits.at[0, 0].set(5.0), own, valid, 0.0)
     assert float(high[0]) < float(low[0])
     np.testing.assert_allclose(low, [-np.log(0.5)], rtol=1e-6)
 
 
-def test_sampled_chunk_loss_uses_targets_and_shared_negatives() -> None:
-    """The sampled output layer equals the same loss computed from full scores, sliced."""
+def test_sampled_chunk_loss_uses_same_step_targets_and_shared_negatives() -> None:
+    """The sampled output layer equals CE computed from the full scores, sliced by hand."""
     cfg = RunConfig(data_dir="-", n_items=9, model=ModelConfig(layers=(5,)), train=TrainConfig(logq=1.0, n_sample=2))
     params = model.init_params(cfg.model, 9, jax.random.key(3))
     inputs = jnp.array([[1, 2], [3, 4]])
@@ -98,22 +103,24 @@ def test_sampled_chunk_loss_uses_targets_and_shared_negatives() -> None:
     mask = jnp.array([[True, True], [True, False]])
     batch = Batch(inputs, targets, mask, jnp.array([[True, True], [False, False]]), jnp.array([7, 2], jnp.int32))
     counts = np.arange(1, 10)
-    stats = item_stats(counts, 0.5)
-    loss, (_, n) = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), batch, stats, None)
+    loss, (_, n) = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), batch, item_stats(counts, 0.5), None)
     _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), inputs, batch.reset)
-    full = np.asarray(model.scores(params, cfg.model, hidden)).reshape(4, 9)
-    cols = [2, 5, 4, 6, 7, 2]
-    valid = [True, True, True, False, True, True]
+    full = np.asarray(model.scores(params, cfg.model, hidden), np.float64)  # [T, B, N]
     p = counts / counts.sum()
     q = counts**0.5 / (counts**0.5).sum()
-    corr = [np.log(3 * p[c]) for c in cols[:4]] + [np.log(2 * q[c]) for c in cols[4:]]
-    per_row = []
-    for i in range(4):
-        r = np.array([full[i, c] - corr[k] for k, c in enumerate(cols)])
-        r = r[valid]
-        per_row.append(np.log(np.exp(r).sum()) - (full[i, cols[i]] - corr[i]))
+    expected = []
+    for t in range(2):
+        step_cols = [int(c) for c, m in zip(targets[t], mask[t], strict=True) if m]
+        n_t = len(step_cols)
+        for b in range(2):
+            if not mask[t, b]:
+                continue
+            cols = [(c, np.log(n_t * p[c])) for c in step_cols] + [(c, np.log(2 * q[c])) for c in (7, 2)]
+            r = np.array([full[t, b, c] - corr for c, corr in cols])
+            own = full[t, b, targets[t, b]] - np.log(n_t * p[targets[t, b]])
+            expected.append(np.log(np.exp(r).sum()) - own)
     assert int(n) == 3
-    np.testing.assert_allclose(float(loss), np.mean([per_row[0], per_row[1], per_row[2]]), rtol=1e-5)
+    np.testing.assert_allclose(float(loss), np.mean(expected), rtol=1e-5)
 
 
 def test_negatives_follow_support_to_the_alpha() -> None:
