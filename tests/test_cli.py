@@ -159,3 +159,42 @@ def test_evaluate_data_dir_with_baselines_only(trained) -> None:
     assert result["baselines"]["markov"]["recall@20"] > 0.5
     bad = runner.invoke(app, ["evaluate", str(data), "--baselines", "magic"])
     assert bad.exit_code == 2 and "unknown baseline" in bad.output
+
+
+def test_kill_9_then_resume_matches_an_uninterrupted_run(trained, tmp_path: Path) -> None:
+    """A real SIGKILL mid-training, then `train --resume`: same final metrics as a straight run."""
+    import signal
+    import time
+
+    _, data, _ = trained
+    args = [*TINY, "--epochs", "3", "--checkpoint-every", "0.000001", "--seed", "3"]
+    straight = tmp_path / "straight"
+    _ok(["train", str(data), "-o", str(straight), *args])
+    killed = tmp_path / "killed"
+    cmd = [sys.executable, "-m", "rnnrec_cli", "train", str(data), "-o", str(killed), *args]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    # Wait until at least one epoch is logged and a mid-epoch checkpoint follows it.
+    while time.time() < deadline and proc.poll() is None:
+        metrics = killed / "metrics.jsonl"
+        if metrics.is_file() and metrics.read_text().count("\n") >= 1:
+            break
+        time.sleep(0.05)
+    time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if (killed / "COMPLETE").exists():
+        pytest.skip("training finished before it could be killed")
+    out = _ok(["train", "--resume", str(killed), "-q"])
+    assert out.strip() == str(killed)
+    final = lambda run: json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])  # noqa: E731
+    a, b = final(straight), final(killed)
+    assert a["epoch"] == b["epoch"] == 3
+    assert a["train/loss"] == b["train/loss"] and a["valid/mrr@20"] == b["valid/mrr@20"]
+    assert (straight / "checkpoints/best.msgpack").read_bytes() == (killed / "checkpoints/best.msgpack").read_bytes()
+
+
+def test_resume_refuses_a_finished_run(trained) -> None:
+    _, _, run = trained
+    result = runner.invoke(app, ["train", "--resume", str(run)])
+    assert result.exit_code == 1 and "finished training already" in result.stderr
