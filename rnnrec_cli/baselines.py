@@ -16,7 +16,6 @@ zero-score items would all tie with an unseen target.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -24,7 +23,7 @@ import scipy.sparse as sp
 
 from rnnrec_cli.config import Ties
 from rnnrec_cli.data import Sequences
-from rnnrec_cli.metrics import popularity_ranks
+from rnnrec_cli.scoring import ScoreOptions, Scores
 
 BASELINES = ("pop", "spop", "markov", "iknn", "sknn")
 ROWS_PER_BLOCK = 512
@@ -73,11 +72,6 @@ def positions(seqs: Sequences) -> Positions:
     first = np.repeat(seqs.offsets[:-1], n)
     end = first + 1 + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
     return Positions(seq=seq, current=seqs.items[end - 1], target=seqs.items[end], start=first, end=end)
-
-
-def _blocks(n: int) -> Iterator[slice]:
-    for lo in range(0, n, ROWS_PER_BLOCK):
-        yield slice(lo, min(n, lo + ROWS_PER_BLOCK))
 
 
 def _session_item_matrix(train: Sequences, n_items: int) -> sp.csr_matrix:
@@ -155,6 +149,83 @@ class _Scorer:
         return (weights @ self.sessions).toarray()
 
 
+def _rows_per_block(n_items: int) -> int:
+    # Dense [rows, N] float64 scores: keep a block near 16M entries (128 MB).
+    return max(1, min(ROWS_PER_BLOCK, (1 << 24) // max(n_items, 1)))
+
+
+def _score_block(
+    primary: np.ndarray,
+    counts: np.ndarray,
+    targets: np.ndarray,
+    prefix: sp.csr_matrix | None,
+    opts: ScoreOptions,
+    negatives: np.ndarray,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Ranks, top-k and sampled ranks for one block of positions, ties broken by popularity."""
+    rows = np.arange(len(targets))
+    target_seen = np.zeros(len(targets), bool)
+    if prefix is not None:  # exclude items seen earlier in the sequence
+        r, c = prefix.nonzero()
+        target_seen = np.asarray(prefix[rows, targets]).ravel() > 0
+        primary = primary.copy()
+        primary[r, c] = -np.inf
+    ranks = lexicographic_ranks(primary, counts, targets, opts.ties)
+    ranks[target_seen] = np.inf
+    # Popularity breaks ties in the top-k as in the ranks; it is scaled below any score gap.
+    finite = np.where(np.isfinite(primary), primary, np.nan)
+    gaps = np.diff(np.unique(finite[~np.isnan(finite)])) if np.isfinite(primary).any() else np.array([])
+    scale = (gaps.min() if gaps.size else 1.0) / (counts.max() + 1.0) / 2
+    composite = primary + scale * counts[None, :]
+    k = min(opts.k, primary.shape[1])
+    part = np.argpartition(-composite, k - 1, axis=1)[:, :k]
+    order = np.argsort(-np.take_along_axis(composite, part, 1), axis=1, kind="stable")
+    topk = np.take_along_axis(part, order, 1).astype(np.int32)
+    sampled = np.zeros(len(targets), np.float32)
+    if opts.n_sampled:
+        t_p, t_s = primary[rows, targets][:, None], counts[targets][:, None]
+        n_p, n_s = np.take_along_axis(primary, negatives, 1), counts[negatives]
+        # Conservative: a sampled item ranks above the target unless strictly below it.
+        sampled = (1 + ((n_p > t_p) | ((n_p == t_p) & (n_s >= t_s))).sum(1)).astype(np.float32)
+    return ranks, topk, sampled
+
+
+def baseline_scores(
+    name: str,
+    train: Sequences,
+    test: Sequences,
+    counts: np.ndarray,
+    opts: ScoreOptions | None = None,
+    *,
+    k: int = 100,
+    sample: int = 500,
+    seed: int = 0,
+) -> Scores:
+    """Ranks, top-k lists and sampled ranks of every target of `test`, in sequence order."""
+    opts = opts or ScoreOptions()
+    if name not in BASELINES:
+        raise ValueError(name)
+    counts = np.asarray(counts, np.float64)
+    n_items = len(counts)
+    pos = positions(test)
+    scorer = _Scorer(name, train, n_items, k, sample)
+    n = len(pos.target)
+    ranks = np.zeros(n, np.float32)
+    topk = np.zeros((n, opts.k), np.int32)
+    sampled = np.zeros(n, np.float32)
+    rng = np.random.default_rng(seed)
+    step = _rows_per_block(n_items)
+    for lo in range(0, n, step):
+        block = slice(lo, min(n, lo + step))
+        primary = np.zeros((block.stop - lo, n_items)) if name == "pop" else scorer(test, pos, block).astype(np.float64)
+        prefix = _prefix_matrix(test, pos, block, n_items) if opts.exclude_seen else None
+        negatives = rng.integers(0, n_items, (block.stop - lo, opts.n_sampled))
+        ranks[block], topk[block], sampled[block] = _score_block(
+            primary, counts, pos.target[block], prefix, opts, negatives
+        )
+    return Scores(ranks, topk, sampled)
+
+
 def baseline_ranks(
     name: str,
     train: Sequences,
@@ -164,20 +235,6 @@ def baseline_ranks(
     *,
     k: int = 100,
     sample: int = 500,
-    on_block: Callable[[int, int], None] | None = None,
 ) -> np.ndarray:
     """Ranks of every target of `test` under a baseline, in sequence order."""
-    if name not in BASELINES:
-        raise ValueError(name)
-    counts = np.asarray(counts, np.float64)
-    n_items = len(counts)
-    pos = positions(test)
-    if name == "pop":
-        return popularity_ranks(counts, pos.target, ties)
-    scorer = _Scorer(name, train, n_items, k, sample)
-    out = np.zeros(len(pos.target), np.float32)
-    for block in _blocks(len(pos.target)):
-        out[block] = lexicographic_ranks(scorer(test, pos, block), counts, pos.target[block], ties)
-        if on_block is not None:
-            on_block(block.stop, len(pos.target))
-    return out
+    return baseline_scores(name, train, test, counts, ScoreOptions(ties=ties, k=1), k=k, sample=sample).ranks

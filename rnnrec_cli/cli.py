@@ -463,21 +463,61 @@ def _results_table(result: dict[str, Any]) -> Group:
     """Metrics as rows and models as columns, so more baselines stay readable in 80 columns."""
     rows = {**({result["model"]: result["metrics"]} if "metrics" in result else {}), **result["baselines"]}
     first = next(iter(rows.values()))
+    k_max = max(int(m.split("@")[1]) for m in first)
     shown = [m for m in first if m.startswith(("recall@", "mrr@"))]
     shown.sort(key=lambda m: (m.split("@")[0] != "recall", int(m.split("@")[1])))
+    shown += [f"coverage@{k_max}", f"tail@{k_max}"]
+    protocol = result["protocol"]
     title = Text(
         f"{result['split']} split: {result['n_events']:,} target events in {result['n_sequences']:,} sequences, "
         f"ranked against all {result['n_items']:,} items, {result['ties']} ties"
+        + (", last position only" if protocol["last_only"] else "")
+        + (", seen items excluded" if protocol["exclude_seen"] else "")
     )
     table = Table()
     table.add_column("metric")
     for name in rows:
         table.add_column(name, justify="right")
     for m in shown:
-        best = max(r[m] for r in rows.values())
+        higher_is_better = not m.startswith("pop@")
+        best = max(r[m] for r in rows.values()) if higher_is_better else None
         cells = [f"[bold green]{r[m]:.4f}[/]" if r[m] == best else f"{r[m]:.4f}" for r in rows.values()]
         table.add_row(m.replace("recall", "Recall").replace("mrr", "MRR"), *cells)
-    return Group(title, table)
+    notes = []
+    key = f"mrr@{k_max}"
+    for name in rows:
+        lo, hi = result["ci"][name][key]
+        notes.append(f"{name} MRR@{k_max} 95% CI [{lo:.4f}, {hi:.4f}]")
+    lines = ["; ".join(notes)]
+    if "paired" in result:
+        p = result["paired"]
+        lo, hi = p["ci"][key]
+        lines.append(
+            f"{result['model']} - {p['against']} (best baseline by {p['chosen_by']}): MRR@{k_max} "
+            f"{p['diff'][key]:+.4f} [{lo:+.4f}, {hi:+.4f}], p = {p['p'][key]:.3f} (paired bootstrap over sequences)"
+        )
+    return Group(title, table, Text("\n".join(lines)))
+
+
+def _breakdown_table(result: dict[str, Any], kind: str) -> Table:
+    parts = result["breakdown"][kind]
+    names = list(parts)
+    groups = list(next(iter(parts.values())))
+    metric = next(m for m in next(iter(next(iter(parts.values())).values())) if m.startswith("recall@"))
+    caption = (
+        "head: top 20% of items by training count, mid: next 30%, tail: bottom 50%" if kind == "popularity" else None
+    )
+    table = Table(title=f"{metric} by {kind} of the target", title_justify="left", caption=caption)
+    table.add_column(kind)
+    table.add_column("targets", justify="right")
+    for n in names:
+        table.add_column(n, justify="right")
+    for g in groups:
+        first = parts[names[0]].get(g, {})
+        table.add_row(
+            g, f"{first.get('n', 0):,}", *[f"{parts[n].get(g, {}).get(metric, float('nan')):.4f}" for n in names]
+        )
+    return table
 
 
 def _parse_baselines(text: str) -> tuple[str, ...]:
@@ -509,13 +549,22 @@ def evaluate(
     baselines: Annotated[
         str, typer.Option(help="Comma list of pop, spop, markov, iknn, sknn; or all, or none.")
     ] = "all",
+    last_only: Annotated[bool, typer.Option("--last-only", help="Score only the last event of each sequence.")] = False,
+    exclude_seen: Annotated[
+        bool, typer.Option("--exclude-seen", help="Remove items seen earlier in the sequence from the ranking.")
+    ] = False,
+    sampled: Annotated[
+        int, typer.Option(help="Also report sampled metrics against N random items (not comparable).")
+    ] = 0,
     knn: Annotated[int, typer.Option(help="Neighbours for sknn.")] = 100,
     knn_sample: Annotated[int, typer.Option(help="Most recent candidate sessions sknn considers.")] = 500,
+    bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals.")] = 1000,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Full-catalogue next-item evaluation of the best checkpoint beside simple baselines."""
     from rnnrec_cli.data import is_data_dir
+    from rnnrec_cli.evaluate import EvalOptions
     from rnnrec_cli.evaluate import evaluate as run_evaluate
     from rnnrec_cli.metrics import parse_ks
     from rnnrec_cli.rundir import load_config, open_run
@@ -528,27 +577,43 @@ def evaluate(
         ks = parse_ks(k)
     except ValueError:
         raise typer.BadParameter(f"{k!r} is not a list of positive integers like 1,5,10,20", param_hint="--k") from None
-    names = _parse_baselines(baselines)
+    for name, value in (
+        ("--sampled", sampled),
+        ("--knn", knn - 1),
+        ("--knn-sample", knn_sample - 1),
+        ("--bootstrap", bootstrap - 1),
+    ):
+        if value < 0:
+            raise typer.BadParameter("must be positive", param_hint=name)
+    opts = EvalOptions(
+        split=split, ks=ks, ties=ties, last_only=last_only, exclude_seen=exclude_seen, n_sampled=sampled,  # type: ignore[arg-type]
+        baselines=_parse_baselines(baselines), knn=knn, knn_sample=knn_sample, n_boot=bootstrap,
+    )  # fmt: skip
     if is_data_dir(target):
         run, data_dir = None, target
-        if not names:
+        if not opts.baselines:
             raise typer.BadParameter(
                 "a data directory has no model: name --baselines to evaluate", param_hint="--baselines"
             )
     else:
         run = open_run(target)
         data_dir = Path(load_config(run).data_dir)
+    if sampled:
+        err.print(
+            f"[yellow]Warning:[/] sampled metrics (target vs {sampled} random items) "
+            "are not comparable with full-ranking numbers"
+        )
     with err.status(f"evaluating on {split}", spinner="dots") if not quiet else _nullcontext() as status:
 
         def on_stage(msg: str) -> None:
             if status is not None:
                 status.update(f"{split}: {msg}")
 
-        result = run_evaluate(
-            data_dir, split, ks, ties, run=run, baselines=names, knn=(knn, knn_sample), on_stage=on_stage
-        )  # type: ignore[arg-type]
+        result = run_evaluate(data_dir, opts, run=run, on_stage=on_stage)
     if not quiet:
         err.print(_results_table(result))
+        err.print(_breakdown_table(result, "position"))
+        err.print(_breakdown_table(result, "popularity"))
     if as_json:
         typer.echo(json.dumps(result))
 

@@ -1,4 +1,6 @@
-"""Evaluation: next-item ranks at every position of every sequence, against the full catalogue.
+"""Evaluation: next-item ranks at every position of every sequence, against the full catalogue,
+for the model and the baselines on the same targets, with beyond-accuracy metrics, breakdowns,
+bootstrap confidence intervals and a paired test.
 
 The hidden state starts at zero for each sequence (reset in the session-parallel stream) and
 only real targets count; training positions are never scored.
@@ -6,7 +8,9 @@ only real targets count; training positions are never scored.
 
 from __future__ import annotations
 
+import csv
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -15,62 +19,28 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnrec_cli import model
-from rnnrec_cli.baselines import BASELINES, baseline_ranks
-from rnnrec_cli.batches import longest_first, session_parallel
+from rnnrec_cli.baselines import BASELINES, baseline_scores, positions
 from rnnrec_cli.config import RunConfig, Ties, save_json
 from rnnrec_cli.data import Sequences, read_items, read_sequences
 from rnnrec_cli.errors import DataError
-from rnnrec_cli.metrics import summarize, target_ranks
+from rnnrec_cli.metrics import (
+    beyond_accuracy,
+    bootstrap_ci,
+    breakdown,
+    paired_bootstrap,
+    per_sequence_sums,
+    summarize,
+)
 from rnnrec_cli.rundir import RunDir, load_config, restore_checkpoint
+from rnnrec_cli.scoring import ScoreOptions, Scores, model_scores, target_positions
 
-EVAL_BPTT = 32
-
-
-def chunk_ranks(
-    params: model.Params,
-    carry: model.Carry,
-    inputs: jax.Array,
-    targets: jax.Array,
-    reset: jax.Array,
-    *,
-    cfg: RunConfig,
-    ties: Ties,
-) -> tuple[model.Carry, jax.Array]:
-    """Ranks <float32>[T, B] of each step's target; the [B, N] scores exist one step at a time."""
-    carry, hidden = model.run(params, cfg.model, carry, inputs, reset)
-
-    def one_step(args: tuple[jax.Array, jax.Array]) -> jax.Array:
-        h, t = args
-        return target_ranks(model.scores(params, cfg.model, h), t, ties)
-
-    return carry, jax.lax.map(one_step, (hidden, targets))
-
-
-# Configs are frozen and hashable, so one compiled function serves every epoch's validation.
-_chunk_ranks = jax.jit(chunk_ranks, static_argnames=("cfg", "ties"))
+POSITION_BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 9, "5-9"), (10, 19, "10-19"), (20, 10**12, "20+"))
+POPULARITY_BUCKETS = ("head", "mid", "tail")  # top 20% of items by training count, next 30%, bottom 50%
 
 
 def model_ranks(params: model.Params, cfg: RunConfig, seqs: Sequences, ties: Ties = "conservative") -> np.ndarray:
-    """Ranks of every target event (positions 2..L of each sequence), in sequence order.
-
-    The order matches `target_items(seqs)`, so ranks from different models pair up.
-    """
-    batch = cfg.train.eval_batch_size
-    stream = session_parallel(seqs, batch, EVAL_BPTT, longest_first(seqs))
-    carry = model.zero_carry(cfg.model, batch)
-    out = np.zeros(len(seqs.items), np.float32)
-    for k, chunk in enumerate(stream.chunks()):
-        carry, ranks = _chunk_ranks(params, carry, chunk.inputs, chunk.targets, chunk.reset, cfg=cfg, ties=ties)
-        pos = stream.target_pos[k * EVAL_BPTT : (k + 1) * EVAL_BPTT]
-        out[pos[chunk.mask]] = np.asarray(ranks)[chunk.mask]
-    return out[target_positions(seqs)]
-
-
-def target_positions(seqs: Sequences) -> np.ndarray:
-    """Indices into `seqs.items` of every target event: all but the first of each sequence."""
-    is_first = np.zeros(len(seqs.items), bool)
-    is_first[seqs.offsets[:-1][seqs.lengths > 0]] = True
-    return np.flatnonzero(~is_first)
+    """Full-catalogue ranks of every target event, in sequence order (see `target_items`)."""
+    return model_scores(params, cfg, seqs, ScoreOptions(ties=ties, k=1)).ranks
 
 
 def target_items(seqs: Sequences) -> np.ndarray:
@@ -82,46 +52,150 @@ def restore_params(run: RunDir, cfg: RunConfig) -> model.Params:
     return jax.tree.map(jnp.asarray, restore_checkpoint(run, "best", template)["params"])
 
 
+@dataclass(frozen=True)
+class EvalOptions:
+    split: str = "test"
+    ks: tuple[int, ...] = (1, 5, 10, 20)
+    ties: Ties = "conservative"
+    last_only: bool = False
+    exclude_seen: bool = False
+    n_sampled: int = 0
+    baselines: tuple[str, ...] = BASELINES
+    knn: int = 100
+    knn_sample: int = 500
+    n_boot: int = 1000
+    seed: int = 0
+
+
+def _buckets(values: np.ndarray, edges: Sequence[tuple[int, int, str]]) -> np.ndarray:
+    out = np.zeros(len(values), np.int64)
+    for i, (lo, hi, _) in enumerate(edges):
+        out[(values >= lo) & (values <= hi)] = i
+    return out
+
+
+def _popularity_groups(counts: np.ndarray) -> np.ndarray:
+    """Per item: 0 head (top 20% of items by training count), 1 mid (next 30%), 2 tail."""
+    order = np.argsort(-counts, kind="stable")
+    rank = np.empty(len(counts), np.int64)
+    rank[order] = np.arange(len(counts))
+    n = len(counts)
+    return np.where(rank < 0.2 * n, 0, np.where(rank < 0.5 * n, 1, 2))
+
+
 def evaluate(
     data_dir: Path,
-    split: str,
-    ks: Sequence[int],
-    ties: Ties = "conservative",
+    opts: EvalOptions,
     *,
     run: RunDir | None = None,
-    baselines: Sequence[str] = BASELINES,
-    knn: tuple[int, int] = (100, 500),
     on_stage: Callable[[str], None] | None = None,
 ) -> dict[str, Any]:
-    """Rank every target of a split under the run's best checkpoint (if a run is given) and the
-    baselines, on the full catalogue. Writes eval/<split>.json into the run directory.
+    """Score the run's best checkpoint (if a run is given) and the baselines on one split.
 
-    knn: (neighbours k, recent-session sample) for sknn.
+    Writes eval/<split>.json and eval/<split>.csv into the run directory.
     """
     note = on_stage or (lambda _s: None)
-    seqs = read_sequences(data_dir, split)
+    seqs = read_sequences(data_dir, opts.split)
     if seqs.n_targets == 0:
-        raise DataError(f"the {split} split of {data_dir} has no sequences to evaluate; pick another --split")
-    counts = read_items(data_dir).sort("idx")["count"].to_numpy()
-    result: dict[str, Any] = {
-        "split": split,
-        "ties": ties,
-        "n_sequences": int((seqs.lengths >= 2).sum()),
-        "n_events": seqs.n_targets,
-        "n_items": len(counts),
-    }
+        raise DataError(f"the {opts.split} split of {data_dir} has no sequences to evaluate; pick another --split")
+    counts = read_items(data_dir).sort("idx")["count"].to_numpy().astype(np.float64)
+    k_max = max(opts.ks)
+    score_opts = ScoreOptions(ties=opts.ties, k=k_max, exclude_seen=opts.exclude_seen, n_sampled=opts.n_sampled)
+    pos = positions(seqs)
+    keep = (pos.end == seqs.offsets[1:][pos.seq] - 1) if opts.last_only else np.ones(len(pos.target), bool)
+    seq_ids = pos.seq[keep]
+    prefix_len = (pos.end - pos.start)[keep]
+    targets = pos.target[keep]
+
+    scored: dict[str, Scores] = {}
     if run is not None:
         note("scoring the model")
         cfg = load_config(run)
-        result["model"] = cfg.model.cell
-        result["metrics"] = summarize(model_ranks(restore_params(run, cfg), cfg, seqs, ties), ks)
-    train = read_sequences(data_dir, "train") if set(baselines) - {"pop"} else seqs
-    result["baselines"] = {}
-    for name in baselines:
+        scored[cfg.model.cell] = model_scores(restore_params(run, cfg), cfg, seqs, score_opts, seed=opts.seed)
+    train = read_sequences(data_dir, "train") if set(opts.baselines) - {"pop"} else seqs
+    for name in opts.baselines:
         note(f"scoring baseline {name}")
-        ranks = baseline_ranks(name, train, seqs, counts, ties, k=knn[0], sample=knn[1])
-        result["baselines"][name] = summarize(ranks, ks)
+        scored[name] = baseline_scores(
+            name, train, seqs, counts, score_opts, k=opts.knn, sample=opts.knn_sample, seed=opts.seed
+        )
+    scored = {name: Scores(s.ranks[keep], s.topk[keep], s.sampled[keep]) for name, s in scored.items()}
+
+    note("summarising")
+    n_events_per_seq = np.bincount(seq_ids, minlength=len(seqs)).astype(np.float64)
+    used = n_events_per_seq > 0
+    sums = {}
+    table: dict[str, dict[str, float]] = {}
+    ci: dict[str, dict[str, list[float]]] = {}
+    for name, s in scored.items():
+        table[name] = {**summarize(s.ranks, opts.ks), **beyond_accuracy(s.topk, counts, opts.ks)}
+        sums[name], metric_names = per_sequence_sums(s.ranks, seq_ids, len(seqs), opts.ks)
+        bounds = bootstrap_ci(sums[name][used], n_events_per_seq[used], opts.n_boot, opts.seed)
+        ci[name] = {m: [float(lo), float(hi)] for m, (lo, hi) in zip(metric_names, bounds, strict=True)}
+    result: dict[str, Any] = {
+        "split": opts.split,
+        "ties": opts.ties,
+        "protocol": {"last_only": opts.last_only, "exclude_seen": opts.exclude_seen, "ranking": "full catalogue"},
+        "n_sequences": int(used.sum()),
+        "n_events": len(targets),
+        "n_items": len(counts),
+    }
+    model_name = next(iter(scored)) if run is not None else None
+    if model_name is not None:
+        result["model"] = model_name
+        result["metrics"] = table[model_name]
+    result["baselines"] = {name: table[name] for name in opts.baselines}
+    result["ci"] = ci
+    monitor = f"mrr@{k_max}"
+    if model_name is not None and opts.baselines:
+        best = max(opts.baselines, key=lambda b: table[b][monitor])
+        diff, diff_ci, p = paired_bootstrap(
+            sums[model_name][used], sums[best][used], n_events_per_seq[used], opts.n_boot, opts.seed
+        )
+        result["paired"] = {
+            "against": best,
+            "chosen_by": monitor,
+            "diff": dict(zip(metric_names, map(float, diff), strict=True)),
+            "ci": {m: [float(lo), float(hi)] for m, (lo, hi) in zip(metric_names, diff_ci, strict=True)},
+            "p": dict(zip(metric_names, map(float, p), strict=True)),
+        }
+    pop_group = _popularity_groups(counts)[targets]
+    pos_group = _buckets(prefix_len, POSITION_BUCKETS)
+    result["breakdown"] = {
+        "position": {
+            n: breakdown(s.ranks, pos_group, [b[2] for b in POSITION_BUCKETS], k_max) for n, s in scored.items()
+        },
+        "popularity": {n: breakdown(s.ranks, pop_group, POPULARITY_BUCKETS, k_max) for n, s in scored.items()},
+    }
+    if opts.n_sampled:
+        result["sampled"] = {
+            "n_sampled": opts.n_sampled,
+            "warning": "sampled metrics rank the target against a few random items; they are not comparable "
+            "with full-ranking numbers and can reverse which model wins (Krichene & Rendle 2020)",
+            "metrics": {name: summarize(s.sampled, opts.ks) for name, s in scored.items()},
+        }
     if run is not None:
         run.eval_dir.mkdir(exist_ok=True)
-        save_json(run.eval_dir / f"{split}.json", result)
+        save_json(run.eval_dir / f"{opts.split}.json", result)
+        _write_csv(run.eval_dir / f"{opts.split}.csv", table, ci)
     return result
+
+
+def _write_csv(path: Path, table: dict[str, dict[str, float]], ci: dict[str, dict[str, list[float]]]) -> None:
+    """One row per model/baseline: every metric, and CI bounds for the accuracy metrics."""
+    names = list(next(iter(table.values())))
+    ci_names = list(next(iter(ci.values())))
+    header = ["name", *names, *[f"{m}_ci_low" for m in ci_names], *[f"{m}_ci_high" for m in ci_names]]
+    tmp = path.with_name(path.name + ".tmp")
+    with open(tmp, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        for name, row in table.items():
+            w.writerow(
+                [
+                    name,
+                    *(row[m] for m in names),
+                    *(ci[name][m][0] for m in ci_names),
+                    *(ci[name][m][1] for m in ci_names),
+                ]
+            )
+    tmp.replace(path)

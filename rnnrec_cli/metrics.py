@@ -77,3 +77,99 @@ def popularity_ranks(counts: np.ndarray, targets: np.ndarray, ties: Ties = "cons
         case "median":
             rank = higher + tied / 2 + 1
     return rank.astype(np.float32)
+
+
+def beyond_accuracy(topk: np.ndarray, counts: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """Properties of the top-K lists, over all target positions.
+
+    coverage@K: share of the catalogue in at least one list; gini@K: Gini index of how often each
+    item is recommended (0 = all equally, 1 = one item always); pop@K: mean training count of
+    recommended items divided by the largest count; tail@K: share of recommendations outside the
+    head (the most popular items that make up 20% of the catalogue).
+    """
+    n_items = len(counts)
+    counts = np.asarray(counts, np.float64)
+    head = np.zeros(n_items, bool)
+    head[np.argsort(-counts, kind="stable")[: max(1, n_items // 5)]] = True
+    out: dict[str, float] = {}
+    for k in ks:
+        recs = topk[:, :k].ravel()
+        freq = np.bincount(recs, minlength=n_items).astype(np.float64)
+        out[f"coverage@{k}"] = float((freq > 0).mean())
+        out[f"gini@{k}"] = gini(freq)
+        out[f"pop@{k}"] = float(counts[recs].mean() / counts.max()) if recs.size else float("nan")
+        out[f"tail@{k}"] = float((~head[recs]).mean()) if recs.size else float("nan")
+    return out
+
+
+def gini(values: np.ndarray) -> float:
+    """Gini index of non-negative values (0 = equal, -> 1 = concentrated)."""
+    v = np.sort(np.asarray(values, np.float64))
+    n = len(v)
+    if n == 0 or v.sum() == 0:
+        return 0.0
+    cum = np.cumsum(v)
+    return float((n + 1 - 2 * (cum / cum[-1]).sum()) / n)
+
+
+def breakdown(ranks: np.ndarray, groups: np.ndarray, labels: Sequence[str], k: int) -> dict[str, dict[str, float]]:
+    """Recall@k and MRR@k per group (group i has label labels[i]), with the number of targets."""
+    out = {}
+    for i, label in enumerate(labels):
+        sel = ranks[groups == i]
+        if sel.size:
+            m = summarize(sel, [k])
+            out[label] = {"n": int(sel.size), f"recall@{k}": m[f"recall@{k}"], f"mrr@{k}": m[f"mrr@{k}"]}
+    return out
+
+
+def per_sequence_sums(
+    ranks: np.ndarray, seq: np.ndarray, n_seqs: int, ks: Sequence[int]
+) -> tuple[np.ndarray, list[str]]:
+    """[n_seqs, n_metrics] sums of each per-event metric within each sequence (for bootstrap)."""
+    names, cols = [], []
+    r = np.asarray(ranks, np.float64)
+    for k in ks:
+        hit = r <= k
+        for name, values in (
+            (f"recall@{k}", hit.astype(np.float64)),
+            (f"mrr@{k}", np.where(hit, 1.0 / r, 0.0)),
+            (f"ndcg@{k}", np.where(hit, 1.0 / np.log2(r + 1.0), 0.0)),
+        ):
+            names.append(name)
+            cols.append(np.bincount(seq, weights=values, minlength=n_seqs))
+    return np.stack(cols, axis=1), names
+
+
+def bootstrap_ci(
+    sums: np.ndarray, n_events: np.ndarray, n_boot: int = 1000, seed: int = 0, level: float = 0.95
+) -> np.ndarray:
+    """Percentile bootstrap over sequences of micro-averaged metrics: [n_metrics, 2] bounds.
+
+    sums: [n_seqs, n_metrics] per-sequence metric sums; n_events: [n_seqs] targets per sequence.
+    Resampling whole sequences keeps the dependence between events of one sequence.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(n_events)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)  # [n_boot, n]
+    stats = (weights @ sums) / np.maximum(weights @ n_events, 1)[:, None]
+    alpha = (1 - level) / 2
+    return np.quantile(stats, [alpha, 1 - alpha], axis=0).T
+
+
+def paired_bootstrap(
+    sums_a: np.ndarray, sums_b: np.ndarray, n_events: np.ndarray, n_boot: int = 1000, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Paired test of A - B over the same sequences: (difference, [n_metrics, 2] 95% CI, p-value).
+
+    The p-value is two-sided: twice the share of resamples whose difference has the other sign.
+    """
+    rng = np.random.default_rng(seed)
+    n = len(n_events)
+    weights = rng.multinomial(n, np.full(n, 1.0 / n), size=n_boot).astype(np.float64)
+    denom = np.maximum(weights @ n_events, 1)[:, None]
+    diffs = (weights @ sums_a - weights @ sums_b) / denom
+    observed = (sums_a.sum(0) - sums_b.sum(0)) / max(n_events.sum(), 1)
+    ci = np.quantile(diffs, [0.025, 0.975], axis=0).T
+    other_side = np.where(observed >= 0, (diffs <= 0).mean(0), (diffs >= 0).mean(0))
+    return observed, ci, np.minimum(1.0, 2 * other_side)

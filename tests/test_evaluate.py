@@ -2,34 +2,116 @@ import itertools
 
 import jax
 import numpy as np
+import pytest
 
 from rnnrec_cli import model
+from rnnrec_cli.baselines import baseline_scores
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
 from rnnrec_cli.data import Sequences
 from rnnrec_cli.evaluate import model_ranks, target_items
+from rnnrec_cli.metrics import beyond_accuracy, bootstrap_ci, gini, paired_bootstrap, per_sequence_sums
+from rnnrec_cli.scoring import ScoreOptions, model_scores
+
+N_ITEMS = 15
+SEQS = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 1], [2], [3, 3, 4], [5, 6, 5, 7, 6]]
 
 
-def _numpy_reference(params, cfg: RunConfig, seqs_list, ties: str) -> list[float]:
+def _setup():
+    cfg = RunConfig(data_dir="x", n_items=N_ITEMS, model=ModelConfig(layers=(6,)), train=TrainConfig(eval_batch_size=3))
+    params = model.init_params(cfg.model, cfg.n_items, jax.random.key(4))
+    return cfg, params
+
+
+def _numpy_reference(params, cfg: RunConfig, seqs_list, ties: str, exclude_seen: bool = False):
     """Each sequence alone from a zero state; score every next item against all items."""
-    out = []
+    ranks, tops = [], []
     for s in seqs_list:
         carry = model.zero_carry(cfg.model, 1)
-        for cur, nxt in itertools.pairwise(s):
+        for i, (cur, nxt) in enumerate(itertools.pairwise(s)):
             carry, h = model.run(params, cfg.model, carry, np.array([[cur]]), np.zeros((1, 1), bool))
-            scores = np.asarray(model.scores(params, cfg.model, h[0, 0]))
+            scores = np.asarray(model.scores(params, cfg.model, h[0, 0]), np.float64)
+            seen = set(s[: i + 1])
+            if exclude_seen:
+                if nxt in seen:
+                    ranks.append(np.inf)
+                    tops.append(None)
+                    continue
+                scores[list(seen)] = -np.inf
             t = scores[nxt]
             higher, tied = (scores > t).sum(), (scores == t).sum() - 1
-            out.append(higher + 1 + (tied if ties == "conservative" else 0))
-    return out
+            ranks.append(higher + 1 + (tied if ties == "conservative" else 0))
+            tops.append(np.argsort(-scores, kind="stable")[:3].tolist())
+    return ranks, tops
 
 
-def test_model_ranks_equal_a_slow_reference() -> None:
-    cfg = RunConfig(data_dir="x", n_items=15, model=ModelConfig(layers=(6,)), train=TrainConfig(eval_batch_size=3))
-    params = model.init_params(cfg.model, cfg.n_items, jax.random.key(4))
-    seqs_list = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 1], [2], [3, 3, 4]]
-    seqs = Sequences.from_lists(seqs_list)
-    ranks = model_ranks(params, cfg, seqs)
-    expected = _numpy_reference(params, cfg, seqs_list, "conservative")
-    assert len(ranks) == len(expected) == seqs.n_targets
-    assert ranks.tolist() == [float(r) for r in expected]  # same values, in sequence order
-    assert target_items(seqs).tolist() == [t for s in seqs_list for t in s[1:]]
+@pytest.mark.parametrize("exclude_seen", [False, True])
+@pytest.mark.parametrize("block", [4, 1000])
+def test_model_scores_equal_a_slow_reference(exclude_seen: bool, block: int) -> None:
+    cfg, params = _setup()
+    seqs = Sequences.from_lists(SEQS)
+    opts = ScoreOptions(k=3, exclude_seen=exclude_seen, item_block=block)
+    got = model_scores(params, cfg, seqs, opts)
+    ranks, tops = _numpy_reference(params, cfg, SEQS, "conservative", exclude_seen)
+    assert len(got.ranks) == len(ranks) == seqs.n_targets
+    assert got.ranks.tolist() == [float(r) for r in ranks]  # same values, in sequence order
+    for mine, ref in zip(got.topk.tolist(), tops, strict=True):
+        if ref is not None:
+            assert mine == ref
+    assert target_items(seqs).tolist() == [t for s in SEQS for t in s[1:]]
+
+
+def test_model_ranks_for_validation_match() -> None:
+    cfg, params = _setup()
+    seqs = Sequences.from_lists(SEQS)
+    assert model_ranks(params, cfg, seqs).tolist() == [
+        float(r) for r in _numpy_reference(params, cfg, SEQS, "conservative")[0]
+    ]
+
+
+def test_sampled_ranks_are_never_worse_than_full_ranks() -> None:
+    cfg, params = _setup()
+    seqs = Sequences.from_lists(SEQS)
+    got = model_scores(params, cfg, seqs, ScoreOptions(k=3, n_sampled=4))
+    assert (got.sampled >= 1).all() and (got.sampled <= 5).all()
+    assert (got.sampled <= got.ranks + 4).all()
+
+
+def test_baseline_exclude_seen() -> None:
+    train = Sequences.from_lists([[1, 2, 1, 2], [1, 3]])
+    test = Sequences.from_lists([[1, 2, 1]])
+    counts = np.array([1, 3, 2, 1, 1])
+    plain = baseline_scores("markov", train, test, counts, ScoreOptions(k=2))
+    excl = baseline_scores("markov", train, test, counts, ScoreOptions(k=2, exclude_seen=True))
+    # 1->2: 2 (twice) leads. 2->1: repeat of a seen item: a miss once seen items are excluded.
+    assert plain.ranks.tolist() == [1, 1]
+    assert excl.ranks.tolist()[0] == 1 and np.isinf(excl.ranks[1])
+    assert 1 not in excl.topk[0] and excl.topk[0][0] == 2
+
+
+def test_gini_and_beyond_accuracy_by_hand() -> None:
+    assert gini(np.array([1, 1, 1, 1])) == 0.0
+    assert gini(np.array([0, 0, 0, 4])) == pytest.approx(0.75)
+    counts = np.array([10.0, 5, 1, 1, 1])
+    topk = np.array([[0, 1], [0, 2]])
+    out = beyond_accuracy(topk, counts, [1, 2])
+    assert out["coverage@1"] == 0.2 and out["coverage@2"] == 0.6
+    assert out["pop@1"] == 1.0 and out["pop@2"] == pytest.approx((10 + 5 + 10 + 1) / 4 / 10)
+    assert out["tail@2"] == 0.5  # head = the top 20% = item 0
+
+
+def test_bootstrap_interval_contains_the_estimate_and_paired_test() -> None:
+    rng = np.random.default_rng(0)
+    seq = np.repeat(np.arange(200), 5)
+    good = rng.integers(1, 5, seq.size).astype(float)
+    bad = good + 10
+    sums_g, names = per_sequence_sums(good, seq, 200, [20])
+    sums_b, _ = per_sequence_sums(bad, seq, 200, [20])
+    n = np.full(200, 5.0)
+    ci = bootstrap_ci(sums_g, n, 500)
+    point = sums_g.sum(0) / n.sum()
+    assert ((ci[:, 0] <= point) & (point <= ci[:, 1])).all()
+    diff, diff_ci, p = paired_bootstrap(sums_g, sums_b, n, 500)
+    mrr = names.index("mrr@20")
+    assert diff[mrr] > 0 and diff_ci[mrr, 0] > 0 and p[mrr] < 0.01
+    same = paired_bootstrap(sums_g, sums_g, n, 200)
+    assert same[0][mrr] == 0 and same[2][mrr] == 1.0

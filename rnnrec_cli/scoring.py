@@ -1,0 +1,203 @@
+"""Model scoring for evaluation: exact full-catalogue ranks and top-K lists, in item blocks.
+
+Scores for one step exist only one item block at a time ([B, block]), so memory stays bounded
+for catalogues of millions of items. Ranks are exact: the target's own column is set to the
+target's score, so the comparison counts it once as a tie, never as higher.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import partial
+from typing import NamedTuple
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnrec_cli import model
+from rnnrec_cli.batches import longest_first, session_parallel
+from rnnrec_cli.config import RunConfig, Ties
+from rnnrec_cli.data import Sequences
+
+EVAL_BPTT = 32
+ITEM_BLOCK = 32768
+
+
+@dataclass(frozen=True)
+class ScoreOptions:
+    """What to compute per target: ties policy, top-K length, seen-item exclusion, sampled ranks."""
+
+    ties: Ties = "conservative"
+    k: int = 20
+    exclude_seen: bool = False
+    n_sampled: int = 0
+    item_block: int = ITEM_BLOCK
+
+
+class StepOut(NamedTuple):
+    ranks: jax.Array  # <float32>[B]; inf when the target was excluded as seen
+    topk: jax.Array  # <int32>[B, k]
+    sampled: jax.Array  # <float32>[B] rank among n_sampled negatives (1 + count above); 0 if unused
+
+
+def _final_rank(higher: jax.Array, tied_others: jax.Array, ties: Ties) -> jax.Array:
+    match ties:
+        case "conservative":
+            return (higher + tied_others + 1).astype(jnp.float32)
+        case "optimistic":
+            return (higher + 1).astype(jnp.float32)
+        case "median":
+            return higher + tied_others / 2 + 1.0
+
+
+def rank_step(
+    h: jax.Array,
+    targets: jax.Array,
+    seen: jax.Array,
+    negatives: jax.Array,
+    kernel_blocks: jax.Array,
+    bias_blocks: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+    *,
+    opts: ScoreOptions,
+    n_items: int,
+) -> StepOut:
+    """Ranks and top-k of one step.
+
+    Args:
+      h: <float32>[B, H] hidden states; targets: <int32>[B].
+      seen: <int32>[B, L] items seen so far in each sequence (-1 = empty slot).
+      negatives: <int32>[B, n_sampled] items for sampled ranks.
+      kernel_blocks, bias_blocks: [n_blocks, block, H] and [n_blocks, block], the item matrix
+        padded to whole blocks.
+    """
+    batch = h.shape[0]
+    block = kernel_blocks.shape[1]
+    rows = jnp.arange(batch)
+    ts = jnp.sum(h * kernel[targets], axis=-1) + bias[targets]
+    target_seen = jnp.any(seen == targets[:, None], axis=1) if opts.exclude_seen else jnp.zeros(batch, bool)
+
+    def over_blocks(acc: tuple, xs: tuple) -> tuple[tuple, None]:
+        higher, tied, top_v, top_i = acc
+        w, b, start = xs
+        ids = start + jnp.arange(block)
+        s = jnp.where(ids < n_items, h @ w.T + b, -jnp.inf)
+        if opts.exclude_seen:
+            local = jnp.where((seen >= start) & (seen < start + block), seen - start, block)
+            s = s.at[rows[:, None], local].set(-jnp.inf, mode="drop")
+        own = targets - start
+        own = jnp.where((own >= 0) & (own < block) & ~target_seen, own, block)
+        s = s.at[rows, own].set(ts, mode="drop")
+        higher = higher + jnp.sum(s > ts[:, None], axis=1)
+        tied = tied + jnp.sum(s == ts[:, None], axis=1)
+        cand_v = jnp.concatenate([top_v, s], axis=1)
+        cand_i = jnp.concatenate([top_i, jnp.broadcast_to(ids, s.shape)], axis=1)
+        top_v, j = jax.lax.top_k(cand_v, opts.k)
+        return (higher, tied, top_v, jnp.take_along_axis(cand_i, j, axis=1)), None
+
+    n_blocks = kernel_blocks.shape[0]
+    init = (
+        jnp.zeros(batch, jnp.int32),
+        jnp.zeros(batch, jnp.int32),
+        jnp.full((batch, opts.k), -jnp.inf),
+        jnp.zeros((batch, opts.k), jnp.int32),
+    )
+    starts = jnp.arange(n_blocks, dtype=jnp.int32) * block
+    (higher, tied, _, top_i), _ = jax.lax.scan(over_blocks, init, (kernel_blocks, bias_blocks, starts))
+    ranks = jnp.where(target_seen, jnp.inf, _final_rank(higher, tied - 1, opts.ties))
+    if opts.n_sampled:
+        neg = jnp.einsum("bh,bnh->bn", h, kernel[negatives]) + bias[negatives]
+        sampled = (1 + jnp.sum(neg >= ts[:, None], axis=1)).astype(jnp.float32)
+    else:
+        sampled = jnp.zeros(batch, jnp.float32)
+    return StepOut(ranks, top_i, sampled)
+
+
+def score_chunk(
+    params: model.Params,
+    carry: model.Carry,
+    seen: jax.Array,
+    seen_n: jax.Array,
+    chunk: tuple[jax.Array, ...],
+    *,
+    cfg: RunConfig,
+    opts: ScoreOptions,
+) -> tuple[model.Carry, jax.Array, jax.Array, StepOut]:
+    """Run the model over a [T, B] chunk and score every step. Pure; jitted below.
+
+    chunk = (inputs, targets, reset, negatives [T, B, n_sampled]). `seen`/`seen_n` carry each
+    slot's seen items across chunks (used only with exclude_seen).
+    """
+    inputs, targets, reset, negatives = chunk
+    carry, hidden = model.run(params, cfg.model, carry, inputs, reset)
+    kernel, bias = model.output_layer(params, cfg.model)
+    n_items = kernel.shape[0]
+    block = min(opts.item_block, n_items)
+    n_blocks = -(-n_items // block)
+    pad = n_blocks * block - n_items
+    kernel_blocks = jnp.pad(kernel, ((0, pad), (0, 0))).reshape(n_blocks, block, -1)
+    bias_blocks = jnp.pad(bias, (0, pad)).reshape(n_blocks, block)
+    rows = jnp.arange(inputs.shape[1])
+
+    def step(state: tuple[jax.Array, jax.Array], xs: tuple) -> tuple[tuple, StepOut]:
+        seen, seen_n = state
+        h, x, t, r, neg = xs
+        if opts.exclude_seen:
+            seen = jnp.where(r[:, None], -1, seen)
+            seen_n = jnp.where(r, 0, seen_n)
+            present = jnp.any(seen == x[:, None], axis=1)
+            slot = jnp.where(present, seen.shape[1], seen_n)
+            seen = seen.at[rows, slot].set(x, mode="drop")
+            seen_n = seen_n + (~present).astype(jnp.int32)
+        out = rank_step(h, t, seen, neg, kernel_blocks, bias_blocks, kernel, bias, opts=opts, n_items=n_items)
+        return (seen, seen_n), out
+
+    (seen, seen_n), out = jax.lax.scan(step, (seen, seen_n), (hidden, inputs, targets, reset, negatives))
+    return carry, seen, seen_n, out
+
+
+_score_chunk = jax.jit(partial(score_chunk), static_argnames=("cfg", "opts"), donate_argnums=(1, 2, 3))
+
+
+@dataclass(frozen=True)
+class Scores:
+    """Per target event, in sequence order (see evaluate.target_positions)."""
+
+    ranks: np.ndarray  # <float32>[n]
+    topk: np.ndarray  # <int32>[n, k]
+    sampled: np.ndarray  # <float32>[n] (zeros unless n_sampled)
+
+
+def model_scores(params: model.Params, cfg: RunConfig, seqs: Sequences, opts: ScoreOptions, seed: int = 0) -> Scores:
+    """Score every target of `seqs` (positions 2..L of each sequence) with the model."""
+    batch = cfg.train.eval_batch_size
+    stream = session_parallel(seqs, batch, EVAL_BPTT, longest_first(seqs))
+    carry = model.zero_carry(cfg.model, batch)
+    seen_len = int(seqs.lengths.max()) if opts.exclude_seen and len(seqs) else 1
+    seen = jnp.full((batch, seen_len), -1, jnp.int32)
+    seen_n = jnp.zeros(batch, jnp.int32)
+    n = len(seqs.items)
+    ranks = np.zeros(n, np.float32)
+    topk = np.zeros((n, opts.k), np.int32)
+    sampled = np.zeros(n, np.float32)
+    rng = np.random.default_rng(seed)
+    for c, chunk in enumerate(stream.chunks()):
+        negs = rng.integers(0, cfg.n_items, (EVAL_BPTT, batch, opts.n_sampled), dtype=np.int32)
+        carry, seen, seen_n, out = _score_chunk(
+            params, carry, seen, seen_n, (chunk.inputs, chunk.targets, chunk.reset, negs), cfg=cfg, opts=opts
+        )
+        pos = stream.target_pos[c * EVAL_BPTT : (c + 1) * EVAL_BPTT][chunk.mask]
+        ranks[pos] = np.asarray(out.ranks)[chunk.mask]
+        topk[pos] = np.asarray(out.topk)[chunk.mask]
+        sampled[pos] = np.asarray(out.sampled)[chunk.mask]
+    keep = target_positions(seqs)
+    return Scores(ranks[keep], topk[keep], sampled[keep])
+
+
+def target_positions(seqs: Sequences) -> np.ndarray:
+    """Indices into `seqs.items` of every target event: all but the first of each sequence."""
+    is_first = np.zeros(len(seqs.items), bool)
+    is_first[seqs.offsets[:-1][seqs.lengths > 0]] = True
+    return np.flatnonzero(~is_first)
