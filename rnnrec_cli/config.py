@@ -174,6 +174,9 @@ class TrainConfig:
     batch_size: int = 64
     # Steps of truncated back-propagation; the hidden state carries over between chunks.
     bptt: int = 10
+    # Shuffle sequence order each epoch (seeded); off = by start time, as GRU4Rec does, which
+    # ends each epoch on the most recent sessions.
+    shuffle: bool = True
     loss: Loss = "ce"
     # Output layer: the chunk's own targets plus n_sample items shared by the chunk, drawn with
     # probability ~ support^sample_alpha. full_softmax scores every item instead (exact CE).

@@ -149,10 +149,10 @@ def chunk_loss(
             case "ce":
                 correction = None
                 if tc.logq and stats is not None:
-                    # log of each column's expected number of appearances among the columns.
-                    n_t = jnp.maximum(jnp.sum(batch.mask, axis=1), 1).astype(jnp.float32)  # [T]
-                    corr_in = jnp.log(n_t)[:, None] + stats.log_p_target[batch.targets]  # [T, B]
-                    corr_s = jnp.log(float(max(tc.n_sample, 1))) + stats.log_p_sample[batch.negatives]
+                    # GRU4Rec's correction: each column group by the probability of drawing the
+                    # item into it (data popularity for in-batch targets, support^alpha for samples).
+                    corr_in = stats.log_p_target[batch.targets]  # [T, B]
+                    corr_s = stats.log_p_sample[batch.negatives]  # [S]
                     correction = tc.logq * jnp.concatenate(
                         [
                             jnp.broadcast_to(corr_in[:, None, :], (n_steps, batch_size, batch_size)).reshape(
@@ -228,7 +228,8 @@ def _epoch_plan(cfg: RunConfig, train_seqs: Any, probs: np.ndarray, epoch: int) 
     """The epoch's stream and negatives: a function of (seed, epoch) alone, so a resumed run
     replays exactly the batches an uninterrupted one would see."""
     tc = cfg.train
-    order = np.random.default_rng([tc.seed, epoch]).permutation(len(train_seqs))
+    # Prepared sequences are stored by start time; GRU4Rec trains in that order.
+    order = np.random.default_rng([tc.seed, epoch]).permutation(len(train_seqs)) if tc.shuffle else None
     stream = session_parallel(train_seqs, tc.batch_size, tc.bptt, order)
     n_sample = 0 if tc.full_softmax else tc.n_sample
     negatives = sample_negatives(probs, stream.n_chunks, n_sample, np.random.default_rng([tc.seed, epoch, 1]))
