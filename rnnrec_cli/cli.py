@@ -331,6 +331,7 @@ def train(
     epochs: Annotated[int | None, _opt("Training epochs.")] = None,
     batch_size: Annotated[int | None, _opt("Session-parallel slots per mini-batch.")] = None,
     bptt: Annotated[int | None, _opt("Steps per truncated back-propagation chunk.")] = None,
+    shuffle: Annotated[bool | None, _opt("Shuffle sequences each epoch (--no-shuffle: by start time).")] = None,
     optimizer: Annotated[str | None, _opt("adagrad, adam, adamw or sgd.")] = None,
     lr: Annotated[float | None, _opt("Learning rate.")] = None,
     lr_schedule: Annotated[str | None, _opt("constant, cosine or linear decay to 0 over the run.")] = None,
@@ -362,7 +363,8 @@ def train(
         )
         train_flags = _given(
             loss=loss, n_sample=n_sample, sample_alpha=sample_alpha, full_softmax=full_softmax, logq=logq,
-            bpreg=bpreg, elu=elu, epochs=epochs, batch_size=batch_size, bptt=bptt, optimizer=optimizer, lr=lr,
+            bpreg=bpreg, elu=elu, epochs=epochs, batch_size=batch_size, bptt=bptt, shuffle=shuffle,
+            optimizer=optimizer, lr=lr,
             lr_schedule=lr_schedule, momentum=momentum, clip_norm=clip_norm, seed=seed, patience=patience,
             monitor=monitor, checkpoint_every=checkpoint_every,
         )  # fmt: skip
