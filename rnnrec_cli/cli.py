@@ -107,7 +107,10 @@ Force = Annotated[bool, typer.Option("--force", help="Replace an existing output
 Quiet = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars or tables.")]
 Preset = Annotated[
     str | None,
-    typer.Option(help="Column mapping and defaults for a public dataset: movielens, otto."),
+    typer.Option(
+        help="Column mapping and defaults for a public dataset: movielens, otto, diginetica, retailrocket, "
+        "yoochoose, amazon, gru4rec."
+    ),
 ]
 
 
@@ -200,7 +203,9 @@ def prepare(
     out: Annotated[Path, typer.Option("--out", "-o", help="Data directory to create.")],
     preset: Preset = None,
     format: Annotated[str | None, typer.Option(help="auto, csv, parquet, jsonl or otto.")] = None,
-    sep: Annotated[str | None, typer.Option(help="CSV separator (default: sniffed).")] = None,
+    sep: Annotated[str | None, typer.Option(help="CSV separator (default: sniffed); '::' works too.")] = None,
+    no_header: Annotated[bool, typer.Option("--no-header", help="The CSV has no header row.")] = False,
+    columns: Annotated[str | None, typer.Option(help="Names for header-less columns, e.g. session,ts,item.")] = None,
     user_col: Annotated[str | None, typer.Option(help="User id column.")] = None,
     session_col: Annotated[str | None, typer.Option(help="Session id column (sessions given).")] = None,
     item_col: Annotated[str | None, typer.Option(help="Item id column.")] = None,
@@ -208,6 +213,11 @@ def prepare(
     event_col: Annotated[str | None, typer.Option(help="Event type column.")] = None,
     value_col: Annotated[str | None, typer.Option(help="Value column (rating, price, ...).")] = None,
     time_unit: Annotated[str | None, typer.Option(help="auto, s, ms, us or ns for numeric times.")] = None,
+    time_offset_col: Annotated[
+        str | None, typer.Option(help="Offset added to the time column (e.g. Diginetica's timeframe).")
+    ] = None,
+    time_offset_unit: Annotated[str | None, typer.Option(help="s, ms, us or ns for --time-offset-col.")] = None,
+    max_length: Annotated[int | None, typer.Option(help="Keep the most recent N events of each sequence.")] = None,
     session_gap: Annotated[
         str | None,
         typer.Option(help="Inactivity gap that starts a new session (30m, 1h), or 'none' for whole user histories."),
@@ -226,7 +236,8 @@ def prepare(
     split: Annotated[
         str | None,
         typer.Option(
-            help="Test split: time:7d (sequences ending in the last 7 days) or time:0.1 (last 10% of events in time)."
+            help="Test split: time:7d (sequences ending in the last 7 days), time:0.1 (last 10% of events in "
+            "time), or loo (leave-one-out: each sequence's last event; leaks the timeline)."
         ),
     ] = None,
     valid: Annotated[
@@ -260,6 +271,9 @@ def prepare(
             value_col=value_col,
             time_unit=time_unit,
             min_value=min_value,
+            time_offset_col=time_offset_col,
+            time_offset_unit=time_offset_unit,
+            max_length=max_length,
             min_item_support=min_item_support,
             min_session_length=min_session_length,
             split=split,
@@ -270,6 +284,10 @@ def prepare(
         values["events"] = tuple(e.strip() for e in events_filter.split(",") if e.strip())
     if keep_repeats:
         values["dedupe_consecutive"] = False
+    if no_header:
+        values["header"] = False
+    if columns:
+        values["columns"] = tuple(x.strip() for x in columns.split(","))
     given: dict[str, list[str]] = {"test": list(test or [])}
     if valid is not None and Path(valid).is_file():
         given["valid"] = [valid]
@@ -279,6 +297,8 @@ def prepare(
         result = run_prepare(events, out, cfg, force=force, given=given)
     if not quiet:
         err.print(_prepare_summary(result.manifest, out))
+    for warning in result.manifest["warnings"]:
+        err.print(f"[yellow]Warning:[/] {warning}")
     typer.echo(str(out))
 
 

@@ -98,6 +98,9 @@ class PrepareConfig:
     preset: str | None = None
     format: InputFormat = "auto"
     sep: str | None = None
+    # Files without a header row get these column names (default column_1, column_2, ...).
+    header: bool = True
+    columns: tuple[str, ...] = ()
     user_col: str | None = None
     session_col: str | None = None
     item_col: str | None = None
@@ -105,12 +108,17 @@ class PrepareConfig:
     event_col: str | None = None
     value_col: str | None = None
     time_unit: TimeUnit = "auto"
+    # A date (or time) column plus an offset column, e.g. Diginetica's eventdate + timeframe (ms).
+    time_offset_col: str | None = None
+    time_offset_unit: TimeUnit = "ms"
     # Seconds of inactivity that start a new session; None = each user's whole history is one
     # sequence. Ignored when session_col is given.
     session_gap: float | None = 1800.0
     events: tuple[str, ...] = ()
     min_value: float | None = None
     dedupe_consecutive: bool = True
+    # Keep only the most recent N events of each sequence (0 = no limit).
+    max_length: int = 0
     min_item_support: int = 5
     min_session_length: int = 2
     split: str = "time:7d"
@@ -119,8 +127,11 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         _check_choice("--format", self.format, InputFormat)
         _check_choice("--time-unit", self.time_unit, TimeUnit)
-        if self.sep is not None and len(self.sep) != 1:
-            raise ConfigError(f"--sep must be one character, got {self.sep!r}")
+        if self.sep is not None and len(self.sep) != 1 and self.sep != "::":
+            raise ConfigError(f"--sep must be one character (or '::'), got {self.sep!r}")
+        if self.time_offset_unit == "auto":
+            raise ConfigError("--time-offset-unit must be s, ms, us or ns")
+        _check_positive("--max-length", self.max_length, allow_zero=True)
         if self.session_gap is not None:
             _check_positive("--session-gap", self.session_gap)
         _check_positive("--min-item-support", self.min_item_support)
@@ -129,8 +140,13 @@ class PrepareConfig:
                 f"--min-session-length must be >= 2 (a sequence of one event has no "
                 f"next item to predict), got {self.min_session_length}"
             )
-        parse_split(self.split)
+        if self.split != "loo":
+            parse_split(self.split)
         parse_period(self.valid, "--valid")
+
+    @property
+    def leave_one_out(self) -> bool:
+        return self.split == "loo"
 
     @property
     def test_period(self) -> Period:

@@ -7,6 +7,7 @@ counts); IO lives in `prepare()` and the readers at the bottom.
 from __future__ import annotations
 
 import dataclasses
+import glob
 import gzip
 import hashlib
 import logging
@@ -38,10 +39,56 @@ PRESETS: dict[str, dict[str, Any]] = {
     # an artefact of the site, not sessions); the last 10% of ratings in time form the test users.
     "movielens": {
         "format": "csv",
+        # ratings.dat of ml-1m/ml-10m: 'UserID::MovieID::Rating::Timestamp' without a header.
+        "columns": ("userId", "movieId", "rating", "timestamp"),
         "user_col": "userId",
         "item_col": "movieId",
         "time_col": "timestamp",
         "value_col": "rating",
+        "time_unit": "s",
+        "session_gap": None,
+        "split": "time:0.1",
+        "valid": "0.1",
+    },
+    # CIKM Cup 2016 train-item-views.csv: ';'-separated, eventdate (day) + timeframe (ms).
+    "diginetica": {
+        "format": "csv",
+        "sep": ";",
+        "session_col": "session_id",
+        "item_col": "item_id",
+        "time_col": "eventdate",
+        "time_offset_col": "timeframe",
+        "time_offset_unit": "ms",
+    },
+    # RetailRocket events.csv: timestamp (ms), visitorid, event, itemid, transactionid.
+    "retailrocket": {
+        "format": "csv",
+        "sep": ",",
+        "user_col": "visitorid",
+        "item_col": "itemid",
+        "time_col": "timestamp",
+        "event_col": "event",
+        "time_unit": "ms",
+        "session_gap": 1800.0,
+    },
+    # RecSys Challenge 2015 clicks.dat / buys.dat: no header, ISO-8601 times.
+    "yoochoose": {
+        "format": "csv",
+        "sep": ",",
+        "header": False,
+        "columns": ("session_id", "timestamp", "item_id", "category"),
+        "session_col": "session_id",
+        "item_col": "item_id",
+        "time_col": "timestamp",
+        "split": "time:1d",
+        "valid": "1d",
+    },
+    # Amazon reviews (McAuley et al.): reviewerID, asin, overall, unixReviewTime; CSV or JSON lines.
+    "amazon": {
+        "user_col": "reviewerID",
+        "item_col": "asin",
+        "time_col": "unixReviewTime",
+        "value_col": "overall",
         "time_unit": "s",
         "session_gap": None,
         "split": "time:0.1",
@@ -91,6 +138,7 @@ _CANON = {
     "time_col": "ts",
     "event_col": "event",
     "value_col": "value",
+    "time_offset_col": "_offset",
 }
 _SEPARATORS = (",", "\t", ";", "|")
 
@@ -98,22 +146,48 @@ _SEPARATORS = (",", "\t", ";", "|")
 # ---------------------------------------------------------------------------- reading raw logs
 
 
-def _is_gzip(path: Path) -> bool:
+_GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+
+
+def _compression(path: Path) -> str | None:
     with open(path, "rb") as f:
-        return f.read(2) == b"\x1f\x8b"
+        magic = f.read(4)
+    if magic.startswith(_GZIP):
+        return "gzip"
+    if magic == _ZSTD:
+        return "zstd"
+    return None
 
 
 def _head_text(path: Path, n_bytes: int = 65536) -> str:
-    opener = gzip.open if _is_gzip(path) else open
     try:
-        with opener(path, "rb") as f:
-            return f.read(n_bytes).decode("utf-8", errors="replace")
+        match _compression(path):
+            case "gzip":
+                with gzip.open(path, "rb") as f:
+                    raw = f.read(n_bytes)
+            case "zstd":
+                raw = _zstd_head(path, n_bytes)
+            case _:
+                with open(path, "rb") as f:
+                    raw = f.read(n_bytes)
     except (OSError, EOFError) as exc:
         raise DataError(f"cannot read {path}: {exc}") from None
+    return raw.decode("utf-8", errors="replace")
+
+
+def _zstd_head(path: Path, n_bytes: int) -> bytes:
+    # Polars decompresses zstd itself; for sniffing, read a small eager sample through it.
+    try:
+        df = pl.read_csv(
+            path, has_header=False, n_rows=50, separator="\x1f", infer_schema=False, truncate_ragged_lines=True
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise OSError(str(exc).splitlines()[0]) from None
+    return "\n".join(df.to_series(0).to_list()).encode()[:n_bytes]
 
 
 def detect_format(path: Path) -> str:
-    name = path.name.lower().removesuffix(".gz")
+    name = path.name.lower().removesuffix(".gz").removesuffix(".zst").removesuffix(".zstd")
     if name.endswith(".parquet"):
         return "parquet"
     if name.endswith((".jsonl", ".ndjson", ".json")):
@@ -126,6 +200,8 @@ def sniff_separator(path: Path) -> str:
     lines = [ln for ln in _head_text(path).splitlines()[:20] if ln.strip()]
     if not lines:
         raise DataError(f"{path} is empty")
+    if "::" in lines[0]:
+        return "::"  # MovieLens 1M/10M .dat files
     best, best_score = ",", -1
     for sep in _SEPARATORS:
         counts = [ln.count(sep) for ln in lines[:-1] or lines]
@@ -139,21 +215,37 @@ def sniff_separator(path: Path) -> str:
 
 def _scan_one(path: Path, cfg: PrepareConfig) -> pl.LazyFrame:
     fmt = cfg.format if cfg.format != "auto" else detect_format(path)
+    compressed = _compression(path)
     try:
         if fmt == "parquet":
             return pl.scan_parquet(path)
         if fmt in ("jsonl", "otto"):
-            lf = pl.read_ndjson(path).lazy() if _is_gzip(path) else pl.scan_ndjson(path)
-            if fmt == "otto":
-                lf = _flatten_otto(lf, path)
-            return lf
-        sep = cfg.sep or sniff_separator(path)
-        if _is_gzip(path):
-            # Polars decompresses gzip only in its eager reader.
-            return pl.read_csv(path, separator=sep, infer_schema_length=10000).lazy()
-        return pl.scan_csv(path, separator=sep, infer_schema_length=10000)
-    except (pl.exceptions.PolarsError, OSError) as exc:
+            lf = pl.read_ndjson(path).lazy() if compressed else pl.scan_ndjson(path)
+            return _flatten_otto(lf, path) if fmt == "otto" else lf
+        return _scan_csv(path, cfg, compressed)
+    except (pl.exceptions.PolarsError, OSError, EOFError) as exc:
         raise DataError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
+
+
+def _scan_csv(path: Path, cfg: PrepareConfig, compressed: str | None) -> pl.LazyFrame:
+    sep = cfg.sep or sniff_separator(path)
+    double_colon = sep == "::"
+    options: dict[str, Any] = {
+        "separator": ":" if double_colon else sep,
+        "has_header": cfg.header and not double_colon,
+        "infer_schema_length": 10000,
+    }
+    # Polars decompresses only in its eager reader.
+    lf = pl.read_csv(path, **options).lazy() if compressed else pl.scan_csv(path, **options)
+    if double_colon:
+        # 'a::b::c' split on ':' leaves empty columns between the fields.
+        names = lf.collect_schema().names()
+        lf = lf.select(names[::2])
+    if not cfg.header or double_colon:
+        names = lf.collect_schema().names()
+        given = list(cfg.columns)[: len(names)]
+        lf = lf.rename(dict(zip(names, given + names[len(given) :], strict=True)))
+    return lf
 
 
 def _flatten_otto(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:
@@ -181,6 +273,12 @@ def materialized_inputs(paths: Sequence[str]) -> Iterator[list[Path]]:
                 with open(fd, "wb") as f:
                     shutil.copyfileobj(sys.stdin.buffer, f)
                 out.append(tmp)
+            elif any(ch in p for ch in "*?[") and not Path(p).exists():
+                matches = sorted(Path(m) for m in glob.glob(p))
+                files = [m for m in matches if m.is_file()]
+                if not files:
+                    raise DataError(f"no input file matches {p}")
+                out.extend(files)
             else:
                 path = Path(p)
                 if not path.is_file():
@@ -196,6 +294,11 @@ def resolve_columns(cfg: PrepareConfig, names: Sequence[str], source: str) -> Pr
     """Fill unset column options from well-known names; fail naming the flag when impossible."""
     normalized = {n.lower().replace("_", "").replace("-", ""): n for n in names}
     updates: dict[str, str] = {}
+    if cfg.time_offset_col is not None and cfg.time_offset_col not in names:
+        raise DataError(
+            f"column {cfg.time_offset_col!r} not in {source} (found: {', '.join(names)}). "
+            "Pass --time-offset-col with one of those."
+        )
     for key, candidates in _GUESSES.items():
         given = getattr(cfg, key)
         if given is not None:
@@ -245,8 +348,15 @@ def scan_events(paths: Sequence[Path], cfg: PrepareConfig) -> tuple[pl.LazyFrame
     ]
     lf = lf.select(selected).with_row_index("_row")
     ts_dtype = schemas[0][cfg.time_col]
-    # The raw value is kept until parsing is checked, so an error can quote it.
-    return lf.with_columns(_ts_raw=pl.col("ts").cast(pl.String), ts=_time_expr(lf, ts_dtype, cfg, source)), cfg
+    ts = _time_expr(lf, ts_dtype, cfg, source)
+    if cfg.time_offset_col is not None:
+        per_unit = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}[cfg.time_offset_unit]
+        offset = pl.duration(microseconds=(pl.col("_offset").cast(pl.Float64) * per_unit).cast(pl.Int64))
+        ts = ts + offset
+    # Raw time text is kept until parsing is checked, so an error can quote it.
+    raw = {"_ts_raw": pl.col("ts")} if ts_dtype == pl.String else {}
+    lf = lf.with_columns(**raw, ts=ts)
+    return (lf.drop("_offset") if cfg.time_offset_col is not None else lf), cfg
 
 
 def _time_expr(lf: pl.LazyFrame, dtype: pl.DataType, cfg: PrepareConfig, source: str) -> pl.Expr:
@@ -473,7 +583,22 @@ def clean_events(lf: pl.LazyFrame, cfg: PrepareConfig, stages: dict[str, Any]) -
     if cfg.dedupe_consecutive:
         df = drop_consecutive_repeats(df)
         stages["after_collapsing_repeats"] = df.height
+    if cfg.max_length:
+        df = keep_most_recent(df, cfg.max_length)
+        stages["after_truncating_long_sequences"] = df.height
     return df
+
+
+def keep_most_recent(df: pl.DataFrame, n: int) -> pl.DataFrame:
+    """The last n events of each sequence (rows sorted by seq, ts)."""
+    return df.filter(pl.int_range(pl.len()).over("seq") >= pl.len().over("seq") - n)
+
+
+def split_leave_one_out(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, pl.DataFrame]:
+    """(train, valid, test): each sequence without its last two events, without its last one,
+    and whole. Evaluation then scores only the last event of valid and test sequences."""
+    from_end = pl.len().over("seq") - 1 - pl.int_range(pl.len()).over("seq")
+    return df.filter(from_end >= 2), df.filter(from_end >= 1), df
 
 
 def build_splits(
@@ -497,14 +622,17 @@ def build_splits(
             f"({', '.join(f'{k}={v}' for k, v in stages.items())}); lower --min-item-support "
             "or check the sequence columns"
         )
-    if "test" in given:
-        rest, test = df, clean_events(given["test"], cfg, {})
+    if cfg.leave_one_out:
+        train, valid, test = split_leave_one_out(df)
     else:
-        rest, test = split_by_time(df, cfg.test_period)
-    if "valid" in given:
-        train, valid = rest, clean_events(given["valid"], cfg, {})
-    else:
-        train, valid = split_by_time(rest, cfg.valid_period)
+        if "test" in given:
+            rest, test = df, clean_events(given["test"], cfg, {})
+        else:
+            rest, test = split_by_time(df, cfg.test_period)
+        if "valid" in given:
+            train, valid = rest, clean_events(given["valid"], cfg, {})
+        else:
+            train, valid = split_by_time(rest, cfg.valid_period)
     if train.is_empty():
         raise DataError(f"--split {cfg.split} / --valid {cfg.valid} leave no training sequences")
     items = item_table(train)
@@ -544,16 +672,16 @@ def prepare(
         lf, cfg = scan_events(paths, cfg)
         given_lfs = {k: scan_events(v, cfg)[0] for k, v in given_paths.items()}
         splits, items, stages = build_splits(lf, cfg, given_lfs)
-        roles = [("train", inputs, paths)] + [(k, given_files[k], v) for k, v in given_paths.items()]
+        roles = [("train", paths)] + [(k, v) for k, v in given_paths.items()]
         input_info = [
             {
                 "role": role,
-                "path": p if p == "-" else str(Path(p).resolve()),
+                "path": "-" if q.name.startswith("rnnrec-stdin-") else str(q.resolve()),
                 "bytes": q.stat().st_size,
                 "sha256": _sha256(q),
             }
-            for role, names, resolved in roles
-            for p, q in zip(names, resolved, strict=True)
+            for role, resolved in roles
+            for q in resolved
         ]
     manifest = {
         "rnnrec_version": __version__,
@@ -564,6 +692,15 @@ def prepare(
         "stages": stages,
         "splits": {name: _split_stats(df) for name, df in splits.items()},
         "n_items": items.height,
+        "warnings": (
+            [
+                "leave-one-out ignores the global timeline: test targets can precede training events of "
+                "other users, so results are optimistic next to a time split (use it only to compare with "
+                "papers that report it); evaluate scores only the last event of each sequence"
+            ]
+            if cfg.leave_one_out
+            else []
+        ),
     }
     note("writing")
     out_dir.parent.mkdir(parents=True, exist_ok=True)

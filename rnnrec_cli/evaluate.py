@@ -9,6 +9,7 @@ only real targets count; training positions are never scored.
 from __future__ import annotations
 
 import csv
+import dataclasses
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,7 +22,7 @@ import numpy as np
 from rnnrec_cli import model
 from rnnrec_cli.baselines import BASELINES, baseline_scores, positions
 from rnnrec_cli.config import RunConfig, Ties, save_json
-from rnnrec_cli.data import Sequences, read_items, read_sequences
+from rnnrec_cli.data import Sequences, load_manifest, read_items, read_sequences
 from rnnrec_cli.errors import DataError
 from rnnrec_cli.metrics import (
     beyond_accuracy,
@@ -45,6 +46,16 @@ def model_ranks(params: model.Params, cfg: RunConfig, seqs: Sequences, ties: Tie
 
 def target_items(seqs: Sequences) -> np.ndarray:
     return seqs.items[target_positions(seqs)]
+
+
+def last_target_mask(seqs: Sequences) -> np.ndarray:
+    """<bool>[n_targets]: the target is the last event of its sequence (sequence order)."""
+    pos = positions(seqs)
+    return pos.end == seqs.offsets[1:][pos.seq] - 1
+
+
+def is_leave_one_out(data_dir: Path) -> bool:
+    return load_manifest(data_dir).get("config", {}).get("split") == "loo"
 
 
 def restore_params(run: RunDir, cfg: RunConfig) -> model.Params:
@@ -95,6 +106,9 @@ def evaluate(
     Writes eval/<split>.json and eval/<split>.csv into the run directory.
     """
     note = on_stage or (lambda _s: None)
+    if is_leave_one_out(data_dir):
+        # Earlier events of a leave-one-out test sequence are training data: never score them.
+        opts = dataclasses.replace(opts, last_only=True)
     seqs = read_sequences(data_dir, opts.split)
     if seqs.n_targets == 0:
         raise DataError(f"the {opts.split} split of {data_dir} has no sequences to evaluate; pick another --split")
@@ -102,7 +116,7 @@ def evaluate(
     k_max = max(opts.ks)
     score_opts = ScoreOptions(ties=opts.ties, k=k_max, exclude_seen=opts.exclude_seen, n_sampled=opts.n_sampled)
     pos = positions(seqs)
-    keep = (pos.end == seqs.offsets[1:][pos.seq] - 1) if opts.last_only else np.ones(len(pos.target), bool)
+    keep = last_target_mask(seqs) if opts.last_only else np.ones(len(pos.target), bool)
     seq_ids = pos.seq[keep]
     prefix_len = (pos.end - pos.start)[keep]
     targets = pos.target[keep]

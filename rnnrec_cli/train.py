@@ -25,7 +25,7 @@ from rnnrec_cli.batches import sample_negatives, sampling_distribution, session_
 from rnnrec_cli.config import RunConfig, TrainConfig
 from rnnrec_cli.data import read_items, read_sequences
 from rnnrec_cli.errors import RunDirError, TrainingDiverged
-from rnnrec_cli.evaluate import model_ranks
+from rnnrec_cli.evaluate import is_leave_one_out, last_target_mask, model_ranks
 from rnnrec_cli.metrics import summarize
 from rnnrec_cli.plots import learning_curve
 from rnnrec_cli.rundir import (
@@ -300,6 +300,8 @@ def fit(
     counts = read_items(data_dir).sort("idx")["count"].to_numpy()
     if len(counts) != cfg.n_items:
         raise RunDirError(f"{data_dir} has {len(counts)} items but the run's config says {cfg.n_items}")
+    loo = is_leave_one_out(data_dir)
+    valid_last = last_target_mask(valid_seqs)
     probs = sampling_distribution(counts, tc.sample_alpha)
     stats = item_stats(counts, tc.sample_alpha)
     # Schedules need the run's length; epochs differ by a chunk or two with the shuffled order.
@@ -349,7 +351,10 @@ def fit(
                 f"training loss became {train_loss} in epoch {epoch}; the last good checkpoint is kept. "
                 f"Lower --lr (now {tc.lr}) or set --clip-norm"
             )
-        valid = summarize(model_ranks(state.params, cfg, valid_seqs), sorted({k_eval, 20})) if len(valid_seqs) else {}
+        valid = {}
+        if len(valid_seqs):
+            ranks = model_ranks(state.params, cfg, valid_seqs)
+            valid = summarize(ranks[valid_last] if loo else ranks, sorted({k_eval, 20}))
         value = valid.get(tc.monitor, -train_loss)
         improved = value > best_value
         if improved:

@@ -9,6 +9,7 @@ from hypothesis import strategies as st
 from rnnrec_cli.config import PrepareConfig
 from rnnrec_cli.data import (
     build_splits,
+    check_times,
     drop_consecutive_repeats,
     encode,
     filter_until_stable,
@@ -242,3 +243,102 @@ def test_unparseable_time_names_the_value_and_row(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"cannot parse time 'yesterday' in column 'time' \(data row 2\)"):
         prepare([str(p)], tmp_path / "d", PrepareConfig())
     assert not (tmp_path / "d").exists()
+
+
+# ------------------------------------------------------------------ presets on their real formats
+
+FIXTURES = Path(__file__).parent / "fixtures"
+
+
+def _scan_preset(name: str, file: str, **over) -> tuple[pl.DataFrame, PrepareConfig]:
+    from rnnrec_cli.data import PRESETS
+
+    lf, cfg = scan_events([FIXTURES / file], PrepareConfig(**{**PRESETS[name], **over}))
+    return check_times(lf.collect(), cfg), cfg
+
+
+def test_preset_diginetica_date_plus_offset() -> None:
+    df, _ = _scan_preset("diginetica", "diginetica-train-item-views.csv")
+    first = df.filter(pl.col("session") == 1).sort("ts")
+    assert first["item"].to_list() == [9654, 32118, 81766, 31331]  # ordered by timeframe
+    assert first["ts"][0] == datetime(2016, 5, 9, 0, 1, 15, 848000)
+
+
+def test_preset_retailrocket_events_and_sessions() -> None:
+    df, cfg = _scan_preset("retailrocket", "retailrocket-events.csv", events=("view",))
+    assert set(df["event"]) == {"view", "addtocart", "transaction"}  # filter applies later
+    assert df["ts"].min() == datetime(2015, 6, 2, 5, 2, 12, 117000)
+    out = sessionize(df.lazy(), cfg).collect()
+    # visitor 257597: three events within seconds, then one 2.4 h later -> two sessions.
+    assert out.filter(pl.col("user") == 257597)["seq"].n_unique() == 2
+
+
+def test_preset_yoochoose_headerless_iso() -> None:
+    df, _ = _scan_preset("yoochoose", "yoochoose-clicks.dat")
+    assert df.height == 10 and df["session"].n_unique() == 3
+    assert df["ts"][0] == datetime(2014, 4, 7, 10, 51, 9, 277000)
+
+
+def test_preset_amazon_json_lines() -> None:
+    df, cfg = _scan_preset("amazon", "amazon-reviews.jsonl")
+    assert cfg.user_col == "reviewerID" and df["item"].dtype == pl.String
+    assert df["value"].to_list() == [5.0, 4.0, 3.0, 5.0]
+
+
+def test_preset_movielens_reads_double_colon_dat() -> None:
+    df, _ = _scan_preset("movielens", "movielens-ratings.dat")
+    assert df.columns[:4] == ["_row", "user", "item", "ts"] or {"user", "item", "ts"} <= set(df.columns)
+    assert df["item"].to_list() == [1193, 661, 914, 1193, 661]
+    assert df["value"].to_list() == [5, 3, 3, 4, 5]
+
+
+def test_preset_gru4rec_tsv() -> None:
+    df, cfg = _scan_preset("gru4rec", "gru4rec.tsv")
+    assert cfg.session_col == "SessionId" and df["item"].to_list() == [10, 11, 10, 12]
+
+
+# ------------------------------------------------------------------ other inputs and splits
+
+
+def test_gzip_zstd_glob_and_truncated_gzip(log_csv: Path, tmp_path: Path) -> None:
+    import gzip as gz
+
+    raw = log_csv.read_bytes()
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    (logs / "a.csv.gz").write_bytes(gz.compress(raw))
+    pl.read_csv(log_csv).write_csv(logs / "b.csv")
+    base = prepare([str(log_csv)], tmp_path / "plain", PrepareConfig(split="time:0.2")).manifest["splits"]
+    zipped = prepare([str(logs / "a.csv.gz")], tmp_path / "gz", PrepareConfig(split="time:0.2")).manifest
+    assert zipped["splits"] == base
+    both = prepare([str(logs / "*.csv*")], tmp_path / "glob", PrepareConfig(split="time:0.2")).manifest
+    assert len(both["inputs"]) == 2 and both["stages"]["events_read"] == 2 * zipped["stages"]["events_read"]
+    (tmp_path / "bad.csv.gz").write_bytes(gz.compress(raw)[:200])
+    with pytest.raises(DataError, match=r"cannot read .*bad\.csv\.gz"):
+        prepare([str(tmp_path / "bad.csv.gz")], tmp_path / "bad", PrepareConfig())
+    with pytest.raises(DataError, match="no input file matches"):
+        prepare([str(tmp_path / "*.tsv")], tmp_path / "none", PrepareConfig())
+
+
+def test_zstd_input(log_csv: Path, tmp_path: Path) -> None:
+    zstd = pytest.importorskip("zstandard")
+    (tmp_path / "e.csv.zst").write_bytes(zstd.ZstdCompressor().compress(log_csv.read_bytes()))
+    got = prepare([str(tmp_path / "e.csv.zst")], tmp_path / "z", PrepareConfig(split="time:0.2")).manifest
+    assert got["stages"]["events_read"] == pl.read_csv(log_csv).height
+
+
+def test_max_length_keeps_the_most_recent_events() -> None:
+    df = pl.DataFrame({"seq": [1, 1, 1, 1, 2, 2], "item": [1, 2, 3, 4, 5, 6]})
+    from rnnrec_cli.data import keep_most_recent
+
+    assert keep_most_recent(df, 2)["item"].to_list() == [3, 4, 5, 6]
+
+
+def test_leave_one_out_split(log_csv: Path, tmp_path: Path) -> None:
+    out = prepare([str(log_csv)], tmp_path / "loo", PrepareConfig(session_gap=None, split="loo"))
+    m = out.manifest
+    assert m["warnings"] and "leave-one-out" in m["warnings"][0]
+    train, valid, test = (read_sequences(tmp_path / "loo", s) for s in ("train", "valid", "test"))
+    # Every user is in all three; each split is one event longer than the previous.
+    assert len(train) == len(valid) == len(test)
+    assert (valid.lengths == train.lengths + 1).all() and (test.lengths == valid.lengths + 1).all()
