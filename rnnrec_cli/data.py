@@ -671,7 +671,16 @@ def prepare(
         note("reading events")
         lf, cfg = scan_events(paths, cfg)
         given_lfs = {k: scan_events(v, cfg)[0] for k, v in given_paths.items()}
-        splits, items, stages = build_splits(lf, cfg, given_lfs)
+        try:
+            splits, items, stages = build_splits(lf, cfg, given_lfs)
+        except pl.exceptions.PolarsError as exc:
+            # Lazy scans fail only when collected: e.g. an id column that is numeric in the first
+            # 10,000 rows and text later, or a malformed row.
+            first = str(exc).strip().splitlines()[0]
+            raise DataError(
+                f"cannot read {', '.join(map(str, paths))}: {first}. If a column mixes numbers and text, "
+                "make it consistent (or convert the file to Parquet with explicit types)"
+            ) from None
         roles = [("train", paths)] + [(k, v) for k, v in given_paths.items()]
         input_info = [
             {

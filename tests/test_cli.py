@@ -198,3 +198,44 @@ def test_resume_refuses_a_finished_run(trained) -> None:
     _, _, run = trained
     result = runner.invoke(app, ["train", "--resume", str(run)])
     assert result.exit_code == 1 and "finished training already" in result.stderr
+
+
+def test_prepare_from_stdin_with_filters(tmp_path: Path) -> None:
+    rows = ["user_id,item_id,timestamp,event,rating"]
+    for u in range(30):
+        for j in range(6):
+            rows.append(
+                f"u{u},{(u + j) % 12},{1_700_000_000 + u * 86400 + j * 60},{'view' if j % 3 else 'buy'},{j % 5}"
+            )
+    data = tmp_path / "d"
+    out = _ok(
+        ["prepare", "-", "-o", str(data), "--event-col", "event", "--events", "view", "--value-col", "rating",
+         "--min-value", "1", "--min-item-support", "1", "--split", "time:0.2", "--valid", "0", "-q"],
+        input="\n".join(rows) + "\n",
+    )  # fmt: skip
+    assert out.strip() == str(data)
+    manifest = json.loads((data / "manifest.json").read_text())
+    # 30 users x 6 events: 'buy' at j = 0, 3 dropped, rating 0 at j = 0, 5 dropped -> j in {1, 2, 4}.
+    assert manifest["stages"]["events_read"] == 90
+    assert manifest["inputs"][0]["path"] == "-"
+
+
+def test_mixed_id_types_fail_cleanly(tmp_path: Path) -> None:
+    p = tmp_path / "mixed.csv"
+    lines = ["user_id,item_id,timestamp"] + [f"u,{i},{1_700_000_000 + i}" for i in range(10_050)] + ["u,abc,1800000000"]
+    p.write_text("\n".join(lines) + "\n")
+    result = runner.invoke(app, ["prepare", str(p), "-o", str(tmp_path / "d")])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: cannot read") and "mixes numbers and text" in result.stderr
+    assert "Traceback" not in result.output
+
+
+def test_prepare_preset_on_real_format_through_cli(tmp_path: Path) -> None:
+    fixture = Path(__file__).parent / "fixtures" / "diginetica-train-item-views.csv"
+    result = runner.invoke(
+        app,
+        ["prepare", str(fixture), "-o", str(tmp_path / "d"), "--preset", "diginetica", "--min-item-support", "1",
+         "--split", "time:1d", "--valid", "0"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "Prepared" in result.stderr
