@@ -649,37 +649,122 @@ def predict(
     run_dir: Annotated[Path, typer.Argument(help="A run directory made by `rnnrec train`.")],
     events: Annotated[
         list[str] | None,
-        typer.Argument(help="Current sessions' events in the training format, or - for stdin (default)."),
+        typer.Argument(help="Current sessions' events in the training format: file(s), or - for stdin (default)."),
     ] = None,
-    out: Annotated[str, typer.Option("--out", "-o", help="Output CSV file, or - for stdout.")] = "-",
-    k: Annotated[int, typer.Option("-k", min=1, help="Recommendations per sequence.")] = 20,
-    include_seen: Annotated[bool, typer.Option("--include-seen", help="Allow items already in the session.")] = False,
+    out: Annotated[str, typer.Option("--out", "-o", help="Output file, or - for stdout.")] = "-",
+    k: Annotated[int, typer.Option("-k", min=1, help="Recommendations per sequence (or per position).")] = 20,
+    fmt: Annotated[str, typer.Option("--format", help="csv, jsonl or parquet.")] = "csv",
+    exclude_seen: Annotated[
+        bool, typer.Option("--exclude-seen/--include-seen", help="Leave out items already in the session.")
+    ] = True,
+    every_position: Annotated[
+        bool, typer.Option("--every-position", help="Recommend after every event, not only the last.")
+    ] = False,
+    include: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Recommend only these items (one id per line).")
+    ] = None,
+    exclude: Annotated[
+        Path | None, typer.Option(exists=True, dir_okay=False, help="Never recommend these items (one id per line).")
+    ] = None,
+    fallback: Annotated[
+        bool, typer.Option("--fallback/--no-fallback", help="Popular items for sessions with no known item.")
+    ] = True,
+    generate: Annotated[int, typer.Option(min=0, help="Generate a continuation of N items instead of a top-K.")] = 0,
+    strategy: Annotated[str, typer.Option(help="greedy, beam or sample (with --generate).")] = "greedy",
+    beams: Annotated[int, typer.Option(min=1, help="Beam width for --strategy beam.")] = 5,
+    temperature: Annotated[float, typer.Option(help="Softmax temperature for --strategy sample.")] = 1.0,
+    seed: Annotated[int, typer.Option(help="Random seed for --strategy sample.")] = 0,
+    batch_size: Annotated[int, typer.Option(min=1, help="Sequences scored per batch.")] = 256,
+    block_rows: Annotated[int, typer.Option(min=1, help="Rows of stdin read per block.")] = 100_000,
+    preset: Preset = None,
+    session_col: Annotated[str | None, typer.Option(help="Override the session column.")] = None,
+    user_col: Annotated[str | None, typer.Option(help="Override the user column.")] = None,
+    item_col: Annotated[str | None, typer.Option(help="Override the item column.")] = None,
+    time_col: Annotated[str | None, typer.Option(help="Override the time column.")] = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
-    """Top-K next items for each session in EVENTS, as session_id,rank,item_id,score in original ids."""
+    """Recommendations for each session in EVENTS, in original ids: session_id,rank,item_id,score,fallback."""
+    from rnnrec_cli.predict import PredictOptions, PredictStats
     from rnnrec_cli.predict import predict as run_predict
     from rnnrec_cli.rundir import open_run
 
+    if fmt not in ("csv", "jsonl", "parquet"):
+        raise typer.BadParameter(f"{fmt!r} is not csv, jsonl or parquet", param_hint="--format")
+    if every_position and generate:
+        raise typer.BadParameter("--every-position and --generate do not combine", param_hint="--generate")
+    try:
+        opts = PredictOptions(
+            k=k, exclude_seen=exclude_seen, every_position=every_position, fallback=fallback, generate=generate,
+            strategy=strategy, beams=beams, temperature=temperature, batch_size=batch_size, block_rows=block_rows,
+            seed=seed,  # type: ignore[arg-type]
+        )  # fmt: skip
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
     run = open_run(run_dir)
     if out != "-" and Path(out).exists() and not force:
         raise RnnrecError(f"{out} already exists; pass --force to overwrite it")
-    result = run_predict(run, events or ["-"], k=k, exclude_seen=not include_seen)
+    overrides = {
+        **_preset_values(preset),
+        **_given(session_col=session_col, user_col=user_col, item_col=item_col, time_col=time_col),
+    }
+    stats = PredictStats()
+    frames = run_predict(run, events or ["-"], opts, stats, include=include, exclude=exclude, overrides=overrides)
+    _write_frames(frames, out, fmt)
     if not quiet:
         err.print(
-            f"{result.n_sequences:,} sequences, {result.n_events:,} events read; "
-            f"{result.unknown_events:,} events on items unknown to the model skipped; "
-            f"{result.empty_sequences:,} sequences with no known item left out"
+            f"{stats.n_sequences:,} sequences, {stats.n_events:,} events read; "
+            f"{stats.unknown_events:,} events on items unknown to the model skipped; "
+            f"{stats.empty_sequences:,} sequences had no known item"
+            + (" (popular items given, marked fallback)" if fallback else " (left out)")
         )
-    if out == "-":
-        result.recs.write_csv(sys.stdout.buffer)
-        sys.stdout.flush()
-    else:
+        if stats.repeated_keys:
+            err.print(
+                f"[yellow]Warning:[/] {stats.repeated_keys:,} sessions were not contiguous on stdin and got "
+                "recommendations more than once; sort the input by session, or pass it as a file"
+            )
+
+
+def _write_frames(frames: Any, out: str, fmt: str) -> None:
+    """Stream CSV/JSONL frames as they come (stdout or a temp file renamed at the end)."""
+    import polars as pl
+
+    if fmt == "parquet":
+        if out == "-":
+            raise typer.BadParameter("parquet needs a file: pass -o FILE", param_hint="--format")
+        frames = list(frames)
         path = Path(out)
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(path.name + ".tmp")
-        result.recs.write_csv(tmp)
+        (pl.concat(frames) if frames else pl.DataFrame()).write_parquet(tmp)
         tmp.replace(path)
+        return
+    target: Any = sys.stdout.buffer if out == "-" else None
+    tmp = None
+    if target is None:
+        path = Path(out)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(path.name + ".tmp")
+        target = open(tmp, "wb")  # noqa: SIM115 - closed below, renamed only on success
+    try:
+        first = True
+        for df in frames:
+            if fmt == "csv":
+                df.write_csv(target, include_header=first)
+            else:
+                df.write_ndjson(target)
+            first = False
+            target.flush()
+        if first and fmt == "csv":  # no input rows: still write the header
+            target.write(b"session_id,rank,item_id,score,fallback\n")
+    except BaseException:
+        if tmp is not None:
+            target.close()
+            tmp.unlink(missing_ok=True)
+        raise
+    if tmp is not None:
+        target.close()
+        tmp.replace(Path(out))
 
 
 def main() -> None:

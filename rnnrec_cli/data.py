@@ -10,6 +10,7 @@ import dataclasses
 import glob
 import gzip
 import hashlib
+import io
 import logging
 import shutil
 import sys
@@ -299,14 +300,19 @@ def resolve_columns(cfg: PrepareConfig, names: Sequence[str], source: str) -> Pr
             f"column {cfg.time_offset_col!r} not in {source} (found: {', '.join(names)}). "
             "Pass --time-offset-col with one of those."
         )
+    missing = [key for key in _GUESSES if getattr(cfg, key) is not None and getattr(cfg, key) not in names]
+    if len(missing) == 1:
+        raise DataError(
+            f"column {getattr(cfg, missing[0])!r} not in {source} (found: {', '.join(names)}). "
+            f"Pass {_FLAGS[missing[0]]} with one of those."
+        )
+    if missing:
+        raise DataError(
+            f"columns {', '.join(repr(getattr(cfg, k)) for k in missing)} not in {source} "
+            f"(found: {', '.join(names)}). Pass {', '.join(_FLAGS[k] for k in missing)} to map them."
+        )
     for key, candidates in _GUESSES.items():
-        given = getattr(cfg, key)
-        if given is not None:
-            if given not in names:
-                raise DataError(
-                    f"column {given!r} not in {source} (found: {', '.join(names)}). "
-                    f"Pass {_FLAGS[key]} with one of those."
-                )
+        if getattr(cfg, key) is not None:
             continue
         taken = set(updates.values()) | {getattr(cfg, k) for k in _GUESSES}
         match = next((normalized[c] for c in candidates if c in normalized), None)
@@ -329,7 +335,8 @@ def resolve_columns(cfg: PrepareConfig, names: Sequence[str], source: str) -> Pr
 def scan_events(paths: Sequence[Path], cfg: PrepareConfig) -> tuple[pl.LazyFrame, PrepareConfig]:
     """Raw files -> one LazyFrame with canonical columns (user/session, item, ts, event, value).
 
-    Returns the config with column names resolved. `ts` becomes Datetime[us] (naive UTC).
+    Returns the config with column names (and an 'auto' time unit) resolved. `ts` becomes
+    Datetime[us] (naive UTC).
     """
     frames = [_scan_one(p, cfg) for p in paths]
     schemas = [f.collect_schema() for f in frames]
@@ -341,14 +348,23 @@ def scan_events(paths: Sequence[Path], cfg: PrepareConfig) -> tuple[pl.LazyFrame
                 f"{p} has columns {', '.join(s.names())} but {paths[0]} has {', '.join(names)}; "
                 "all inputs must share one layout"
             )
-    cfg = resolve_columns(cfg, names, source)
     lf = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
+    return canonicalize(lf, cfg, source)
+
+
+def canonicalize(lf: pl.LazyFrame, cfg: PrepareConfig, source: str) -> tuple[pl.LazyFrame, PrepareConfig]:
+    """Raw columns -> canonical columns plus `_row` (row index); resolves columns and time unit."""
+    schema = lf.collect_schema()
+    cfg = resolve_columns(cfg, schema.names(), source)
     selected = [
         pl.col(getattr(cfg, key)).alias(canon) for key, canon in _CANON.items() if getattr(cfg, key) is not None
     ]
     lf = lf.select(selected).with_row_index("_row")
-    ts_dtype = schemas[0][cfg.time_col]
-    ts = _time_expr(lf, ts_dtype, cfg, source)
+    ts_dtype = schema[cfg.time_col]
+    if cfg.time_unit == "auto" and (ts_dtype.is_integer() or ts_dtype.is_float()):
+        top = lf.select(pl.col("ts").abs().max()).collect().item()
+        cfg = dataclasses.replace(cfg, time_unit=_guess_unit(float(top or 0)))  # type: ignore[arg-type]
+    ts = _time_expr(ts_dtype, cfg, source)
     if cfg.time_offset_col is not None:
         per_unit = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}[cfg.time_offset_unit]
         offset = pl.duration(microseconds=(pl.col("_offset").cast(pl.Float64) * per_unit).cast(pl.Int64))
@@ -359,14 +375,10 @@ def scan_events(paths: Sequence[Path], cfg: PrepareConfig) -> tuple[pl.LazyFrame
     return (lf.drop("_offset") if cfg.time_offset_col is not None else lf), cfg
 
 
-def _time_expr(lf: pl.LazyFrame, dtype: pl.DataType, cfg: PrepareConfig, source: str) -> pl.Expr:
+def _time_expr(dtype: pl.DataType, cfg: PrepareConfig, source: str) -> pl.Expr:
     col = pl.col("ts")
     if dtype.is_integer() or dtype.is_float():
-        unit = cfg.time_unit
-        if unit == "auto":
-            top = lf.select(col.abs().max()).collect().item()
-            unit = _guess_unit(float(top or 0))
-        scale = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}[unit]
+        scale = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}[cfg.time_unit]
         return pl.from_epoch((col.cast(pl.Float64) * scale).cast(pl.Int64), time_unit="us")
     if dtype == pl.String:
         return _parse_time_strings(col)
@@ -784,3 +796,60 @@ def read_sequences(data_dir: Path, split: str) -> Sequences:
 
 def read_items(data_dir: Path) -> pl.DataFrame:
     return pl.read_parquet(data_dir / ITEMS)
+
+
+def iter_stdin_blocks(cfg: PrepareConfig, rows: int, stream: Any = None) -> Iterator[pl.DataFrame]:
+    """Raw rows from stdin in blocks of about `rows` lines, parsed as soon as each block arrives.
+
+    CSV/TSV (separator sniffed from the first lines unless given) and JSON lines (also OTTO's
+    nested format) stream; Parquet must come from a file.
+    """
+    stream = stream if stream is not None else sys.stdin.buffer
+    fmt = cfg.format if cfg.format != "auto" else "csv"
+    if fmt == "parquet":
+        raise DataError("Parquet cannot be streamed from stdin; pass the file path instead")
+    first = stream.readline()
+    if not first:
+        return
+    is_json = fmt in ("jsonl", "otto") or first.lstrip().startswith(b"{")
+    header = b"" if is_json or not cfg.header else first
+    pending = [] if header else [first]
+    sep = cfg.sep or _sniff_text(first.decode("utf-8", errors="replace"))
+
+    def parse(lines: list[bytes]) -> pl.DataFrame:
+        payload = io.BytesIO(header + b"".join(lines))
+        try:
+            if is_json:
+                df = pl.read_ndjson(payload)
+                return _flatten_otto(df.lazy(), Path("<stdin>")).collect() if fmt == "otto" else df
+            double_colon = sep == "::"
+            df = pl.read_csv(
+                payload,
+                separator=":" if double_colon else sep,
+                has_header=bool(header) and not double_colon,
+                infer_schema_length=None,
+            )
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"cannot parse stdin: {str(exc).strip().splitlines()[0]}") from None
+        if double_colon:
+            df = df.select(df.columns[::2])
+        if not header or double_colon:
+            given = list(cfg.columns)[: df.width]
+            df = df.rename(dict(zip(df.columns, given + df.columns[len(given) :], strict=True)))
+        return df
+
+    for line in stream:
+        pending.append(line)
+        if len(pending) >= rows:
+            yield parse(pending)
+            pending = []
+    if pending:
+        yield parse(pending)
+
+
+def _sniff_text(line: str) -> str:
+    if "::" in line:
+        return "::"
+    counts = {sep: line.count(sep) for sep in _SEPARATORS}
+    best = max(counts, key=lambda s: counts[s])
+    return best if counts[best] else ","

@@ -1,10 +1,17 @@
-"""Top-K recommendations for new sequences, in the original item ids of the input."""
+"""Recommendations for new sequences, in the original item ids of the input.
+
+Three outputs: the top-K after the last event of each sequence, the top-K after every event
+(--every-position), or a generated continuation (--generate N: greedy, beam search or sampling).
+A file input is read whole; stdin is read and answered block by block, so output flows before the
+input ends (sessions must then be contiguous in the input).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import Any
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
 
 import jax
 import jax.numpy as jnp
@@ -13,22 +20,56 @@ import polars as pl
 
 from rnnrec_cli import model
 from rnnrec_cli.config import ModelConfig, PrepareConfig, from_dict, load_json
-from rnnrec_cli.data import check_times, drop_consecutive_repeats, materialized_inputs, scan_events, sessionize
-from rnnrec_cli.errors import DataError
+from rnnrec_cli.data import (
+    canonicalize,
+    check_times,
+    drop_consecutive_repeats,
+    iter_stdin_blocks,
+    materialized_inputs,
+    scan_events,
+    sessionize,
+)
+from rnnrec_cli.errors import ConfigError, DataError
 from rnnrec_cli.evaluate import restore_params
 from rnnrec_cli.rundir import RunDir, load_config
 
-PREDICT_BATCH = 256
+Strategy = Literal["greedy", "beam", "sample"]
 _MIN_LEN = 8
 
 
 @dataclass(frozen=True)
-class PredictResult:
-    recs: pl.DataFrame
-    n_sequences: int
-    n_events: int
-    unknown_events: int
-    empty_sequences: int
+class PredictOptions:
+    k: int = 20
+    exclude_seen: bool = True
+    every_position: bool = False
+    fallback: bool = True
+    generate: int = 0
+    strategy: Strategy = "greedy"
+    beams: int = 5
+    temperature: float = 1.0
+    batch_size: int = 256  # sequences per jitted call
+    block_rows: int = 100_000  # stdin rows per block
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.k < 1 or self.generate < 0 or self.batch_size < 1 or self.block_rows < 1:
+            raise ConfigError("-k, --generate, --batch-size and --block-rows must be positive")
+        if self.strategy not in ("greedy", "beam", "sample"):
+            raise ConfigError(f"--strategy {self.strategy!r} is not greedy, beam or sample")
+        if self.beams < 1 or self.temperature <= 0:
+            raise ConfigError("--beams must be >= 1 and --temperature > 0")
+
+
+@dataclass
+class PredictStats:
+    """Counts for the stderr summary; filled while predictions stream out."""
+
+    n_events: int = 0
+    n_sequences: int = 0
+    unknown_events: int = 0
+    empty_sequences: int = 0
+    repeated_keys: int = 0
+    _emitted: set[Any] = field(default_factory=set, repr=False)
 
 
 def run_prepare_config(run: RunDir, overrides: dict[str, Any]) -> PrepareConfig:
@@ -38,125 +79,380 @@ def run_prepare_config(run: RunDir, overrides: dict[str, Any]) -> PrepareConfig:
     return from_dict(PrepareConfig, values, where=str(run.data_manifest))
 
 
+# ---------------------------------------------------------------------------- jitted cores
+
+
+def _final_state(params: model.Params, cfg: ModelConfig, inputs: jax.Array, reset: jax.Array) -> model.Carry:
+    carry, _ = model.run(params, cfg, model.zero_carry(cfg, inputs.shape[1]), inputs, reset)
+    return carry
+
+
+def _seen_mask(inputs: jax.Array, valid: jax.Array, n_items: int) -> jax.Array:
+    """<bool>[B, N]: items in each (left-padded) column of `inputs`."""
+    batch = inputs.shape[1]
+    cols = jnp.where(valid, inputs, n_items)
+    rows = jnp.broadcast_to(jnp.arange(batch)[None, :], inputs.shape)
+    return jnp.zeros((batch, n_items), bool).at[rows, cols].set(True, mode="drop")
+
+
 def top_k_after(
     params: model.Params,
     inputs: jax.Array,
     reset: jax.Array,
     valid: jax.Array,
+    allowed: jax.Array,
     *,
     cfg: ModelConfig,
     k: int,
     exclude_seen: bool,
 ) -> tuple[jax.Array, jax.Array]:
-    """Top-k items after each left-padded sequence.
+    """Top-k after each left-padded sequence: (<float32>[B, k] scores, <int32>[B, k] items).
 
-    inputs/reset/valid: [L, B]; the first real step of each column has reset=True, so the padding
-    before it never reaches the state. Returns (<float32>[B, k] scores, <int32>[B, k] items).
+    inputs/reset/valid: [L, B]; the first real step of each column has reset=True, so padding
+    before it never reaches the state. allowed: <bool>[N] candidate items.
     """
-    batch = inputs.shape[1]
-    carry, _ = model.run(params, cfg, model.zero_carry(cfg, batch), inputs, reset)
+    carry = _final_state(params, cfg, inputs, reset)
     scores = model.scores(params, cfg, model.last_hidden(cfg, carry))
+    scores = jnp.where(allowed[None, :], scores, -jnp.inf)
     if exclude_seen:
-        cols = jnp.where(valid, inputs, scores.shape[1])  # out of range -> dropped
-        rows = jnp.broadcast_to(jnp.arange(batch)[None, :], inputs.shape)
-        scores = scores.at[rows, cols].set(-jnp.inf, mode="drop")
+        scores = jnp.where(_seen_mask(inputs, valid, scores.shape[1]), -jnp.inf, scores)
     return jax.lax.top_k(scores, k)
 
 
+def top_k_every(
+    params: model.Params,
+    inputs: jax.Array,
+    reset: jax.Array,
+    valid: jax.Array,
+    allowed: jax.Array,
+    *,
+    cfg: ModelConfig,
+    k: int,
+    exclude_seen: bool,
+) -> tuple[jax.Array, jax.Array]:
+    """Top-k after every event: <float32>[L, B, k] scores, <int32>[L, B, k] items."""
+    batch = inputs.shape[1]
+    _, hidden = model.run(params, cfg, model.zero_carry(cfg, batch), inputs, reset)
+    kernel, bias = model.output_layer(params, cfg)
+    n_items = kernel.shape[0]
+    rows = jnp.arange(batch)
+
+    def step(seen: jax.Array, xs: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, tuple]:
+        h, x, r, v = xs
+        seen = jnp.where(r[:, None], False, seen)
+        seen = seen.at[rows, jnp.where(v, x, n_items)].set(True, mode="drop")
+        s = jnp.where(allowed[None, :], h @ kernel.T + bias, -jnp.inf)
+        if exclude_seen:
+            s = jnp.where(seen, -jnp.inf, s)
+        return seen, jax.lax.top_k(s, k)
+
+    _, (scores, items) = jax.lax.scan(step, jnp.zeros((batch, n_items), bool), (hidden, inputs, reset, valid))
+    return scores, items
+
+
+def generate(
+    params: model.Params,
+    inputs: jax.Array,
+    reset: jax.Array,
+    valid: jax.Array,
+    allowed: jax.Array,
+    key: jax.Array,
+    *,
+    cfg: ModelConfig,
+    n_steps: int,
+    strategy: Strategy,
+    beams: int,
+    temperature: float,
+    exclude_seen: bool,
+) -> tuple[jax.Array, jax.Array]:
+    """Roll the model forward, feeding its own choice back: (<int32>[B, n], <float32>[B, n]).
+
+    Scores are each chosen item's log-probability under the model's softmax over the allowed
+    (and, with exclude_seen, unseen and not yet generated) items. Beam search keeps `beams`
+    continuations by total log-probability and returns the best one.
+    """
+    batch = inputs.shape[1]
+    carry = _final_state(params, cfg, inputs, reset)
+    n_items = params["out_bias"].shape[0]
+    blocked = ~allowed[None, :] | (_seen_mask(inputs, valid, n_items) if exclude_seen else False)
+    blocked = jnp.broadcast_to(blocked, (batch, n_items))
+
+    def log_probs(carry: model.Carry, blocked: jax.Array) -> jax.Array:
+        s = model.scores(params, cfg, model.last_hidden(cfg, carry)) / temperature
+        return jax.nn.log_softmax(jnp.where(blocked, -jnp.inf, s), axis=-1)
+
+    def feed(carry: model.Carry, items: jax.Array) -> model.Carry:
+        carry, _ = model.run(params, cfg, carry, items[None, :], jnp.zeros((1, items.shape[0]), bool))
+        return carry
+
+    def block_item(blocked: jax.Array, items: jax.Array) -> jax.Array:
+        if not exclude_seen:
+            return blocked
+        return blocked.at[jnp.arange(items.shape[0]), items].set(True)
+
+    if strategy in ("greedy", "sample"):
+
+        def step(state: tuple, k: jax.Array) -> tuple[tuple, tuple[jax.Array, jax.Array]]:
+            carry, blocked = state
+            lp = log_probs(carry, blocked)
+            items = jnp.argmax(lp, axis=-1) if strategy == "greedy" else jax.random.categorical(k, lp, axis=-1)
+            items = items.astype(jnp.int32)
+            score = jnp.take_along_axis(lp, items[:, None], axis=1)[:, 0]
+            return (feed(carry, items), block_item(blocked, items)), (items, score)
+
+        _, (items, scores) = jax.lax.scan(step, (carry, blocked), jax.random.split(key, n_steps))
+        return items.T, scores.T
+
+    # Beam search: state for batch * beams rows; the first step expands from one row per sequence.
+    w = beams
+    lp0 = log_probs(carry, blocked)
+    total, first = jax.lax.top_k(lp0, w)  # [B, W]
+    rep = lambda x: jnp.repeat(x, w, axis=0)  # noqa: E731
+    carry = feed(jax.tree.map(rep, carry), first.reshape(-1))
+    blocked = block_item(rep(blocked), first.reshape(-1))
+    hist_items = jnp.zeros((batch, w, n_steps), jnp.int32).at[:, :, 0].set(first)
+    hist_scores = jnp.zeros((batch, w, n_steps)).at[:, :, 0].set(total)
+
+    def beam_step(state: tuple, t: jax.Array) -> tuple[tuple, None]:
+        carry, blocked, total, hist_items, hist_scores = state
+        lp = log_probs(carry, blocked).reshape(batch, w, n_items)
+        cand = (total[:, :, None] + lp).reshape(batch, w * n_items)
+        total, flat = jax.lax.top_k(cand, w)  # [B, W]
+        src, items = flat // n_items, (flat % n_items).astype(jnp.int32)
+        step_lp = jnp.take_along_axis(lp.reshape(batch, w * n_items), flat, axis=1)
+        rows = (jnp.arange(batch)[:, None] * w + src).reshape(-1)
+        carry = feed(jax.tree.map(lambda x: x[rows], carry), items.reshape(-1))
+        blocked = block_item(blocked[rows], items.reshape(-1))
+        hist_items = jnp.take_along_axis(hist_items, src[:, :, None], axis=1).at[:, :, t].set(items)
+        hist_scores = jnp.take_along_axis(hist_scores, src[:, :, None], axis=1).at[:, :, t].set(step_lp)
+        return (carry, blocked, total, hist_items, hist_scores), None
+
+    state = (carry, blocked, total, hist_items, hist_scores)
+    (_, _, total, hist_items, hist_scores), _ = jax.lax.scan(beam_step, state, jnp.arange(1, n_steps))
+    return hist_items[:, 0], hist_scores[:, 0]
+
+
 _top_k_after = jax.jit(top_k_after, static_argnames=("cfg", "k", "exclude_seen"))
+_top_k_every = jax.jit(top_k_every, static_argnames=("cfg", "k", "exclude_seen"))
+_generate = jax.jit(generate, static_argnames=("cfg", "n_steps", "strategy", "beams", "temperature", "exclude_seen"))
+
+
+# ---------------------------------------------------------------------------- batching
 
 
 def _bucket(n: int) -> int:
     return max(_MIN_LEN, 1 << (n - 1).bit_length())
 
 
+def _left_padded(seqs: Sequence[np.ndarray], idx: np.ndarray, batch: int) -> tuple[np.ndarray, ...]:
+    length = _bucket(max(len(seqs[i]) for i in idx))
+    inputs = np.zeros((length, batch), np.int32)
+    reset = np.zeros((length, batch), bool)
+    valid = np.zeros((length, batch), bool)
+    for col, i in enumerate(idx):
+        s = seqs[i]
+        inputs[length - len(s) :, col] = s
+        valid[length - len(s) :, col] = True
+        reset[length - len(s), col] = True
+    return inputs, reset, valid
+
+
 def recommend(
     params: model.Params,
     cfg: ModelConfig,
     seqs: Sequence[np.ndarray],
-    k: int,
-    exclude_seen: bool = True,
-) -> tuple[np.ndarray, np.ndarray]:
-    """Top-k (scores, item indices) for each non-empty index sequence: [n, k] each."""
-    n = len(seqs)
-    out_s = np.zeros((n, k), np.float32)
-    out_i = np.zeros((n, k), np.int32)
+    opts: PredictOptions,
+    allowed: np.ndarray,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per non-empty index sequence: (items, scores) arrays.
+
+    Shapes: [k] for the top-k after the last event, [len, k] with every_position, [n] with generate.
+    """
+    out: list[Any] = [None] * len(seqs)
     order = np.argsort([len(s) for s in seqs], kind="stable")
-    for lo in range(0, n, PREDICT_BATCH):
-        idx = order[lo : lo + PREDICT_BATCH]
-        length = _bucket(max(len(seqs[i]) for i in idx))
-        inputs = np.zeros((length, PREDICT_BATCH), np.int32)
-        reset = np.zeros((length, PREDICT_BATCH), bool)
-        valid = np.zeros((length, PREDICT_BATCH), bool)
+    key = jax.random.key(opts.seed)
+    b = opts.batch_size
+    for lo in range(0, len(seqs), b):
+        idx = order[lo : lo + b]
+        inputs, reset, valid = _left_padded(seqs, idx, b)
+        if opts.generate:
+            key, sub = jax.random.split(key)
+            items, scores = _generate(
+                params, inputs, reset, valid, allowed, sub, cfg=cfg, n_steps=opts.generate, strategy=opts.strategy,
+                beams=opts.beams, temperature=opts.temperature, exclude_seen=opts.exclude_seen,
+            )  # fmt: skip
+        elif opts.every_position:
+            scores, items = _top_k_every(
+                params, inputs, reset, valid, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
+            )
+        else:
+            scores, items = _top_k_after(
+                params, inputs, reset, valid, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
+            )
+        items, scores = np.asarray(items), np.asarray(scores)
+        length = inputs.shape[0]
         for col, i in enumerate(idx):
-            s = seqs[i]
-            inputs[length - len(s) :, col] = s
-            valid[length - len(s) :, col] = True
-            reset[length - len(s), col] = True
-        s, it = _top_k_after(params, inputs, reset, valid, cfg=cfg, k=k, exclude_seen=exclude_seen)
-        out_s[idx] = np.asarray(s)[: len(idx)]
-        out_i[idx] = np.asarray(it)[: len(idx)]
-    return out_s, out_i
+            if opts.every_position:
+                n = len(seqs[i])
+                out[i] = (items[length - n :, col], scores[length - n :, col])
+            else:
+                out[i] = (items[col], scores[col])
+    return out
+
+
+# ---------------------------------------------------------------------------- IO shell
+
+
+def _sequences(df: pl.DataFrame, pcfg: PrepareConfig, vocab: pl.DataFrame, stats: PredictStats) -> tuple[list, list]:
+    """Canonical events -> (keys in input order, index arrays); a user's last session only."""
+    key = "session" if pcfg.session_col is not None else "user"
+    df = sessionize(df.drop_nulls(["ts", key]).lazy(), pcfg).collect()
+    stats.n_events += df.height
+    df = df.filter(pl.col("seq") == pl.col("seq").max().over(key))
+    item = pl.col("item").cast(vocab["item_id"].dtype, strict=False)
+    known = df.with_columns(item=item).join(
+        vocab.select(pl.col("item_id").alias("item"), "idx"), on="item", how="inner", maintain_order="left"
+    )
+    stats.unknown_events += df.height - known.height
+    known = known.drop("item").rename({"idx": "item"})
+    if pcfg.dedupe_consecutive:
+        known = drop_consecutive_repeats(known)
+    order = df.group_by(key).agg(first=pl.col("_row").min()).sort("first")
+    grouped = order.join(known.group_by(key).agg(pl.col("item")), on=key, how="left").sort("first")
+    keys = grouped[key].to_list()
+    seqs = [np.asarray(s if s is not None else [], np.int32) for s in grouped["item"].to_list()]
+    return keys, seqs
+
+
+def _rows(
+    keys: list, results: list, opts: PredictOptions, vocab_ids: pl.Series, pop: np.ndarray, allowed: np.ndarray
+) -> pl.DataFrame:
+    cols: dict[str, list] = {"session_id": [], "a": [], "b": [], "item": [], "score": [], "fallback": []}
+    pop_order = np.argsort(-np.where(allowed, pop, -1), kind="stable")
+    for key, res in zip(keys, results, strict=True):
+        if res is None:  # no known item: popularity fallback
+            n = opts.generate or opts.k
+            items, scores = pop_order[:n], pop[pop_order[:n]].astype(np.float32)
+            items, scores = (items[None], scores[None]) if opts.every_position else (items, scores)
+            fb = True
+        else:
+            (items, scores), fb = res, False
+        if opts.every_position:
+            for p in range(items.shape[0]):
+                _extend(cols, key, p + 1, items[p], scores[p], fb)
+        else:
+            _extend(cols, key, None, items, scores, fb)
+    n = len(cols["item"])
+    names = {"a": "position", "b": "step" if opts.generate else "rank"}
+    data: dict[str, Any] = {"session_id": cols["session_id"]}
+    if opts.every_position:
+        data["position"] = pl.Series(cols["a"], dtype=pl.Int32)
+    data[names["b"]] = pl.Series(cols["b"], dtype=pl.Int32)
+    data["item_id"] = vocab_ids.gather(np.asarray(cols["item"], np.int64)) if n else vocab_ids.clear()
+    data["score"] = pl.Series(cols["score"], dtype=pl.Float32)
+    data["fallback"] = pl.Series(cols["fallback"], dtype=pl.Boolean)
+    out = pl.DataFrame(data)
+    # -inf marks items that could not be recommended (all candidates seen or excluded).
+    return out.filter(pl.col("score").is_finite())
+
+
+def _extend(
+    cols: dict[str, list], key: Any, position: int | None, items: np.ndarray, scores: np.ndarray, fb: bool
+) -> None:
+    n = len(items)
+    cols["session_id"].extend([key] * n)
+    cols["a"].extend([position] * n)
+    cols["b"].extend(range(1, n + 1))
+    cols["item"].extend(items.tolist())
+    cols["score"].extend(scores.tolist())
+    cols["fallback"].extend([fb] * n)
+
+
+def read_item_list(path: Path, vocab: pl.DataFrame) -> tuple[np.ndarray, int]:
+    """<bool>[N] of the items listed in a file (one id per line, optional header); unknown count."""
+    try:
+        lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip()]
+    except OSError as exc:
+        raise DataError(f"cannot read item list {path}: {exc}") from None
+    ids = pl.Series("item_id", lines).cast(vocab["item_id"].dtype, strict=False)
+    if lines and ids[0] is None and lines[0].lower() in ("item", "item_id", "itemid", "id"):
+        ids, lines = ids[1:], lines[1:]
+    found = vocab.join(pl.DataFrame({"item_id": ids}).drop_nulls(), on="item_id", how="semi")["idx"].to_numpy()
+    mask = np.zeros(vocab.height, bool)
+    mask[found] = True
+    return mask, len(lines) - int(mask.sum())
 
 
 def predict(
     run: RunDir,
     inputs: Sequence[str],
+    opts: PredictOptions,
+    stats: PredictStats,
     *,
-    k: int = 20,
-    exclude_seen: bool = True,
+    include: Path | None = None,
+    exclude: Path | None = None,
     overrides: dict[str, Any] | None = None,
-) -> PredictResult:
-    """Read raw events as the run was trained, and recommend k items after each sequence.
-
-    A sequence is a session when the data has a session column, else a user's most recent
-    session (or whole history when the run used no inactivity gap).
-    """
+) -> Iterator[pl.DataFrame]:
+    """Yield recommendation rows block by block (see the module docstring for the three modes)."""
     cfg = load_config(run)
     pcfg = run_prepare_config(run, overrides or {})
-    if k > cfg.n_items:
-        raise DataError(f"-k {k} is larger than the catalogue ({cfg.n_items} items); lower -k")
-    items = pl.read_parquet(run.items).sort("idx")
-    with materialized_inputs(inputs) as paths:
-        lf, pcfg = scan_events(paths, pcfg)
-        raw = lf.collect()
-    df = sessionize(check_times(raw, pcfg).drop_nulls(["item", "ts"]).lazy(), pcfg).collect()
-    key = "session" if pcfg.session_col is not None else "user"
-    n_events = df.height
-    # The recommendation is for the current sequence: a user's last session.
-    df = df.filter(pl.col("seq") == pl.col("seq").max().over(key))
-    known = df.join(items.select(pl.col("item_id").alias("item"), "idx"), on="item", how="inner", maintain_order="left")
-    unknown = df.height - known.height
-    known = known.rename({"item": "orig_item"}).rename({"idx": "item"})
-    if pcfg.dedupe_consecutive:
-        known = drop_consecutive_repeats(known)
-    order = df.group_by(key).agg(first=pl.col("_row").min()).sort("first")
-    grouped = known.group_by(key).agg(pl.col("item")).join(order, on=key).sort("first")
-    seqs = [np.asarray(s, np.int32) for s in grouped["item"].to_list()]
+    vocab = pl.read_parquet(run.items).sort("idx")
+    if opts.generate == 0 and opts.k > cfg.n_items:
+        raise DataError(f"-k {opts.k} is larger than the catalogue ({cfg.n_items} items); lower -k")
+    allowed = np.ones(cfg.n_items, bool)
+    if include is not None:
+        allowed, _ = read_item_list(include, vocab)
+        if not allowed.any():
+            raise DataError(f"no item in {include} is known to the model; check the ids")
+    if exclude is not None:
+        allowed &= ~read_item_list(exclude, vocab)[0]
     params = restore_params(run, cfg)
-    scores, idx = (
-        recommend(params, cfg.model, seqs, k, exclude_seen)
-        if seqs
-        else (
-            np.zeros((0, k), np.float32),
-            np.zeros((0, k), np.int32),
-        )
-    )
-    n = len(seqs)
-    recs = pl.DataFrame(
-        {
-            "session_id": grouped[key].gather(np.repeat(np.arange(n), k)),
-            "rank": np.tile(np.arange(1, k + 1, dtype=np.int32), n),
-            "item_id": items["item_id"].gather(idx.reshape(-1)),
-            "score": scores.reshape(-1),
-        }
-    )
-    # -inf marks excluded items when a sequence has seen nearly the whole catalogue.
-    recs = recs.filter(pl.col("score").is_finite())
-    return PredictResult(
-        recs=recs,
-        n_sequences=n,
-        n_events=n_events,
-        unknown_events=unknown,
-        empty_sequences=order.height - n,
-    )
+    pop = vocab["count"].to_numpy()
+    for df, pc in _canonical_blocks(inputs, pcfg, opts):
+        keys, seqs = _sequences(df, pc, vocab, stats)
+        repeated = [k for k in keys if k in stats._emitted]
+        stats.repeated_keys += len(repeated)
+        stats._emitted.update(keys)
+        stats.n_sequences += len(keys)
+        nonempty = [i for i, s in enumerate(seqs) if len(s)]
+        stats.empty_sequences += len(seqs) - len(nonempty)
+        results: list[Any] = [None] * len(seqs)
+        if nonempty:
+            for i, r in zip(
+                nonempty, recommend(params, cfg.model, [seqs[i] for i in nonempty], opts, allowed), strict=True
+            ):
+                results[i] = r
+        if not opts.fallback:
+            keep = [i for i in range(len(seqs)) if results[i] is not None]
+            keys, results = [keys[i] for i in keep], [results[i] for i in keep]
+        yield _rows(keys, results, opts, vocab["item_id"], pop, allowed)
+
+
+def _canonical_blocks(
+    inputs: Sequence[str], pcfg: PrepareConfig, opts: PredictOptions
+) -> Iterator[tuple[pl.DataFrame, PrepareConfig]]:
+    """Files: one block with everything. stdin: blocks as they arrive; the rows of the last
+    sequence key of a block wait for the next block, so a contiguous session is never split."""
+    if list(inputs) != ["-"]:
+        if "-" in inputs:
+            raise DataError("give either files or '-' (stdin), not both")
+        with materialized_inputs(inputs) as paths:
+            lf, pc = scan_events(paths, pcfg)
+            yield check_times(lf.collect(), pc), pc
+        return
+    key = "session" if pcfg.session_col is not None else "user"
+    carry: pl.DataFrame | None = None
+    offset = 0
+    for raw in iter_stdin_blocks(pcfg, opts.block_rows):
+        lf, pc = canonicalize(raw.lazy(), pcfg, "stdin")
+        df = check_times(lf.collect(), pc).with_columns(pl.col("_row") + offset)
+        offset += raw.height
+        if carry is not None:
+            df = pl.concat([carry, df], how="vertical_relaxed")
+        last = df[key][-1]
+        carry = df.filter(pl.col(key) == last)
+        ready = df.filter(pl.col(key) != last)
+        if ready.height:
+            yield ready, pc
+    if carry is not None and carry.height:
+        yield carry, pc

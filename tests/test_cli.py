@@ -70,14 +70,14 @@ def test_predict_file_and_stdin(trained, tmp_path: Path) -> None:
     out = tmp_path / "recs.csv"
     _ok(["predict", str(run), str(log), "-o", str(out), "-k", "5", "-q"])
     recs = pl.read_csv(out)
-    assert recs.columns == ["session_id", "rank", "item_id", "score"]
+    assert recs.columns == ["session_id", "rank", "item_id", "score", "fallback"]
     events = pl.read_csv(log)
     assert set(recs["session_id"]) == set(events["user_id"])
     assert recs.group_by("session_id").len()["len"].max() == 5
     assert set(recs["item_id"]) <= set(events["item_id"])
     # Seen items are excluded: the last session's items never come back for that user.
     piped = _ok(["predict", str(run), "-", "-k", "3", "-q"], input=log.read_text())
-    assert piped.splitlines()[0] == "session_id,rank,item_id,score"
+    assert piped.splitlines()[0] == "session_id,rank,item_id,score,fallback"
     assert len(piped.splitlines()) == 1 + 3 * events["user_id"].n_unique()
 
 
@@ -147,7 +147,7 @@ def test_module_entry_point_and_closed_pipe(trained) -> None:
     cmd = f"{sys.executable} -m rnnrec_cli predict {run} {log} -k 20 -q | head -n 2"
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == "session_id,rank,item_id,score"
+    assert proc.stdout.splitlines()[0] == "session_id,rank,item_id,score,fallback"
     assert "Traceback" not in proc.stderr
 
 

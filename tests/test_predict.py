@@ -1,0 +1,145 @@
+"""predict through the CLI: modes, candidate lists, fallback, formats and streaming."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import polars as pl
+import pytest
+from typer.testing import CliRunner
+
+from rnnrec_cli.cli import app
+
+runner = CliRunner()
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from .conftest import synthetic_log
+
+    tmp = tmp_path_factory.mktemp("pred")
+    log = tmp / "events.csv"
+    synthetic_log(n_users=100, n_items=60, follow=0.95).write_csv(log)
+    run = tmp / "run"
+    args = ["train", str(log), "-o", str(run), "--layers", "32", "--epochs", "5", "--batch-size", "16", "--lr", "0.2"]
+    result = runner.invoke(app, [*args, "--n-sample", "16", "-q"])
+    assert result.exit_code == 0, result.output
+    return run
+
+
+def _predict(run: Path, events: str, *args: str) -> pl.DataFrame:
+    result = runner.invoke(app, ["predict", str(run), "-", "-q", *args], input=events)
+    assert result.exit_code == 0, result.output
+    return pl.read_csv(result.stdout.encode()) if result.stdout.strip() else pl.DataFrame()
+
+
+SESSION = "user_id,item_id,timestamp\nx,10,100\nx,11,160\nx,12,220\ny,30,100\n"
+
+
+def test_top_k_follows_the_learned_structure(run_dir: Path) -> None:
+    recs = _predict(run_dir, SESSION, "-k", "3")
+    x = recs.filter(pl.col("session_id") == "x")
+    assert x["item_id"][0] == 13 and x["rank"].to_list() == [1, 2, 3]
+    assert not x["fallback"].any()
+    assert recs.filter(pl.col("session_id") == "y")["item_id"][0] == 31
+
+
+def test_every_position(run_dir: Path) -> None:
+    recs = _predict(run_dir, SESSION, "-k", "1", "--every-position")
+    x = recs.filter(pl.col("session_id") == "x").sort("position")
+    assert x["position"].to_list() == [1, 2, 3] and x["item_id"].to_list() == [11, 12, 13]
+
+
+def test_include_exclude_lists(run_dir: Path, tmp_path: Path) -> None:
+    inc = tmp_path / "inc.txt"
+    inc.write_text("item_id\n40\n41\n42\n99999\n")
+    exc = tmp_path / "exc.txt"
+    exc.write_text("13\n")
+    only = _predict(run_dir, SESSION, "-k", "3", "--include", str(inc))
+    assert set(only["item_id"]) <= {40, 41, 42}
+    without = _predict(run_dir, SESSION, "-k", "5", "--exclude", str(exc))
+    assert 13 not in set(without["item_id"])
+
+
+def test_unknown_items_and_fallback(run_dir: Path) -> None:
+    events = "user_id,item_id,timestamp\nz,777777,100\nz,888888,200\nx,10,100\n"
+    result = runner.invoke(app, ["predict", str(run_dir), "-", "-k", "2"], input=events)
+    assert result.exit_code == 0, result.output
+    recs = pl.read_csv(result.stdout.encode())
+    z = recs.filter(pl.col("session_id") == "z")
+    assert z["fallback"].all() and z.height == 2
+    assert "2 events on items unknown to the model skipped" in result.stderr
+    assert "1 sequences had no known item" in result.stderr
+    none = _predict(run_dir, events, "-k", "2", "--no-fallback")
+    assert set(none["session_id"]) == {"x"}
+
+
+def test_generate_strategies(run_dir: Path) -> None:
+    greedy = _predict(run_dir, SESSION, "--generate", "4")
+    x = greedy.filter(pl.col("session_id") == "x")
+    assert x["step"].to_list() == [1, 2, 3, 4] and x["item_id"].to_list() == [13, 14, 15, 16]
+    assert (x["score"] <= 0).all()  # log-probabilities
+    beam1 = _predict(run_dir, SESSION, "--generate", "4", "--strategy", "beam", "--beams", "1")
+    assert beam1["item_id"].to_list() == greedy["item_id"].to_list()
+    beam = _predict(run_dir, SESSION, "--generate", "4", "--strategy", "beam", "--beams", "4")
+    bx = beam.filter(pl.col("session_id") == "x")
+    assert bx["score"].sum() >= x["score"].sum() - 1e-4  # beam finds at least the greedy likelihood
+    assert bx["item_id"].n_unique() == 4 and not set(bx["item_id"]) & {10, 11, 12}  # no repeats, no seen
+    s1 = _predict(run_dir, SESSION, "--generate", "5", "--strategy", "sample", "--seed", "1")
+    s2 = _predict(run_dir, SESSION, "--generate", "5", "--strategy", "sample", "--seed", "1")
+    assert s1.equals(s2)
+    hot = _predict(run_dir, SESSION, "--generate", "5", "--strategy", "sample", "--temperature", "5", "--seed", "2")
+    assert hot.filter(pl.col("session_id") == "x")["item_id"].n_unique() == 5
+
+
+def test_formats(run_dir: Path, tmp_path: Path) -> None:
+    src = tmp_path / "s.csv"
+    src.write_text(SESSION)
+    for fmt in ("jsonl", "parquet"):
+        out = tmp_path / f"r.{fmt}"
+        result = runner.invoke(app, ["predict", str(run_dir), str(src), "-o", str(out), "--format", fmt, "-q"])
+        assert result.exit_code == 0, result.output
+        df = pl.read_ndjson(out) if fmt == "jsonl" else pl.read_parquet(out)
+        assert df.columns == ["session_id", "rank", "item_id", "score", "fallback"] and df.height == 40
+
+
+def test_streaming_stdin_emits_before_input_ends(run_dir: Path) -> None:
+    """The first recommendations arrive while stdin is still open."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnrec_cli", "predict", str(run_dir), "-", "-k", "1", "-q", "--block-rows", "2"],
+        stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdin is not None and proc.stdout is not None
+    proc.stdin.write(b"user_id,item_id,timestamp\na,1,100\na,2,160\nb,5,100\nb,6,160\n")
+    proc.stdin.flush()
+    header = proc.stdout.readline()
+    first = proc.stdout.readline()  # arrives although stdin is not closed yet
+    proc.stdin.write(b"c,20,100\n")
+    proc.stdin.close()
+    rest = proc.stdout.read()
+    assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    assert header.startswith(b"session_id") and first.startswith(b"a,1,3,")
+    assert b"c,1,21," in rest
+
+
+def test_noncontiguous_stdin_sessions_warn(run_dir: Path) -> None:
+    events = "user_id,item_id,timestamp\na,1,100\nb,5,100\na,2,160\n"
+    result = runner.invoke(app, ["predict", str(run_dir), "-", "-k", "1", "--block-rows", "1"], input=events)
+    assert result.exit_code == 0 and "not contiguous" in result.stderr
+
+
+def test_predict_errors(run_dir: Path, tmp_path: Path) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("who,what,when\n1,2,3\n")
+    result = runner.invoke(app, ["predict", str(run_dir), str(bad)])
+    assert result.exit_code == 1
+    assert "columns 'item_id', 'timestamp', 'user_id' not in" in result.stderr and "--user-col" in result.stderr
+    result = runner.invoke(app, ["predict", str(tmp_path)])
+    assert result.exit_code == 1 and "rnnrec train" in result.stderr
+    (tmp_path / "norun").mkdir()
+    (tmp_path / "norun" / "config.json").write_text(json.dumps({}))
+    result = runner.invoke(app, ["predict", str(tmp_path / "norun")])
+    assert result.exit_code == 1 and "no checkpoint" in result.stderr and "rnnrec train" in result.stderr
+    result = runner.invoke(app, ["predict", str(run_dir), "-", "--strategy", "nope", "--generate", "2"], input=SESSION)
+    assert result.exit_code == 2
