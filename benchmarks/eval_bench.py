@@ -1,0 +1,67 @@
+"""Evaluation throughput: full-catalogue ranks + top-20 (target events/s) for the model, and the
+baselines' time on a prepared log.
+
+Usage: python benchmarks/eval_bench.py [--items 50000,1000000] [--events 100000] [--data DATA_DIR]
+
+The model part uses random parameters (speed does not depend on training) and random sequences
+of 2-20 events. With --data it also times every baseline on that data directory's test split
+(e.g. one prepared from benchmarks/make_synthetic.py --events 1000000).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from rnnrec_cli import model
+from rnnrec_cli.baselines import BASELINES, baseline_scores
+from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
+from rnnrec_cli.data import Sequences, read_items, read_sequences
+from rnnrec_cli.scoring import ScoreOptions, model_scores
+
+
+def random_sequences(n_items: int, n_targets: int, seed: int = 0) -> Sequences:
+    rng = np.random.default_rng(seed)
+    lengths = rng.integers(2, 21, size=n_targets)
+    lengths = lengths[np.cumsum(lengths - 1) <= n_targets]
+    items = rng.integers(0, n_items, int(lengths.sum()), dtype=np.int32)
+    return Sequences(items=items, offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64))
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--items", default="50000,1000000")
+    p.add_argument("--events", type=int, default=100_000)
+    p.add_argument("--hidden", type=int, default=100)
+    p.add_argument("--data", type=Path)
+    args = p.parse_args()
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
+    print(f"{'items':>9} {'targets':>8} {'events/s':>9} {'compile+first s':>15}")
+    for n_items in map(int, args.items.split(",")):
+        cfg = RunConfig(data_dir="-", n_items=n_items, model=ModelConfig(layers=(args.hidden,)), train=TrainConfig())
+        params = model.init_params(cfg.model, n_items, jax.random.key(0))
+        warm = random_sequences(n_items, 2_000, seed=1)
+        t0 = time.perf_counter()
+        model_scores(params, cfg, warm, ScoreOptions(k=20))
+        first = time.perf_counter() - t0
+        seqs = random_sequences(n_items, args.events)
+        t0 = time.perf_counter()
+        model_scores(params, cfg, seqs, ScoreOptions(k=20))
+        dt = time.perf_counter() - t0
+        print(f"{n_items:>9,} {seqs.n_targets:>8,} {seqs.n_targets / dt:>9,.0f} {first:>15.1f}", flush=True)
+    if args.data:
+        train, test = read_sequences(args.data, "train"), read_sequences(args.data, "test")
+        counts = read_items(args.data).sort("idx")["count"].to_numpy()
+        print(f"\nbaselines on {args.data}: {len(train.items):,} training events, {test.n_targets:,} test targets")
+        for name in BASELINES:
+            t0 = time.perf_counter()
+            baseline_scores(name, train, test, counts, ScoreOptions(k=20))
+            print(f"{name:>8} {time.perf_counter() - t0:7.1f} s", flush=True)
+
+
+if __name__ == "__main__":
+    main()
