@@ -19,7 +19,7 @@ from rnnrec_cli import model
 from rnnrec_cli.batches import session_parallel
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
 from rnnrec_cli.data import Sequences
-from rnnrec_cli.train import init_state, make_optimizer, train_step
+from rnnrec_cli.train import Batch, init_state, item_stats, make_optimizer, train_step
 
 
 def synthetic_sequences(n_items: int, n_events: int, seed: int = 0) -> Sequences:
@@ -39,14 +39,18 @@ def bench(cfg: RunConfig, seqs: Sequences, max_chunks: int) -> tuple[float, floa
     carry = model.zero_carry(cfg.model, cfg.train.batch_size)
     key = jax.random.key(0)
     t0 = time.perf_counter()
-    state, carry, m = step(state, carry, chunks[0], key)
+    stats = item_stats(np.ones(cfg.n_items), cfg.train.sample_alpha)
+    rng = np.random.default_rng(0)
+    negs = rng.integers(0, cfg.n_items, (len(chunks), cfg.train.n_sample), dtype=np.int32)
+    batches = [Batch(*c, negs[i]) for i, c in enumerate(chunks)]
+    state, carry, m = step(state, carry, batches[0], stats, key)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0
     events = 0
     t0 = time.perf_counter()
-    for c in chunks[1:]:
-        state, carry, m = step(state, carry, c, key)
-        events += int(c[2].sum())
+    for c in batches[1:]:
+        state, carry, m = step(state, carry, c, stats, key)
+        events += int(c.mask.sum())
     jax.block_until_ready(state)
     return events / (time.perf_counter() - t0), compile_s
 
@@ -59,20 +63,28 @@ def main() -> None:
     p.add_argument("--batch", default="64,256")
     p.add_argument("--bptt", type=int, default=10)
     p.add_argument("--chunks", type=int, default=30, help="timed chunks per setting")
+    p.add_argument("--unroll", default="1", help="scan unroll factors to compare, e.g. 1,4")
+    p.add_argument("--n-sample", type=int, default=2048)
+    p.add_argument("--full-softmax", action="store_true")
     args = p.parse_args()
     seqs = synthetic_sequences(args.items, args.events)
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {args.items:,} items; full-softmax CE")
-    print(f"{'hidden':>6} {'batch':>5} {'events/s':>10} {'compile s':>9}")
+    loss = "full-softmax CE" if args.full_softmax else f"CE over in-batch + {args.n_sample} shared negatives"
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {args.items:,} items; {loss}; bptt {args.bptt}")
+    print(f"{'hidden':>6} {'batch':>5} {'unroll':>6} {'events/s':>10} {'compile s':>9}")
     for h in map(int, args.hidden.split(",")):
         for b in map(int, args.batch.split(",")):
-            cfg = RunConfig(
-                data_dir="-",
-                n_items=args.items,
-                model=ModelConfig(layers=(h,)),
-                train=TrainConfig(batch_size=b, bptt=args.bptt),
-            )
-            eps, comp = bench(cfg, seqs, args.chunks)
-            print(f"{h:>6} {b:>5} {eps:>10,.0f} {comp:>9.2f}", flush=True)
+            for unroll in map(int, args.unroll.split(",")):
+                model.SCAN_UNROLL = unroll
+                cfg = RunConfig(
+                    data_dir="-",
+                    n_items=args.items,
+                    model=ModelConfig(layers=(h,)),
+                    train=TrainConfig(
+                        batch_size=b, bptt=args.bptt, n_sample=args.n_sample, full_softmax=args.full_softmax
+                    ),
+                )
+                eps, comp = bench(cfg, seqs, args.chunks)
+                print(f"{h:>6} {b:>5} {unroll:>6} {eps:>10,.0f} {comp:>9.2f}", flush=True)
 
 
 if __name__ == "__main__":

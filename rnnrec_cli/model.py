@@ -17,6 +17,10 @@ from rnnrec_cli.config import ModelConfig
 Params = dict[str, Any]
 Carry = tuple[Any, ...]
 
+# Time steps per scan iteration. Measured with benchmarks/train_bench.py --unroll: no gain on CPU
+# (see README), so 1 keeps compile time low.
+SCAN_UNROLL = 1
+
 
 def make_cells(cfg: ModelConfig) -> list[nn.Module]:
     match cfg.cell:
@@ -115,7 +119,7 @@ def run(
             new.append(_with_hidden(cfg, c, x))
         return tuple(new), x
 
-    return jax.lax.scan(step, carry, (inputs, reset, keys))
+    return jax.lax.scan(step, carry, (inputs, reset, keys), unroll=SCAN_UNROLL)
 
 
 def output_layer(params: Params, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
