@@ -172,6 +172,34 @@ def chunk_loss(
     return loss, (carry, n)
 
 
+ITEM_KEYS = ("embedding", "out_bias", "out_kernel")
+
+
+def _is_item_leaf(path: tuple) -> bool:
+    return any(isinstance(p, jax.tree_util.DictKey) and p.key in ITEM_KEYS for p in path)
+
+
+def gather_item_rows(tree: Any, rows: jax.Array) -> Any:
+    """The item-table leaves of a params-like tree (params, or optimiser state) at `rows`;
+    other leaves as they are. Rows past the table (padding) read as zeros."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x: jnp.take(x, rows, axis=0, mode="fill", fill_value=0) if _is_item_leaf(path) else x, tree
+    )
+
+
+def scatter_item_rows(tree: Any, sub: Any, rows: jax.Array) -> Any:
+    """Write `sub`'s item rows back into `tree` (padding rows dropped); other leaves from `sub`."""
+    return jax.tree_util.tree_map_with_path(
+        lambda path, x, s: x.at[rows].set(s, mode="drop") if _is_item_leaf(path) else s, tree, sub
+    )
+
+
+def touched_rows(batch: Batch, n_items: int) -> jax.Array:
+    """Sorted unique item ids a chunk reads (inputs, targets, negatives), padded with n_items."""
+    ids = jnp.concatenate([batch.inputs.ravel(), batch.targets.ravel(), batch.negatives])
+    return jnp.unique(ids, size=ids.shape[0], fill_value=n_items)
+
+
 def train_step(
     state: TrainState,
     carry: model.Carry,
@@ -182,12 +210,34 @@ def train_step(
     cfg: RunConfig,
     tx: optax.GradientTransformation,
 ) -> tuple[TrainState, model.Carry, dict[str, jax.Array]]:
-    """One optimiser update on one chunk. Pure: jit it in the caller (see `fit`)."""
+    """One optimiser update on one chunk. Pure: jit it in the caller (see `fit`).
+
+    With the sampled output layer only the item rows the chunk touches enter the gradient and
+    the optimiser ("lazy" sparse updates, as GRU4Rec does): the full item table is never part of
+    a per-step computation. For Adagrad without momentum this equals the dense update exactly;
+    with momentum or Adam, untouched rows keep their state instead of decaying.
+    """
     key = jax.random.fold_in(base_key, state.step)
     grad_fn = jax.value_and_grad(chunk_loss, has_aux=True)
-    (loss, (carry, n)), grads = grad_fn(state.params, cfg, carry, batch, stats, key)
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
-    params = optax.apply_updates(state.params, updates)
+    if cfg.train.full_softmax:
+        (loss, (carry, n)), grads = grad_fn(state.params, cfg, carry, batch, stats, key)
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        params = optax.apply_updates(state.params, updates)
+    else:
+        n_items = state.params["out_bias"].shape[0]
+        rows = touched_rows(batch, n_items)
+        local = lambda ids: jnp.searchsorted(rows, ids).astype(jnp.int32)  # noqa: E731
+        batch_local = Batch(local(batch.inputs), local(batch.targets), batch.mask, batch.reset, local(batch.negatives))
+        stats_local = ItemStats(
+            jnp.take(stats.log_p_target, rows, mode="fill", fill_value=0.0),
+            jnp.take(stats.log_p_sample, rows, mode="fill", fill_value=0.0),
+        )
+        p_sub = gather_item_rows(state.params, rows)
+        s_sub = gather_item_rows(state.opt_state, rows)
+        (loss, (carry, n)), grads = grad_fn(p_sub, cfg, carry, batch_local, stats_local, key)
+        updates, s_sub = tx.update(grads, s_sub, p_sub)
+        params = scatter_item_rows(state.params, optax.apply_updates(p_sub, updates), rows)
+        opt_state = scatter_item_rows(state.opt_state, s_sub, rows)
     # The state flows into the next chunk, but gradients stop at the chunk boundary (TBPTT).
     carry = jax.lax.stop_gradient(carry)
     return TrainState(params, opt_state, state.step + 1), carry, {"loss_sum": loss * n, "n": n}

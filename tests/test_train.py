@@ -151,3 +151,23 @@ def test_resume_ends_like_an_uninterrupted_run(tmp_path: Path, stop_at: tuple[in
     assert resumed[-1].valid == expected[-1].valid
     assert run.metrics.read_text().count('"epoch"') == 3
     assert run.checkpoint("best").read_bytes() == straight.checkpoint("best").read_bytes()
+
+
+def test_sparse_item_updates_equal_dense_adagrad_and_skip_untouched_rows() -> None:
+    cfg = _cfg(batch_size=2, bptt=3, n_sample=2, clip_norm=1.0)
+    tx = make_optimizer(cfg.train)
+    state = init_state(cfg, tx)
+    stream = _stream(cfg, Sequences.from_lists([[1, 2, 3, 4], [5, 6, 7]]))
+    batch = _batch(next(stream.chunks()), negatives=[9, 2])
+    carry = model.zero_carry(cfg.model, 2)
+    sparse, _, _ = train_step(state, carry, batch, STATS, jax.random.key(0), cfg=cfg, tx=tx)
+    # Dense reference: gradient over the whole table, optax over the whole state.
+    key = jax.random.fold_in(jax.random.key(0), state.step)
+    grads = jax.grad(lambda p: chunk_loss(p, cfg, carry, batch, STATS, key)[0])(state.params)
+    updates, _ = tx.update(grads, state.opt_state, state.params)
+    dense = optax.apply_updates(state.params, updates)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-7), sparse.params, dense)
+    before, after = np.asarray(state.params["embedding"]), np.asarray(sparse.params["embedding"])
+    untouched = [0, 8, 10, 11]
+    np.testing.assert_array_equal(after[untouched], before[untouched])
+    assert (after[[1, 2, 3, 5, 6, 9]] != before[[1, 2, 3, 5, 6, 9]]).any(axis=1).all()
