@@ -23,6 +23,7 @@ import scipy.sparse as sp
 
 from rnnrec_cli.config import Ties
 from rnnrec_cli.data import Sequences
+from rnnrec_cli.metrics import rank_with_ties
 from rnnrec_cli.scoring import ScoreOptions, Scores
 
 BASELINES = ("pop", "spop", "markov", "iknn", "sknn")
@@ -42,14 +43,7 @@ def lexicographic_ranks(primary: np.ndarray, secondary: np.ndarray, targets: np.
     same = primary == p_t
     higher = (primary > p_t).sum(1) + (same & (secondary[None, :] > s_t)).sum(1)
     tied = (same & (secondary[None, :] == s_t)).sum(1) - 1
-    match ties:
-        case "conservative":
-            rank = higher + tied + 1
-        case "optimistic":
-            rank = higher + 1
-        case "median":
-            rank = higher + tied / 2 + 1
-    return rank.astype(np.float32)
+    return np.asarray(rank_with_ties(higher, tied, ties), np.float32)
 
 
 @dataclass(frozen=True)

@@ -8,6 +8,7 @@ that gives all items the same score gets the worst rank, not the best.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import jax.numpy as jnp
 import numpy as np
@@ -27,14 +28,19 @@ def target_ranks(scores: jnp.ndarray, targets: jnp.ndarray, ties: Ties = "conser
     target_score = jnp.take_along_axis(scores, targets[:, None], axis=1)
     higher = jnp.sum(scores > target_score, axis=1)
     tied = jnp.sum(scores == target_score, axis=1) - 1
+    return rank_with_ties(higher, tied, ties).astype(jnp.float32)
+
+
+def rank_with_ties(higher: Any, tied_others: Any, ties: Ties) -> Any:
+    """1-based rank from the number of items scoring higher than the target and the number tied
+    with it (the target excluded). Works on NumPy and JAX arrays alike."""
     match ties:
         case "conservative":
-            rank = higher + tied + 1
+            return higher + tied_others + 1
         case "optimistic":
-            rank = higher + 1
+            return higher + 1
         case "median":
-            rank = higher + tied / 2 + 1
-    return rank.astype(jnp.float32)
+            return higher + tied_others / 2 + 1
 
 
 def parse_ks(text: str) -> tuple[int, ...]:
@@ -60,23 +66,6 @@ def summarize(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
         out[f"mrr@{k}"] = float(np.where(hit, 1.0 / ranks, 0.0).mean())
         out[f"ndcg@{k}"] = float(np.where(hit, 1.0 / np.log2(ranks + 1.0), 0.0).mean())
     return out
-
-
-def popularity_ranks(counts: np.ndarray, targets: np.ndarray, ties: Ties = "conservative") -> np.ndarray:
-    """Ranks under the global popularity baseline (score = training count), same tie policy."""
-    sorted_counts = np.sort(counts)
-    c = counts[targets]
-    n = len(counts)
-    higher = n - np.searchsorted(sorted_counts, c, side="right")
-    tied = np.searchsorted(sorted_counts, c, side="right") - np.searchsorted(sorted_counts, c, side="left") - 1
-    match ties:
-        case "conservative":
-            rank = higher + tied + 1
-        case "optimistic":
-            rank = higher + 1
-        case "median":
-            rank = higher + tied / 2 + 1
-    return rank.astype(np.float32)
 
 
 def beyond_accuracy(topk: np.ndarray, counts: np.ndarray, ks: Sequence[int]) -> dict[str, float]:

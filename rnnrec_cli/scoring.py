@@ -19,6 +19,7 @@ from rnnrec_cli import model
 from rnnrec_cli.batches import longest_first, session_parallel
 from rnnrec_cli.config import RunConfig, Ties
 from rnnrec_cli.data import Sequences
+from rnnrec_cli.metrics import rank_with_ties
 
 EVAL_BPTT = 32
 ITEM_BLOCK = 32768
@@ -39,16 +40,6 @@ class StepOut(NamedTuple):
     ranks: jax.Array  # <float32>[B]; inf when the target was excluded as seen
     topk: jax.Array  # <int32>[B, k]
     sampled: jax.Array  # <float32>[B] rank among n_sampled negatives (1 + count above); 0 if unused
-
-
-def _final_rank(higher: jax.Array, tied_others: jax.Array, ties: Ties) -> jax.Array:
-    match ties:
-        case "conservative":
-            return (higher + tied_others + 1).astype(jnp.float32)
-        case "optimistic":
-            return (higher + 1).astype(jnp.float32)
-        case "median":
-            return higher + tied_others / 2 + 1.0
 
 
 def rank_step(
@@ -106,7 +97,7 @@ def rank_step(
     )
     starts = jnp.arange(n_blocks, dtype=jnp.int32) * block
     (higher, tied, _, top_i), _ = jax.lax.scan(over_blocks, init, (kernel_blocks, bias_blocks, starts))
-    ranks = jnp.where(target_seen, jnp.inf, _final_rank(higher, tied - 1, opts.ties))
+    ranks = jnp.where(target_seen, jnp.inf, rank_with_ties(higher, tied - 1, opts.ties).astype(jnp.float32))
     if opts.n_sampled:
         neg = jnp.einsum("bh,bnh->bn", h, kernel[negatives]) + bias[negatives]
         sampled = (1 + jnp.sum(neg >= ts[:, None], axis=1)).astype(jnp.float32)

@@ -1,9 +1,9 @@
 import jax.numpy as jnp
 import numpy as np
-from hypothesis import given, settings
+from hypothesis import given
 from hypothesis import strategies as st
 
-from rnnrec_cli.metrics import parse_ks, popularity_ranks, summarize, target_ranks
+from rnnrec_cli.metrics import parse_ks, summarize, target_ranks
 
 
 def test_ranks_with_ties_by_hand() -> None:
@@ -40,16 +40,3 @@ def test_metric_properties(ranks: list[float], ks: list[int]) -> None:
     for k in ks:
         assert out[f"mrr@{k}"] <= out[f"recall@{k}"] + 1e-12
         assert 0 <= out[f"ndcg@{k}"] <= 1
-
-
-@settings(deadline=None, max_examples=30)
-@given(
-    st.lists(st.integers(0, 5), min_size=2, max_size=12),
-    st.data(),
-    st.sampled_from(["conservative", "optimistic", "median"]),
-)
-def test_popularity_ranks_match_generic_ranks(counts: list[int], data: st.DataObject, ties: str) -> None:
-    c = np.array(counts, np.float32)
-    targets = np.array(data.draw(st.lists(st.integers(0, len(c) - 1), min_size=1, max_size=8)))
-    expected = target_ranks(jnp.broadcast_to(jnp.asarray(c), (len(targets), len(c))), jnp.asarray(targets), ties)
-    np.testing.assert_array_equal(popularity_ranks(c, targets, ties), np.asarray(expected))
