@@ -390,13 +390,12 @@ def fit(
                 on_progress(Progress(epoch, k + 1, stream.n_chunks, loss, n_window / max(now - t_last, 1e-9)))
                 t_last, n_window = now, 0
             if tc.checkpoint_every and time.perf_counter() - t_ckpt >= tc.checkpoint_every:
-                loss_now = float(loss_sum / jnp.maximum(n_sum, 1))
-                if math.isfinite(loss_now):
+                if _all_finite(state.params) and math.isfinite(float(loss_sum)):
                     _save_last(run, state, _Position(epoch, k + 1, carry, loss_sum, n_sum, best_value, bad_epochs))
                 t_ckpt = time.perf_counter()
         seconds = time.perf_counter() - t0
         train_loss = float(loss_sum / jnp.maximum(n_sum, 1))
-        if not math.isfinite(train_loss):
+        if not math.isfinite(train_loss) or not _all_finite(state.params):
             raise TrainingDiverged(
                 f"training loss became {train_loss} in epoch {epoch}; the last good checkpoint is kept. "
                 f"Lower --lr (now {tc.lr}) or set --clip-norm"
@@ -426,6 +425,10 @@ def fit(
     learning_curve(read_metrics(run), run.path / "learning_curve.png", tc.monitor)
     mark_complete(run)
     return reports
+
+
+def _all_finite(tree: Any) -> bool:
+    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree))
 
 
 def _record(r: EpochReport) -> dict[str, Any]:

@@ -171,3 +171,31 @@ def test_sparse_item_updates_equal_dense_adagrad_and_skip_untouched_rows() -> No
     untouched = [0, 8, 10, 11]
     np.testing.assert_array_equal(after[untouched], before[untouched])
     assert (after[[1, 2, 3, 5, 6, 9]] != before[[1, 2, 3, 5, 6, 9]]).any(axis=1).all()
+
+
+def test_in_batch_only_negatives_train(tmp_path: Path) -> None:
+    cfg, run = _toy_run(tmp_path, "inbatch", n_sample=0, epochs=2)
+    reports = fit(cfg, run)
+    assert reports[-1].train_loss < reports[0].train_loss
+
+
+def test_early_stopping_and_best_checkpoint(tmp_path: Path) -> None:
+    # A learning rate of ~0 cannot improve validation after the first epoch: patience 1 stops at 2.
+    cfg, run = _toy_run(tmp_path, "patience", epochs=6, patience=1, optimizer="sgd", lr=1e-12)
+    reports = fit(cfg, run)
+    assert [r.epoch for r in reports] == [1, 2]
+    assert reports[0].best and not reports[1].best
+
+
+def test_divergence_names_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
+    from rnnrec_cli.errors import TrainingDiverged
+
+    cfg, run = _toy_run(tmp_path, "nan", epochs=3, optimizer="sgd", lr=1e30, checkpoint_every=1e-9)
+    with pytest.raises(TrainingDiverged, match=r"epoch \d+.*Lower --lr \(now 1e\+30\)"):
+        fit(cfg, run)
+    assert not run.complete
+    if run.checkpoint("last").is_file():  # whatever was kept holds finite numbers only
+        tx = make_optimizer(cfg.train)
+        state = init_state(cfg, tx)
+        restored, _ = train_mod._restore_last(run, state, model.zero_carry(cfg.model, cfg.train.batch_size))
+        assert train_mod._all_finite(restored.params)
