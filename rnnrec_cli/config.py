@@ -160,12 +160,12 @@ class PrepareConfig:
 @dataclass(frozen=True, kw_only=True)
 class ModelConfig:
     cell: Cell = "gru"
-    layers: tuple[int, ...] = (100,)
+    layers: tuple[int, ...] = (224,)
     # 0 = "constrained" embedding (GRU4Rec's default): one item matrix is both the input
     # embedding and the output weights, so its width is the last layer's size.
     embedding: int = 0
-    dropout_embed: float = 0.0
-    dropout_hidden: float = 0.0
+    dropout_embed: float = 0.5
+    dropout_hidden: float = 0.05
 
     def __post_init__(self) -> None:
         _check_choice("--cell", self.cell, Cell)
@@ -187,27 +187,27 @@ class ModelConfig:
 @dataclass(frozen=True, kw_only=True)
 class TrainConfig:
     epochs: int = 10
-    batch_size: int = 64
+    batch_size: int = 80
     # Steps of truncated back-propagation; the hidden state carries over between chunks.
     bptt: int = 10
     # Shuffle sequence order each epoch (seeded); off = by start time, as GRU4Rec does, which
     # ends each epoch on the most recent sessions.
-    shuffle: bool = True
+    shuffle: bool = False
     loss: Loss = "ce"
     # Output layer: the chunk's own targets plus n_sample items shared by the chunk, drawn with
     # probability ~ support^sample_alpha. full_softmax scores every item instead (exact CE).
     n_sample: int = 2048
-    sample_alpha: float = 0.5
+    sample_alpha: float = 0.4
     full_softmax: bool = False
-    # Log-Q correction for CE with sampled columns, 0..1 (1 = full correction).
-    logq: float = 0.0
+    # Log-Q correction for CE with sampled columns, 0..1 (1 = full correction); CE only.
+    logq: float = 1.0
     # BPR-max score regularisation and the ELU applied to scores before BPR-max (0 = linear).
     bpreg: float = 1.0
     elu: float = 0.0
     optimizer: Optimizer = "adagrad"
     lr: float = 0.05
     lr_schedule: Schedule = "constant"
-    momentum: float = 0.0
+    momentum: float = 0.4
     clip_norm: float = 0.0
     seed: int = 0
     # Early stopping: stop after this many epochs without improvement of `monitor` (0 = never).
@@ -228,8 +228,6 @@ class TrainConfig:
         _check_positive("--sample-alpha", self.sample_alpha, allow_zero=True)
         if not 0 <= self.logq <= 1:
             raise ConfigError(f"--logq must be in [0, 1], got {self.logq}")
-        if self.logq and self.loss != "ce":
-            raise ConfigError(f"--logq applies to --loss ce only, not {self.loss}")
         if self.full_softmax and self.loss != "ce":
             raise ConfigError(f"--full-softmax applies to --loss ce only, not {self.loss}")
         _check_positive("--bpreg", self.bpreg, allow_zero=True)
