@@ -239,3 +239,11 @@ def test_prepare_preset_on_real_format_through_cli(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Prepared" in result.stderr
+
+
+def test_train_without_out_makes_a_timestamped_run_dir(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _, data, _ = trained
+    monkeypatch.chdir(tmp_path)
+    out = _ok(["train", str(data), "--cell", "rnn", "--epochs", "1", "--layers", "8", "-q"])
+    path = Path(out.strip().splitlines()[-1])
+    assert path.parent == Path("runs") and path.name.endswith("-rnn") and (tmp_path / path / "COMPLETE").is_file()
