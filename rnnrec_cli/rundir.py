@@ -54,10 +54,6 @@ class RunDir:
         return self.path / "eval"
 
     @property
-    def predictions(self) -> Path:
-        return self.path / "predictions"
-
-    @property
     def complete(self) -> bool:
         return (self.path / COMPLETE).is_file()
 
