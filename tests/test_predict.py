@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 import polars as pl
@@ -111,6 +112,9 @@ def test_streaming_stdin_emits_before_input_ends(run_dir: Path) -> None:
         stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
     )  # fmt: skip
     assert proc.stdin is not None and proc.stdout is not None
+    # A watchdog, so a regression that waits for EOF fails the test instead of hanging CI.
+    watchdog = threading.Timer(120, proc.kill)
+    watchdog.start()
     proc.stdin.write(b"user_id,item_id,timestamp\na,1,100\na,2,160\nb,5,100\nb,6,160\n")
     proc.stdin.flush()
     header = proc.stdout.readline()
@@ -119,6 +123,7 @@ def test_streaming_stdin_emits_before_input_ends(run_dir: Path) -> None:
     proc.stdin.close()
     rest = proc.stdout.read()
     assert proc.wait(timeout=60) == 0, proc.stderr.read() if proc.stderr else ""
+    watchdog.cancel()
     assert header.startswith(b"session_id") and first.startswith(b"a,1,3,")
     assert b"c,1,21," in rest
 
