@@ -218,17 +218,3 @@ def baseline_scores(
             primary, counts, pos.target[block], prefix, opts, negatives
         )
     return Scores(ranks, topk, sampled)
-
-
-def baseline_ranks(
-    name: str,
-    train: Sequences,
-    test: Sequences,
-    counts: np.ndarray,
-    ties: Ties = "conservative",
-    *,
-    k: int = 100,
-    sample: int = 500,
-) -> np.ndarray:
-    """Ranks of every target of `test` under a baseline, in sequence order."""
-    return baseline_scores(name, train, test, counts, ScoreOptions(ties=ties, k=1), k=k, sample=sample).ranks

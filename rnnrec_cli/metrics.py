@@ -10,25 +10,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-import jax.numpy as jnp
 import numpy as np
 
 from rnnrec_cli.config import Ties
-
-
-def target_ranks(scores: jnp.ndarray, targets: jnp.ndarray, ties: Ties = "conservative") -> jnp.ndarray:
-    """Rank of each row's target among all columns. Jittable.
-
-    Args:
-      scores: <float>[B, N] scores over the full catalogue.
-      targets: <int32>[B] target column per row.
-    Returns:
-      <float32>[B] ranks (half-integers possible under the median policy).
-    """
-    target_score = jnp.take_along_axis(scores, targets[:, None], axis=1)
-    higher = jnp.sum(scores > target_score, axis=1)
-    tied = jnp.sum(scores == target_score, axis=1) - 1
-    return rank_with_ties(higher, tied, ties).astype(jnp.float32)
 
 
 def rank_with_ties(higher: Any, tied_others: Any, ties: Ties) -> Any:

@@ -241,7 +241,9 @@ def test_prepare_preset_on_real_format_through_cli(tmp_path: Path) -> None:
     assert "Prepared" in result.stderr
 
 
-def test_train_without_out_makes_a_timestamped_run_dir(trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_train_without_out_makes_a_timestamped_run_dir(
+    trained, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     _, data, _ = trained
     monkeypatch.chdir(tmp_path)
     out = _ok(["train", str(data), "--cell", "rnn", "--epochs", "1", "--layers", "8", "-q"])

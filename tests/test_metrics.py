@@ -3,16 +3,19 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rnnrec_cli.metrics import parse_ks, summarize, target_ranks
+from rnnrec_cli.baselines import lexicographic_ranks
+from rnnrec_cli.metrics import parse_ks, rank_with_ties, summarize
 
 
 def test_ranks_with_ties_by_hand() -> None:
-    scores = jnp.array([[0.5, 0.9, 0.5, 0.1], [1.0, 1.0, 1.0, 1.0]])
-    targets = jnp.array([0, 3])
+    scores = np.array([[0.5, 0.9, 0.5, 0.1], [1.0, 1.0, 1.0, 1.0]])
+    targets = np.array([0, 3])
+    flat = np.zeros(4)
     # Row 0: one item above (0.9), one tied (0.5). Row 1: everything tied.
-    assert np.asarray(target_ranks(scores, targets, "conservative")).tolist() == [3, 4]
-    assert np.asarray(target_ranks(scores, targets, "optimistic")).tolist() == [2, 1]
-    assert np.asarray(target_ranks(scores, targets, "median")).tolist() == [2.5, 2.5]
+    assert lexicographic_ranks(scores, flat, targets, "conservative").tolist() == [3, 4]
+    assert lexicographic_ranks(scores, flat, targets, "optimistic").tolist() == [2, 1]
+    assert lexicographic_ranks(scores, flat, targets, "median").tolist() == [2.5, 2.5]
+    assert rank_with_ties(jnp.array(2), jnp.array(3), "median") == 4.5
 
 
 def test_summarize_by_hand() -> None:
