@@ -4,6 +4,11 @@ A slot takes the next sequence as soon as its current one ends, and the hidden s
 is reset once, at the new sequence's first step. The stream is cut into chunks of T steps for
 truncated back-propagation; the hidden state is carried across chunks by the caller. Only the
 very end of the stream, where slots run dry, is padded (mask False).
+
+The layout (which slot and start step each sequence gets) is computed once from the sequence
+lengths alone; chunks are then built one at a time, so an epoch never exists as [steps, B]
+arrays in memory, and a process of a multi-host run can build just its own slots from just its
+own sequences.
 """
 
 from __future__ import annotations
@@ -23,42 +28,103 @@ class Chunk:
 
     inputs: <int32> item fed at the step; targets: <int32> the next item (to predict);
     mask: <bool> the step holds a real (input, target) pair; reset: <bool> zero the slot's
-    hidden state before the step (first step of a sequence).
+    hidden state before the step (first step of a sequence); target_pos: <int64> index of the
+    target in the packed `Sequences.items` (-1 on padding), to put per-step results back in order.
     """
 
     inputs: np.ndarray
     targets: np.ndarray
     mask: np.ndarray
     reset: np.ndarray
+    target_pos: np.ndarray
 
     def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.inputs, self.targets, self.mask, self.reset
 
 
 @dataclass(frozen=True)
-class Stream:
-    """The whole epoch's stream, [n_steps, B] arrays with n_steps a multiple of T.
+class Layout:
+    """Where each sequence runs: per laid-out sequence (sorted by slot, then start step) its
+    index in the input `Sequences`, slot, first step and number of (input, target) pairs."""
 
-    target_pos: <int64> index of each step's target in the packed `Sequences.items` (-1 on
-    padding), so per-step results can be put back in sequence order.
+    seq: np.ndarray
+    slot: np.ndarray
+    start: np.ndarray
+    n_pairs: np.ndarray
+    batch_size: int
+    n_steps: int
+
+    def sequences_in(self, slots: range) -> np.ndarray:
+        """Indices of the sequences that run in `slots` (what a process must read)."""
+        return np.sort(self.seq[(self.slot >= slots.start) & (self.slot < slots.stop)])
+
+
+def layout(lengths: np.ndarray, batch_size: int, bptt: int, order: np.ndarray | None = None) -> Layout:
+    """Lay sequences (in `order`, default as stored) into B slots. Sequences shorter than 2 give
+    no (input, target) pair and are skipped. The stream length is a multiple of `bptt`."""
+    lengths = np.asarray(lengths, np.int64)
+    idx = np.arange(len(lengths)) if order is None else np.asarray(order, np.int64)
+    idx = idx[lengths[idx] >= 2]
+    n_pairs = lengths[idx] - 1
+    slot, start = assign_slots(n_pairs, batch_size)
+    end = int((start + n_pairs).max()) if len(idx) else 0
+    n_steps = max(1, -(-end // bptt)) * bptt
+    by_slot = np.lexsort((start, slot))
+    return Layout(idx[by_slot], slot[by_slot], start[by_slot], n_pairs[by_slot], batch_size, n_steps)
+
+
+@dataclass(frozen=True)
+class Stream:
+    """A layout plus the items it reads, producing [T, len(slots)] chunks on demand.
+
+    `first[i]` is the index in `items` of sequence i's first event; only the sequences running
+    in `slots` need valid entries (a process of a multi-host run holds only those).
     """
 
-    inputs: np.ndarray
-    targets: np.ndarray
-    mask: np.ndarray
-    reset: np.ndarray
+    plan: Layout
+    items: np.ndarray
+    first: np.ndarray
     bptt: int
-    target_pos: np.ndarray
+    slots: range
 
     @property
     def n_chunks(self) -> int:
-        return self.inputs.shape[0] // self.bptt
+        return self.plan.n_steps // self.bptt
+
+    @property
+    def n_events(self) -> int:
+        """Real (input, target) pairs in this stream's slots."""
+        p = self.plan
+        return int(p.n_pairs[(p.slot >= self.slots.start) & (p.slot < self.slots.stop)].sum())
+
+    def chunk(self, k: int) -> Chunk:
+        p, t = self.plan, self.bptt
+        steps = np.arange(k * t, (k + 1) * t, dtype=np.int64)[:, None]
+        slots = np.arange(self.slots.start, self.slots.stop, dtype=np.int64)[None, :]
+        if not len(p.seq):
+            empty = np.zeros((t, slots.shape[1]), np.int32)
+            return Chunk(empty, empty, empty.astype(bool), empty.astype(bool), empty - 1)
+        # Sequences are sorted by (slot, start): the one running at (step, slot) is the last that
+        # started at or before the step in that slot.
+        span = p.n_steps + 1
+        keys = p.slot * span + p.start
+        j = np.searchsorted(keys, slots * span + steps, side="right") - 1
+        jc = np.maximum(j, 0)
+        offset = steps - p.start[jc]
+        mask = (j >= 0) & (p.slot[jc] == slots) & (offset < p.n_pairs[jc])
+        src = np.where(mask, self.first[p.seq[jc]] + offset, 0)
+        inputs = np.where(mask, self.items[src], 0).astype(np.int32)
+        targets = np.where(mask, self.items[np.where(mask, src + 1, 0)], 0).astype(np.int32)
+        return Chunk(inputs, targets, mask, mask & (offset == 0), np.where(mask, src + 1, -1))
 
     def chunks(self, start: int = 0) -> Iterator[Chunk]:
-        t = self.bptt
         for k in range(start, self.n_chunks):
-            sl = slice(k * t, (k + 1) * t)
-            yield Chunk(self.inputs[sl], self.targets[sl], self.mask[sl], self.reset[sl])
+            yield self.chunk(k)
+
+    def whole(self) -> Chunk:
+        """Every chunk stacked: [n_steps, B] arrays (for tests and small data)."""
+        parts = [self.chunk(k) for k in range(self.n_chunks)]
+        return Chunk(*(np.concatenate([getattr(c, f) for c in parts]) for f in Chunk.__dataclass_fields__))
 
 
 def assign_slots(n_pairs: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -76,36 +142,12 @@ def assign_slots(n_pairs: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.n
     return slot, start
 
 
-def session_parallel(seqs: Sequences, batch_size: int, bptt: int, order: np.ndarray | None = None) -> Stream:
-    """Lay sequences (in `order`, default as stored) into a session-parallel stream.
-
-    Sequences shorter than 2 give no (input, target) pair and are skipped.
-    """
-    idx = np.arange(len(seqs)) if order is None else np.asarray(order)
-    lengths = seqs.lengths[idx]
-    idx = idx[lengths >= 2]
-    n_pairs = seqs.lengths[idx] - 1
-    slot, start = assign_slots(n_pairs, batch_size)
-    end = int((start + n_pairs).max()) if len(idx) else 0
-    n_steps = max(1, -(-end // bptt)) * bptt
-    inputs = np.zeros((n_steps, batch_size), np.int32)
-    targets = np.zeros((n_steps, batch_size), np.int32)
-    mask = np.zeros((n_steps, batch_size), bool)
-    reset = np.zeros((n_steps, batch_size), bool)
-    target_pos = np.full((n_steps, batch_size), -1, np.int64)
-    total = int(n_pairs.sum())
-    if total:
-        first = np.cumsum(n_pairs) - n_pairs
-        j = np.arange(total) - np.repeat(first, n_pairs)
-        t = np.repeat(start, n_pairs) + j
-        s = np.repeat(slot, n_pairs)
-        src = np.repeat(seqs.offsets[idx], n_pairs) + j
-        inputs[t, s] = seqs.items[src]
-        targets[t, s] = seqs.items[src + 1]
-        mask[t, s] = True
-        target_pos[t, s] = src + 1
-        reset[start, slot] = True
-    return Stream(inputs, targets, mask, reset, bptt, target_pos)
+def session_parallel(
+    seqs: Sequences, batch_size: int, bptt: int, order: np.ndarray | None = None, slots: range | None = None
+) -> Stream:
+    """The session-parallel stream of `seqs` (all slots, or just `slots`)."""
+    plan = layout(seqs.lengths, batch_size, bptt, order)
+    return Stream(plan, seqs.items, seqs.offsets[:-1], bptt, slots if slots is not None else range(batch_size))
 
 
 def longest_first(seqs: Sequences) -> np.ndarray:
@@ -119,12 +161,7 @@ def sampling_distribution(counts: np.ndarray, alpha: float) -> np.ndarray:
     return weights / weights.sum()
 
 
-def sample_negatives(probs: np.ndarray, n_chunks: int, n_sample: int, rng: np.random.Generator) -> np.ndarray:
-    """A whole epoch's shared negatives at once: <int32>[n_chunks, n_sample].
-
-    Drawn in bulk by inverting the cumulative distribution, so sampling costs one vectorised call
-    per epoch instead of work in every step.
-    """
-    cdf = np.cumsum(probs)
-    draws = np.searchsorted(cdf, rng.random((n_chunks, n_sample)) * cdf[-1], side="right")
-    return np.minimum(draws, len(probs) - 1).astype(np.int32)
+def sample_negatives(cdf: np.ndarray, n_sample: int, rng: np.random.Generator) -> np.ndarray:
+    """<int32>[n_sample] items drawn by inverting `cdf` (cumulative `sampling_distribution`)."""
+    draws = np.searchsorted(cdf, rng.random(n_sample) * cdf[-1], side="right")
+    return np.minimum(draws, len(cdf) - 1).astype(np.int32)

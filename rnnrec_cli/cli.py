@@ -361,13 +361,35 @@ def train(
     patience: Annotated[int | None, _opt("Stop after this many epochs without improvement (0 = off).")] = None,
     monitor: Annotated[str | None, _opt("Validation metric for the best checkpoint, e.g. mrr@20.")] = None,
     checkpoint_every: Annotated[float | None, _opt("Seconds between mid-epoch checkpoints (0 = epoch ends).")] = None,
+    devices: Annotated[int | None, _opt("Devices to split the batch over (0 = all visible, every process).")] = None,
+    shard_items: Annotated[bool | None, _opt("Also split the item tables over the devices by rows.")] = None,
+    prefetch: Annotated[int | None, _opt("Chunks assembled ahead in a background thread (0 = off).")] = None,
+    coordinator: Annotated[
+        str | None,
+        typer.Option(help="Multi-process run: process 0's HOST:PORT, or 'auto' to read the cluster's environment."),
+    ] = None,
+    num_processes: Annotated[int | None, typer.Option(help="Multi-process run: number of processes.")] = None,
+    process_id: Annotated[int | None, typer.Option(help="Multi-process run: this process's index (0 writes).")] = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
     """Train a recurrent next-item model; prints the run directory as the last stdout line."""
-    from rnnrec_cli import rundir
+    from rnnrec_cli import parallel, rundir
 
+    parallel.init_distributed(coordinator, num_processes, process_id)
+    leader = parallel.is_leader()
+    multi = coordinator is not None
+    quiet = quiet or not leader
+    if multi and resume is None:
+        if out is None:
+            raise typer.BadParameter("a multi-process run needs the same --out on every process", param_hint="--out")
+        if not (data and len(data) == 1 and Path(data[0]).is_dir()):
+            raise typer.BadParameter(
+                "a multi-process run trains from a prepared data directory; run `rnnrec prepare` first",
+                param_hint="DATA",
+            )
     if resume is not None:
+        # Every process reads the run directory (a shared filesystem); only process 0 writes.
         run = rundir.open_for_resume(resume)
         cfg = rundir.load_config(run)
     else:
@@ -386,11 +408,15 @@ def train(
             bpreg=bpreg, elu=elu, epochs=epochs, batch_size=batch_size, bptt=bptt, shuffle=shuffle,
             optimizer=optimizer, lr=lr,
             lr_schedule=lr_schedule, momentum=momentum, clip_norm=clip_norm, seed=seed, patience=patience,
-            monitor=monitor, checkpoint_every=checkpoint_every,
+            monitor=monitor, checkpoint_every=checkpoint_every, devices=devices, shard_items=shard_items,
+            prefetch=prefetch,
         )  # fmt: skip
-        run, cfg = _new_run(data, out, preset, file_values, model_flags, train_flags, force=force, quiet=quiet)
+        run, cfg = _new_run(
+            data, out, preset, file_values, model_flags, train_flags, force=force, quiet=quiet, write=leader
+        )
     _fit_with_progress(cfg, run, resume=resume is not None, quiet=quiet)
-    typer.echo(str(run.path))
+    if leader:
+        typer.echo(str(run.path))
 
 
 def _new_run(
@@ -403,8 +429,12 @@ def _new_run(
     *,
     force: bool,
     quiet: bool,
+    write: bool = True,
 ) -> tuple[Any, RunConfig]:
-    """Resolve the config (defaults < --config < flags), create the run dir, prepare raw data."""
+    """Resolve the config (defaults < --config < flags), create the run dir, prepare raw data.
+
+    Without `write` (processes other than 0 of a multi-process run) nothing is written: the
+    data must be prepared already, and the run directory is process 0's."""
     from rnnrec_cli import data as data_mod
     from rnnrec_cli import rundir
 
@@ -419,6 +449,13 @@ def _new_run(
     if len(data) == 1 and first.is_dir() and not data_mod.is_data_dir(first):
         raise data_mod.DataError(
             f"{first} is a directory but not a prepared data directory (no manifest.json); run `rnnrec prepare` first"
+        )
+    if not write:
+        if not (len(data) == 1 and data_mod.is_data_dir(first)):
+            raise data_mod.DataError("a multi-process run trains from a prepared data directory; run `rnnrec prepare`")
+        manifest = data_mod.load_manifest(first)
+        return rundir.RunDir(out or _default_run_dir(model_cfg.cell)), RunConfig(
+            data_dir=str(first.resolve()), n_items=int(manifest["n_items"]), model=model_cfg, train=train_cfg
         )
     run = rundir.create(out or _default_run_dir(model_cfg.cell), force=force)
     if len(data) == 1 and data_mod.is_data_dir(first):

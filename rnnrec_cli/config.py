@@ -216,6 +216,12 @@ class TrainConfig:
     eval_batch_size: int = 256
     # Seconds between mid-epoch checkpoints for --resume (0 = only at epoch ends).
     checkpoint_every: float = 120.0
+    # Devices the session-parallel batch is split over (0 = every visible device, on every
+    # process of a multi-host run); shard_items also splits the item tables by rows.
+    devices: int = 0
+    shard_items: bool = False
+    # Chunks prepared ahead by a background thread while the device runs the current one.
+    prefetch: int = 2
 
     def __post_init__(self) -> None:
         _check_choice("--loss", self.loss, Loss)
@@ -238,6 +244,8 @@ class TrainConfig:
         _check_positive("--patience", self.patience, allow_zero=True)
         _check_positive("--eval-batch-size", self.eval_batch_size)
         _check_positive("--checkpoint-every", self.checkpoint_every, allow_zero=True)
+        _check_positive("--devices", self.devices, allow_zero=True)
+        _check_positive("--prefetch", self.prefetch, allow_zero=True)
         if not re.fullmatch(r"(recall|mrr)@\d+", self.monitor):
             raise ConfigError(f"--monitor {self.monitor!r} must look like mrr@20 or recall@20")
 

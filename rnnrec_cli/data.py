@@ -781,17 +781,65 @@ def load_manifest(data_dir: Path) -> dict[str, Any]:
     return load_json(data_dir / MANIFEST)
 
 
-def read_sequences(data_dir: Path, split: str) -> Sequences:
+# Rows decoded per step when reading prepared splits: memory stays at the packed int32 items
+# (plus one batch) however large the split.
+READ_BATCH_ROWS = 1 << 22
+
+
+def _split_path(data_dir: Path, split: str) -> Path:
     path = data_dir / f"{split}.parquet"
     if not path.is_file():
         raise DataError(f"{path} is missing; re-run `rnnrec prepare`")
-    df = pl.read_parquet(path, columns=["seq", "item"])
-    seq = df["seq"].to_numpy()
-    starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]]) if len(seq) else np.zeros(0, np.int64)
-    return Sequences(
-        items=df["item"].to_numpy().astype(np.int32),
-        offsets=np.r_[starts, len(seq)].astype(np.int64),
-    )
+    return path
+
+
+def _runs(path: Path, columns: list[str]) -> Iterator[tuple[pl.DataFrame, np.ndarray]]:
+    """Stream the split in row batches, with each row's sequence number (0, 1, ... in file order;
+    a sequence is a run of equal `seq` values)."""
+    n_runs, prev = 0, None
+    for df in pl.scan_parquet(path).select(columns).collect_batches(chunk_size=READ_BATCH_ROWS):
+        if not df.height:
+            continue
+        seq = df["seq"].to_numpy()
+        new = np.empty(len(seq), bool)
+        new[0] = prev is None or seq[0] != prev
+        new[1:] = seq[1:] != seq[:-1]
+        run = n_runs - 1 + np.cumsum(new)
+        n_runs, prev = int(run[-1]) + 1, seq[-1]
+        yield df, run
+
+
+def read_lengths(data_dir: Path, split: str) -> np.ndarray:
+    """<int64>[n_sequences] events per sequence, reading only the `seq` column."""
+    counts = np.zeros(0, np.int64)
+    for _, run in _runs(_split_path(data_dir, split), ["seq"]):
+        part = np.bincount(run)
+        counts = np.concatenate([counts, np.zeros(max(0, len(part) - len(counts)), np.int64)])
+        counts[: len(part)] += part
+    return counts
+
+
+def read_sequences(data_dir: Path, split: str, wanted: np.ndarray | None = None) -> Sequences:
+    """A split's sequences, packed; with `wanted` (<bool>[n_sequences]) only those sequences, in
+    file order (how one process of a multi-host run reads just its share)."""
+    path = _split_path(data_dir, split)
+    parts: list[np.ndarray] = []
+    starts: list[np.ndarray] = []
+    n, last = 0, -1
+    for df, run in _runs(path, ["seq", "item"]):
+        items = df["item"].to_numpy().astype(np.int32)
+        if wanted is not None:
+            keep = wanted[run]
+            items, run = items[keep], run[keep]
+        if not len(run):
+            continue
+        new = np.r_[run[0] != last, run[1:] != run[:-1]]
+        starts.append(n + np.flatnonzero(new))
+        parts.append(items)
+        n, last = n + len(run), int(run[-1])
+    items = np.concatenate(parts) if parts else np.zeros(0, np.int32)
+    first = np.concatenate(starts) if starts else np.zeros(0, np.int64)
+    return Sequences(items=items, offsets=np.r_[first, n].astype(np.int64))
 
 
 def read_items(data_dir: Path) -> pl.DataFrame:

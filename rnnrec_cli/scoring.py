@@ -174,12 +174,12 @@ def model_scores(params: model.Params, cfg: RunConfig, seqs: Sequences, opts: Sc
     topk = np.zeros((n, opts.k), np.int32)
     sampled = np.zeros(n, np.float32)
     rng = np.random.default_rng(seed)
-    for c, chunk in enumerate(stream.chunks()):
+    for chunk in stream.chunks():
         negs = rng.integers(0, cfg.n_items, (EVAL_BPTT, batch, opts.n_sampled), dtype=np.int32)
         carry, seen, seen_n, out = _score_chunk(
             params, carry, seen, seen_n, (chunk.inputs, chunk.targets, chunk.reset, negs), cfg=cfg, opts=opts
         )
-        pos = stream.target_pos[c * EVAL_BPTT : (c + 1) * EVAL_BPTT][chunk.mask]
+        pos = chunk.target_pos[chunk.mask]
         ranks[pos] = np.asarray(out.ranks)[chunk.mask]
         topk[pos] = np.asarray(out.topk)[chunk.mask]
         sampled[pos] = np.asarray(out.sampled)[chunk.mask]

@@ -8,22 +8,24 @@ from __future__ import annotations
 
 import logging
 import math
+import queue
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, TypeVar
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnrec_cli import losses, model
-from rnnrec_cli.batches import sample_negatives, sampling_distribution, session_parallel
+from rnnrec_cli import losses, model, parallel
+from rnnrec_cli.batches import Stream, layout, sample_negatives, sampling_distribution
 from rnnrec_cli.config import RunConfig, TrainConfig
-from rnnrec_cli.data import read_items, read_sequences
+from rnnrec_cli.data import Sequences, read_items, read_lengths, read_sequences
 from rnnrec_cli.errors import RunDirError, TrainingDiverged
 from rnnrec_cli.evaluate import is_leave_one_out, last_target_mask, model_ranks
 from rnnrec_cli.metrics import summarize
@@ -41,6 +43,8 @@ from rnnrec_cli.rundir import (
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 20  # chunks between host syncs for the progress line
+
+T = TypeVar("T")
 
 
 class Batch(NamedTuple):
@@ -129,7 +133,8 @@ def chunk_loss(
     mask = batch.mask.reshape(-1)
     kernel, bias = model.output_layer(params, cfg.model)
     if tc.full_softmax:
-        per_row = losses.full_cross_entropy(h @ kernel.T + bias, targets)
+        # [:n_items]: item tables split over devices carry padding rows that are not items.
+        per_row = losses.full_cross_entropy((h @ kernel.T + bias)[:, : cfg.n_items], targets)
     else:
         n_steps, batch_size = batch.targets.shape
         # Gathering the needed rows keeps the full item table out of the products.
@@ -172,25 +177,18 @@ def chunk_loss(
     return loss, (carry, n)
 
 
-ITEM_KEYS = ("embedding", "out_bias", "out_kernel")
-
-
-def _is_item_leaf(path: tuple) -> bool:
-    return any(isinstance(p, jax.tree_util.DictKey) and p.key in ITEM_KEYS for p in path)
-
-
 def gather_item_rows(tree: Any, rows: jax.Array) -> Any:
     """The item-table leaves of a params-like tree (params, or optimiser state) at `rows`;
     other leaves as they are. Rows past the table (padding) read as zeros."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, x: jnp.take(x, rows, axis=0, mode="fill", fill_value=0) if _is_item_leaf(path) else x, tree
+        lambda path, x: jnp.take(x, rows, axis=0, mode="fill", fill_value=0) if parallel.is_item_leaf(path) else x, tree
     )
 
 
 def scatter_item_rows(tree: Any, sub: Any, rows: jax.Array) -> Any:
     """Write `sub`'s item rows back into `tree` (padding rows dropped); other leaves from `sub`."""
     return jax.tree_util.tree_map_with_path(
-        lambda path, x, s: x.at[rows].set(s, mode="drop") if _is_item_leaf(path) else s, tree, sub
+        lambda path, x, s: x.at[rows].set(s, mode="drop") if parallel.is_item_leaf(path) else s, tree, sub
     )
 
 
@@ -217,6 +215,8 @@ def train_step(
     a per-step computation. For Adagrad without momentum this equals the dense update exactly;
     with momentum or Adam, untouched rows keep their state instead of decaying.
     """
+    if not jax.dtypes.issubdtype(base_key.dtype, jax.dtypes.prng_key):
+        base_key = jax.random.wrap_key_data(base_key)  # raw key data, as placed on a mesh by `fit`
     key = jax.random.fold_in(base_key, state.step)
     grad_fn = jax.value_and_grad(chunk_loss, has_aux=True)
     if cfg.train.full_softmax:
@@ -274,58 +274,176 @@ class _Position(NamedTuple):
     bad_epochs: int
 
 
-def _epoch_plan(cfg: RunConfig, train_seqs: Any, probs: np.ndarray, epoch: int) -> tuple[Any, np.ndarray]:
-    """The epoch's stream and negatives: a function of (seed, epoch) alone, so a resumed run
-    replays exactly the batches an uninterrupted one would see."""
+class TrainData(NamedTuple):
+    """What this process reads of the training split: every sequence's length, and the items
+    of either all sequences (one process) or, per epoch, only those its slots run."""
+
+    data_dir: Path
+    lengths: np.ndarray
+    seqs: Sequences | None
+
+
+def load_train_data(data_dir: Path) -> TrainData:
+    if jax.process_count() > 1:
+        return TrainData(data_dir, read_lengths(data_dir, "train"), None)
+    seqs = read_sequences(data_dir, "train")
+    return TrainData(data_dir, seqs.lengths, seqs)
+
+
+def epoch_stream(cfg: RunConfig, data: TrainData, epoch: int, slots: range) -> Stream:
+    """The epoch's stream for `slots`: a function of (seed, epoch) alone, so a resumed run
+    replays exactly the batches an uninterrupted one would see, and every process agrees on
+    the layout without talking to the others."""
     tc = cfg.train
     # Prepared sequences are stored by start time; GRU4Rec trains in that order.
-    order = np.random.default_rng([tc.seed, epoch]).permutation(len(train_seqs)) if tc.shuffle else None
-    stream = session_parallel(train_seqs, tc.batch_size, tc.bptt, order)
-    n_sample = 0 if tc.full_softmax else tc.n_sample
-    negatives = sample_negatives(probs, stream.n_chunks, n_sample, np.random.default_rng([tc.seed, epoch, 1]))
-    return stream, negatives
+    order = np.random.default_rng([tc.seed, epoch]).permutation(len(data.lengths)) if tc.shuffle else None
+    plan = layout(data.lengths, tc.batch_size, tc.bptt, order)
+    if data.seqs is not None:
+        return Stream(plan, data.seqs.items, data.seqs.offsets[:-1], tc.bptt, slots)
+    wanted = np.zeros(len(data.lengths), bool)
+    wanted[plan.sequences_in(slots)] = True
+    mine = read_sequences(data.data_dir, "train", wanted)
+    first = np.full(len(data.lengths), -1, np.int64)
+    first[wanted] = mine.offsets[:-1]
+    return Stream(plan, mine.items, first, tc.bptt, slots)
 
 
-def _save_last(run: RunDir, state: TrainState, pos: _Position) -> None:
+def chunk_negatives(cfg: RunConfig, cdf: np.ndarray, epoch: int, chunk: int) -> np.ndarray:
+    """The chunk's shared negatives, seeded by (seed, epoch, chunk): the same on every process
+    and on resume, without holding an epoch's worth in memory."""
+    n_sample = 0 if cfg.train.full_softmax else cfg.train.n_sample
+    return sample_negatives(cdf, n_sample, np.random.default_rng([cfg.train.seed, epoch, 1, chunk]))
+
+
+def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Run the iterator `depth` items ahead in a background thread (batch assembly and the
+    host-to-device copy overlap the device's work). Exceptions surface in the consumer."""
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for x in items:
+                while not stop.is_set():
+                    try:
+                        q.put((x, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # re-raised in the consumer
+            q.put((done, exc))
+
+    thread = threading.Thread(target=produce, daemon=True, name="rnnrec-prefetch")
+    thread.start()
+    try:
+        while True:
+            x, exc = q.get()
+            if exc is not None:
+                raise exc
+            if x is done:
+                return
+            yield x
+    finally:
+        stop.set()
+        thread.join()
+
+
+class Trainer(NamedTuple):
+    """Where training runs and how host values move to and from it."""
+
+    placement: parallel.Placement
+    state_shardings: TrainState
+    carry_shardings: Any
+    n_items: int
+
+    def place_state(self, host: TrainState) -> TrainState:
+        rows = self.placement.item_rows(self.n_items)
+        padded = TrainState(parallel.pad_items(host.params, rows), parallel.pad_items(host.opt_state, rows), host.step)
+        return self.placement.put(padded, self.state_shardings)
+
+    def host_state(self, state: TrainState) -> TrainState:
+        """Gathered, without padding rows: what checkpoints hold, whatever the device count."""
+        host = parallel.to_host(state)
+        return TrainState(
+            parallel.unpad_items(host.params, self.n_items),
+            parallel.unpad_items(host.opt_state, self.n_items),
+            host.step,
+        )
+
+    def place_carry(self, host: model.Carry) -> model.Carry:
+        return self.placement.put(host, self.carry_shardings)
+
+    def batch(self, chunk: Any, negatives: np.ndarray, batch_size: int) -> Batch:
+        put = partial(self.placement.put_batch, batch_size=batch_size)
+        neg = self.placement.put(negatives, self.placement.replicated)
+        return Batch(put(chunk.inputs), put(chunk.targets), put(chunk.mask), put(chunk.reset), neg)
+
+
+def make_trainer(cfg: RunConfig, tx: optax.GradientTransformation) -> tuple[Trainer, TrainState]:
+    """The trainer and the initial host state (unpadded)."""
+    tc = cfg.train
+    placement = parallel.make_placement(tc.devices, tc.shard_items, tc.batch_size)
+    host = jax.device_get(init_state(cfg, tx))
+    rows = placement.item_rows(cfg.n_items)
+    padded = TrainState(parallel.pad_items(host.params, rows), parallel.pad_items(host.opt_state, rows), host.step)
+    shardings = TrainState(
+        placement.state_shardings(padded.params), placement.state_shardings(padded.opt_state), placement.replicated
+    )
+    carry = jax.tree.map(lambda _: placement.rows, model.zero_carry(cfg.model, 1))
+    return Trainer(placement, shardings, carry, cfg.n_items), host
+
+
+def _save_last(run: RunDir, trainer: Trainer, state: TrainState, pos: _Position) -> None:
+    # Every process takes part in gathering; only the leader writes.
+    host = trainer.host_state(state)
+    carry = parallel.to_host(pos.carry)
+    if not parallel.is_leader():
+        return
     save_checkpoint(
         run,
         "last",
         {
-            "state": state,
-            "carry": pos.carry,
+            "state": host,
+            "carry": carry,
             "epoch": np.int64(pos.epoch),
             "chunk": np.int64(pos.chunk),
-            "loss_sum": pos.loss_sum,
-            "n_sum": pos.n_sum,
+            "loss_sum": np.asarray(parallel.to_host(pos.loss_sum)),
+            "n_sum": np.asarray(parallel.to_host(pos.n_sum)),
             "best_value": np.float64(pos.best_value),
             "bad_epochs": np.int64(pos.bad_epochs),
         },
     )
 
 
-def _restore_last(run: RunDir, state: TrainState, carry: model.Carry) -> tuple[TrainState, _Position]:
+def _restore_last(run: RunDir, host: TrainState, carry: model.Carry) -> tuple[TrainState, _Position]:
     template = {
-        "state": state,
+        "state": host,
         "carry": carry,
         "epoch": np.int64(0),
         "chunk": np.int64(0),
-        "loss_sum": jnp.zeros(()),
-        "n_sum": jnp.zeros((), jnp.int32),
+        "loss_sum": np.zeros((), np.float32),
+        "n_sum": np.zeros((), np.int32),
         "best_value": np.float64(0),
         "bad_epochs": np.int64(0),
     }
     saved = restore_checkpoint(run, "last", template)
-    restored = jax.tree.map(jnp.asarray, saved["state"])
     pos = _Position(
         int(saved["epoch"]),
         int(saved["chunk"]),
-        jax.tree.map(jnp.asarray, saved["carry"]),
-        jnp.asarray(saved["loss_sum"]),
-        jnp.asarray(saved["n_sum"]),
+        saved["carry"],
+        saved["loss_sum"],
+        saved["n_sum"],
         float(saved["best_value"]),
         int(saved["bad_epochs"]),
     )
-    return TrainState(*restored), pos
+    return TrainState(*saved["state"]), pos
 
 
 def fit(
@@ -342,88 +460,118 @@ def fit(
     validation metric improves, and checkpoints/last.msgpack (the whole training state and the
     position in the data) at every epoch end and every `checkpoint_every` seconds. With
     `resume`, training continues from last.msgpack and ends as an uninterrupted run would.
+
+    On several devices or processes the batch is split over them (see `parallel`); every
+    process runs this same function, and only process 0 writes the run directory.
     """
     tc = cfg.train
     data_dir = Path(cfg.data_dir)
-    train_seqs = read_sequences(data_dir, "train")
-    valid_seqs = read_sequences(data_dir, "valid")
+    leader = parallel.is_leader()
     counts = read_items(data_dir).sort("idx")["count"].to_numpy()
     if len(counts) != cfg.n_items:
         raise RunDirError(f"{data_dir} has {len(counts)} items but the run's config says {cfg.n_items}")
+    train_data = load_train_data(data_dir)
+    valid_seqs = read_sequences(data_dir, "valid")
     loo = is_leave_one_out(data_dir)
     valid_last = last_target_mask(valid_seqs)
-    probs = sampling_distribution(counts, tc.sample_alpha)
-    stats = item_stats(counts, tc.sample_alpha)
+    cdf = np.cumsum(sampling_distribution(counts, tc.sample_alpha))
     # Schedules need the run's length; epochs differ by a chunk or two with the shuffled order.
-    chunks_per_epoch = session_parallel(train_seqs, tc.batch_size, tc.bptt).n_chunks
+    chunks_per_epoch = layout(train_data.lengths, tc.batch_size, tc.bptt).n_steps // tc.bptt
     tx = make_optimizer(tc, total_steps=chunks_per_epoch * tc.epochs)
-    state = init_state(cfg, tx)
-    zero = model.zero_carry(cfg.model, tc.batch_size)
-    pos = _Position(1, 0, zero, jnp.zeros(()), jnp.zeros((), jnp.int32), -math.inf, 0)
+    trainer, host = make_trainer(cfg, tx)
+    placement = trainer.placement
+    slots = placement.local_slots(tc.batch_size)
+    stats = placement.put(jax.device_get(item_stats(counts, tc.sample_alpha)), placement.replicated)
+    zero_host = jax.device_get(model.zero_carry(cfg.model, tc.batch_size))
+    pos = _Position(1, 0, zero_host, np.zeros((), np.float32), np.zeros((), np.int32), -math.inf, 0)
     if resume:
-        state, pos = _restore_last(run, state, zero)
-        write_metrics(run, [r for r in read_metrics(run) if r["epoch"] < pos.epoch])
+        host, pos = _restore_last(run, host, zero_host)
+        if leader:
+            write_metrics(run, [r for r in read_metrics(run) if r["epoch"] < pos.epoch])
         log.info("resuming at epoch %d, chunk %d", pos.epoch, pos.chunk)
-    step_fn = jax.jit(partial(train_step, cfg=cfg, tx=tx), donate_argnums=(0, 1))
-    base_key = jax.random.key(tc.seed + 1)
+    state = trainer.place_state(host)
+    del host
+    step_fn = jax.jit(
+        partial(train_step, cfg=cfg, tx=tx),
+        donate_argnums=(0, 1),
+        out_shardings=(trainer.state_shardings, trainer.carry_shardings, placement.replicated),
+    )
+    base_key = placement.put(jax.random.key_data(jax.random.key(tc.seed + 1)), placement.replicated)
     k_eval = int(tc.monitor.split("@")[1])
     reports: list[EpochReport] = []
     best_value, bad_epochs = pos.best_value, pos.bad_epochs
+    stream: Stream | None = None
     for epoch in range(pos.epoch, tc.epochs + 1):
         if tc.patience and bad_epochs >= tc.patience:
             break
-        stream, negatives = _epoch_plan(cfg, train_seqs, probs, epoch)
+        if stream is None or tc.shuffle:
+            stream = epoch_stream(cfg, train_data, epoch, slots)
         start = pos.chunk if epoch == pos.epoch else 0
-        carry, loss_sum, n_sum = (
-            (pos.carry, pos.loss_sum, pos.n_sum) if start else (model.zero_carry(cfg.model, tc.batch_size), 0.0, 0)
-        )
+        carry_host, loss_sum, n_sum = (pos.carry, pos.loss_sum, pos.n_sum) if start else (zero_host, 0.0, 0)
+        carry = trainer.place_carry(carry_host)
+        n_start = int(n_sum)
         t0 = t_ckpt = t_last = time.perf_counter()
-        n_window = 0
-        for k, chunk in enumerate(stream.chunks(start), start=start):
-            batch = Batch(*chunk.as_tuple(), negatives[k])
+        n_last = n_start
+
+        def batches(stream: Stream = stream, epoch: int = epoch, start: int = start) -> Iterator[tuple[int, Batch]]:
+            for k in range(start, stream.n_chunks):
+                yield k, trainer.batch(stream.chunk(k), chunk_negatives(cfg, cdf, epoch, k), tc.batch_size)
+
+        for k, batch in prefetch(batches(), tc.prefetch):
             state, carry, m = step_fn(state, carry, batch, stats, base_key)
             loss_sum, n_sum = loss_sum + m["loss_sum"], n_sum + m["n"]
-            n_window += int(chunk.mask.sum())
             if on_progress is not None and ((k + 1) % PROGRESS_EVERY == 0 or k + 1 == stream.n_chunks):
-                now = time.perf_counter()
-                loss = float(loss_sum / jnp.maximum(n_sum, 1))
-                on_progress(Progress(epoch, k + 1, stream.n_chunks, loss, n_window / max(now - t_last, 1e-9)))
-                t_last, n_window = now, 0
+                now, n_now = time.perf_counter(), int(n_sum)
+                loss = float(loss_sum / max(n_now, 1))
+                on_progress(Progress(epoch, k + 1, stream.n_chunks, loss, (n_now - n_last) / max(now - t_last, 1e-9)))
+                t_last, n_last = now, n_now
             if tc.checkpoint_every and time.perf_counter() - t_ckpt >= tc.checkpoint_every:
                 if _all_finite(state.params) and math.isfinite(float(loss_sum)):
-                    _save_last(run, state, _Position(epoch, k + 1, carry, loss_sum, n_sum, best_value, bad_epochs))
+                    _save_last(
+                        run, trainer, state, _Position(epoch, k + 1, carry, loss_sum, n_sum, best_value, bad_epochs)
+                    )
                 t_ckpt = time.perf_counter()
         seconds = time.perf_counter() - t0
-        train_loss = float(loss_sum / jnp.maximum(n_sum, 1))
+        n_total = int(n_sum)
+        train_loss = float(loss_sum / max(n_total, 1))
         if not math.isfinite(train_loss) or not _all_finite(state.params):
             raise TrainingDiverged(
                 f"training loss became {train_loss} in epoch {epoch}; the last good checkpoint is kept. "
                 f"Lower --lr (now {tc.lr}) or set --clip-norm"
             )
+        params = parallel.unpad_items(parallel.to_host(state.params), cfg.n_items)
         valid = {}
         if len(valid_seqs):
-            ranks = model_ranks(state.params, cfg, valid_seqs)
+            # Every process ranks the (same) validation split itself: no traffic, same answer.
+            ranks = model_ranks(jax.tree.map(jnp.asarray, params), cfg, valid_seqs)
             valid = summarize(ranks[valid_last] if loo else ranks, sorted({k_eval, 20}))
         value = valid.get(tc.monitor, -train_loss)
         improved = value > best_value
         if improved:
             best_value, bad_epochs = value, 0
-            save_checkpoint(run, "best", {"params": state.params})
+            if leader:
+                save_checkpoint(run, "best", {"params": params})
         else:
             bad_epochs += 1
-        events = int(stream.mask[start * tc.bptt :].sum())
-        report = EpochReport(epoch, train_loss, valid, events / seconds, seconds, improved)
-        append_metrics(run, _record(report))
+        report = EpochReport(epoch, train_loss, valid, (n_total - n_start) / seconds, seconds, improved)
+        if leader:
+            append_metrics(run, _record(report))
         _save_last(
-            run, state, _Position(epoch + 1, 0, zero, jnp.zeros(()), jnp.zeros((), jnp.int32), best_value, bad_epochs)
+            run,
+            trainer,
+            state,
+            _Position(
+                epoch + 1, 0, zero_host, np.zeros((), np.float32), np.zeros((), np.int32), best_value, bad_epochs
+            ),
         )
         reports.append(report)
         if on_epoch is not None:
             on_epoch(report)
         if tc.patience and bad_epochs >= tc.patience:
             log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch, tc.monitor, bad_epochs)
-    learning_curve(read_metrics(run), run.path / "learning_curve.png", tc.monitor)
-    mark_complete(run)
+    if leader:
+        learning_curve(read_metrics(run), run.path / "learning_curve.png", tc.monitor)
+        mark_complete(run)
     return reports
 
 

@@ -7,6 +7,7 @@ from rnnrec_cli.data import Sequences
 
 
 def _pairs_per_slot(stream, b):
+    stream = stream.whole()
     return [
         (int(i), int(t), bool(r))
         for i, t, m, r in zip(
@@ -22,13 +23,14 @@ def test_slots_take_the_next_sequence_when_free() -> None:
     # Slot 1 frees first (seq1 has one pair), so it takes seq2; slot 0 then takes seq3.
     assert _pairs_per_slot(stream, 0) == [(1, 2, True), (2, 3, False), (10, 11, True)]
     assert _pairs_per_slot(stream, 1) == [(4, 5, True), (6, 7, True), (7, 8, False), (8, 9, False)]
-    assert stream.inputs.shape == (4, 2) and stream.n_chunks == 2
+    assert stream.whole().inputs.shape == (4, 2) and stream.n_chunks == 2
 
 
 def test_sequences_of_one_event_are_skipped() -> None:
     seqs = Sequences.from_lists([[1], [2, 3]])
     stream = session_parallel(seqs, batch_size=1, bptt=3)
-    assert stream.mask.sum() == 1 and stream.inputs.shape == (3, 1)
+    whole = stream.whole()
+    assert whole.mask.sum() == 1 and whole.inputs.shape == (3, 1) and stream.n_events == 1
 
 
 def test_assign_slots_ties_go_to_lowest_slot() -> None:
@@ -39,7 +41,7 @@ def test_assign_slots_ties_go_to_lowest_slot() -> None:
 def test_longest_first_packs_tightly() -> None:
     seqs = Sequences.from_lists([[1, 2], [1, 2, 3, 4, 5, 6, 7], [1, 2, 3], [1, 2, 3]])
     tight = session_parallel(seqs, 2, 1, longest_first(seqs))
-    assert tight.inputs.shape[0] == 6  # the longest sequence alone sets the length
+    assert tight.n_chunks == 6  # the longest sequence alone sets the length
 
 
 @settings(deadline=None, max_examples=80)
@@ -53,9 +55,12 @@ def test_every_pair_appears_once_and_padding_is_never_a_target(seqs_list, batch,
     seqs = Sequences.from_lists(seqs_list)
     order = np.random.default_rng(seed).permutation(len(seqs))
     stream = session_parallel(seqs, batch, bptt, order)
-    assert stream.inputs.shape[0] % bptt == 0
-    assert stream.mask.sum() == seqs.n_targets
-    assert not stream.reset[~stream.mask].any()
+    whole = stream.whole()
+    assert whole.inputs.shape[0] % bptt == 0
+    assert whole.mask.sum() == seqs.n_targets == stream.n_events
+    assert not whole.reset[~whole.mask].any()
+    # target_pos points at the target in the packed items
+    assert (seqs.items[whole.target_pos[whole.mask]] == whole.targets[whole.mask]).all()
     # Rebuild each slot's sequences from the resets and compare with the input sequences.
     rebuilt = []
     for b in range(batch):

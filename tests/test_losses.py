@@ -126,8 +126,8 @@ def test_negatives_follow_support_to_the_alpha() -> None:
     counts = np.array([1, 4, 16, 0])
     probs = sampling_distribution(counts, 0.5)
     np.testing.assert_allclose(probs, [1 / 7, 2 / 7, 4 / 7, 0])
-    draws = sample_negatives(probs, 50, 400, np.random.default_rng(0))
-    assert draws.shape == (50, 400) and draws.dtype == np.int32
+    draws = sample_negatives(np.cumsum(probs), 50 * 400, np.random.default_rng(0))
+    assert draws.shape == (20000,) and draws.dtype == np.int32
     freq = np.bincount(draws.ravel(), minlength=4) / draws.size
     np.testing.assert_allclose(freq, probs, atol=0.01)
     assert (sampling_distribution(counts[:3], 0.0) == 1 / 3).all()

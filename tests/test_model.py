@@ -44,6 +44,7 @@ def test_packed_stream_with_resets_equals_each_sequence_alone(cell: str) -> None
             params, cfg, model.zero_carry(cfg, 1), jnp.array(s[:-1])[:, None], jnp.zeros((len(s) - 1, 1), bool)
         )
         alone[tuple(s[:-1])] = np.asarray(h[:, 0])
+    stream = stream.whole()
     for b in range(2):
         steps = np.flatnonzero(stream.mask[:, b])
         starts = [t for t in steps if stream.reset[t, b]] + [steps[-1] + 1]
