@@ -233,6 +233,10 @@ def prepare(
         int | None, typer.Option(help="Minimum events per item (iterated with --min-session-length).")
     ] = None,
     min_session_length: Annotated[int | None, typer.Option(help="Minimum events per sequence.")] = None,
+    buckets: Annotated[
+        int | None,
+        typer.Option(help="Parts cleaned one at a time to bound memory (0 = from the input size; same result)."),
+    ] = None,
     split: Annotated[
         str | None,
         typer.Option(
@@ -276,6 +280,7 @@ def prepare(
             max_length=max_length,
             min_item_support=min_item_support,
             min_session_length=min_session_length,
+            buckets=buckets,
             split=split,
             valid=valid,
         ),
@@ -618,6 +623,7 @@ def evaluate(
     knn: Annotated[int, typer.Option(help="Neighbours for sknn.")] = 100,
     knn_sample: Annotated[int, typer.Option(help="Most recent candidate sessions sknn considers.")] = 500,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals.")] = 1000,
+    devices: Annotated[int, typer.Option(help="Devices to split the sequences over (0 = all visible).")] = 0,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")] = False,
     quiet: Quiet = False,
 ) -> None:
@@ -641,12 +647,13 @@ def evaluate(
         ("--knn", knn - 1),
         ("--knn-sample", knn_sample - 1),
         ("--bootstrap", bootstrap - 1),
+        ("--devices", devices),
     ):
         if value < 0:
             raise typer.BadParameter("must be positive", param_hint=name)
     opts = EvalOptions(
         split=split, ks=ks, ties=ties, last_only=last_only, exclude_seen=exclude_seen, n_sampled=sampled,  # type: ignore[arg-type]
-        baselines=_parse_baselines(baselines), knn=knn, knn_sample=knn_sample, n_boot=bootstrap,
+        baselines=_parse_baselines(baselines), knn=knn, knn_sample=knn_sample, n_boot=bootstrap, devices=devices,
     )  # fmt: skip
     if is_data_dir(target):
         run, data_dir = None, target

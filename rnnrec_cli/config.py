@@ -123,6 +123,9 @@ class PrepareConfig:
     min_session_length: int = 2
     split: str = "time:7d"
     valid: str = "7d"
+    # Parts the log is hashed into (by user/session) and cleaned one at a time, which bounds
+    # memory for logs larger than RAM; 0 = from the input size. Results do not depend on it.
+    buckets: int = 0
 
     def __post_init__(self) -> None:
         _check_choice("--format", self.format, InputFormat)
@@ -135,6 +138,7 @@ class PrepareConfig:
         if self.session_gap is not None:
             _check_positive("--session-gap", self.session_gap)
         _check_positive("--min-item-support", self.min_item_support)
+        _check_positive("--buckets", self.buckets, allow_zero=True)
         if self.min_session_length < 2:
             raise ConfigError(
                 f"--min-session-length must be >= 2 (a sequence of one event has no "

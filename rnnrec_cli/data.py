@@ -7,6 +7,7 @@ counts); IO lives in `prepare()` and the readers at the bottom.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import glob
 import gzip
 import hashlib
@@ -449,35 +450,54 @@ def drop_consecutive_repeats(df: pl.DataFrame) -> pl.DataFrame:
     return df.filter(keep.fill_null(True))
 
 
-def filter_until_stable(df: pl.DataFrame, cfg: PrepareConfig) -> tuple[pl.DataFrame, int]:
-    """Item support and sequence length filters (and repeat collapsing), iterated to a fixpoint.
+def supported_items(lf: pl.LazyFrame, min_support: int) -> pl.Series:
+    """Items with at least `min_support` events (counted over every part, streaming)."""
+    counts = lf.group_by("item").agg(n=pl.len()).filter(pl.col("n") >= min_support)
+    return counts.select("item").collect(engine="streaming")["item"]
 
-    Returns the filtered frame and the number of rounds that changed something.
-    """
+
+def filter_round(df: pl.DataFrame, supported: pl.Series, cfg: PrepareConfig) -> pl.DataFrame:
+    """One round of the support filters: unsupported items out, repeats collapsed again, short
+    sequences out."""
+    df = df.filter(pl.col("item").is_in(supported.implode()))
+    if cfg.dedupe_consecutive:
+        df = drop_consecutive_repeats(df)
+    return df.filter(pl.len().over("seq") >= cfg.min_session_length)
+
+
+def filter_until_stable(parts: list[Path], cfg: PrepareConfig) -> int:
+    """Item support and sequence length filters, iterated over the parts (rewritten in place)
+    until a round changes nothing. Returns the number of rounds that changed something."""
     rounds = 0
     while True:
-        before = df.height
-        df = df.filter(pl.len().over("item") >= cfg.min_item_support)
-        if cfg.dedupe_consecutive:
-            df = drop_consecutive_repeats(df)
-        df = df.filter(pl.len().over("seq") >= cfg.min_session_length)
-        if df.height == before:
-            return df, rounds
+        supported = supported_items(pl.scan_parquet(parts), cfg.min_item_support)
+        changed = False
+        for path in parts:
+            df = pl.read_parquet(path)
+            out = filter_round(df, supported, cfg)
+            if out.height != df.height:
+                changed = True
+                out.write_parquet(path)
+        if not changed:
+            return rounds
         rounds += 1
 
 
-def _cutoff(df: pl.DataFrame, period: Period) -> datetime:
+def cutoff(lf: pl.LazyFrame, period: Period) -> datetime:
+    """The time after which a sequence's last event puts it in the later split."""
     if period.seconds is not None:
-        return df["ts"].max() - timedelta(seconds=period.seconds)
-    return df["ts"].quantile(1 - (period.fraction or 0), interpolation="lower")
+        return lf.select(pl.col("ts").max()).collect().item() - timedelta(seconds=period.seconds)
+    q = 1 - (period.fraction or 0)
+    return lf.select(pl.col("ts").quantile(q, interpolation="lower")).collect().item()
 
 
-def split_by_time(df: pl.DataFrame, period: Period) -> tuple[pl.DataFrame, pl.DataFrame]:
-    """(before, after): sequences whose LAST event falls after the cutoff go after, whole."""
+def split_by_time(df: pl.DataFrame, period: Period, at: datetime | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(before, after): sequences whose LAST event falls after the cutoff (`at`, or computed
+    from `df`) go after, whole."""
     if period.empty or df.is_empty():
         return df, df.clear()
-    cutoff = _cutoff(df, period)
-    is_late = pl.col("ts").max().over("seq") > cutoff
+    at = cutoff(df.lazy(), period) if at is None else at
+    is_late = pl.col("ts").max().over("seq") > at
     return df.filter(~is_late), df.filter(is_late)
 
 
@@ -498,25 +518,39 @@ def restrict_to_vocabulary(
     }
 
 
-def item_table(train: pl.DataFrame) -> pl.DataFrame:
+def item_table(train: pl.DataFrame | pl.LazyFrame) -> pl.DataFrame:
     """Dense item index: most frequent in training first, ties by original id."""
-    counts = train.group_by("item").agg(count=pl.len()).sort(["count", "item"], descending=[True, False])
+    counts = (
+        train.lazy()
+        .group_by("item")
+        .agg(count=pl.len())
+        .sort(["count", "item"], descending=[True, False])
+        .collect(engine="streaming")
+    )
     return counts.with_row_index("idx").select(
         pl.col("idx").cast(pl.Int32), pl.col("item").alias("item_id"), pl.col("count").cast(pl.Int64)
     )
 
 
-def encode(df: pl.DataFrame, items: pl.DataFrame) -> pl.DataFrame:
-    """Original item ids -> dense `item` index; sequences renumbered by start time."""
-    mapping = items.select(pl.col("item_id").alias("item"), pl.col("idx"))
-    df = df.join(mapping, on="item", how="left")
-    starts = (
-        df.group_by("seq")
+def sequence_numbers(lf: pl.LazyFrame) -> pl.DataFrame:
+    """(seq, new_seq): sequences renumbered 0, 1, ... by start time (ties by old number)."""
+    return (
+        lf.group_by("seq")
         .agg(start=pl.col("ts").min())
         .sort(["start", "seq"])
         .with_row_index("new_seq")
         .select("seq", pl.col("new_seq").cast(pl.Int64))
+        .collect(engine="streaming")
     )
+
+
+def encode(df: pl.DataFrame, items: pl.DataFrame, starts: pl.DataFrame | None = None) -> pl.DataFrame:
+    """Original item ids -> dense `item` index; sequences renumbered by start time (`starts`
+    from `sequence_numbers` over the whole split, or computed from `df`). Rows end sorted by
+    (seq, ts, original row)."""
+    mapping = items.select(pl.col("item_id").alias("item"), pl.col("idx"))
+    df = df.join(mapping, on="item", how="left")
+    starts = sequence_numbers(df.lazy()) if starts is None else starts
     extra = [c for c in ("user", "session", "event", "value") if c in df.columns]
     return (
         df.join(starts, on="seq")
@@ -542,16 +576,21 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _split_stats(df: pl.DataFrame) -> dict[str, Any]:
-    if df.is_empty():
+def _split_stats(lf: pl.LazyFrame) -> dict[str, Any]:
+    row = (
+        lf.select(
+            events=pl.len(),
+            sequences=pl.col("seq").n_unique(),
+            items=pl.col("item").n_unique(),
+            time_min=pl.col("ts").min(),
+            time_max=pl.col("ts").max(),
+        )
+        .collect(engine="streaming")
+        .row(0, named=True)
+    )
+    if not row["events"]:
         return {"events": 0, "sequences": 0, "items": 0, "time_min": None, "time_max": None}
-    return {
-        "events": df.height,
-        "sequences": df["seq"].n_unique(),
-        "items": df["item"].n_unique(),
-        "time_min": df["ts"].min().isoformat(),
-        "time_max": df["ts"].max().isoformat(),
-    }
+    return {**row, "time_min": row["time_min"].isoformat(), "time_max": row["time_max"].isoformat()}
 
 
 def check_times(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
@@ -571,11 +610,8 @@ def check_times(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
     return df.drop("_ts_raw")
 
 
-def clean_events(lf: pl.LazyFrame, cfg: PrepareConfig, stages: dict[str, Any]) -> pl.DataFrame:
-    """Event filters, parse check, nulls, exact duplicates, sessionization, repeat collapsing.
-
-    Records the row count after each step in `stages`.
-    """
+def filter_events(lf: pl.LazyFrame, cfg: PrepareConfig) -> pl.LazyFrame:
+    """--events and --min-value (applied while reading, before anything is held in memory)."""
     if cfg.events:
         if cfg.event_col is None:
             raise DataError("--events needs an event-type column; pass --event-col")
@@ -584,20 +620,29 @@ def clean_events(lf: pl.LazyFrame, cfg: PrepareConfig, stages: dict[str, Any]) -
         if cfg.value_col is None:
             raise DataError("--min-value needs a value column; pass --value-col")
         lf = lf.filter(pl.col("value") >= cfg.min_value)
-    df = lf.collect(engine="streaming")
-    stages["events_read"] = df.height
+    return lf
+
+
+def clean_events(df: pl.DataFrame, cfg: PrepareConfig, stages: dict[str, Any], first_seq: int = 0) -> pl.DataFrame:
+    """Parse check, nulls, exact duplicates, sessionization (sequence numbers from
+    `first_seq`), repeat collapsing, truncation. Adds each step's row count to `stages`."""
+
+    def count(name: str, frame: pl.DataFrame) -> None:
+        stages[name] = stages.get(name, 0) + frame.height
+
+    count("events_read", df)
     required = ["item", "ts", *sequence_keys(cfg)]
     df = check_times(df, cfg).drop_nulls(required)
-    stages["after_dropping_nulls"] = df.height
+    count("after_dropping_nulls", df)
     df = df.unique(subset=[c for c in df.columns if c != "_row"], keep="first", maintain_order=True)
-    stages["after_dropping_exact_duplicates"] = df.height
-    df = sessionize(df.lazy(), cfg).collect()
+    count("after_dropping_exact_duplicates", df)
+    df = sessionize(df.lazy(), cfg).collect().with_columns(pl.col("seq") + first_seq)
     if cfg.dedupe_consecutive:
         df = drop_consecutive_repeats(df)
-        stages["after_collapsing_repeats"] = df.height
+        count("after_collapsing_repeats", df)
     if cfg.max_length:
         df = keep_most_recent(df, cfg.max_length)
-        stages["after_truncating_long_sequences"] = df.height
+        count("after_truncating_long_sequences", df)
     return df
 
 
@@ -613,51 +658,168 @@ def split_leave_one_out(df: pl.DataFrame) -> tuple[pl.DataFrame, pl.DataFrame, p
     return df.filter(from_end >= 2), df.filter(from_end >= 1), df
 
 
+# Input bytes (as uncompressed text) per bucket of the out-of-core pipeline. A bucket is cleaned
+# in memory at roughly 200 bytes per event at the peak; 256 MiB of CSV is about 10M events, so
+# prepare's memory stays near 2 GiB whatever the size of the whole log.
+BUCKET_BYTES = 256 << 20
+
+
+def auto_buckets(paths: Sequence[Path]) -> int:
+    total = 0
+    for path in paths:
+        # Compressed text and Parquet hold several times their size in events.
+        factor = 4 if _compression(path) or detect_format(path) == "parquet" else 1
+        total += path.stat().st_size * factor
+    return max(1, -(-total // BUCKET_BYTES))
+
+
+def _partition(lf: pl.LazyFrame, cfg: PrepareConfig, n_buckets: int, root: Path) -> list[list[Path]]:
+    """Stream the events to Parquet, hashed by sequence key into buckets (one streaming pass):
+    a user's or session's events all land in one bucket, so buckets are cleaned independently."""
+    root.mkdir(parents=True)
+    if n_buckets == 1:
+        lf.sink_parquet(root / "00000.parquet")
+        return [[root / "00000.parquet"]]
+    bucket = pl.col(sequence_keys(cfg)[0]).hash(seed=0) % n_buckets
+    lf.with_columns(_bucket=bucket).sink_parquet(pl.PartitionBy(root, key="_bucket", include_key=False))
+    dirs = [root / f"_bucket={b}" for b in range(n_buckets)]
+    return [sorted(d.glob("*.parquet")) for d in dirs if d.is_dir()]
+
+
+def _clean_parts(lf: pl.LazyFrame, cfg: PrepareConfig, n_buckets: int, root: Path, stages: dict) -> list[Path]:
+    """Filtered, cleaned, sessionized events as one Parquet part per bucket."""
+    sources = _partition(filter_events(lf, cfg), cfg, n_buckets, root / "raw")
+    (root / "clean").mkdir()
+    stages.setdefault("events_read", 0)
+    parts = []
+    for b, files in enumerate(sources):
+        # Sorted by row so that which of two exact duplicates is kept does not depend on buckets.
+        df = pl.read_parquet(files, hive_partitioning=False).sort("_row")
+        path = root / "clean" / f"{b:05d}.parquet"
+        clean_events(df, cfg, stages, first_seq=b << 40).write_parquet(path)
+        parts.append(path)
+    shutil.rmtree(root / "raw")
+    return parts
+
+
+def _map_parts(
+    parts: list[Path], roots: Sequence[Path], fn: Callable[[pl.DataFrame], tuple[pl.DataFrame, ...]]
+) -> list[list[Path]]:
+    """Apply `fn` to each part; its i-th output frame goes to roots[i]. Returns the new parts."""
+    for root in roots:
+        root.mkdir(parents=True)
+    out: list[list[Path]] = [[] for _ in roots]
+    for path in parts:
+        for i, (root, df) in enumerate(zip(roots, fn(pl.read_parquet(path)), strict=True)):
+            df.write_parquet(root / path.name)
+            out[i].append(root / path.name)
+    return out
+
+
+def _rows(parts: list[Path]) -> int:
+    return pl.scan_parquet(parts).select(pl.len()).collect().item() if parts else 0
+
+
+def _restrict_parts(
+    parts: list[Path], vocab: pl.Series, cfg: PrepareConfig, root: Path
+) -> tuple[list[Path], dict[str, int]]:
+    totals: dict[str, int] = {}
+
+    def one(df: pl.DataFrame) -> tuple[pl.DataFrame]:
+        df, counts = restrict_to_vocabulary(df, vocab, cfg)
+        for k, v in counts.items():
+            totals[k] = totals.get(k, 0) + v
+        return (df,)
+
+    (out,) = _map_parts(parts, [root], one)
+    return out, {
+        k: totals.get(k, 0) for k in ("events_on_unseen_items", "events_in_short_sequences", "sequences_dropped")
+    }
+
+
+def _write_encoded(parts: list[Path], items: pl.DataFrame, root: Path, out: Path) -> None:
+    """Encode each part, then merge the parts (each sorted by the new sequence number) into one
+    file in a streaming k-way merge: no step holds the whole split."""
+    starts = sequence_numbers(pl.scan_parquet(parts)) if parts else pl.DataFrame(schema={"seq": pl.Int64})
+
+    def one(df: pl.DataFrame) -> tuple[pl.DataFrame]:
+        if df.is_empty():
+            return (encode(df, items),)
+        mine = starts.filter(pl.col("seq").is_between(df["seq"].min(), df["seq"].max()))
+        return (encode(df, items, mine),)
+
+    (encoded,) = _map_parts(parts, [root], one)
+    frames = [pl.scan_parquet(p).set_sorted("seq") for p in encoded]
+    merged = functools.reduce(lambda a, b: a.merge_sorted(b, key="seq"), frames)
+    merged.sink_parquet(out)
+
+
 def build_splits(
-    lf: pl.LazyFrame, cfg: PrepareConfig, given: dict[str, pl.LazyFrame] | None = None
-) -> tuple[dict[str, pl.DataFrame], pl.DataFrame, dict[str, Any]]:
-    """Canonical events -> (encoded splits, item table, stage counts). Pure apart from collect().
+    lf: pl.LazyFrame,
+    cfg: PrepareConfig,
+    given: dict[str, pl.LazyFrame] | None = None,
+    *,
+    out: Path,
+    buckets: int = 1,
+) -> tuple[pl.DataFrame, dict[str, Any]]:
+    """Canonical events -> out/{train,valid,test}.parquet; returns (item table, stage counts).
+
+    Out of core: events are hashed by sequence key into `buckets` Parquet parts, each cleaned
+    in memory on its own; the global steps (item support, time cutoffs, the vocabulary, the
+    numbering of sequences by start time) read all parts in streaming queries. The result does
+    not depend on the number of buckets.
 
     `given` may hold the user's own "test" and/or "valid" events (e.g. another tool's split);
     they replace the time split for that part and get the same cleaning and vocabulary rule,
     but no support filtering, so results stay comparable with numbers published on them.
     """
     given = given or {}
+    work = out / "_work"
     stages: dict[str, Any] = {}
-    df = clean_events(lf, cfg, stages)
-    df, rounds = filter_until_stable(df, cfg)
-    stages["after_filtering"] = df.height
+    parts = _clean_parts(lf, cfg, buckets, work / "events", stages)
+    rounds = filter_until_stable(parts, cfg) if parts else 0
+    stages["after_filtering"] = _rows(parts)
     stages["filter_rounds"] = rounds
-    if df.is_empty():
+    if not stages["after_filtering"]:
         raise DataError(
             "no events left after filtering "
             f"({', '.join(f'{k}={v}' for k, v in stages.items())}); lower --min-item-support "
             "or check the sequence columns"
         )
+
+    def by_time(src: list[Path], period: Period, name: str) -> tuple[list[Path], list[Path]]:
+        at = cutoff(pl.scan_parquet(src), period) if not period.empty and _rows(src) else None
+        before, after = _map_parts(
+            src, [work / f"{name}-before", work / f"{name}-after"], lambda df: split_by_time(df, period, at)
+        )
+        return before, after
+
     if cfg.leave_one_out:
-        train, valid, test = split_leave_one_out(df)
+        train, valid, test = _map_parts(parts, [work / s for s in SPLITS], split_leave_one_out)
     else:
         if "test" in given:
-            rest, test = df, clean_events(given["test"], cfg, {})
+            rest, test = parts, _clean_parts(given["test"], cfg, 1, work / "given-test", {})
         else:
-            rest, test = split_by_time(df, cfg.test_period)
+            rest, test = by_time(parts, cfg.test_period, "test")
         if "valid" in given:
-            train, valid = rest, clean_events(given["valid"], cfg, {})
+            train, valid = rest, _clean_parts(given["valid"], cfg, 1, work / "given-valid", {})
         else:
-            train, valid = split_by_time(rest, cfg.valid_period)
-    if train.is_empty():
+            train, valid = by_time(rest, cfg.valid_period, "valid")
+    if not _rows(train):
         raise DataError(f"--split {cfg.split} / --valid {cfg.valid} leave no training sequences")
-    items = item_table(train)
+    items = item_table(pl.scan_parquet(train))
     vocab = items["item_id"]
-    test, stages["test_cleaning"] = restrict_to_vocabulary(test, vocab, cfg)
-    valid, stages["valid_cleaning"] = restrict_to_vocabulary(valid, vocab, cfg)
-    if test.is_empty():
+    test, stages["test_cleaning"] = _restrict_parts(test, vocab, cfg, work / "test-known")
+    valid, stages["valid_cleaning"] = _restrict_parts(valid, vocab, cfg, work / "valid-known")
+    if not _rows(test):
         raise DataError(
             f"--split {cfg.split} leaves no test sequences of length >= {cfg.min_session_length}; "
             "use a longer period, e.g. time:0.1"
         )
-    splits = {name: encode(part, items) for name, part in zip(SPLITS, (train, valid, test), strict=True)}
-    return splits, items, stages
+    for name, part in zip(SPLITS, (train, valid, test), strict=True):
+        _write_encoded(part, items, work / f"{name}-encoded", out / f"{name}.parquet")
+    shutil.rmtree(work)
+    return items, stages
 
 
 def prepare(
@@ -677,58 +839,58 @@ def prepare(
         raise RunDirError(f"{out_dir} already exists; pass --force to replace it")
     note = on_stage or (lambda _msg: None)
     given_files = {k: v for k, v in (given or {}).items() if v}
-    with ExitStack() as stack:
-        paths = stack.enter_context(materialized_inputs(inputs))
-        given_paths = {k: stack.enter_context(materialized_inputs(v)) for k, v in given_files.items()}
-        note("reading events")
-        lf, cfg = scan_events(paths, cfg)
-        given_lfs = {k: scan_events(v, cfg)[0] for k, v in given_paths.items()}
-        try:
-            splits, items, stages = build_splits(lf, cfg, given_lfs)
-        except pl.exceptions.PolarsError as exc:
-            # Lazy scans fail only when collected: e.g. an id column that is numeric in the first
-            # 10,000 rows and text later, or a malformed row.
-            first = str(exc).strip().splitlines()[0]
-            raise DataError(
-                f"cannot read {', '.join(map(str, paths))}: {first}. If a column mixes numbers and text, "
-                "make it consistent (or convert the file to Parquet with explicit types)"
-            ) from None
-        roles = [("train", paths)] + [(k, v) for k, v in given_paths.items()]
-        input_info = [
-            {
-                "role": role,
-                "path": "-" if q.name.startswith("rnnrec-stdin-") else str(q.resolve()),
-                "bytes": q.stat().st_size,
-                "sha256": _sha256(q),
-            }
-            for role, resolved in roles
-            for q in resolved
-        ]
-    manifest = {
-        "rnnrec_version": __version__,
-        "polars_version": pl.__version__,
-        "created": datetime.now(UTC).isoformat(timespec="seconds"),
-        "inputs": input_info,
-        "config": to_dict(cfg),
-        "stages": stages,
-        "splits": {name: _split_stats(df) for name, df in splits.items()},
-        "n_items": items.height,
-        "warnings": (
-            [
-                "leave-one-out ignores the global timeline: test targets can precede training events of "
-                "other users, so results are optimistic next to a time split (use it only to compare with "
-                "papers that report it); evaluate scores only the last event of each sequence"
-            ]
-            if cfg.leave_one_out
-            else []
-        ),
-    }
-    note("writing")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     try:
-        for name, df in splits.items():
-            df.write_parquet(tmp / f"{name}.parquet")
+        with ExitStack() as stack:
+            paths = stack.enter_context(materialized_inputs(inputs))
+            given_paths = {k: stack.enter_context(materialized_inputs(v)) for k, v in given_files.items()}
+            note("reading events")
+            lf, cfg = scan_events(paths, cfg)
+            given_lfs = {k: scan_events(v, cfg)[0] for k, v in given_paths.items()}
+            buckets = cfg.buckets or auto_buckets(paths)
+            try:
+                items, stages = build_splits(lf, cfg, given_lfs, out=tmp, buckets=buckets)
+            except pl.exceptions.PolarsError as exc:
+                # Lazy scans fail only when collected: e.g. an id column that is numeric in the first
+                # 10,000 rows and text later, or a malformed row.
+                first = str(exc).strip().splitlines()[0]
+                raise DataError(
+                    f"cannot read {', '.join(map(str, paths))}: {first}. If a column mixes numbers and text, "
+                    "make it consistent (or convert the file to Parquet with explicit types)"
+                ) from None
+            roles = [("train", paths)] + [(k, v) for k, v in given_paths.items()]
+            input_info = [
+                {
+                    "role": role,
+                    "path": "-" if q.name.startswith("rnnrec-stdin-") else str(q.resolve()),
+                    "bytes": q.stat().st_size,
+                    "sha256": _sha256(q),
+                }
+                for role, resolved in roles
+                for q in resolved
+            ]
+        manifest = {
+            "rnnrec_version": __version__,
+            "polars_version": pl.__version__,
+            "created": datetime.now(UTC).isoformat(timespec="seconds"),
+            "inputs": input_info,
+            "config": to_dict(cfg),
+            "buckets": buckets,
+            "stages": stages,
+            "splits": {name: _split_stats(pl.scan_parquet(tmp / f"{name}.parquet")) for name in SPLITS},
+            "n_items": items.height,
+            "warnings": (
+                [
+                    "leave-one-out ignores the global timeline: test targets can precede training events of "
+                    "other users, so results are optimistic next to a time split (use it only to compare with "
+                    "papers that report it); evaluate scores only the last event of each sequence"
+                ]
+                if cfg.leave_one_out
+                else []
+            ),
+        }
+        note("writing")
         items.write_parquet(tmp / ITEMS)
         save_json(tmp / MANIFEST, manifest)
         if out_dir.exists():

@@ -76,6 +76,7 @@ class EvalOptions:
     knn_sample: int = 500
     n_boot: int = 1000
     seed: int = 0
+    devices: int = 0
 
 
 def _buckets(values: np.ndarray, edges: Sequence[tuple[int, int, str]]) -> np.ndarray:
@@ -114,7 +115,9 @@ def evaluate(
         raise DataError(f"the {opts.split} split of {data_dir} has no sequences to evaluate; pick another --split")
     counts = read_items(data_dir).sort("idx")["count"].to_numpy().astype(np.float64)
     k_max = max(opts.ks)
-    score_opts = ScoreOptions(ties=opts.ties, k=k_max, exclude_seen=opts.exclude_seen, n_sampled=opts.n_sampled)
+    score_opts = ScoreOptions(
+        ties=opts.ties, k=k_max, exclude_seen=opts.exclude_seen, n_sampled=opts.n_sampled, devices=opts.devices
+    )
     pos = positions(seqs)
     keep = last_target_mask(seqs) if opts.last_only else np.ones(len(pos.target), bool)
     seq_ids = pos.seq[keep]

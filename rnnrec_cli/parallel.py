@@ -136,12 +136,13 @@ class Placement:
         return jax.tree.map(one, tree, shardings)
 
 
-def make_placement(devices: int, shard_items: bool, batch_size: int) -> Placement:
-    """A mesh over `devices` devices (0 = every visible one, on every process)."""
-    visible = jax.devices()
+def make_placement(devices: int, shard_items: bool, batch_size: int, *, local: bool = False) -> Placement:
+    """A mesh over `devices` devices (0 = every visible one: on every process, or with `local`
+    only this process's, for work each process does on its own such as evaluation)."""
+    visible = jax.local_devices() if local else jax.devices()
     n = len(visible) if devices == 0 else devices
     where = f"{len(visible)} {visible[0].platform.upper()} device(s) visible"
-    if jax.process_count() > 1 and n != len(visible):
+    if not local and jax.process_count() > 1 and n != len(visible):
         raise ConfigError(f"--devices {devices}: a multi-process run uses every device ({where}); pass --devices 0")
     if n > len(visible):
         hint = (

@@ -15,7 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnrec_cli import model
+from rnnrec_cli import model, parallel
 from rnnrec_cli.batches import longest_first, session_parallel
 from rnnrec_cli.config import RunConfig, Ties
 from rnnrec_cli.data import Sequences
@@ -34,6 +34,8 @@ class ScoreOptions:
     exclude_seen: bool = False
     n_sampled: int = 0
     item_block: int = ITEM_BLOCK
+    # Local devices the sequences are split over (0 = all of this process's devices).
+    devices: int = 0
 
 
 class StepOut(NamedTuple):
@@ -162,13 +164,18 @@ class Scores:
 
 
 def model_scores(params: model.Params, cfg: RunConfig, seqs: Sequences, opts: ScoreOptions, seed: int = 0) -> Scores:
-    """Score every target of `seqs` (positions 2..L of each sequence) with the model."""
-    batch = cfg.train.eval_batch_size
+    """Score every target of `seqs` (positions 2..L of each sequence) with the model.
+
+    With several devices the batch of sequences is split over them (parameters replicated)."""
+    n_dev = opts.devices or len(jax.local_devices())
+    batch = -(-cfg.train.eval_batch_size // n_dev) * n_dev
+    place = parallel.make_placement(n_dev, False, batch, local=True)
+    params = place.put(parallel.to_host(params), place.replicated)
     stream = session_parallel(seqs, batch, EVAL_BPTT, longest_first(seqs))
-    carry = model.zero_carry(cfg.model, batch)
+    carry = place.put(jax.device_get(model.zero_carry(cfg.model, batch)), place.rows)
     seen_len = int(seqs.lengths.max()) if opts.exclude_seen and len(seqs) else 1
-    seen = jnp.full((batch, seen_len), -1, jnp.int32)
-    seen_n = jnp.zeros(batch, jnp.int32)
+    seen = place.put(np.full((batch, seen_len), -1, np.int32), place.rows)
+    seen_n = place.put(np.zeros(batch, np.int32), place.rows)
     n = len(seqs.items)
     ranks = np.zeros(n, np.float32)
     topk = np.zeros((n, opts.k), np.int32)
@@ -176,9 +183,8 @@ def model_scores(params: model.Params, cfg: RunConfig, seqs: Sequences, opts: Sc
     rng = np.random.default_rng(seed)
     for chunk in stream.chunks():
         negs = rng.integers(0, cfg.n_items, (EVAL_BPTT, batch, opts.n_sampled), dtype=np.int32)
-        carry, seen, seen_n, out = _score_chunk(
-            params, carry, seen, seen_n, (chunk.inputs, chunk.targets, chunk.reset, negs), cfg=cfg, opts=opts
-        )
+        arrays = tuple(place.put_batch(x, batch) for x in (chunk.inputs, chunk.targets, chunk.reset, negs))
+        carry, seen, seen_n, out = _score_chunk(params, carry, seen, seen_n, arrays, cfg=cfg, opts=opts)
         pos = chunk.target_pos[chunk.mask]
         ranks[pos] = np.asarray(out.ranks)[chunk.mask]
         topk[pos] = np.asarray(out.topk)[chunk.mask]

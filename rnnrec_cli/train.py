@@ -543,7 +543,7 @@ def fit(
         valid = {}
         if len(valid_seqs):
             # Every process ranks the (same) validation split itself: no traffic, same answer.
-            ranks = model_ranks(jax.tree.map(jnp.asarray, params), cfg, valid_seqs)
+            ranks = model_ranks(params, cfg, valid_seqs)
             valid = summarize(ranks[valid_last] if loo else ranks, sorted({k_eval, 20}))
         value = valid.get(tc.monitor, -train_loss)
         improved = value > best_value

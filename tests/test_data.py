@@ -25,7 +25,7 @@ from rnnrec_cli.data import (
 )
 from rnnrec_cli.errors import DataError, RunDirError
 
-from .conftest import REPO
+from .conftest import REPO, synthetic_log
 
 
 def _events(rows: list[tuple], cols: tuple[str, ...] = ("user", "item", "ts")) -> pl.DataFrame:
@@ -52,13 +52,17 @@ def test_drop_consecutive_repeats_respects_sequence_boundaries() -> None:
     assert drop_consecutive_repeats(df)["item"].to_list() == [4, 5, 5]
 
 
-def test_filter_iterates_until_stable() -> None:
-    # Item 9 appears once; dropping it shortens sequence 2 to one event, which then goes,
-    # which takes item 3 below support 2 in round two.
-    df = pl.DataFrame({"seq": [1, 1, 2, 2, 3, 3], "item": [1, 2, 3, 9, 1, 2]})
-    out, rounds = filter_until_stable(df, PrepareConfig(min_item_support=2))
-    assert out["item"].to_list() == [1, 2, 1, 2]
+def test_filter_iterates_until_stable_and_counts_support_across_parts(tmp_path: Path) -> None:
+    # Items 3 and 9 appear once: dropping them leaves sequence 2 empty. Items 1 and 2 reach a
+    # support of 2 only when both parts are counted; with 3 they drop in round two.
+    parts = [tmp_path / "a.parquet", tmp_path / "b.parquet"]
+    pl.DataFrame({"seq": [1, 1, 2, 2], "item": [1, 2, 3, 9]}).write_parquet(parts[0])
+    pl.DataFrame({"seq": [3, 3], "item": [1, 2]}).write_parquet(parts[1])
+    rounds = filter_until_stable(parts, PrepareConfig(min_item_support=2))
+    assert pl.read_parquet(parts)["item"].to_list() == [1, 2, 1, 2]
     assert rounds == 1
+    assert filter_until_stable(parts, PrepareConfig(min_item_support=3)) == 1
+    assert pl.read_parquet(parts).is_empty()
 
 
 def test_split_moves_whole_sequences_by_last_event() -> None:
@@ -163,8 +167,8 @@ def test_otto_preset_on_bundled_sample(tmp_path: Path) -> None:
     df = lf.collect()
     assert set(df["event"].unique()) == {"clicks", "carts", "orders"}
     assert df["session"].n_unique() == 20
-    splits, items, _ = build_splits(lf, resolved)
-    assert splits["test"].height > 0 and items.height > 0
+    items, _ = build_splits(lf, resolved, out=tmp_path)
+    assert pl.read_parquet(tmp_path / "test.parquet").height > 0 and items.height > 0
 
 
 # ------------------------------------------------------------------ property tests
@@ -226,10 +230,10 @@ def test_item_ids_round_trip(rows: list[tuple]) -> None:
     assert items["item_id"].n_unique() == items.height
 
 
-def test_build_splits_keeps_test_out_of_train(log_csv: Path) -> None:
+def test_build_splits_keeps_test_out_of_train(log_csv: Path, tmp_path: Path) -> None:
     lf, cfg = scan_events([log_csv], PrepareConfig(split="time:0.2", valid="0.1"))
-    splits, items, stages = build_splits(lf, cfg)
-    train, valid, test = splits["train"], splits["valid"], splits["test"]
+    items, stages = build_splits(lf, cfg, out=tmp_path)
+    train, valid, test = (pl.read_parquet(tmp_path / f"{s}.parquet") for s in ("train", "valid", "test"))
     # Sequences are renumbered per split, so compare by (user, first time).
     key = lambda d: set(d.group_by("seq").agg(pl.col("user").first(), pl.col("ts").min()).select("user", "ts").rows())  # noqa: E731
     assert not key(train) & key(test) and not key(train) & key(valid) and not key(valid) & key(test)
@@ -342,3 +346,26 @@ def test_leave_one_out_split(log_csv: Path, tmp_path: Path) -> None:
     # Every user is in all three; each split is one event longer than the previous.
     assert len(train) == len(valid) == len(test)
     assert (valid.lengths == train.lengths + 1).all() and (test.lengths == valid.lengths + 1).all()
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"split": "time:0.2", "valid": "0.1"}, {"split": "loo"}, {"session_gap": None, "max_length": 5}],
+    ids=["time", "loo", "histories"],
+)
+def test_bucketed_prepare_gives_the_same_data_whatever_the_bucket_count(tmp_path: Path, options: dict) -> None:
+    log = tmp_path / "events.csv"
+    synthetic_log(n_users=80, seed=3).write_csv(log)
+    results = {}
+    for n in (1, 3, 7):
+        out = tmp_path / f"b{n}"
+        results[n] = prepare([str(log)], out, PrepareConfig(min_item_support=2, buckets=n, **options)).manifest
+        assert not any(p.name.startswith("_") for p in out.iterdir())  # the work area is gone
+    for n in (3, 7):
+        assert results[n]["stages"] == results[1]["stages"] and results[n]["splits"] == results[1]["splits"]
+        for name in ("train", "valid", "test", "items"):
+            a, b = (
+                pl.read_parquet(tmp_path / "b1" / f"{name}.parquet"),
+                pl.read_parquet(tmp_path / f"b{n}" / f"{name}.parquet"),
+            )
+            assert a.equals(b), (n, name)

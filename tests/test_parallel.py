@@ -21,9 +21,24 @@ from rnnrec_cli.batches import layout, session_parallel
 from rnnrec_cli.cli import app
 from rnnrec_cli.data import read_lengths, read_sequences
 from rnnrec_cli.train import prefetch
-from tests.conftest import write_data_dir
 
-TRAIN_FLAGS = ["--layers", "16", "--epochs", "2", "--batch-size", "8", "--bptt", "4", "--n-sample", "16", "--checkpoint-every", "0", "-q"]
+from .conftest import write_data_dir
+
+TRAIN_FLAGS = [
+    "--layers",
+    "16",
+    "--epochs",
+    "2",
+    "--batch-size",
+    "8",
+    "--bptt",
+    "4",
+    "--n-sample",
+    "16",
+    "--checkpoint-every",
+    "0",
+    "-q",
+]
 
 
 def _seqs(n: int = 300, n_items: int = 40, seed: int = 0) -> list[list[int]]:
@@ -157,7 +172,8 @@ def test_four_devices_train_like_one(data_dir: Path, single_device_run: Path, tm
 
 
 def test_resume_from_a_sharded_checkpoint_continues_the_run(data_dir: Path, tmp_path: Path) -> None:
-    """Stop after epoch 1 (4 devices, item tables split), resume on 2 devices: same as straight through."""
+    """Stop after epoch 1 (4 devices, item tables split), resume on 2 devices: same as straight
+    through. Evaluation split over 4 devices ranks like one device."""
     script = f"""
 import dataclasses, sys
 from pathlib import Path
@@ -174,6 +190,17 @@ stopped = rundir.create(Path({str(tmp_path / "stopped")!r}), force=False)
 fit(cfg(1, 4), stopped)
 (stopped.path / "COMPLETE").unlink()
 fit(cfg(2, 2), stopped, resume=True)
+
+import numpy as np
+from rnnrec_cli.data import read_sequences
+from rnnrec_cli.evaluate import restore_params
+from rnnrec_cli.scoring import ScoreOptions, model_scores
+params = restore_params(straight, cfg(2, 1))
+test = read_sequences(Path({str(data_dir)!r}), "test")
+one = model_scores(params, cfg(2, 1), test, ScoreOptions(k=5, exclude_seen=True, devices=1))
+four = model_scores(params, cfg(2, 1), test, ScoreOptions(k=5, exclude_seen=True, devices=4))
+np.testing.assert_array_equal(one.ranks, four.ranks)
+np.testing.assert_array_equal(one.topk, four.topk)
 """
     proc = subprocess.run([sys.executable, "-c", script], env=_env(4), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr
