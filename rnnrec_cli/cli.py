@@ -366,6 +366,7 @@ def train(
     patience: Annotated[int | None, _opt("Stop after this many epochs without improvement (0 = off).")] = None,
     monitor: Annotated[str | None, _opt("Validation metric for the best checkpoint, e.g. mrr@20.")] = None,
     checkpoint_every: Annotated[float | None, _opt("Seconds between mid-epoch checkpoints (0 = epoch ends).")] = None,
+    valid_sample: Annotated[int | None, _opt("Validate on at most N sequences, a seeded subset (0 = all).")] = None,
     devices: Annotated[int | None, _opt("Devices to split the batch over (0 = all visible, every process).")] = None,
     shard_items: Annotated[bool | None, _opt("Also split the item tables over the devices by rows.")] = None,
     prefetch: Annotated[int | None, _opt("Chunks assembled ahead in a background thread (0 = off).")] = None,
@@ -414,7 +415,7 @@ def train(
             optimizer=optimizer, lr=lr,
             lr_schedule=lr_schedule, momentum=momentum, clip_norm=clip_norm, seed=seed, patience=patience,
             monitor=monitor, checkpoint_every=checkpoint_every, devices=devices, shard_items=shard_items,
-            prefetch=prefetch,
+            prefetch=prefetch, valid_sample=valid_sample,
         )  # fmt: skip
         run, cfg = _new_run(
             data, out, preset, file_values, model_flags, train_flags, force=force, quiet=quiet, write=leader

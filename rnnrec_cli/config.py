@@ -218,6 +218,9 @@ class TrainConfig:
     patience: int = 0
     monitor: str = "mrr@20"
     eval_batch_size: int = 256
+    # Validate on at most this many sequences, a seeded random subset (0 = the whole split):
+    # full-catalogue ranking of a large validation split can cost more than the epoch.
+    valid_sample: int = 0
     # Seconds between mid-epoch checkpoints for --resume (0 = only at epoch ends).
     checkpoint_every: float = 120.0
     # Devices the session-parallel batch is split over (0 = every visible device, on every
@@ -247,6 +250,7 @@ class TrainConfig:
         _check_positive("--clip-norm", self.clip_norm, allow_zero=True)
         _check_positive("--patience", self.patience, allow_zero=True)
         _check_positive("--eval-batch-size", self.eval_batch_size)
+        _check_positive("--valid-sample", self.valid_sample, allow_zero=True)
         _check_positive("--checkpoint-every", self.checkpoint_every, allow_zero=True)
         _check_positive("--devices", self.devices, allow_zero=True)
         _check_positive("--prefetch", self.prefetch, allow_zero=True)

@@ -23,7 +23,7 @@ import numpy as np
 import optax
 
 from rnnrec_cli import losses, model, parallel
-from rnnrec_cli.batches import Stream, layout, sample_negatives, sampling_distribution
+from rnnrec_cli.batches import Layout, Stream, layout, sample_negatives, sampling_distribution
 from rnnrec_cli.config import RunConfig, TrainConfig
 from rnnrec_cli.data import Sequences, read_items, read_lengths, read_sequences
 from rnnrec_cli.errors import RunDirError, TrainingDiverged
@@ -290,14 +290,17 @@ def load_train_data(data_dir: Path) -> TrainData:
     return TrainData(data_dir, seqs.lengths, seqs)
 
 
-def epoch_stream(cfg: RunConfig, data: TrainData, epoch: int, slots: range) -> Stream:
+def epoch_stream(cfg: RunConfig, data: TrainData, epoch: int, slots: range, plan: Layout | None = None) -> Stream:
     """The epoch's stream for `slots`: a function of (seed, epoch) alone, so a resumed run
     replays exactly the batches an uninterrupted one would see, and every process agrees on
-    the layout without talking to the others."""
+    the layout without talking to the others. `plan`: the unshuffled layout, if already made."""
     tc = cfg.train
-    # Prepared sequences are stored by start time; GRU4Rec trains in that order.
-    order = np.random.default_rng([tc.seed, epoch]).permutation(len(data.lengths)) if tc.shuffle else None
-    plan = layout(data.lengths, tc.batch_size, tc.bptt, order)
+    if tc.shuffle:
+        order = np.random.default_rng([tc.seed, epoch]).permutation(len(data.lengths))
+        plan = layout(data.lengths, tc.batch_size, tc.bptt, order)
+    elif plan is None:
+        # Prepared sequences are stored by start time; GRU4Rec trains in that order.
+        plan = layout(data.lengths, tc.batch_size, tc.bptt)
     if data.seqs is not None:
         return Stream(plan, data.seqs.items, data.seqs.offsets[:-1], tc.bptt, slots)
     wanted = np.zeros(len(data.lengths), bool)
@@ -306,6 +309,20 @@ def epoch_stream(cfg: RunConfig, data: TrainData, epoch: int, slots: range) -> S
     first = np.full(len(data.lengths), -1, np.int64)
     first[wanted] = mine.offsets[:-1]
     return Stream(plan, mine.items, first, tc.bptt, slots)
+
+
+def validation_subset(seqs: Sequences, n: int, seed: int) -> Sequences:
+    """At most `n` sequences, drawn with a fixed seed (kept in stored order); all when n is 0."""
+    if not n or n >= len(seqs):
+        return seqs
+    keep = np.sort(np.random.default_rng([seed, 2]).choice(len(seqs), n, replace=False))
+    lengths = seqs.lengths[keep]
+    idx = (
+        np.repeat(seqs.offsets[keep], lengths)
+        + np.arange(lengths.sum())
+        - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    )
+    return Sequences(items=seqs.items[idx], offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64))
 
 
 def chunk_negatives(cfg: RunConfig, cdf: np.ndarray, epoch: int, chunk: int) -> np.ndarray:
@@ -471,12 +488,13 @@ def fit(
     if len(counts) != cfg.n_items:
         raise RunDirError(f"{data_dir} has {len(counts)} items but the run's config says {cfg.n_items}")
     train_data = load_train_data(data_dir)
-    valid_seqs = read_sequences(data_dir, "valid")
+    valid_seqs = validation_subset(read_sequences(data_dir, "valid"), tc.valid_sample, tc.seed)
     loo = is_leave_one_out(data_dir)
     valid_last = last_target_mask(valid_seqs)
     cdf = np.cumsum(sampling_distribution(counts, tc.sample_alpha))
     # Schedules need the run's length; epochs differ by a chunk or two with the shuffled order.
-    chunks_per_epoch = layout(train_data.lengths, tc.batch_size, tc.bptt).n_steps // tc.bptt
+    plan = layout(train_data.lengths, tc.batch_size, tc.bptt)
+    chunks_per_epoch = plan.n_steps // tc.bptt
     tx = make_optimizer(tc, total_steps=chunks_per_epoch * tc.epochs)
     trainer, host = make_trainer(cfg, tx)
     placement = trainer.placement
@@ -505,7 +523,7 @@ def fit(
         if tc.patience and bad_epochs >= tc.patience:
             break
         if stream is None or tc.shuffle:
-            stream = epoch_stream(cfg, train_data, epoch, slots)
+            stream = epoch_stream(cfg, train_data, epoch, slots, plan)
         start = pos.chunk if epoch == pos.epoch else 0
         carry_host, loss_sum, n_sum = (pos.carry, pos.loss_sum, pos.n_sum) if start else (zero_host, 0.0, 0)
         carry = trainer.place_carry(carry_host)

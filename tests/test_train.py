@@ -199,3 +199,14 @@ def test_divergence_names_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path:
         state = init_state(cfg, tx)
         restored, _ = train_mod._restore_last(run, state, model.zero_carry(cfg.model, cfg.train.batch_size))
         assert train_mod._all_finite(restored.params)
+
+
+def test_validation_subset_is_seeded_and_keeps_whole_sequences() -> None:
+    from rnnrec_cli.train import validation_subset
+
+    seqs = Sequences.from_lists([[i, i + 1, i + 2][: 2 + i % 2] for i in range(20)])
+    sub = validation_subset(seqs, 5, seed=3)
+    assert len(sub) == 5 and sub.items.tolist() == validation_subset(seqs, 5, seed=3).items.tolist()
+    whole = {tuple(seqs.items[a:b]) for a, b in zip(seqs.offsets[:-1], seqs.offsets[1:], strict=True)}
+    assert all(tuple(sub.items[a:b]) in whole for a, b in zip(sub.offsets[:-1], sub.offsets[1:], strict=True))
+    assert validation_subset(seqs, 0, seed=3) is seqs and validation_subset(seqs, 50, seed=3) is seqs
