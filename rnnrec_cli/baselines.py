@@ -218,3 +218,41 @@ def baseline_scores(
             primary, counts, pos.target[block], prefix, opts, negatives
         )
     return Scores(ranks, topk, sampled)
+
+
+# ---------------------------------------------------------------------------- value baselines
+
+VALUE_BASELINES = ("global-mean", "item-mean", "history-mean")
+
+
+def value_baseline(name: str, train: Sequences, seqs: Sequences) -> np.ndarray:
+    """<float32>[n_targets] a simple prediction of each target event's value (sequence order).
+
+    - global-mean: the mean value of the training events.
+    - item-mean: the target item's mean value in training (the global mean for items without).
+    - history-mean: the mean of the earlier values in the same sequence (a user's or session's
+      own level so far; the global mean before any).
+    Missing values (NaN) are ignored everywhere.
+    """
+    assert train.values is not None and seqs.values is not None
+    known = ~np.isnan(train.values)
+    mean = float(train.values[known].mean()) if known.any() else 0.0
+    pos = positions(seqs)
+    match name:
+        case "global-mean":
+            return np.full(len(pos.target), mean, np.float32)
+        case "item-mean":
+            n = int(max(train.items.max(initial=0), seqs.items.max(initial=0))) + 1
+            sums = np.bincount(train.items[known], train.values[known], minlength=n)
+            counts = np.bincount(train.items[known], minlength=n)
+            per_item = np.where(counts > 0, sums / np.maximum(counts, 1), mean)
+            return per_item[pos.target].astype(np.float32)
+        case "history-mean":
+            v = np.nan_to_num(seqs.values)
+            has = (~np.isnan(seqs.values)).astype(np.float64)
+            # Running sums over the packed events, restarted per sequence by subtraction.
+            csum, ccount = np.r_[0, np.cumsum(v)], np.r_[0, np.cumsum(has)]
+            total = csum[pos.end] - csum[pos.start]
+            count = ccount[pos.end] - ccount[pos.start]
+            return np.where(count > 0, total / np.maximum(count, 1), mean).astype(np.float32)
+    raise ValueError(f"unknown value baseline {name!r}")

@@ -30,6 +30,8 @@ class Chunk:
     mask: <bool> the step holds a real (input, target) pair; reset: <bool> zero the slot's
     hidden state before the step (first step of a sequence); target_pos: <int64> index of the
     target in the packed `Sequences.items` (-1 on padding), to put per-step results back in order.
+    input_values, target_values: <float32> the values of the input and target events (0 on
+    padding), when the sequences carry values.
     """
 
     inputs: np.ndarray
@@ -37,6 +39,8 @@ class Chunk:
     mask: np.ndarray
     reset: np.ndarray
     target_pos: np.ndarray
+    input_values: np.ndarray | None = None
+    target_values: np.ndarray | None = None
 
     def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.inputs, self.targets, self.mask, self.reset
@@ -86,6 +90,7 @@ class Stream:
     first: np.ndarray
     bptt: int
     slots: range
+    values: np.ndarray | None = None
 
     @property
     def n_chunks(self) -> int:
@@ -103,7 +108,8 @@ class Stream:
         slots = np.arange(self.slots.start, self.slots.stop, dtype=np.int64)[None, :]
         if not len(p.seq):
             empty = np.zeros((t, slots.shape[1]), np.int32)
-            return Chunk(empty, empty, empty.astype(bool), empty.astype(bool), empty - 1)
+            no_values = None if self.values is None else empty.astype(np.float32)
+            return Chunk(empty, empty, empty.astype(bool), empty.astype(bool), empty - 1, no_values, no_values)
         # Sequences are sorted by (slot, start): the one running at (step, slot) is the last that
         # started at or before the step in that slot.
         span = p.n_steps + 1
@@ -113,9 +119,14 @@ class Stream:
         offset = steps - p.start[jc]
         mask = (j >= 0) & (p.slot[jc] == slots) & (offset < p.n_pairs[jc])
         src = np.where(mask, self.first[p.seq[jc]] + offset, 0)
+        nxt = np.where(mask, src + 1, 0)
         inputs = np.where(mask, self.items[src], 0).astype(np.int32)
-        targets = np.where(mask, self.items[np.where(mask, src + 1, 0)], 0).astype(np.int32)
-        return Chunk(inputs, targets, mask, mask & (offset == 0), np.where(mask, src + 1, -1))
+        targets = np.where(mask, self.items[nxt], 0).astype(np.int32)
+        in_v = out_v = None
+        if self.values is not None:
+            in_v = np.where(mask, self.values[src], 0).astype(np.float32)
+            out_v = np.where(mask, self.values[nxt], 0).astype(np.float32)
+        return Chunk(inputs, targets, mask, mask & (offset == 0), np.where(mask, src + 1, -1), in_v, out_v)
 
     def chunks(self, start: int = 0) -> Iterator[Chunk]:
         for k in range(start, self.n_chunks):
@@ -124,7 +135,12 @@ class Stream:
     def whole(self) -> Chunk:
         """Every chunk stacked: [n_steps, B] arrays (for tests and small data)."""
         parts = [self.chunk(k) for k in range(self.n_chunks)]
-        return Chunk(*(np.concatenate([getattr(c, f) for c in parts]) for f in Chunk.__dataclass_fields__))
+
+        def stack(field: str) -> np.ndarray | None:
+            got = [getattr(c, field) for c in parts]
+            return None if got[0] is None else np.concatenate(got)
+
+        return Chunk(*(stack(f) for f in Chunk.__dataclass_fields__))
 
 
 def assign_slots(n_pairs: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -147,7 +163,8 @@ def session_parallel(
 ) -> Stream:
     """The session-parallel stream of `seqs` (all slots, or just `slots`)."""
     plan = layout(seqs.lengths, batch_size, bptt, order)
-    return Stream(plan, seqs.items, seqs.offsets[:-1], bptt, slots if slots is not None else range(batch_size))
+    slots = slots if slots is not None else range(batch_size)
+    return Stream(plan, seqs.items, seqs.offsets[:-1], bptt, slots, seqs.values)
 
 
 def longest_first(seqs: Sequences) -> np.ndarray:

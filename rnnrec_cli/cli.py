@@ -346,6 +346,13 @@ def train(
     embedding: Annotated[int | None, _opt("Input embedding size; 0 = tied to the output (constrained).")] = None,
     dropout_embed: Annotated[float | None, _opt("Dropout on the input embedding.")] = None,
     dropout_hidden: Annotated[float | None, _opt("Dropout on each layer's output.")] = None,
+    task: Annotated[
+        str | None, _opt("What to predict: next-item, value, or both (next-item,value): one network, one head each.")
+    ] = None,
+    task_weights: Annotated[str | None, _opt("Loss weight per task, in --task order, e.g. 1,0.5.")] = None,
+    value_loss: Annotated[str | None, _opt("Value task loss: mse or huber.")] = None,
+    huber_delta: Annotated[float | None, _opt("Huber transition point, in standard deviations.")] = None,
+    value_input: Annotated[bool | None, _opt("Value task: feed each event's value beside its item.")] = None,
     loss: Annotated[str | None, _opt("ce, bpr-max or top1-max.")] = None,
     n_sample: Annotated[int | None, _opt("Extra negatives shared by each chunk (0 = in-batch only).")] = None,
     sample_alpha: Annotated[float | None, _opt("Negatives drawn with probability ~ support^alpha.")] = None,
@@ -408,6 +415,8 @@ def train(
             embedding=embedding,
             dropout_embed=dropout_embed,
             dropout_hidden=dropout_hidden,
+            tasks=_parse_list(task, str, "--task"),
+            value_input=value_input,
         )
         train_flags = _given(
             loss=loss, n_sample=n_sample, sample_alpha=sample_alpha, full_softmax=full_softmax, logq=logq,
@@ -416,6 +425,8 @@ def train(
             lr_schedule=lr_schedule, momentum=momentum, clip_norm=clip_norm, seed=seed, patience=patience,
             monitor=monitor, checkpoint_every=checkpoint_every, devices=devices, shard_items=shard_items,
             prefetch=prefetch, valid_sample=valid_sample,
+            task_weights=_parse_list(task_weights, float, "--task-weights"), value_loss=value_loss,
+            huber_delta=huber_delta,
         )  # fmt: skip
         run, cfg = _new_run(
             data, out, preset, file_values, model_flags, train_flags, force=force, quiet=quiet, write=leader
@@ -456,28 +467,52 @@ def _new_run(
         raise data_mod.DataError(
             f"{first} is a directory but not a prepared data directory (no manifest.json); run `rnnrec prepare` first"
         )
+    monitor_given = "monitor" in train_flags or "monitor" in file_values.get("train", {})
     if not write:
         if not (len(data) == 1 and data_mod.is_data_dir(first)):
             raise data_mod.DataError("a multi-process run trains from a prepared data directory; run `rnnrec prepare`")
-        manifest = data_mod.load_manifest(first)
-        return rundir.RunDir(out or _default_run_dir(model_cfg.cell)), RunConfig(
-            data_dir=str(first.resolve()), n_items=int(manifest["n_items"]), model=model_cfg, train=train_cfg
-        )
-    run = rundir.create(out or _default_run_dir(model_cfg.cell), force=force)
+        cfg = _run_config(first.resolve(), model_cfg, train_cfg, monitor_given)
+        return rundir.RunDir(out or _default_run_dir(model_cfg.cell)), cfg
     if len(data) == 1 and data_mod.is_data_dir(first):
-        data_dir = first.resolve()
+        cfg = _run_config(first.resolve(), model_cfg, train_cfg, monitor_given)
+        run = rundir.create(out or _default_run_dir(model_cfg.cell), force=force)
     else:
+        run = rundir.create(out or _default_run_dir(model_cfg.cell), force=force)
         prep = _make(PrepareConfig, _preset_values(preset), "preset")
         with err.status("preparing data", spinner="dots") if not quiet else _nullcontext():
             result = data_mod.prepare(data, run.path / "data", prep, force=False)
         if not quiet:
             err.print(_prepare_summary(result.manifest, run.path / "data"))
-        data_dir = (run.path / "data").resolve()
-    manifest = data_mod.load_manifest(data_dir)
-    cfg = RunConfig(data_dir=str(data_dir), n_items=int(manifest["n_items"]), model=model_cfg, train=train_cfg)
+        cfg = _run_config((run.path / "data").resolve(), model_cfg, train_cfg, monitor_given)
     rundir.save_config(run, cfg)
-    rundir.save_data_files(run, data_dir)
+    rundir.save_data_files(run, Path(cfg.data_dir))
     return run, cfg
+
+
+def _run_config(data_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, monitor_given: bool) -> RunConfig:
+    """The run's config for `data_dir`: catalogue size, the value task's standardisation (from
+    the training split), and rmse as the default monitor of a model that ranks no items."""
+    import dataclasses
+
+    import numpy as np
+
+    from rnnrec_cli import data as data_mod
+
+    manifest = data_mod.load_manifest(data_dir)
+    if model_cfg.predicts_values:
+        values = data_mod.read_sequences(data_dir, "train", values=True).values
+        assert values is not None
+        known = values[~np.isnan(values)]
+        if not len(known):
+            raise data_mod.DataError(f"{data_dir}: the training split has no values to learn (all missing)")
+        std = float(known.std())
+        model_cfg = dataclasses.replace(model_cfg, value_mean=float(known.mean()), value_std=std if std > 0 else 1.0)
+    if not model_cfg.predicts_items and not monitor_given:
+        train_cfg = dataclasses.replace(train_cfg, monitor="rmse")
+    try:
+        return RunConfig(data_dir=str(data_dir), n_items=int(manifest["n_items"]), model=model_cfg, train=train_cfg)
+    except ConfigError as exc:
+        raise typer.BadParameter(str(exc)) from None
 
 
 def _fit_with_progress(cfg: RunConfig, run: Any, *, resume: bool, quiet: bool) -> None:
@@ -494,7 +529,7 @@ def _fit_with_progress(cfg: RunConfig, run: Any, *, resume: bool, quiet: bool) -
     def on_epoch(r: EpochReport) -> None:
         if quiet:
             return
-        val = "  ".join(f"{k} {v:.4f}" for k, v in r.valid.items() if k in ("recall@20", "mrr@20"))
+        val = "  ".join(f"{k} {v:.4f}" for k, v in r.valid.items() if k in ("recall@20", "mrr@20", "rmse", "mae"))
         err.print(
             f"epoch {r.epoch:>3}  loss {r.train_loss:.4f}  {val}  {r.events_per_s:,.0f} ev/s  {r.seconds:.1f}s"
             + ("  *best" if r.best else "")
@@ -508,6 +543,15 @@ def _fit_with_progress(cfg: RunConfig, run: Any, *, resume: bool, quiet: bool) -
             progress.update(task, description=f"epoch {p.epoch}", completed=p.chunk, total=p.n_chunks, stats=stats)
 
         fit(cfg, run, resume=resume, on_progress=on_progress, on_epoch=on_epoch)
+
+
+def _parse_list(text: str | None, kind: type, flag: str) -> tuple | None:
+    if text is None:
+        return None
+    try:
+        return tuple(kind(x.strip()) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise typer.BadParameter(f"{text!r} is not a comma-separated list", param_hint=flag) from None
 
 
 def _parse_layers(text: str | None) -> tuple[int, ...] | None:
@@ -562,6 +606,22 @@ def _results_table(result: dict[str, Any]) -> Group:
             f"{p['diff'][key]:+.4f} [{lo:+.4f}, {hi:+.4f}], p = {p['p'][key]:.3f} (paired bootstrap over sequences)"
         )
     return Group(title, table, Text("\n".join(lines)))
+
+
+def _value_table(result: dict[str, Any]) -> Group:
+    """Value prediction errors of the model and the value baselines (lower is better)."""
+    rows = result["value"]["metrics"]
+    n = next(iter(rows.values()))["n"]
+    table = Table()
+    table.add_column("metric")
+    for name in rows:
+        table.add_column(name, justify="right")
+    for m in ("rmse", "mae"):
+        best = min(r[m] for r in rows.values())
+        table.add_row(
+            m.upper(), *(f"[bold green]{r[m]:.4f}[/]" if r[m] == best else f"{r[m]:.4f}" for r in rows.values())
+        )
+    return Group(Text(f"{result['split']} split: value of {n:,} target events (lower is better)"), table)
 
 
 def _breakdown_table(result: dict[str, Any], kind: str) -> Table:
@@ -678,9 +738,12 @@ def evaluate(
 
         result = run_evaluate(data_dir, opts, run=run, on_stage=on_stage)
     if not quiet:
-        err.print(_results_table(result))
-        err.print(_breakdown_table(result, "position"))
-        err.print(_breakdown_table(result, "popularity"))
+        if "ci" in result:
+            err.print(_results_table(result))
+            err.print(_breakdown_table(result, "position"))
+            err.print(_breakdown_table(result, "popularity"))
+        if result.get("value"):
+            err.print(_value_table(result))
     if as_json:
         typer.echo(json.dumps(result))
 
@@ -714,6 +777,19 @@ def predict(
     fallback: Annotated[
         bool, typer.Option("--fallback/--no-fallback", help="Popular items for sessions with no known item.")
     ] = True,
+    task: Annotated[
+        str,
+        typer.Option(
+            help="next-item (recommendations) or value: each event's value predicted from the events before it "
+            "(session_id,position,item_id,value,predicted_value), or with --candidates each listed item's value."
+        ),
+    ] = "next-item",
+    candidates: Annotated[
+        Path | None,
+        typer.Option(
+            exists=True, dir_okay=False, help="--task value: CSV of (session or user id, item id) pairs, with header."
+        ),
+    ] = None,
     generate: Annotated[int, typer.Option(min=0, help="Generate a continuation of N items instead of a top-K.")] = 0,
     strategy: Annotated[str, typer.Option(help="greedy, beam or sample (with --generate).")] = "greedy",
     beams: Annotated[int, typer.Option(min=1, help="Beam width for --strategy beam.")] = 5,
@@ -726,6 +802,7 @@ def predict(
     user_col: Annotated[str | None, typer.Option(help="Override the user column.")] = None,
     item_col: Annotated[str | None, typer.Option(help="Override the item column.")] = None,
     time_col: Annotated[str | None, typer.Option(help="Override the time column.")] = None,
+    value_col: Annotated[str | None, typer.Option(help="Override the value column.")] = None,
     force: Force = False,
     quiet: Quiet = False,
 ) -> None:
@@ -738,11 +815,13 @@ def predict(
         raise typer.BadParameter(f"{fmt!r} is not csv, jsonl or parquet", param_hint="--format")
     if every_position and generate:
         raise typer.BadParameter("--every-position and --generate do not combine", param_hint="--generate")
+    if candidates is not None and task != "value":
+        raise typer.BadParameter("--candidates goes with --task value", param_hint="--candidates")
     try:
         opts = PredictOptions(
             k=k, exclude_seen=exclude_seen, every_position=every_position, fallback=fallback, generate=generate,
             strategy=strategy, beams=beams, temperature=temperature, batch_size=batch_size, block_rows=block_rows,
-            seed=seed,  # type: ignore[arg-type]
+            seed=seed, task=task,  # type: ignore[arg-type]
         )  # fmt: skip
     except ConfigError as exc:
         raise typer.BadParameter(str(exc)) from None
@@ -751,10 +830,13 @@ def predict(
         raise RnnrecError(f"{out} already exists; pass --force to overwrite it")
     overrides = {
         **_preset_values(preset),
-        **_given(session_col=session_col, user_col=user_col, item_col=item_col, time_col=time_col),
+        **_given(session_col=session_col, user_col=user_col, item_col=item_col, time_col=time_col, value_col=value_col),
     }
     stats = PredictStats()
-    frames = run_predict(run, events or ["-"], opts, stats, include=include, exclude=exclude, overrides=overrides)
+    frames = run_predict(
+        run, events or ["-"], opts, stats, include=include, exclude=exclude, candidates_file=candidates,
+        overrides=overrides,
+    )  # fmt: skip
     _write_frames(frames, out, fmt)
     if not quiet:
         err.print(

@@ -21,6 +21,8 @@ Schedule = Literal["constant", "cosine", "linear"]
 TimeUnit = Literal["auto", "s", "ms", "us", "ns"]
 InputFormat = Literal["auto", "csv", "parquet", "jsonl", "otto"]
 Ties = Literal["conservative", "optimistic", "median"]
+Task = Literal["next-item", "value"]
+ValueLoss = Literal["mse", "huber"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?\s*$")
 _UNIT_SECONDS = {"s": 1, "m": 60, "min": 60, "h": 3600, "d": 86400, "w": 604800}
@@ -170,9 +172,22 @@ class ModelConfig:
     embedding: int = 0
     dropout_embed: float = 0.5
     dropout_hidden: float = 0.05
+    # What the network predicts: the next item, and/or the value of the next event (rating,
+    # price, dwell time) given its item; one shared recurrent body, one head per task.
+    tasks: tuple[str, ...] = ("next-item",)
+    # With the value task: the current event's value (standardised) is fed in beside its item,
+    # and predictions are de-standardised with the training split's mean and std.
+    value_input: bool = True
+    value_mean: float = 0.0
+    value_std: float = 1.0
 
     def __post_init__(self) -> None:
         _check_choice("--cell", self.cell, Cell)
+        if not self.tasks or len(set(self.tasks)) != len(self.tasks):
+            raise ConfigError(f"--task needs distinct tasks from next-item, value; got {','.join(self.tasks)}")
+        for task in self.tasks:
+            _check_choice("--task", task, Task)
+        _check_positive("value std", self.value_std)
         if not self.layers or any(n <= 0 for n in self.layers):
             raise ConfigError(f"--layers must be positive sizes like 100 or 256,128, got {self.layers}")
         _check_positive("--embedding", self.embedding, allow_zero=True)
@@ -182,6 +197,19 @@ class ModelConfig:
     @property
     def tied(self) -> bool:
         return self.embedding == 0
+
+    @property
+    def predicts_items(self) -> bool:
+        return "next-item" in self.tasks
+
+    @property
+    def predicts_values(self) -> bool:
+        return "value" in self.tasks
+
+    @property
+    def input_dim(self) -> int:
+        """Width of the first cell's input: the item embedding (plus the value, if fed)."""
+        return self.embedding_dim + int(self.predicts_values and self.value_input)
 
     @property
     def embedding_dim(self) -> int:
@@ -198,6 +226,11 @@ class TrainConfig:
     # ends each epoch on the most recent sessions.
     shuffle: bool = False
     loss: Loss = "ce"
+    # Weight of each task's loss, in the order of model.tasks (empty = 1 each).
+    task_weights: tuple[float, ...] = ()
+    value_loss: ValueLoss = "mse"
+    # Huber's transition point, in standard deviations of the value.
+    huber_delta: float = 1.0
     # Output layer: the chunk's own targets plus n_sample items shared by the chunk, drawn with
     # probability ~ support^sample_alpha. full_softmax scores every item instead (exact CE).
     n_sample: int = 2048
@@ -232,6 +265,10 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         _check_choice("--loss", self.loss, Loss)
+        _check_choice("--value-loss", self.value_loss, ValueLoss)
+        _check_positive("--huber-delta", self.huber_delta)
+        if any(w < 0 for w in self.task_weights):
+            raise ConfigError(f"--task-weights must be >= 0, got {self.task_weights}")
         _check_choice("--optimizer", self.optimizer, Optimizer)
         _check_choice("--lr-schedule", self.lr_schedule, Schedule)
         _check_positive("--epochs", self.epochs)
@@ -254,8 +291,8 @@ class TrainConfig:
         _check_positive("--checkpoint-every", self.checkpoint_every, allow_zero=True)
         _check_positive("--devices", self.devices, allow_zero=True)
         _check_positive("--prefetch", self.prefetch, allow_zero=True)
-        if not re.fullmatch(r"(recall|mrr)@\d+", self.monitor):
-            raise ConfigError(f"--monitor {self.monitor!r} must look like mrr@20 or recall@20")
+        if not re.fullmatch(r"(recall|mrr)@\d+|rmse|mae", self.monitor):
+            raise ConfigError(f"--monitor {self.monitor!r} must look like mrr@20 or recall@20, or be rmse or mae")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -266,6 +303,19 @@ class RunConfig:
     n_items: int
     model: ModelConfig = field(default_factory=ModelConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        tasks, tc = self.model.tasks, self.train
+        if tc.task_weights and len(tc.task_weights) != len(tasks):
+            raise ConfigError(f"--task-weights needs one weight per task ({', '.join(tasks)}), got {tc.task_weights}")
+        if tc.monitor in ("rmse", "mae") and not self.model.predicts_values:
+            raise ConfigError(f"--monitor {tc.monitor} needs the value task (--task value)")
+        if tc.monitor not in ("rmse", "mae") and not self.model.predicts_items:
+            raise ConfigError(f"--monitor {tc.monitor} needs the next-item task; use --monitor rmse or mae")
+
+    def task_weight(self, task: str) -> float:
+        w = self.train.task_weights
+        return w[self.model.tasks.index(task)] if w else 1.0
 
 
 def _build(cls: type, values: dict[str, Any], where: str) -> Any:

@@ -909,11 +909,13 @@ def prepare(
 class Sequences:
     """Sequences packed end to end: items[offsets[i]:offsets[i+1]] is sequence i, in time order.
 
-    items: <int32>[n_events]; offsets: <int64>[n_sequences + 1].
+    items: <int32>[n_events]; offsets: <int64>[n_sequences + 1]; values: <float32>[n_events],
+    the value attached to each event (rating, price, ...), when read.
     """
 
     items: np.ndarray
     offsets: np.ndarray
+    values: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -981,18 +983,25 @@ def read_lengths(data_dir: Path, split: str) -> np.ndarray:
     return counts
 
 
-def read_sequences(data_dir: Path, split: str, wanted: np.ndarray | None = None) -> Sequences:
+def read_sequences(data_dir: Path, split: str, wanted: np.ndarray | None = None, *, values: bool = False) -> Sequences:
     """A split's sequences, packed; with `wanted` (<bool>[n_sequences]) only those sequences, in
-    file order (how one process of a multi-host run reads just its share)."""
+    file order (how one process of a multi-host run reads just its share); with `values` the
+    value column too."""
     path = _split_path(data_dir, split)
+    columns = ["seq", "item"]
+    if values:
+        if "value" not in pl.read_parquet_schema(path):
+            raise DataError(f"{path} has no value column; prepare the data with --value-col (e.g. --value-col rating)")
+        columns.append("value")
     parts: list[np.ndarray] = []
+    value_parts: list[np.ndarray] = []
     starts: list[np.ndarray] = []
     n, last = 0, -1
-    for df, run in _runs(path, ["seq", "item"]):
-        items = df["item"].to_numpy().astype(np.int32)
-        if wanted is not None:
-            keep = wanted[run]
-            items, run = items[keep], run[keep]
+    for df, run in _runs(path, columns):
+        keep = wanted[run] if wanted is not None else slice(None)
+        items, run = df["item"].to_numpy().astype(np.int32)[keep], run[keep]
+        if values:
+            value_parts.append(df["value"].cast(pl.Float32).fill_null(np.nan).to_numpy()[keep])
         if not len(run):
             continue
         new = np.r_[run[0] != last, run[1:] != run[:-1]]
@@ -1001,7 +1010,8 @@ def read_sequences(data_dir: Path, split: str, wanted: np.ndarray | None = None)
         n, last = n + len(run), int(run[-1])
     items = np.concatenate(parts) if parts else np.zeros(0, np.int32)
     first = np.concatenate(starts) if starts else np.zeros(0, np.int64)
-    return Sequences(items=items, offsets=np.r_[first, n].astype(np.int64))
+    vals = (np.concatenate(value_parts) if value_parts else np.zeros(0, np.float32)) if values else None
+    return Sequences(items=items, offsets=np.r_[first, n].astype(np.int64), values=vals)
 
 
 def read_items(data_dir: Path) -> pl.DataFrame:

@@ -20,7 +20,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnrec_cli import model
-from rnnrec_cli.baselines import BASELINES, baseline_scores, positions
+from rnnrec_cli.baselines import BASELINES, VALUE_BASELINES, baseline_scores, positions, value_baseline
 from rnnrec_cli.config import RunConfig, Ties, save_json
 from rnnrec_cli.data import Sequences, load_manifest, read_items, read_sequences
 from rnnrec_cli.errors import DataError
@@ -31,9 +31,10 @@ from rnnrec_cli.metrics import (
     paired_bootstrap,
     per_sequence_sums,
     summarize,
+    value_errors,
 )
 from rnnrec_cli.rundir import RunDir, load_config, restore_checkpoint
-from rnnrec_cli.scoring import ScoreOptions, Scores, model_scores, target_positions
+from rnnrec_cli.scoring import ScoreOptions, Scores, model_scores, target_positions, value_predictions
 
 POSITION_BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 9, "5-9"), (10, 19, "10-19"), (20, 10**12, "20+"))
 POPULARITY_BUCKETS = ("head", "mid", "tail")  # top 20% of items by training count, next 30%, bottom 50%
@@ -110,7 +111,12 @@ def evaluate(
     if is_leave_one_out(data_dir):
         # Earlier events of a leave-one-out test sequence are training data: never score them.
         opts = dataclasses.replace(opts, last_only=True)
-    seqs = read_sequences(data_dir, opts.split)
+    cfg = load_config(run) if run is not None else None
+    with_values = cfg is not None and cfg.model.predicts_values
+    if cfg is not None and not cfg.model.predicts_items:
+        # A value-only model ranks nothing: its comparison is the value baselines.
+        opts = dataclasses.replace(opts, baselines=())
+    seqs = read_sequences(data_dir, opts.split, values=with_values)
     if seqs.n_targets == 0:
         raise DataError(f"the {opts.split} split of {data_dir} has no sequences to evaluate; pick another --split")
     counts = read_items(data_dir).sort("idx")["count"].to_numpy().astype(np.float64)
@@ -125,10 +131,20 @@ def evaluate(
     targets = pos.target[keep]
 
     scored: dict[str, Scores] = {}
-    if run is not None:
+    params = restore_params(run, cfg) if run is not None and cfg is not None else None
+    value_result = None
+    if cfg is not None and params is not None and with_values:
+        note("predicting values")
+        value_result = _value_metrics(params, cfg, data_dir, seqs, keep, opts.devices)
+    if cfg is not None and params is not None and cfg.model.predicts_items:
         note("scoring the model")
-        cfg = load_config(run)
-        scored[cfg.model.cell] = model_scores(restore_params(run, cfg), cfg, seqs, score_opts, seed=opts.seed)
+        scored[cfg.model.cell] = model_scores(params, cfg, seqs, score_opts, seed=opts.seed)
+    if not scored and not opts.baselines:
+        result_v: dict[str, Any] = {"split": opts.split, "n_events": int(keep.sum()), "value": value_result}
+        if run is not None:
+            run.eval_dir.mkdir(exist_ok=True)
+            save_json(run.eval_dir / f"{opts.split}.json", result_v)
+        return result_v
     train = read_sequences(data_dir, "train") if set(opts.baselines) - {"pop"} else seqs
     for name in opts.baselines:
         note(f"scoring baseline {name}")
@@ -183,6 +199,8 @@ def evaluate(
         },
         "popularity": {n: breakdown(s.ranks, pop_group, POPULARITY_BUCKETS, k_max) for n, s in scored.items()},
     }
+    if value_result is not None:
+        result["value"] = value_result
     if opts.n_sampled:
         result["sampled"] = {
             "n_sampled": opts.n_sampled,
@@ -195,6 +213,21 @@ def evaluate(
         save_json(run.eval_dir / f"{opts.split}.json", result)
         _write_csv(run.eval_dir / f"{opts.split}.csv", table, ci)
     return result
+
+
+def _value_metrics(
+    params: model.Params, cfg: RunConfig, data_dir: Path, seqs: Sequences, keep: np.ndarray, devices: int
+) -> dict[str, Any]:
+    """RMSE/MAE of the value head and the value baselines on the same target events."""
+    train = read_sequences(data_dir, "train", values=True)
+    assert seqs.values is not None
+    actual = seqs.values[target_positions(seqs)][keep]
+    preds = {cfg.model.cell: value_predictions(params, cfg, seqs, devices)}
+    preds.update({name: value_baseline(name, train, seqs) for name in VALUE_BASELINES})
+    return {
+        "model": cfg.model.cell,
+        "metrics": {name: value_errors(p[keep], actual) for name, p in preds.items()},
+    }
 
 
 def _write_csv(path: Path, table: dict[str, dict[str, float]], ci: dict[str, dict[str, list[float]]]) -> None:

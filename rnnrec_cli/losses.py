@@ -74,3 +74,13 @@ def top1_max(logits: jax.Array, own: jax.Array, valid: jax.Array) -> jax.Array:
 def full_cross_entropy(logits: jax.Array, targets: jax.Array) -> jax.Array:
     """Exact softmax cross-entropy against the full catalogue: <float32>[R, N], <int32>[R] -> [R]."""
     return jax.nn.logsumexp(logits, axis=1) - jnp.take_along_axis(logits, targets[:, None], axis=1)[:, 0]
+
+
+def value_loss(pred: jax.Array, target: jax.Array, kind: str, delta: float = 1.0) -> jax.Array:
+    """Per-row regression loss on standardised values: squared error, or Huber (quadratic within
+    `delta`, linear beyond, so a few extreme values do not dominate)."""
+    err = pred - target
+    if kind == "huber":
+        a = jnp.abs(err)
+        return jnp.where(a <= delta, 0.5 * err**2, delta * (a - 0.5 * delta))
+    return err**2

@@ -146,3 +146,12 @@ def paired_bootstrap(
     ci = np.quantile(diffs, [0.025, 0.975], axis=0).T
     other_side = np.where(observed >= 0, (diffs <= 0).mean(0), (diffs >= 0).mean(0))
     return observed, ci, np.minimum(1.0, 2 * other_side)
+
+
+def value_errors(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
+    """RMSE and MAE over the targets that have a value (NaN actuals are skipped)."""
+    known = ~np.isnan(actual)
+    err = np.asarray(pred, np.float64)[known] - np.asarray(actual, np.float64)[known]
+    if not len(err):
+        return {"rmse": float("nan"), "mae": float("nan"), "n": 0}
+    return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))), "n": len(err)}

@@ -59,11 +59,21 @@ def init_params(cfg: ModelConfig, n_items: int, key: jax.Array) -> Params:
     }
     if not cfg.tied:
         params["out_kernel"] = _glorot_uniform(k_out, (n_items, cfg.layers[-1]))
-    in_dim = cfg.embedding_dim
+    in_dim = cfg.input_dim
     carry = zero_carry(cfg, 1)
     for cell, k, c in zip(make_cells(cfg), k_cells, carry, strict=True):
         params["cells"].append(cell.init(k, c, jnp.zeros((1, in_dim)))["params"])
         in_dim = cell.features
+    if cfg.predicts_values:
+        # One hidden layer over [state, embedding of the item whose value is asked].
+        k1, k2 = jax.random.split(jax.random.fold_in(key, 1))
+        width = cfg.layers[-1]
+        params["value_head"] = {
+            "w1": _glorot_uniform(k1, (width + cfg.embedding_dim, width)),
+            "b1": jnp.zeros((width,), jnp.float32),
+            "w2": _glorot_uniform(k2, (width, 1)),
+            "b2": jnp.zeros((1,), jnp.float32),
+        }
     return params
 
 
@@ -89,6 +99,7 @@ def run(
     inputs: jax.Array,
     reset: jax.Array,
     dropout_key: jax.Array | None = None,
+    input_values: jax.Array | None = None,
 ) -> tuple[Carry, jax.Array]:
     """Run the stacked cells over T steps.
 
@@ -98,6 +109,8 @@ def run(
       reset: <bool>[T, B] zero that slot's state before the step (a new sequence starts).
       dropout_key: None at evaluation; otherwise dropout on the embedding and each layer output.
         As in GRU4Rec, the dropped-out output is the state carried to the next step.
+      input_values: <float32>[T, B] raw values of the input events, fed (standardised) beside
+        the embedding when the model takes values (cfg.input_dim); NaN (missing) reads as 0.
 
     Returns:
       (carry after the last step, <float32>[T, B, H_last] top-layer outputs).
@@ -106,12 +119,21 @@ def run(
     n_steps = inputs.shape[0]
     keys = jax.random.split(dropout_key, n_steps) if dropout_key is not None else jnp.zeros((n_steps,), jnp.uint32)
     training = dropout_key is not None
+    takes_values = cfg.input_dim > cfg.embedding_dim
+    if takes_values:
+        if input_values is None:
+            raise ValueError("this model takes the input events' values (input_values)")
+        feed = jnp.nan_to_num((input_values - cfg.value_mean) / cfg.value_std)
+    else:
+        feed = jnp.zeros(inputs.shape, jnp.float32)
 
-    def step(carry: Carry, xs: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[Carry, jax.Array]:
-        items, r, k = xs
+    def step(carry: Carry, xs: tuple[jax.Array, ...]) -> tuple[Carry, jax.Array]:
+        items, r, k, v = xs
         carry = jax.tree.map(lambda c: jnp.where(r[:, None], 0.0, c), carry)
         lkeys = jax.random.split(k, len(cells) + 1) if training else [None] * (len(cells) + 1)
         x = _dropout(params["embedding"][items], cfg.dropout_embed, lkeys[0])
+        if takes_values:
+            x = jnp.concatenate([x, v[:, None]], axis=-1)
         new = []
         for cell, p, c, lk in zip(cells, params["cells"], carry, lkeys[1:], strict=True):
             c, y = cell.apply({"params": p}, c, x)
@@ -119,7 +141,7 @@ def run(
             new.append(_with_hidden(cfg, c, x))
         return tuple(new), x
 
-    return jax.lax.scan(step, carry, (inputs, reset, keys), unroll=SCAN_UNROLL)
+    return jax.lax.scan(step, carry, (inputs, reset, keys, feed), unroll=SCAN_UNROLL)
 
 
 def output_layer(params: Params, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
@@ -132,6 +154,19 @@ def scores(params: Params, cfg: ModelConfig, hidden: jax.Array) -> jax.Array:
     """<float32>[..., H] hidden states -> <float32>[..., N] scores over the full catalogue."""
     kernel, bias = output_layer(params, cfg)
     return hidden @ kernel.T + bias
+
+
+def standardised_values(params: Params, cfg: ModelConfig, hidden: jax.Array, items: jax.Array) -> jax.Array:
+    """The value head: <float32>[...] predicted value of `items` <int32>[...] after the states
+    `hidden` <float32>[..., H], in standard deviations from the training mean."""
+    head = params["value_head"]
+    x = jnp.concatenate([hidden, params["embedding"][items]], axis=-1)
+    return (jax.nn.relu(x @ head["w1"] + head["b1"]) @ head["w2"] + head["b2"])[..., 0]
+
+
+def predicted_values(params: Params, cfg: ModelConfig, hidden: jax.Array, items: jax.Array) -> jax.Array:
+    """The value head in the data's units."""
+    return cfg.value_mean + cfg.value_std * standardised_values(params, cfg, hidden, items)
 
 
 def last_hidden(cfg: ModelConfig, carry: Carry) -> jax.Array:

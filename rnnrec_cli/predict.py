@@ -47,6 +47,8 @@ class PredictOptions:
     strategy: Strategy = "greedy"
     beams: int = 5
     temperature: float = 1.0
+    # "value": the value of each event predicted from the events before it, or of candidate items.
+    task: Literal["next-item", "value"] = "next-item"
     batch_size: int = 256  # sequences per jitted call
     block_rows: int = 100_000  # stdin rows per block
     seed: int = 0
@@ -58,6 +60,8 @@ class PredictOptions:
             raise ConfigError(f"--strategy {self.strategy!r} is not greedy, beam or sample")
         if self.beams < 1 or self.temperature <= 0:
             raise ConfigError("--beams must be >= 1 and --temperature > 0")
+        if self.task not in ("next-item", "value"):
+            raise ConfigError(f"--task {self.task!r} is not next-item or value")
 
 
 @dataclass
@@ -82,8 +86,10 @@ def run_prepare_config(run: RunDir, overrides: dict[str, Any]) -> PrepareConfig:
 # ---------------------------------------------------------------------------- jitted cores
 
 
-def _final_state(params: model.Params, cfg: ModelConfig, inputs: jax.Array, reset: jax.Array) -> model.Carry:
-    carry, _ = model.run(params, cfg, model.zero_carry(cfg, inputs.shape[1]), inputs, reset)
+def _final_state(
+    params: model.Params, cfg: ModelConfig, inputs: jax.Array, reset: jax.Array, values: jax.Array
+) -> model.Carry:
+    carry, _ = model.run(params, cfg, model.zero_carry(cfg, inputs.shape[1]), inputs, reset, None, values)
     return carry
 
 
@@ -100,6 +106,7 @@ def top_k_after(
     inputs: jax.Array,
     reset: jax.Array,
     valid: jax.Array,
+    values: jax.Array,
     allowed: jax.Array,
     *,
     cfg: ModelConfig,
@@ -108,10 +115,11 @@ def top_k_after(
 ) -> tuple[jax.Array, jax.Array]:
     """Top-k after each left-padded sequence: (<float32>[B, k] scores, <int32>[B, k] items).
 
-    inputs/reset/valid: [L, B]; the first real step of each column has reset=True, so padding
-    before it never reaches the state. allowed: <bool>[N] candidate items.
+    inputs/reset/valid/values: [L, B]; the first real step of each column has reset=True, so
+    padding before it never reaches the state. values: the events' values (NaN = unknown), used
+    by models that take them. allowed: <bool>[N] candidate items.
     """
-    carry = _final_state(params, cfg, inputs, reset)
+    carry = _final_state(params, cfg, inputs, reset, values)
     scores = model.scores(params, cfg, model.last_hidden(cfg, carry))
     scores = jnp.where(allowed[None, :], scores, -jnp.inf)
     if exclude_seen:
@@ -124,6 +132,7 @@ def top_k_every(
     inputs: jax.Array,
     reset: jax.Array,
     valid: jax.Array,
+    values: jax.Array,
     allowed: jax.Array,
     *,
     cfg: ModelConfig,
@@ -132,7 +141,7 @@ def top_k_every(
 ) -> tuple[jax.Array, jax.Array]:
     """Top-k after every event: <float32>[L, B, k] scores, <int32>[L, B, k] items."""
     batch = inputs.shape[1]
-    _, hidden = model.run(params, cfg, model.zero_carry(cfg, batch), inputs, reset)
+    _, hidden = model.run(params, cfg, model.zero_carry(cfg, batch), inputs, reset, None, values)
     kernel, bias = model.output_layer(params, cfg)
     n_items = kernel.shape[0]
     rows = jnp.arange(batch)
@@ -155,6 +164,7 @@ def generate(
     inputs: jax.Array,
     reset: jax.Array,
     valid: jax.Array,
+    values: jax.Array,
     allowed: jax.Array,
     key: jax.Array,
     *,
@@ -169,10 +179,11 @@ def generate(
 
     Scores are each chosen item's log-probability under the model's softmax over the allowed
     (and, with exclude_seen, unseen and not yet generated) items. Beam search keeps `beams`
-    continuations by total log-probability and returns the best one.
+    continuations by total log-probability and returns the best one. Generated events have no
+    value: models that take values see the training mean for them.
     """
     batch = inputs.shape[1]
-    carry = _final_state(params, cfg, inputs, reset)
+    carry = _final_state(params, cfg, inputs, reset, values)
     n_items = params["out_bias"].shape[0]
     blocked = ~allowed[None, :] | (_seen_mask(inputs, valid, n_items) if exclude_seen else False)
     blocked = jnp.broadcast_to(blocked, (batch, n_items))
@@ -182,7 +193,8 @@ def generate(
         return jax.nn.log_softmax(jnp.where(blocked, -jnp.inf, s), axis=-1)
 
     def feed(carry: model.Carry, items: jax.Array) -> model.Carry:
-        carry, _ = model.run(params, cfg, carry, items[None, :], jnp.zeros((1, items.shape[0]), bool))
+        unknown = jnp.full((1, items.shape[0]), jnp.nan)
+        carry, _ = model.run(params, cfg, carry, items[None, :], jnp.zeros((1, items.shape[0]), bool), None, unknown)
         return carry
 
     def block_item(blocked: jax.Array, items: jax.Array) -> jax.Array:
@@ -232,6 +244,35 @@ def generate(
     return hist_items[:, 0], hist_scores[:, 0]
 
 
+def values_every(
+    params: model.Params, inputs: jax.Array, reset: jax.Array, valid: jax.Array, values: jax.Array, *, cfg: ModelConfig
+) -> jax.Array:
+    """<float32>[L, B] each event's value predicted from the events before it (NaN for the
+    first event of a sequence and for padding)."""
+    _, hidden = model.run(params, cfg, model.zero_carry(cfg, inputs.shape[1]), inputs, reset, None, values)
+    pred = model.predicted_values(params, cfg, hidden[:-1], inputs[1:])
+    pred = jnp.where(valid[:-1] & valid[1:] & ~reset[1:], pred, jnp.nan)
+    return jnp.concatenate([jnp.full((1, inputs.shape[1]), jnp.nan), pred])
+
+
+def values_after(
+    params: model.Params,
+    inputs: jax.Array,
+    reset: jax.Array,
+    values: jax.Array,
+    candidates: jax.Array,
+    *,
+    cfg: ModelConfig,
+) -> jax.Array:
+    """<float32>[B, C] the value of each candidate item <int32>[B, C] after the whole sequence."""
+    h = model.last_hidden(cfg, _final_state(params, cfg, inputs, reset, values))
+    return model.predicted_values(
+        params, cfg, jnp.broadcast_to(h[:, None, :], (*candidates.shape, h.shape[-1])), candidates
+    )
+
+
+_values_every = jax.jit(values_every, static_argnames=("cfg",))
+_values_after = jax.jit(values_after, static_argnames=("cfg",))
 _top_k_after = jax.jit(top_k_after, static_argnames=("cfg", "k", "exclude_seen"))
 _top_k_every = jax.jit(top_k_every, static_argnames=("cfg", "k", "exclude_seen"))
 _generate = jax.jit(generate, static_argnames=("cfg", "n_steps", "strategy", "beams", "temperature", "exclude_seen"))
@@ -244,17 +285,23 @@ def _bucket(n: int) -> int:
     return max(_MIN_LEN, 1 << (n - 1).bit_length())
 
 
-def _left_padded(seqs: Sequence[np.ndarray], idx: np.ndarray, batch: int) -> tuple[np.ndarray, ...]:
+def _left_padded(
+    seqs: Sequence[np.ndarray], idx: np.ndarray, batch: int, vals: Sequence[np.ndarray] | None = None
+) -> tuple[np.ndarray, ...]:
+    """(inputs, reset, valid, values) [L, B] for the sequences `idx`, right-aligned."""
     length = _bucket(max(len(seqs[i]) for i in idx))
     inputs = np.zeros((length, batch), np.int32)
     reset = np.zeros((length, batch), bool)
     valid = np.zeros((length, batch), bool)
+    values = np.full((length, batch), np.nan, np.float32)
     for col, i in enumerate(idx):
         s = seqs[i]
         inputs[length - len(s) :, col] = s
         valid[length - len(s) :, col] = True
         reset[length - len(s), col] = True
-    return inputs, reset, valid
+        if vals is not None:
+            values[length - len(s) :, col] = vals[i]
+    return inputs, reset, valid, values
 
 
 def recommend(
@@ -263,10 +310,12 @@ def recommend(
     seqs: Sequence[np.ndarray],
     opts: PredictOptions,
     allowed: np.ndarray,
+    vals: Sequence[np.ndarray] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per non-empty index sequence: (items, scores) arrays.
 
     Shapes: [k] for the top-k after the last event, [len, k] with every_position, [n] with generate.
+    `vals`: the events' values, for models that take them.
     """
     out: list[Any] = [None] * len(seqs)
     order = np.argsort([len(s) for s in seqs], kind="stable")
@@ -274,20 +323,21 @@ def recommend(
     b = opts.batch_size
     for lo in range(0, len(seqs), b):
         idx = order[lo : lo + b]
-        inputs, reset, valid = _left_padded(seqs, idx, b)
+        inputs, reset, valid, values = _left_padded(seqs, idx, b, vals)
         if opts.generate:
             key, sub = jax.random.split(key)
             items, scores = _generate(
-                params, inputs, reset, valid, allowed, sub, cfg=cfg, n_steps=opts.generate, strategy=opts.strategy,
-                beams=opts.beams, temperature=opts.temperature, exclude_seen=opts.exclude_seen,
+                params, inputs, reset, valid, values, allowed, sub, cfg=cfg, n_steps=opts.generate,
+                strategy=opts.strategy, beams=opts.beams, temperature=opts.temperature,
+                exclude_seen=opts.exclude_seen,
             )  # fmt: skip
         elif opts.every_position:
             scores, items = _top_k_every(
-                params, inputs, reset, valid, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
+                params, inputs, reset, valid, values, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
             )
         else:
             scores, items = _top_k_after(
-                params, inputs, reset, valid, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
+                params, inputs, reset, valid, values, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
             )
         items, scores = np.asarray(items), np.asarray(scores)
         length = inputs.shape[0]
@@ -303,8 +353,16 @@ def recommend(
 # ---------------------------------------------------------------------------- IO shell
 
 
-def _sequences(df: pl.DataFrame, pcfg: PrepareConfig, vocab: pl.DataFrame, stats: PredictStats) -> tuple[list, list]:
-    """Canonical events -> (keys in input order, index arrays); a user's last session only."""
+def _sequences(
+    df: pl.DataFrame, pcfg: PrepareConfig, vocab: pl.DataFrame, stats: PredictStats, with_values: bool = False
+) -> tuple[list, list, list | None]:
+    """Canonical events -> (keys in input order, index arrays, value arrays or None); a user's
+    last session only."""
+    if with_values and "value" not in df.columns:
+        raise DataError(
+            "this model reads each event's value, but the input has no value column; "
+            "map it with --value-col (the run was trained with a value column)"
+        )
     key = "session" if pcfg.session_col is not None else "user"
     df = sessionize(df.drop_nulls(["ts", key]).lazy(), pcfg).collect()
     stats.n_events += df.height
@@ -318,10 +376,16 @@ def _sequences(df: pl.DataFrame, pcfg: PrepareConfig, vocab: pl.DataFrame, stats
     if pcfg.dedupe_consecutive:
         known = drop_consecutive_repeats(known)
     order = df.group_by(key).agg(first=pl.col("_row").min()).sort("first")
-    grouped = order.join(known.group_by(key).agg(pl.col("item")), on=key, how="left").sort("first")
+    cols = [pl.col("item"), *([pl.col("value").cast(pl.Float32)] if with_values else [])]
+    grouped = order.join(known.group_by(key).agg(*cols), on=key, how="left").sort("first")
     keys = grouped[key].to_list()
     seqs = [np.asarray(s if s is not None else [], np.int32) for s in grouped["item"].to_list()]
-    return keys, seqs
+    vals = None
+    if with_values:
+        vals = [
+            np.asarray([np.nan if x is None else x for x in (v or [])], np.float32) for v in grouped["value"].to_list()
+        ]
+    return keys, seqs, vals
 
 
 def _rows(
@@ -391,6 +455,7 @@ def predict(
     *,
     include: Path | None = None,
     exclude: Path | None = None,
+    candidates_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Iterator[pl.DataFrame]:
     """Yield recommendation rows block by block (see the module docstring for the three modes)."""
@@ -408,24 +473,105 @@ def predict(
         allowed &= ~read_item_list(exclude, vocab)[0]
     params = restore_params(run, cfg)
     pop = vocab["count"].to_numpy()
+    takes_values = cfg.model.input_dim > cfg.model.embedding_dim
+    candidates = None
+    if opts.task == "value":
+        if not cfg.model.predicts_values:
+            raise DataError(f"{run.path} has no value head; train one with `rnnrec train DATA --task value`")
+        if candidates_file is not None:
+            candidates = read_candidates(candidates_file, vocab, stats)
+    elif not cfg.model.predicts_items:
+        raise DataError(f"{run.path} predicts values only; use `rnnrec predict --task value`")
     for df, pc in _canonical_blocks(inputs, pcfg, opts):
-        keys, seqs = _sequences(df, pc, vocab, stats)
+        keys, seqs, vals = _sequences(df, pc, vocab, stats, with_values=takes_values or opts.task == "value")
         repeated = [k for k in keys if k in stats._emitted]
         stats.repeated_keys += len(repeated)
         stats._emitted.update(keys)
         stats.n_sequences += len(keys)
         nonempty = [i for i, s in enumerate(seqs) if len(s)]
         stats.empty_sequences += len(seqs) - len(nonempty)
+        if opts.task == "value":
+            assert vals is not None
+            yield _value_rows(params, cfg.model, keys, seqs, vals, nonempty, opts, vocab["item_id"], candidates)
+            continue
         results: list[Any] = [None] * len(seqs)
         if nonempty:
-            for i, r in zip(
-                nonempty, recommend(params, cfg.model, [seqs[i] for i in nonempty], opts, allowed), strict=True
-            ):
+            sub_vals = [vals[i] for i in nonempty] if vals is not None else None
+            recs = recommend(params, cfg.model, [seqs[i] for i in nonempty], opts, allowed, sub_vals)
+            for i, r in zip(nonempty, recs, strict=True):
                 results[i] = r
         if not opts.fallback:
             keep = [i for i in range(len(seqs)) if results[i] is not None]
             keys, results = [keys[i] for i in keep], [results[i] for i in keep]
         yield _rows(keys, results, opts, vocab["item_id"], pop, allowed)
+
+
+def read_candidates(path: Path, vocab: pl.DataFrame, stats: PredictStats) -> dict[str, np.ndarray]:
+    """(sequence key, item id) pairs from a CSV with a header -> {key as text: item indices};
+    pairs with items unknown to the model are skipped and counted."""
+    try:
+        df = pl.read_csv(path, infer_schema=False)
+    except (OSError, pl.exceptions.PolarsError) as exc:
+        raise DataError(f"cannot read candidates {path}: {str(exc).splitlines()[0]}") from None
+    if df.width < 2:
+        raise DataError(f"{path} needs two columns: the session (or user) id and the item id, with a header")
+    pairs = df.select(pl.col(df.columns[0]).alias("key"), pl.col(df.columns[1]).alias("item_id"))
+    ids = vocab.select(pl.col("item_id").cast(pl.String), "idx")
+    known = pairs.join(ids, on="item_id", how="inner", maintain_order="left")
+    stats.unknown_events += pairs.height - known.height
+    return {k: g["idx"].to_numpy() for (k,), g in known.group_by("key", maintain_order=True)}
+
+
+def _value_rows(
+    params: model.Params,
+    cfg: ModelConfig,
+    keys: list,
+    seqs: list[np.ndarray],
+    vals: list[np.ndarray],
+    nonempty: list[int],
+    opts: PredictOptions,
+    vocab_ids: pl.Series,
+    candidates: dict[str, np.ndarray] | None,
+) -> pl.DataFrame:
+    """Without candidates: session_id, position, item_id, value, predicted_value for every
+    event (its value predicted from the events before it). With candidates: session_id,
+    item_id, predicted_value for each candidate after the whole session."""
+    out: dict[str, list] = {"session_id": [], "position": [], "item": [], "value": [], "predicted_value": []}
+    order = sorted(nonempty, key=lambda i: len(seqs[i]))
+    b = opts.batch_size
+    for lo in range(0, len(order), b):
+        idx = np.asarray(order[lo : lo + b])
+        inputs, reset, valid, values = _left_padded(seqs, idx, b, vals)
+        length = inputs.shape[0]
+        if candidates is None:
+            pred = np.asarray(_values_every(params, inputs, reset, valid, values, cfg=cfg))
+            for col, i in enumerate(idx):
+                n = len(seqs[i])
+                out["session_id"].extend([keys[i]] * n)
+                out["position"].extend(range(1, n + 1))
+                out["item"].extend(seqs[i].tolist())
+                out["value"].extend(vals[i].tolist())
+                out["predicted_value"].extend(pred[length - n :, col].tolist())
+            continue
+        cands = [candidates.get(str(keys[i]), np.zeros(0, np.int32)) for i in idx]
+        width = max(1, max(len(c) for c in cands))
+        grid = np.zeros((b, width), np.int32)
+        for col, c in enumerate(cands):
+            grid[col, : len(c)] = c
+        pred = np.asarray(_values_after(params, inputs, reset, values, grid, cfg=cfg))
+        for col, (i, c) in enumerate(zip(idx, cands, strict=True)):
+            out["session_id"].extend([keys[i]] * len(c))
+            out["item"].extend(c.tolist())
+            out["predicted_value"].extend(pred[col, : len(c)].tolist())
+    item_ids = vocab_ids.gather(np.asarray(out["item"], np.int64)) if out["item"] else vocab_ids.clear()
+    data: dict[str, Any] = {"session_id": out["session_id"]}
+    if candidates is None:
+        data["position"] = pl.Series(out["position"], dtype=pl.Int32)
+    data["item_id"] = item_ids
+    if candidates is None:
+        data["value"] = pl.Series(out["value"], dtype=pl.Float32).fill_nan(None)
+    data["predicted_value"] = pl.Series(out["predicted_value"], dtype=pl.Float32).fill_nan(None)
+    return pl.DataFrame(data)
 
 
 def _canonical_blocks(

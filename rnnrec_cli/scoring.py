@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnrec_cli import model, parallel
-from rnnrec_cli.batches import longest_first, session_parallel
+from rnnrec_cli.batches import Stream, longest_first, session_parallel
 from rnnrec_cli.config import RunConfig, Ties
 from rnnrec_cli.data import Sequences
 from rnnrec_cli.metrics import rank_with_ties
@@ -123,8 +123,8 @@ def score_chunk(
     chunk = (inputs, targets, reset, negatives [T, B, n_sampled]). `seen`/`seen_n` carry each
     slot's seen items across chunks (used only with exclude_seen).
     """
-    inputs, targets, reset, negatives = chunk
-    carry, hidden = model.run(params, cfg.model, carry, inputs, reset)
+    inputs, targets, reset, negatives, *input_values = chunk
+    carry, hidden = model.run(params, cfg.model, carry, inputs, reset, None, *input_values)
     kernel, bias = model.output_layer(params, cfg.model)
     n_items = kernel.shape[0]
     block = min(opts.item_block, n_items)
@@ -167,12 +167,7 @@ def model_scores(params: model.Params, cfg: RunConfig, seqs: Sequences, opts: Sc
     """Score every target of `seqs` (positions 2..L of each sequence) with the model.
 
     With several devices the batch of sequences is split over them (parameters replicated)."""
-    n_dev = opts.devices or len(jax.local_devices())
-    batch = -(-cfg.train.eval_batch_size // n_dev) * n_dev
-    place = parallel.make_placement(n_dev, False, batch, local=True)
-    params = place.put(parallel.to_host(params), place.replicated)
-    stream = session_parallel(seqs, batch, EVAL_BPTT, longest_first(seqs))
-    carry = place.put(jax.device_get(model.zero_carry(cfg.model, batch)), place.rows)
+    place, batch, params, stream, carry = _placed_stream(params, cfg, seqs, opts.devices)
     seen_len = int(seqs.lengths.max()) if opts.exclude_seen and len(seqs) else 1
     seen = place.put(np.full((batch, seen_len), -1, np.int32), place.rows)
     seen_n = place.put(np.zeros(batch, np.int32), place.rows)
@@ -184,6 +179,8 @@ def model_scores(params: model.Params, cfg: RunConfig, seqs: Sequences, opts: Sc
     for chunk in stream.chunks():
         negs = rng.integers(0, cfg.n_items, (EVAL_BPTT, batch, opts.n_sampled), dtype=np.int32)
         arrays = tuple(place.put_batch(x, batch) for x in (chunk.inputs, chunk.targets, chunk.reset, negs))
+        if chunk.input_values is not None:
+            arrays += (place.put_batch(chunk.input_values, batch),)
         carry, seen, seen_n, out = _score_chunk(params, carry, seen, seen_n, arrays, cfg=cfg, opts=opts)
         pos = chunk.target_pos[chunk.mask]
         ranks[pos] = np.asarray(out.ranks)[chunk.mask]
@@ -191,6 +188,41 @@ def model_scores(params: model.Params, cfg: RunConfig, seqs: Sequences, opts: Sc
         sampled[pos] = np.asarray(out.sampled)[chunk.mask]
     keep = target_positions(seqs)
     return Scores(ranks[keep], topk[keep], sampled[keep])
+
+
+def _placed_stream(
+    params: model.Params, cfg: RunConfig, seqs: Sequences, devices: int
+) -> tuple[parallel.Placement, int, model.Params, Stream, model.Carry]:
+    """The evaluation stream over `devices` local devices (0 = all): (placement, batch size
+    rounded up to a multiple of the device count, replicated params, stream, zero carry)."""
+    n_dev = devices or len(jax.local_devices())
+    batch = -(-cfg.train.eval_batch_size // n_dev) * n_dev
+    place = parallel.make_placement(n_dev, False, batch, local=True)
+    params = place.put(parallel.to_host(params), place.replicated)
+    stream = session_parallel(seqs, batch, EVAL_BPTT, longest_first(seqs))
+    carry = place.put(jax.device_get(model.zero_carry(cfg.model, batch)), place.rows)
+    return place, batch, params, stream, carry
+
+
+@partial(jax.jit, static_argnames=("cfg",), donate_argnums=(1,))
+def _value_chunk(
+    params: model.Params, carry: model.Carry, chunk: tuple[jax.Array, ...], *, cfg: RunConfig
+) -> tuple[model.Carry, jax.Array]:
+    inputs, reset, input_values, targets = chunk
+    carry, hidden = model.run(params, cfg.model, carry, inputs, reset, None, input_values)
+    return carry, model.predicted_values(params, cfg.model, hidden, targets)
+
+
+def value_predictions(params: model.Params, cfg: RunConfig, seqs: Sequences, devices: int = 0) -> np.ndarray:
+    """<float32>[n_targets] the value head's prediction for every target event, in sequence
+    order (see `target_positions`), from the events before it. `seqs` must carry values."""
+    place, batch, params, stream, carry = _placed_stream(params, cfg, seqs, devices)
+    out = np.zeros(len(seqs.items), np.float32)
+    for chunk in stream.chunks():
+        arrays = (chunk.inputs, chunk.reset, chunk.input_values, chunk.targets)
+        carry, pred = _value_chunk(params, carry, tuple(place.put_batch(x, batch) for x in arrays), cfg=cfg)
+        out[chunk.target_pos[chunk.mask]] = np.asarray(pred)[chunk.mask]
+    return out[target_positions(seqs)]
 
 
 def target_positions(seqs: Sequences) -> np.ndarray:

@@ -28,7 +28,7 @@ from rnnrec_cli.config import RunConfig, TrainConfig
 from rnnrec_cli.data import Sequences, read_items, read_lengths, read_sequences
 from rnnrec_cli.errors import RunDirError, TrainingDiverged
 from rnnrec_cli.evaluate import is_leave_one_out, last_target_mask, model_ranks
-from rnnrec_cli.metrics import summarize
+from rnnrec_cli.metrics import summarize, value_errors
 from rnnrec_cli.plots import learning_curve
 from rnnrec_cli.rundir import (
     RunDir,
@@ -39,6 +39,7 @@ from rnnrec_cli.rundir import (
     save_checkpoint,
     write_metrics,
 )
+from rnnrec_cli.scoring import target_positions, value_predictions
 
 log = logging.getLogger(__name__)
 
@@ -48,14 +49,16 @@ T = TypeVar("T")
 
 
 class Batch(NamedTuple):
-    """One chunk: inputs/targets/mask/reset <[T, B]> (see batches.Chunk) and the chunk's shared
-    negatives <int32>[n_sample]."""
+    """One chunk: inputs/targets/mask/reset <[T, B]> (see batches.Chunk), the chunk's shared
+    negatives <int32>[n_sample], and, for the value task, the input and target events' values."""
 
     inputs: jax.Array
     targets: jax.Array
     mask: jax.Array
     reset: jax.Array
     negatives: jax.Array
+    input_values: jax.Array | None = None
+    target_values: jax.Array | None = None
 
 
 class ItemStats(NamedTuple):
@@ -127,54 +130,70 @@ def chunk_loss(
     negatives (one matrix product for those).
     """
     tc = cfg.train
-    carry, hidden = model.run(params, cfg.model, carry, batch.inputs, batch.reset, key)
+    carry, hidden = model.run(params, cfg.model, carry, batch.inputs, batch.reset, key, batch.input_values)
+    mask = batch.mask.reshape(-1)
+    n = jnp.sum(mask)
+    loss = jnp.zeros(())
+    if cfg.model.predicts_items:
+        per_row = _next_item_loss(params, cfg, hidden, batch, stats)
+        loss = loss + cfg.task_weight("next-item") * jnp.sum(jnp.where(mask, per_row, 0.0)) / jnp.maximum(n, 1)
+    if cfg.model.predicts_values:
+        m = cfg.model
+        pred = model.standardised_values(params, m, hidden, batch.targets)
+        target = (batch.target_values - m.value_mean) / m.value_std
+        known = batch.mask & ~jnp.isnan(target)  # events without a value teach nothing here
+        per = losses.value_loss(pred, jnp.nan_to_num(target), tc.value_loss, tc.huber_delta)
+        loss = loss + cfg.task_weight("value") * jnp.sum(jnp.where(known, per, 0.0)) / jnp.maximum(jnp.sum(known), 1)
+    return loss, (carry, n)
+
+
+def _next_item_loss(
+    params: model.Params, cfg: RunConfig, hidden: jax.Array, batch: Batch, stats: ItemStats | None
+) -> jax.Array:
+    """<float32>[T*B] next-item loss of every position (padding included; the caller masks)."""
+    tc = cfg.train
     h = hidden.reshape(-1, hidden.shape[-1])
     targets = batch.targets.reshape(-1)
-    mask = batch.mask.reshape(-1)
     kernel, bias = model.output_layer(params, cfg.model)
     if tc.full_softmax:
         # [:n_items]: item tables split over devices carry padding rows that are not items.
-        per_row = losses.full_cross_entropy((h @ kernel.T + bias)[:, : cfg.n_items], targets)
-    else:
-        n_steps, batch_size = batch.targets.shape
-        # Gathering the needed rows keeps the full item table out of the products.
-        w_t, b_t = kernel[batch.targets], bias[batch.targets]  # [T, B, H], [T, B]
-        in_batch = jnp.einsum("tbh,tch->tbc", hidden, w_t) + b_t[:, None, :]  # [T, B, B]
-        sampled = h @ kernel[batch.negatives].T + bias[batch.negatives]  # [T*B, S]
-        logits = jnp.concatenate([in_batch.reshape(-1, batch_size), sampled], axis=1)
-        own = jnp.tile(jnp.arange(batch_size), n_steps)
-        valid = jnp.concatenate(
-            [
-                jnp.broadcast_to(batch.mask[:, None, :], (n_steps, batch_size, batch_size)).reshape(-1, batch_size),
-                jnp.ones((n_steps * batch_size, batch.negatives.shape[0]), bool),
-            ],
-            axis=1,
-        )
-        match tc.loss:
-            case "ce":
-                correction = None
-                if tc.logq and stats is not None:
-                    # GRU4Rec's correction: each column group by the probability of drawing the
-                    # item into it (data popularity for in-batch targets, support^alpha for samples).
-                    corr_in = stats.log_p_target[batch.targets]  # [T, B]
-                    corr_s = stats.log_p_sample[batch.negatives]  # [S]
-                    correction = tc.logq * jnp.concatenate(
-                        [
-                            jnp.broadcast_to(corr_in[:, None, :], (n_steps, batch_size, batch_size)).reshape(
-                                -1, batch_size
-                            ),
-                            jnp.broadcast_to(corr_s[None, :], sampled.shape),
-                        ],
-                        axis=1,
-                    )
-                per_row = losses.cross_entropy(logits, own, valid, correction)
-            case "bpr-max":
-                per_row = losses.bpr_max(logits, own, valid, tc.bpreg, tc.elu)
-            case "top1-max":
-                per_row = losses.top1_max(logits, own, valid)
-    n = jnp.sum(mask)
-    loss = jnp.sum(jnp.where(mask, per_row, 0.0)) / jnp.maximum(n, 1)
-    return loss, (carry, n)
+        return losses.full_cross_entropy((h @ kernel.T + bias)[:, : cfg.n_items], targets)
+    n_steps, batch_size = batch.targets.shape
+    # Gathering the needed rows keeps the full item table out of the products.
+    w_t, b_t = kernel[batch.targets], bias[batch.targets]  # [T, B, H], [T, B]
+    in_batch = jnp.einsum("tbh,tch->tbc", hidden, w_t) + b_t[:, None, :]  # [T, B, B]
+    sampled = h @ kernel[batch.negatives].T + bias[batch.negatives]  # [T*B, S]
+    logits = jnp.concatenate([in_batch.reshape(-1, batch_size), sampled], axis=1)
+    own = jnp.tile(jnp.arange(batch_size), n_steps)
+    valid = jnp.concatenate(
+        [
+            jnp.broadcast_to(batch.mask[:, None, :], (n_steps, batch_size, batch_size)).reshape(-1, batch_size),
+            jnp.ones((n_steps * batch_size, batch.negatives.shape[0]), bool),
+        ],
+        axis=1,
+    )
+    match tc.loss:
+        case "ce":
+            correction = None
+            if tc.logq and stats is not None:
+                # GRU4Rec's correction: each column group by the probability of drawing the
+                # item into it (data popularity for in-batch targets, support^alpha for samples).
+                corr_in = stats.log_p_target[batch.targets]  # [T, B]
+                corr_s = stats.log_p_sample[batch.negatives]  # [S]
+                correction = tc.logq * jnp.concatenate(
+                    [
+                        jnp.broadcast_to(corr_in[:, None, :], (n_steps, batch_size, batch_size)).reshape(
+                            -1, batch_size
+                        ),
+                        jnp.broadcast_to(corr_s[None, :], sampled.shape),
+                    ],
+                    axis=1,
+                )
+            return losses.cross_entropy(logits, own, valid, correction)
+        case "bpr-max":
+            return losses.bpr_max(logits, own, valid, tc.bpreg, tc.elu)
+        case "top1-max":
+            return losses.top1_max(logits, own, valid)
 
 
 def gather_item_rows(tree: Any, rows: jax.Array) -> Any:
@@ -227,7 +246,9 @@ def train_step(
         n_items = state.params["out_bias"].shape[0]
         rows = touched_rows(batch, n_items)
         local = lambda ids: jnp.searchsorted(rows, ids).astype(jnp.int32)  # noqa: E731
-        batch_local = Batch(local(batch.inputs), local(batch.targets), batch.mask, batch.reset, local(batch.negatives))
+        batch_local = batch._replace(
+            inputs=local(batch.inputs), targets=local(batch.targets), negatives=local(batch.negatives)
+        )
         stats_local = ItemStats(
             jnp.take(stats.log_p_target, rows, mode="fill", fill_value=0.0),
             jnp.take(stats.log_p_sample, rows, mode="fill", fill_value=0.0),
@@ -281,13 +302,14 @@ class TrainData(NamedTuple):
     data_dir: Path
     lengths: np.ndarray
     seqs: Sequences | None
+    values: bool = False
 
 
-def load_train_data(data_dir: Path) -> TrainData:
+def load_train_data(data_dir: Path, values: bool = False) -> TrainData:
     if jax.process_count() > 1:
-        return TrainData(data_dir, read_lengths(data_dir, "train"), None)
-    seqs = read_sequences(data_dir, "train")
-    return TrainData(data_dir, seqs.lengths, seqs)
+        return TrainData(data_dir, read_lengths(data_dir, "train"), None, values)
+    seqs = read_sequences(data_dir, "train", values=values)
+    return TrainData(data_dir, seqs.lengths, seqs, values)
 
 
 def epoch_stream(cfg: RunConfig, data: TrainData, epoch: int, slots: range, plan: Layout | None = None) -> Stream:
@@ -302,13 +324,13 @@ def epoch_stream(cfg: RunConfig, data: TrainData, epoch: int, slots: range, plan
         # Prepared sequences are stored by start time; GRU4Rec trains in that order.
         plan = layout(data.lengths, tc.batch_size, tc.bptt)
     if data.seqs is not None:
-        return Stream(plan, data.seqs.items, data.seqs.offsets[:-1], tc.bptt, slots)
+        return Stream(plan, data.seqs.items, data.seqs.offsets[:-1], tc.bptt, slots, data.seqs.values)
     wanted = np.zeros(len(data.lengths), bool)
     wanted[plan.sequences_in(slots)] = True
-    mine = read_sequences(data.data_dir, "train", wanted)
+    mine = read_sequences(data.data_dir, "train", wanted, values=data.values)
     first = np.full(len(data.lengths), -1, np.int64)
     first[wanted] = mine.offsets[:-1]
-    return Stream(plan, mine.items, first, tc.bptt, slots)
+    return Stream(plan, mine.items, first, tc.bptt, slots, mine.values)
 
 
 def validation_subset(seqs: Sequences, n: int, seed: int) -> Sequences:
@@ -322,13 +344,14 @@ def validation_subset(seqs: Sequences, n: int, seed: int) -> Sequences:
         + np.arange(lengths.sum())
         - np.repeat(np.cumsum(lengths) - lengths, lengths)
     )
-    return Sequences(items=seqs.items[idx], offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64))
+    values = None if seqs.values is None else seqs.values[idx]
+    return Sequences(items=seqs.items[idx], offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64), values=values)
 
 
 def chunk_negatives(cfg: RunConfig, cdf: np.ndarray, epoch: int, chunk: int) -> np.ndarray:
     """The chunk's shared negatives, seeded by (seed, epoch, chunk): the same on every process
     and on resume, without holding an epoch's worth in memory."""
-    n_sample = 0 if cfg.train.full_softmax else cfg.train.n_sample
+    n_sample = 0 if cfg.train.full_softmax or not cfg.model.predicts_items else cfg.train.n_sample
     return sample_negatives(cdf, n_sample, np.random.default_rng([cfg.train.seed, epoch, 1, chunk]))
 
 
@@ -400,7 +423,8 @@ class Trainer(NamedTuple):
     def batch(self, chunk: Any, negatives: np.ndarray, batch_size: int) -> Batch:
         put = partial(self.placement.put_batch, batch_size=batch_size)
         neg = self.placement.put(negatives, self.placement.replicated)
-        return Batch(put(chunk.inputs), put(chunk.targets), put(chunk.mask), put(chunk.reset), neg)
+        values = (None, None) if chunk.input_values is None else (put(chunk.input_values), put(chunk.target_values))
+        return Batch(put(chunk.inputs), put(chunk.targets), put(chunk.mask), put(chunk.reset), neg, *values)
 
 
 def make_trainer(cfg: RunConfig, tx: optax.GradientTransformation) -> tuple[Trainer, TrainState]:
@@ -487,8 +511,9 @@ def fit(
     counts = read_items(data_dir).sort("idx")["count"].to_numpy()
     if len(counts) != cfg.n_items:
         raise RunDirError(f"{data_dir} has {len(counts)} items but the run's config says {cfg.n_items}")
-    train_data = load_train_data(data_dir)
-    valid_seqs = validation_subset(read_sequences(data_dir, "valid"), tc.valid_sample, tc.seed)
+    values = cfg.model.predicts_values
+    train_data = load_train_data(data_dir, values)
+    valid_seqs = validation_subset(read_sequences(data_dir, "valid", values=values), tc.valid_sample, tc.seed)
     loo = is_leave_one_out(data_dir)
     valid_last = last_target_mask(valid_seqs)
     cdf = np.cumsum(sampling_distribution(counts, tc.sample_alpha))
@@ -515,7 +540,7 @@ def fit(
         out_shardings=(trainer.state_shardings, trainer.carry_shardings, placement.replicated),
     )
     base_key = placement.put(jax.random.key_data(jax.random.key(tc.seed + 1)), placement.replicated)
-    k_eval = int(tc.monitor.split("@")[1])
+    k_eval = int(tc.monitor.split("@")[1]) if "@" in tc.monitor else 20
     reports: list[EpochReport] = []
     best_value, bad_epochs = pos.best_value, pos.bad_epochs
     stream: Stream | None = None
@@ -558,12 +583,9 @@ def fit(
                 f"Lower --lr (now {tc.lr}) or set --clip-norm"
             )
         params = parallel.unpad_items(parallel.to_host(state.params), cfg.n_items)
-        valid = {}
-        if len(valid_seqs):
-            # Every process ranks the (same) validation split itself: no traffic, same answer.
-            ranks = model_ranks(params, cfg, valid_seqs)
-            valid = summarize(ranks[valid_last] if loo else ranks, sorted({k_eval, 20}))
-        value = valid.get(tc.monitor, -train_loss)
+        valid = _validate(params, cfg, valid_seqs, valid_last if loo else None, k_eval)
+        # Higher is better: error metrics are negated.
+        value = -valid[tc.monitor] if tc.monitor in ("rmse", "mae") else valid.get(tc.monitor, -train_loss)
         improved = value > best_value
         if improved:
             best_value, bad_epochs = value, 0
@@ -591,6 +613,25 @@ def fit(
         learning_curve(read_metrics(run), run.path / "learning_curve.png", tc.monitor)
         mark_complete(run)
     return reports
+
+
+def _validate(
+    params: model.Params, cfg: RunConfig, seqs: Sequences, last: np.ndarray | None, k_eval: int
+) -> dict[str, float]:
+    """Validation metrics of the tasks the model has ({} without a validation split). Every
+    process computes them itself on the same split: no traffic, the same answer."""
+    if not len(seqs) or not seqs.n_targets:
+        return {}
+    keep = last if last is not None else slice(None)
+    out: dict[str, float] = {}
+    if cfg.model.predicts_items:
+        out.update(summarize(model_ranks(params, cfg, seqs)[keep], sorted({k_eval, 20})))
+    if cfg.model.predicts_values:
+        assert seqs.values is not None
+        actual = seqs.values[target_positions(seqs)][keep]
+        errors = value_errors(value_predictions(params, cfg, seqs)[keep], actual)
+        out.update(rmse=errors["rmse"], mae=errors["mae"])
+    return out
 
 
 def _all_finite(tree: Any) -> bool:
