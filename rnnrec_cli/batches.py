@@ -31,7 +31,8 @@ class Chunk:
     hidden state before the step (first step of a sequence); target_pos: <int64> index of the
     target in the packed `Sequences.items` (-1 on padding), to put per-step results back in order.
     input_values, target_values: <float32> the values of the input and target events (0 on
-    padding), when the sequences carry values.
+    padding), when the sequences carry values; input_events, target_events: <int32> their
+    event types (-1 on padding and unknown types), when the sequences carry types.
     """
 
     inputs: np.ndarray
@@ -41,6 +42,8 @@ class Chunk:
     target_pos: np.ndarray
     input_values: np.ndarray | None = None
     target_values: np.ndarray | None = None
+    input_events: np.ndarray | None = None
+    target_events: np.ndarray | None = None
 
     def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         return self.inputs, self.targets, self.mask, self.reset
@@ -91,6 +94,7 @@ class Stream:
     bptt: int
     slots: range
     values: np.ndarray | None = None
+    events: np.ndarray | None = None
 
     @property
     def n_chunks(self) -> int:
@@ -109,7 +113,18 @@ class Stream:
         if not len(p.seq):
             empty = np.zeros((t, slots.shape[1]), np.int32)
             no_values = None if self.values is None else empty.astype(np.float32)
-            return Chunk(empty, empty, empty.astype(bool), empty.astype(bool), empty - 1, no_values, no_values)
+            no_events = None if self.events is None else empty - 1
+            return Chunk(
+                empty,
+                empty,
+                empty.astype(bool),
+                empty.astype(bool),
+                empty - 1,
+                no_values,
+                no_values,
+                no_events,
+                no_events,
+            )
         # Sequences are sorted by (slot, start): the one running at (step, slot) is the last that
         # started at or before the step in that slot.
         span = p.n_steps + 1
@@ -126,7 +141,11 @@ class Stream:
         if self.values is not None:
             in_v = np.where(mask, self.values[src], 0).astype(np.float32)
             out_v = np.where(mask, self.values[nxt], 0).astype(np.float32)
-        return Chunk(inputs, targets, mask, mask & (offset == 0), np.where(mask, src + 1, -1), in_v, out_v)
+        in_e = out_e = None
+        if self.events is not None:
+            in_e = np.where(mask, self.events[src], -1).astype(np.int32)
+            out_e = np.where(mask, self.events[nxt], -1).astype(np.int32)
+        return Chunk(inputs, targets, mask, mask & (offset == 0), np.where(mask, src + 1, -1), in_v, out_v, in_e, out_e)
 
     def chunks(self, start: int = 0) -> Iterator[Chunk]:
         for k in range(start, self.n_chunks):
@@ -164,7 +183,7 @@ def session_parallel(
     """The session-parallel stream of `seqs` (all slots, or just `slots`)."""
     plan = layout(seqs.lengths, batch_size, bptt, order)
     slots = slots if slots is not None else range(batch_size)
-    return Stream(plan, seqs.items, seqs.offsets[:-1], bptt, slots, seqs.values)
+    return Stream(plan, seqs.items, seqs.offsets[:-1], bptt, slots, seqs.values, seqs.events)
 
 
 def longest_first(seqs: Sequences) -> np.ndarray:

@@ -347,13 +347,24 @@ def train(
     dropout_embed: Annotated[float | None, _opt("Dropout on the input embedding.")] = None,
     dropout_hidden: Annotated[float | None, _opt("Dropout on each layer's output.")] = None,
     task: Annotated[
-        str | None, _opt("What to predict: next-item, value, or both (next-item,value): one network, one head each.")
+        str | None,
+        _opt(
+            "What to predict: next-item, value, event-type, or several (e.g. next-item,event-type): "
+            "one network, one head each."
+        ),
     ] = None,
     task_weights: Annotated[str | None, _opt("Loss weight per task, in --task order, e.g. 1,0.5.")] = None,
     value_loss: Annotated[str | None, _opt("Value task loss: mse or huber.")] = None,
     huber_delta: Annotated[float | None, _opt("Huber transition point, in standard deviations.")] = None,
     value_input: Annotated[bool | None, _opt("Value task: feed each event's value beside its item.")] = None,
+    event_input: Annotated[
+        bool | None, _opt("Feed an embedding of each event's type (click, cart, order...) beside its item.")
+    ] = None,
+    event_dim: Annotated[int | None, _opt("Width of the event-type embedding.")] = None,
     loss: Annotated[str | None, _opt("ce, bpr-max or top1-max.")] = None,
+    target_weighting: Annotated[
+        str | None, _opt("Weight next-item targets by popularity^-beta: inverse-pop^0.5 (or just 0.5); 0 = off.")
+    ] = None,
     n_sample: Annotated[int | None, _opt("Extra negatives shared by each chunk (0 = in-batch only).")] = None,
     sample_alpha: Annotated[float | None, _opt("Negatives drawn with probability ~ support^alpha.")] = None,
     full_softmax: Annotated[bool | None, _opt("Score every item in the loss (exact CE; small catalogues).")] = None,
@@ -417,6 +428,8 @@ def train(
             dropout_hidden=dropout_hidden,
             tasks=_parse_list(task, str, "--task"),
             value_input=value_input,
+            event_input=event_input,
+            event_dim=event_dim,
         )
         train_flags = _given(
             loss=loss, n_sample=n_sample, sample_alpha=sample_alpha, full_softmax=full_softmax, logq=logq,
@@ -426,7 +439,7 @@ def train(
             monitor=monitor, checkpoint_every=checkpoint_every, devices=devices, shard_items=shard_items,
             prefetch=prefetch, valid_sample=valid_sample,
             task_weights=_parse_list(task_weights, float, "--task-weights"), value_loss=value_loss,
-            huber_delta=huber_delta,
+            huber_delta=huber_delta, target_weighting=_parse_weighting(target_weighting),
         )  # fmt: skip
         run, cfg = _new_run(
             data, out, preset, file_values, model_flags, train_flags, force=force, quiet=quiet, write=leader
@@ -507,8 +520,10 @@ def _run_config(data_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, 
             raise data_mod.DataError(f"{data_dir}: the training split has no values to learn (all missing)")
         std = float(known.std())
         model_cfg = dataclasses.replace(model_cfg, value_mean=float(known.mean()), value_std=std if std > 0 else 1.0)
+    if model_cfg.predicts_events or model_cfg.event_input:
+        model_cfg = dataclasses.replace(model_cfg, event_types=data_mod.event_types(data_dir))
     if not model_cfg.predicts_items and not monitor_given:
-        train_cfg = dataclasses.replace(train_cfg, monitor="rmse")
+        train_cfg = dataclasses.replace(train_cfg, monitor="rmse" if model_cfg.predicts_values else "accuracy")
     try:
         return RunConfig(data_dir=str(data_dir), n_items=int(manifest["n_items"]), model=model_cfg, train=train_cfg)
     except ConfigError as exc:
@@ -543,6 +558,18 @@ def _fit_with_progress(cfg: RunConfig, run: Any, *, resume: bool, quiet: bool) -
             progress.update(task, description=f"epoch {p.epoch}", completed=p.chunk, total=p.n_chunks, stats=stats)
 
         fit(cfg, run, resume=resume, on_progress=on_progress, on_epoch=on_epoch)
+
+
+def _parse_weighting(text: str | None) -> float | None:
+    """'inverse-pop^0.5' or '0.5' -> 0.5."""
+    if text is None:
+        return None
+    try:
+        return float(text.removeprefix("inverse-pop^"))
+    except ValueError:
+        raise typer.BadParameter(
+            f"{text!r} is not inverse-pop^BETA (e.g. inverse-pop^0.5) or a number", param_hint="--target-weighting"
+        ) from None
 
 
 def _parse_list(text: str | None, kind: type, flag: str) -> tuple | None:
@@ -624,6 +651,22 @@ def _value_table(result: dict[str, Any]) -> Group:
     return Group(Text(f"{result['split']} split: value of {n:,} target events (lower is better)"), table)
 
 
+def _event_table(result: dict[str, Any]) -> Group:
+    """Next event-type accuracy of the model and two baselines, and the model's per-type scores."""
+    ev = result["event_type"]
+    acc = Table()
+    for name in ev["accuracy"]:
+        acc.add_column(name, justify="right")
+    acc.add_row(*(f"{v:.4f}" for v in ev["accuracy"].values()))
+    per = Table()
+    for col in ("type", "support", "precision", "recall"):
+        per.add_column(col, justify="right")
+    for name, row in ev["per_type"].items():
+        per.add_row(name, f"{row['support']:,}", f"{row['precision']:.4f}", f"{row['recall']:.4f}")
+    title = Text(f"{result['split']} split: type of {ev['n']:,} next events (accuracy)")
+    return Group(title, acc, Text(f"{ev['model']} per type"), per)
+
+
 def _breakdown_table(result: dict[str, Any], kind: str) -> Table:
     parts = result["breakdown"][kind]
     names = list(parts)
@@ -685,6 +728,12 @@ def evaluate(
     knn_sample: Annotated[int, typer.Option(help="Most recent candidate sessions sknn considers.")] = 500,
     bootstrap: Annotated[int, typer.Option(help="Bootstrap resamples for confidence intervals.")] = 1000,
     devices: Annotated[int, typer.Option(help="Devices to split the sequences over (0 = all visible).")] = 0,
+    target_events: Annotated[
+        str | None,
+        typer.Option(
+            help="Score only next-item targets of these event types, e.g. order ('which items will be bought')."
+        ),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")] = False,
     quiet: Quiet = False,
 ) -> None:
@@ -715,6 +764,7 @@ def evaluate(
     opts = EvalOptions(
         split=split, ks=ks, ties=ties, last_only=last_only, exclude_seen=exclude_seen, n_sampled=sampled,  # type: ignore[arg-type]
         baselines=_parse_baselines(baselines), knn=knn, knn_sample=knn_sample, n_boot=bootstrap, devices=devices,
+        target_events=_parse_list(target_events, str, "--target-events") or (),
     )  # fmt: skip
     if is_data_dir(target):
         run, data_dir = None, target
@@ -742,8 +792,12 @@ def evaluate(
             err.print(_results_table(result))
             err.print(_breakdown_table(result, "position"))
             err.print(_breakdown_table(result, "popularity"))
+        if "event" in result.get("breakdown", {}):
+            err.print(_breakdown_table(result, "event"))
         if result.get("value"):
             err.print(_value_table(result))
+        if result.get("event_type"):
+            err.print(_event_table(result))
     if as_json:
         typer.echo(json.dumps(result))
 

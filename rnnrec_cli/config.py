@@ -21,7 +21,7 @@ Schedule = Literal["constant", "cosine", "linear"]
 TimeUnit = Literal["auto", "s", "ms", "us", "ns"]
 InputFormat = Literal["auto", "csv", "parquet", "jsonl", "otto"]
 Ties = Literal["conservative", "optimistic", "median"]
-Task = Literal["next-item", "value"]
+Task = Literal["next-item", "value", "event-type"]
 ValueLoss = Literal["mse", "huber"]
 
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(s|m|min|h|d|w)?\s*$")
@@ -180,14 +180,23 @@ class ModelConfig:
     value_input: bool = True
     value_mean: float = 0.0
     value_std: float = 1.0
+    # The training split's event types (click, cart, order...): the classes of the event-type
+    # head, and the vocabulary of event_input, which feeds an embedding of each event's type
+    # (event_dim wide) beside its item.
+    event_types: tuple[str, ...] = ()
+    event_input: bool = False
+    event_dim: int = 8
 
     def __post_init__(self) -> None:
         _check_choice("--cell", self.cell, Cell)
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise ConfigError(f"--task needs distinct tasks from next-item, value; got {','.join(self.tasks)}")
+            raise ConfigError(
+                f"--task needs distinct tasks from next-item, value, event-type; got {','.join(self.tasks)}"
+            )
         for task in self.tasks:
             _check_choice("--task", task, Task)
         _check_positive("value std", self.value_std)
+        _check_positive("--event-dim", self.event_dim)
         if not self.layers or any(n <= 0 for n in self.layers):
             raise ConfigError(f"--layers must be positive sizes like 100 or 256,128, got {self.layers}")
         _check_positive("--embedding", self.embedding, allow_zero=True)
@@ -207,9 +216,18 @@ class ModelConfig:
         return "value" in self.tasks
 
     @property
+    def predicts_events(self) -> bool:
+        return "event-type" in self.tasks
+
+    @property
+    def takes_values(self) -> bool:
+        return self.predicts_values and self.value_input
+
+    @property
     def input_dim(self) -> int:
-        """Width of the first cell's input: the item embedding (plus the value, if fed)."""
-        return self.embedding_dim + int(self.predicts_values and self.value_input)
+        """Width of the first cell's input: the item embedding, plus the value and the event
+        type's embedding when they are fed."""
+        return self.embedding_dim + int(self.takes_values) + (self.event_dim if self.event_input else 0)
 
     @property
     def embedding_dim(self) -> int:
@@ -226,6 +244,9 @@ class TrainConfig:
     # ends each epoch on the most recent sessions.
     shuffle: bool = False
     loss: Loss = "ce"
+    # Next-item targets weighted by (training count)^-beta, normalised per chunk (0 = unweighted):
+    # shifts the model towards rare items, for the sparsity/imbalance trade-off.
+    target_weighting: float = 0.0
     # Weight of each task's loss, in the order of model.tasks (empty = 1 each).
     task_weights: tuple[float, ...] = ()
     value_loss: ValueLoss = "mse"
@@ -266,6 +287,7 @@ class TrainConfig:
     def __post_init__(self) -> None:
         _check_choice("--loss", self.loss, Loss)
         _check_choice("--value-loss", self.value_loss, ValueLoss)
+        _check_positive("--target-weighting", self.target_weighting, allow_zero=True)
         _check_positive("--huber-delta", self.huber_delta)
         if any(w < 0 for w in self.task_weights):
             raise ConfigError(f"--task-weights must be >= 0, got {self.task_weights}")
@@ -291,8 +313,10 @@ class TrainConfig:
         _check_positive("--checkpoint-every", self.checkpoint_every, allow_zero=True)
         _check_positive("--devices", self.devices, allow_zero=True)
         _check_positive("--prefetch", self.prefetch, allow_zero=True)
-        if not re.fullmatch(r"(recall|mrr)@\d+|rmse|mae", self.monitor):
-            raise ConfigError(f"--monitor {self.monitor!r} must look like mrr@20 or recall@20, or be rmse or mae")
+        if not re.fullmatch(r"(recall|mrr)@\d+|rmse|mae|accuracy", self.monitor):
+            raise ConfigError(
+                f"--monitor {self.monitor!r} must look like mrr@20 or recall@20, or be rmse, mae or accuracy"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -310,8 +334,12 @@ class RunConfig:
             raise ConfigError(f"--task-weights needs one weight per task ({', '.join(tasks)}), got {tc.task_weights}")
         if tc.monitor in ("rmse", "mae") and not self.model.predicts_values:
             raise ConfigError(f"--monitor {tc.monitor} needs the value task (--task value)")
-        if tc.monitor not in ("rmse", "mae") and not self.model.predicts_items:
-            raise ConfigError(f"--monitor {tc.monitor} needs the next-item task; use --monitor rmse or mae")
+        if tc.monitor == "accuracy" and not self.model.predicts_events:
+            raise ConfigError("--monitor accuracy needs the event-type task (--task event-type)")
+        if tc.monitor not in ("rmse", "mae", "accuracy") and not self.model.predicts_items:
+            raise ConfigError(f"--monitor {tc.monitor} needs the next-item task; use --monitor rmse, mae or accuracy")
+        if (self.model.predicts_events or self.model.event_input) and not self.model.event_types:
+            raise ConfigError("the event-type task and --event-input need the data's event types")
 
     def task_weight(self, task: str) -> float:
         w = self.train.task_weights

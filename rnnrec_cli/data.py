@@ -910,12 +910,14 @@ class Sequences:
     """Sequences packed end to end: items[offsets[i]:offsets[i+1]] is sequence i, in time order.
 
     items: <int32>[n_events]; offsets: <int64>[n_sequences + 1]; values: <float32>[n_events],
-    the value attached to each event (rating, price, ...), when read.
+    the value attached to each event (rating, price, ...), when read; events: <int32>[n_events],
+    each event's type as an index into a vocabulary (-1 = not in it), when read.
     """
 
     items: np.ndarray
     offsets: np.ndarray
     values: np.ndarray | None = None
+    events: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -983,18 +985,42 @@ def read_lengths(data_dir: Path, split: str) -> np.ndarray:
     return counts
 
 
-def read_sequences(data_dir: Path, split: str, wanted: np.ndarray | None = None, *, values: bool = False) -> Sequences:
+def event_types(data_dir: Path) -> tuple[str, ...]:
+    """The event types of the training split, sorted (the vocabulary of event-type models)."""
+    path = _split_path(data_dir, "train")
+    if "event" not in pl.read_parquet_schema(path):
+        raise DataError(f"{path} has no event-type column; prepare the data with --event-col (or --preset otto)")
+    types = pl.scan_parquet(path).select(pl.col("event").cast(pl.String).drop_nulls().unique()).collect()
+    return tuple(sorted(types["event"].to_list()))
+
+
+def read_sequences(
+    data_dir: Path,
+    split: str,
+    wanted: np.ndarray | None = None,
+    *,
+    values: bool = False,
+    events: Sequence[str] | None = None,
+) -> Sequences:
     """A split's sequences, packed; with `wanted` (<bool>[n_sequences]) only those sequences, in
     file order (how one process of a multi-host run reads just its share); with `values` the
-    value column too."""
+    value column too; with `events` (a vocabulary) each event's type index (-1 = not in it)."""
     path = _split_path(data_dir, split)
     columns = ["seq", "item"]
+    schema = pl.read_parquet_schema(path)
     if values:
-        if "value" not in pl.read_parquet_schema(path):
+        if "value" not in schema:
             raise DataError(f"{path} has no value column; prepare the data with --value-col (e.g. --value-col rating)")
         columns.append("value")
+    codes: dict[str, int] = {}
+    if events is not None:
+        if "event" not in schema:
+            raise DataError(f"{path} has no event-type column; prepare the data with --event-col")
+        columns.append("event")
+        codes = {name: i for i, name in enumerate(events)}
     parts: list[np.ndarray] = []
     value_parts: list[np.ndarray] = []
+    event_parts: list[np.ndarray] = []
     starts: list[np.ndarray] = []
     n, last = 0, -1
     for df, run in _runs(path, columns):
@@ -1002,6 +1028,9 @@ def read_sequences(data_dir: Path, split: str, wanted: np.ndarray | None = None,
         items, run = df["item"].to_numpy().astype(np.int32)[keep], run[keep]
         if values:
             value_parts.append(df["value"].cast(pl.Float32).fill_null(np.nan).to_numpy()[keep])
+        if events is not None:
+            ev = df["event"].cast(pl.String).replace_strict(codes, default=-1, return_dtype=pl.Int32)
+            event_parts.append(ev.to_numpy()[keep])
         if not len(run):
             continue
         new = np.r_[run[0] != last, run[1:] != run[:-1]]
@@ -1011,7 +1040,10 @@ def read_sequences(data_dir: Path, split: str, wanted: np.ndarray | None = None,
     items = np.concatenate(parts) if parts else np.zeros(0, np.int32)
     first = np.concatenate(starts) if starts else np.zeros(0, np.int64)
     vals = (np.concatenate(value_parts) if value_parts else np.zeros(0, np.float32)) if values else None
-    return Sequences(items=items, offsets=np.r_[first, n].astype(np.int64), values=vals)
+    evs = None
+    if events is not None:
+        evs = np.concatenate(event_parts).astype(np.int32) if event_parts else np.zeros(0, np.int32)
+    return Sequences(items=items, offsets=np.r_[first, n].astype(np.int64), values=vals, events=evs)
 
 
 def read_items(data_dir: Path) -> pl.DataFrame:

@@ -22,19 +22,20 @@ import numpy as np
 from rnnrec_cli import model
 from rnnrec_cli.baselines import BASELINES, VALUE_BASELINES, baseline_scores, positions, value_baseline
 from rnnrec_cli.config import RunConfig, Ties, save_json
-from rnnrec_cli.data import Sequences, load_manifest, read_items, read_sequences
+from rnnrec_cli.data import Sequences, event_types, load_manifest, read_items, read_sequences
 from rnnrec_cli.errors import DataError
 from rnnrec_cli.metrics import (
     beyond_accuracy,
     bootstrap_ci,
     breakdown,
+    event_accuracy,
     paired_bootstrap,
     per_sequence_sums,
     summarize,
     value_errors,
 )
 from rnnrec_cli.rundir import RunDir, load_config, restore_checkpoint
-from rnnrec_cli.scoring import ScoreOptions, Scores, model_scores, target_positions, value_predictions
+from rnnrec_cli.scoring import ScoreOptions, Scores, head_predictions, model_scores, target_positions
 
 POSITION_BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 9, "5-9"), (10, 19, "10-19"), (20, 10**12, "20+"))
 POPULARITY_BUCKETS = ("head", "mid", "tail")  # top 20% of items by training count, next 30%, bottom 50%
@@ -78,6 +79,8 @@ class EvalOptions:
     n_boot: int = 1000
     seed: int = 0
     devices: int = 0
+    # Score next-item targets of these event types only (e.g. ("order",): "what will be bought").
+    target_events: tuple[str, ...] = ()
 
 
 def _buckets(values: np.ndarray, edges: Sequence[tuple[int, int, str]]) -> np.ndarray:
@@ -116,7 +119,8 @@ def evaluate(
     if cfg is not None and not cfg.model.predicts_items:
         # A value-only model ranks nothing: its comparison is the value baselines.
         opts = dataclasses.replace(opts, baselines=())
-    seqs = read_sequences(data_dir, opts.split, values=with_values)
+    types = _event_vocabulary(data_dir, cfg, opts)
+    seqs = read_sequences(data_dir, opts.split, values=with_values, events=types)
     if seqs.n_targets == 0:
         raise DataError(f"the {opts.split} split of {data_dir} has no sequences to evaluate; pick another --split")
     counts = read_items(data_dir).sort("idx")["count"].to_numpy().astype(np.float64)
@@ -126,21 +130,31 @@ def evaluate(
     )
     pos = positions(seqs)
     keep = last_target_mask(seqs) if opts.last_only else np.ones(len(pos.target), bool)
+    target_types = seqs.events[pos.end] if seqs.events is not None else None
+    if opts.target_events:
+        assert types is not None and target_types is not None
+        keep &= np.isin(target_types, [types.index(t) for t in opts.target_events])
+        if not keep.any():
+            raise DataError(f"no {opts.split} target is of type {', '.join(opts.target_events)}")
     seq_ids = pos.seq[keep]
     prefix_len = (pos.end - pos.start)[keep]
     targets = pos.target[keep]
 
     scored: dict[str, Scores] = {}
     params = restore_params(run, cfg) if run is not None and cfg is not None else None
-    value_result = None
+    value_result = event_result = None
     if cfg is not None and params is not None and with_values:
         note("predicting values")
         value_result = _value_metrics(params, cfg, data_dir, seqs, keep, opts.devices)
+    if cfg is not None and params is not None and cfg.model.predicts_events:
+        note("predicting event types")
+        event_result = _event_metrics(params, cfg, data_dir, seqs, keep, opts.devices)
     if cfg is not None and params is not None and cfg.model.predicts_items:
         note("scoring the model")
         scored[cfg.model.cell] = model_scores(params, cfg, seqs, score_opts, seed=opts.seed)
     if not scored and not opts.baselines:
-        result_v: dict[str, Any] = {"split": opts.split, "n_events": int(keep.sum()), "value": value_result}
+        result_v: dict[str, Any] = {"split": opts.split, "n_events": int(keep.sum())}
+        result_v.update({k: v for k, v in (("value", value_result), ("event_type", event_result)) if v is not None})
         if run is not None:
             run.eval_dir.mkdir(exist_ok=True)
             save_json(run.eval_dir / f"{opts.split}.json", result_v)
@@ -199,6 +213,16 @@ def evaluate(
         },
         "popularity": {n: breakdown(s.ranks, pop_group, POPULARITY_BUCKETS, k_max) for n, s in scored.items()},
     }
+    if target_types is not None and types is not None:
+        # Next-item accuracy by the type of the target event (unknown types left out).
+        kinds = target_types[keep]
+        names = [*types, "unknown"]
+        group = np.where(kinds >= 0, kinds, len(types))
+        result["breakdown"]["event"] = {n: breakdown(s.ranks, group, names, k_max) for n, s in scored.items()}
+    if opts.target_events:
+        result["protocol"]["target_events"] = list(opts.target_events)
+    if event_result is not None:
+        result["event_type"] = event_result
     if value_result is not None:
         result["value"] = value_result
     if opts.n_sampled:
@@ -222,11 +246,65 @@ def _value_metrics(
     train = read_sequences(data_dir, "train", values=True)
     assert seqs.values is not None
     actual = seqs.values[target_positions(seqs)][keep]
-    preds = {cfg.model.cell: value_predictions(params, cfg, seqs, devices)}
+    preds = {cfg.model.cell: head_predictions(params, cfg, seqs, devices)["value"]}
     preds.update({name: value_baseline(name, train, seqs) for name in VALUE_BASELINES})
     return {
         "model": cfg.model.cell,
         "metrics": {name: value_errors(p[keep], actual) for name, p in preds.items()},
+    }
+
+
+def _event_vocabulary(data_dir: Path, cfg: RunConfig | None, opts: EvalOptions) -> tuple[str, ...] | None:
+    """Event types to read: the model's, else the training split's when the data has types."""
+    if cfg is not None and cfg.model.event_types:
+        types: tuple[str, ...] | None = cfg.model.event_types
+    else:
+        try:
+            types = event_types(data_dir)
+        except DataError:
+            types = None
+    if opts.target_events:
+        if types is None:
+            raise DataError(f"--target-events needs event types, but {data_dir} has none; prepare with --event-col")
+        unknown = [t for t in opts.target_events if t not in types]
+        if unknown:
+            raise DataError(f"--target-events {', '.join(unknown)}: not an event type here ({', '.join(types)})")
+    return types
+
+
+def _event_metrics(
+    params: model.Params, cfg: RunConfig, data_dir: Path, seqs: Sequences, keep: np.ndarray, devices: int
+) -> dict[str, Any]:
+    """Accuracy of the event-type head beside two baselines (the most frequent type in training,
+    and "the same type as the current event"), and the head's per-type precision and recall."""
+    assert seqs.events is not None
+    types = cfg.model.event_types
+    train_types = read_sequences(data_dir, "train", events=types).events
+    assert train_types is not None
+    majority = int(np.bincount(train_types[train_types >= 0], minlength=len(types)).argmax())
+    pos = positions(seqs)
+    actual, current = seqs.events[pos.end][keep], seqs.events[pos.end - 1][keep]
+    probs = head_predictions(params, cfg, seqs, devices)["event"][keep]
+    known = actual >= 0
+    guess = np.argmax(probs, axis=1)
+    per_type = {}
+    for i, name in enumerate(types):
+        hit = (guess == i) & (actual == i) & known
+        per_type[name] = {
+            "support": int(((actual == i) & known).sum()),
+            "precision": float(hit.sum() / max(((guess == i) & known).sum(), 1)),
+            "recall": float(hit.sum() / max(((actual == i) & known).sum(), 1)),
+        }
+    one_hot = lambda idx: np.eye(len(types) + 1)[np.where(idx >= 0, idx, len(types))][:, : len(types)]  # noqa: E731
+    return {
+        "model": cfg.model.cell,
+        "n": int(known.sum()),
+        "accuracy": {
+            cfg.model.cell: event_accuracy(probs, actual),
+            "same-as-current": event_accuracy(one_hot(current), actual),
+            "majority": float(np.mean(actual[known] == majority)) if known.any() else float("nan"),
+        },
+        "per_type": per_type,
     }
 
 

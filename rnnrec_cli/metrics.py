@@ -155,3 +155,11 @@ def value_errors(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     if not len(err):
         return {"rmse": float("nan"), "mae": float("nan"), "n": 0}
     return {"rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))), "n": len(err)}
+
+
+def event_accuracy(probs: np.ndarray, actual: np.ndarray) -> float:
+    """Share of targets (with a known type, actual >= 0) whose most probable type is right."""
+    known = actual >= 0
+    if not known.any():
+        return float("nan")
+    return float(np.mean(np.argmax(probs[known], axis=1) == actual[known]))

@@ -64,6 +64,16 @@ def init_params(cfg: ModelConfig, n_items: int, key: jax.Array) -> Params:
     for cell, k, c in zip(make_cells(cfg), k_cells, carry, strict=True):
         params["cells"].append(cell.init(k, c, jnp.zeros((1, in_dim)))["params"])
         in_dim = cell.features
+    if cfg.event_input:
+        # One extra row for event types unknown to the vocabulary (and padding).
+        k_ev = jax.random.fold_in(key, 2)
+        params["event_embedding"] = _glorot_uniform(k_ev, (len(cfg.event_types) + 1, cfg.event_dim))
+    if cfg.predicts_events:
+        k_head = jax.random.fold_in(key, 3)
+        params["event_head"] = {
+            "w": _glorot_uniform(k_head, (cfg.layers[-1], len(cfg.event_types))),
+            "b": jnp.zeros((len(cfg.event_types),), jnp.float32),
+        }
     if cfg.predicts_values:
         # One hidden layer over [state, embedding of the item whose value is asked].
         k1, k2 = jax.random.split(jax.random.fold_in(key, 1))
@@ -100,6 +110,7 @@ def run(
     reset: jax.Array,
     dropout_key: jax.Array | None = None,
     input_values: jax.Array | None = None,
+    input_events: jax.Array | None = None,
 ) -> tuple[Carry, jax.Array]:
     """Run the stacked cells over T steps.
 
@@ -111,6 +122,8 @@ def run(
         As in GRU4Rec, the dropped-out output is the state carried to the next step.
       input_values: <float32>[T, B] raw values of the input events, fed (standardised) beside
         the embedding when the model takes values (cfg.input_dim); NaN (missing) reads as 0.
+      input_events: <int32>[T, B] the input events' types (-1 = unknown), embedded beside the
+        item when cfg.event_input.
 
     Returns:
       (carry after the last step, <float32>[T, B, H_last] top-layer outputs).
@@ -119,21 +132,29 @@ def run(
     n_steps = inputs.shape[0]
     keys = jax.random.split(dropout_key, n_steps) if dropout_key is not None else jnp.zeros((n_steps,), jnp.uint32)
     training = dropout_key is not None
-    takes_values = cfg.input_dim > cfg.embedding_dim
-    if takes_values:
+    if cfg.takes_values:
         if input_values is None:
             raise ValueError("this model takes the input events' values (input_values)")
         feed = jnp.nan_to_num((input_values - cfg.value_mean) / cfg.value_std)
     else:
         feed = jnp.zeros(inputs.shape, jnp.float32)
+    if cfg.event_input:
+        if input_events is None:
+            raise ValueError("this model takes the input events' types (input_events)")
+        n_types = len(cfg.event_types)
+        types = jnp.where((input_events >= 0) & (input_events < n_types), input_events, n_types)
+    else:
+        types = jnp.zeros(inputs.shape, jnp.int32)
 
     def step(carry: Carry, xs: tuple[jax.Array, ...]) -> tuple[Carry, jax.Array]:
-        items, r, k, v = xs
+        items, r, k, v, e = xs
         carry = jax.tree.map(lambda c: jnp.where(r[:, None], 0.0, c), carry)
         lkeys = jax.random.split(k, len(cells) + 1) if training else [None] * (len(cells) + 1)
         x = _dropout(params["embedding"][items], cfg.dropout_embed, lkeys[0])
-        if takes_values:
+        if cfg.takes_values:
             x = jnp.concatenate([x, v[:, None]], axis=-1)
+        if cfg.event_input:
+            x = jnp.concatenate([x, params["event_embedding"][e]], axis=-1)
         new = []
         for cell, p, c, lk in zip(cells, params["cells"], carry, lkeys[1:], strict=True):
             c, y = cell.apply({"params": p}, c, x)
@@ -141,7 +162,7 @@ def run(
             new.append(_with_hidden(cfg, c, x))
         return tuple(new), x
 
-    return jax.lax.scan(step, carry, (inputs, reset, keys, feed), unroll=SCAN_UNROLL)
+    return jax.lax.scan(step, carry, (inputs, reset, keys, feed, types), unroll=SCAN_UNROLL)
 
 
 def output_layer(params: Params, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
@@ -162,6 +183,11 @@ def standardised_values(params: Params, cfg: ModelConfig, hidden: jax.Array, ite
     head = params["value_head"]
     x = jnp.concatenate([hidden, params["embedding"][items]], axis=-1)
     return (jax.nn.relu(x @ head["w1"] + head["b1"]) @ head["w2"] + head["b2"])[..., 0]
+
+
+def event_logits(params: Params, hidden: jax.Array) -> jax.Array:
+    """The event-type head: <float32>[..., n_types] scores of the next event's type."""
+    return hidden @ params["event_head"]["w"] + params["event_head"]["b"]
 
 
 def predicted_values(params: Params, cfg: ModelConfig, hidden: jax.Array, items: jax.Array) -> jax.Array:

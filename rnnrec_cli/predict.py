@@ -87,9 +87,9 @@ def run_prepare_config(run: RunDir, overrides: dict[str, Any]) -> PrepareConfig:
 
 
 def _final_state(
-    params: model.Params, cfg: ModelConfig, inputs: jax.Array, reset: jax.Array, values: jax.Array
+    params: model.Params, cfg: ModelConfig, inputs: jax.Array, reset: jax.Array, values: jax.Array, events: jax.Array
 ) -> model.Carry:
-    carry, _ = model.run(params, cfg, model.zero_carry(cfg, inputs.shape[1]), inputs, reset, None, values)
+    carry, _ = model.run(params, cfg, model.zero_carry(cfg, inputs.shape[1]), inputs, reset, None, values, events)
     return carry
 
 
@@ -107,6 +107,7 @@ def top_k_after(
     reset: jax.Array,
     valid: jax.Array,
     values: jax.Array,
+    events: jax.Array,
     allowed: jax.Array,
     *,
     cfg: ModelConfig,
@@ -119,7 +120,7 @@ def top_k_after(
     padding before it never reaches the state. values: the events' values (NaN = unknown), used
     by models that take them. allowed: <bool>[N] candidate items.
     """
-    carry = _final_state(params, cfg, inputs, reset, values)
+    carry = _final_state(params, cfg, inputs, reset, values, events)
     scores = model.scores(params, cfg, model.last_hidden(cfg, carry))
     scores = jnp.where(allowed[None, :], scores, -jnp.inf)
     if exclude_seen:
@@ -133,6 +134,7 @@ def top_k_every(
     reset: jax.Array,
     valid: jax.Array,
     values: jax.Array,
+    events: jax.Array,
     allowed: jax.Array,
     *,
     cfg: ModelConfig,
@@ -141,7 +143,7 @@ def top_k_every(
 ) -> tuple[jax.Array, jax.Array]:
     """Top-k after every event: <float32>[L, B, k] scores, <int32>[L, B, k] items."""
     batch = inputs.shape[1]
-    _, hidden = model.run(params, cfg, model.zero_carry(cfg, batch), inputs, reset, None, values)
+    _, hidden = model.run(params, cfg, model.zero_carry(cfg, batch), inputs, reset, None, values, events)
     kernel, bias = model.output_layer(params, cfg)
     n_items = kernel.shape[0]
     rows = jnp.arange(batch)
@@ -165,6 +167,7 @@ def generate(
     reset: jax.Array,
     valid: jax.Array,
     values: jax.Array,
+    events: jax.Array,
     allowed: jax.Array,
     key: jax.Array,
     *,
@@ -180,10 +183,10 @@ def generate(
     Scores are each chosen item's log-probability under the model's softmax over the allowed
     (and, with exclude_seen, unseen and not yet generated) items. Beam search keeps `beams`
     continuations by total log-probability and returns the best one. Generated events have no
-    value: models that take values see the training mean for them.
+    value or type: models that take them see the training mean and the unknown type.
     """
     batch = inputs.shape[1]
-    carry = _final_state(params, cfg, inputs, reset, values)
+    carry = _final_state(params, cfg, inputs, reset, values, events)
     n_items = params["out_bias"].shape[0]
     blocked = ~allowed[None, :] | (_seen_mask(inputs, valid, n_items) if exclude_seen else False)
     blocked = jnp.broadcast_to(blocked, (batch, n_items))
@@ -193,8 +196,9 @@ def generate(
         return jax.nn.log_softmax(jnp.where(blocked, -jnp.inf, s), axis=-1)
 
     def feed(carry: model.Carry, items: jax.Array) -> model.Carry:
-        unknown = jnp.full((1, items.shape[0]), jnp.nan)
-        carry, _ = model.run(params, cfg, carry, items[None, :], jnp.zeros((1, items.shape[0]), bool), None, unknown)
+        no_value, no_type = jnp.full((1, items.shape[0]), jnp.nan), jnp.full((1, items.shape[0]), -1, jnp.int32)
+        step = (items[None, :], jnp.zeros((1, items.shape[0]), bool))
+        carry, _ = model.run(params, cfg, carry, *step, None, no_value, no_type)
         return carry
 
     def block_item(blocked: jax.Array, items: jax.Array) -> jax.Array:
@@ -245,11 +249,18 @@ def generate(
 
 
 def values_every(
-    params: model.Params, inputs: jax.Array, reset: jax.Array, valid: jax.Array, values: jax.Array, *, cfg: ModelConfig
+    params: model.Params,
+    inputs: jax.Array,
+    reset: jax.Array,
+    valid: jax.Array,
+    values: jax.Array,
+    events: jax.Array,
+    *,
+    cfg: ModelConfig,
 ) -> jax.Array:
     """<float32>[L, B] each event's value predicted from the events before it (NaN for the
     first event of a sequence and for padding)."""
-    _, hidden = model.run(params, cfg, model.zero_carry(cfg, inputs.shape[1]), inputs, reset, None, values)
+    _, hidden = model.run(params, cfg, model.zero_carry(cfg, inputs.shape[1]), inputs, reset, None, values, events)
     pred = model.predicted_values(params, cfg, hidden[:-1], inputs[1:])
     pred = jnp.where(valid[:-1] & valid[1:] & ~reset[1:], pred, jnp.nan)
     return jnp.concatenate([jnp.full((1, inputs.shape[1]), jnp.nan), pred])
@@ -260,12 +271,13 @@ def values_after(
     inputs: jax.Array,
     reset: jax.Array,
     values: jax.Array,
+    events: jax.Array,
     candidates: jax.Array,
     *,
     cfg: ModelConfig,
 ) -> jax.Array:
     """<float32>[B, C] the value of each candidate item <int32>[B, C] after the whole sequence."""
-    h = model.last_hidden(cfg, _final_state(params, cfg, inputs, reset, values))
+    h = model.last_hidden(cfg, _final_state(params, cfg, inputs, reset, values, events))
     return model.predicted_values(
         params, cfg, jnp.broadcast_to(h[:, None, :], (*candidates.shape, h.shape[-1])), candidates
     )
@@ -286,14 +298,19 @@ def _bucket(n: int) -> int:
 
 
 def _left_padded(
-    seqs: Sequence[np.ndarray], idx: np.ndarray, batch: int, vals: Sequence[np.ndarray] | None = None
+    seqs: Sequence[np.ndarray],
+    idx: np.ndarray,
+    batch: int,
+    vals: Sequence[np.ndarray] | None = None,
+    evs: Sequence[np.ndarray] | None = None,
 ) -> tuple[np.ndarray, ...]:
-    """(inputs, reset, valid, values) [L, B] for the sequences `idx`, right-aligned."""
+    """(inputs, reset, valid, values, events) [L, B] for the sequences `idx`, right-aligned."""
     length = _bucket(max(len(seqs[i]) for i in idx))
     inputs = np.zeros((length, batch), np.int32)
     reset = np.zeros((length, batch), bool)
     valid = np.zeros((length, batch), bool)
     values = np.full((length, batch), np.nan, np.float32)
+    events = np.full((length, batch), -1, np.int32)
     for col, i in enumerate(idx):
         s = seqs[i]
         inputs[length - len(s) :, col] = s
@@ -301,7 +318,9 @@ def _left_padded(
         reset[length - len(s), col] = True
         if vals is not None:
             values[length - len(s) :, col] = vals[i]
-    return inputs, reset, valid, values
+        if evs is not None:
+            events[length - len(s) :, col] = evs[i]
+    return inputs, reset, valid, values, events
 
 
 def recommend(
@@ -311,11 +330,12 @@ def recommend(
     opts: PredictOptions,
     allowed: np.ndarray,
     vals: Sequence[np.ndarray] | None = None,
+    evs: Sequence[np.ndarray] | None = None,
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Per non-empty index sequence: (items, scores) arrays.
 
     Shapes: [k] for the top-k after the last event, [len, k] with every_position, [n] with generate.
-    `vals`: the events' values, for models that take them.
+    `vals`, `evs`: the events' values and type indices, for models that take them.
     """
     out: list[Any] = [None] * len(seqs)
     order = np.argsort([len(s) for s in seqs], kind="stable")
@@ -323,21 +343,21 @@ def recommend(
     b = opts.batch_size
     for lo in range(0, len(seqs), b):
         idx = order[lo : lo + b]
-        inputs, reset, valid, values = _left_padded(seqs, idx, b, vals)
+        inputs, reset, valid, values, events = _left_padded(seqs, idx, b, vals, evs)
         if opts.generate:
             key, sub = jax.random.split(key)
             items, scores = _generate(
-                params, inputs, reset, valid, values, allowed, sub, cfg=cfg, n_steps=opts.generate,
+                params, inputs, reset, valid, values, events, allowed, sub, cfg=cfg, n_steps=opts.generate,
                 strategy=opts.strategy, beams=opts.beams, temperature=opts.temperature,
                 exclude_seen=opts.exclude_seen,
             )  # fmt: skip
         elif opts.every_position:
             scores, items = _top_k_every(
-                params, inputs, reset, valid, values, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
+                params, inputs, reset, valid, values, events, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
             )
         else:
             scores, items = _top_k_after(
-                params, inputs, reset, valid, values, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
+                params, inputs, reset, valid, values, events, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
             )
         items, scores = np.asarray(items), np.asarray(scores)
         length = inputs.shape[0]
@@ -353,15 +373,34 @@ def recommend(
 # ---------------------------------------------------------------------------- IO shell
 
 
+@dataclass(frozen=True)
+class _Block:
+    """The sequences of one input block: keys in input order, item index arrays, and (when the
+    model reads them) value arrays and event-type index arrays."""
+
+    keys: list
+    seqs: list[np.ndarray]
+    vals: list[np.ndarray] | None
+    evs: list[np.ndarray] | None
+
+
 def _sequences(
-    df: pl.DataFrame, pcfg: PrepareConfig, vocab: pl.DataFrame, stats: PredictStats, with_values: bool = False
-) -> tuple[list, list, list | None]:
-    """Canonical events -> (keys in input order, index arrays, value arrays or None); a user's
-    last session only."""
+    df: pl.DataFrame,
+    pcfg: PrepareConfig,
+    vocab: pl.DataFrame,
+    stats: PredictStats,
+    with_values: bool = False,
+    event_types: tuple[str, ...] | None = None,
+) -> _Block:
+    """Canonical events -> the block's sequences; a user's last session only."""
     if with_values and "value" not in df.columns:
         raise DataError(
             "this model reads each event's value, but the input has no value column; "
             "map it with --value-col (the run was trained with a value column)"
+        )
+    if event_types is not None and "event" not in df.columns:
+        raise DataError(
+            "this model reads each event's type, but the input has no event-type column; map it with --event-col"
         )
     key = "session" if pcfg.session_col is not None else "user"
     df = sessionize(df.drop_nulls(["ts", key]).lazy(), pcfg).collect()
@@ -375,17 +414,23 @@ def _sequences(
     known = known.drop("item").rename({"idx": "item"})
     if pcfg.dedupe_consecutive:
         known = drop_consecutive_repeats(known)
+    cols = [pl.col("item")]
+    if with_values:
+        cols.append(pl.col("value").cast(pl.Float32))
+    if event_types is not None:
+        codes = {name: i for i, name in enumerate(event_types)}
+        cols.append(pl.col("event").cast(pl.String).replace_strict(codes, default=-1, return_dtype=pl.Int32))
     order = df.group_by(key).agg(first=pl.col("_row").min()).sort("first")
-    cols = [pl.col("item"), *([pl.col("value").cast(pl.Float32)] if with_values else [])]
     grouped = order.join(known.group_by(key).agg(*cols), on=key, how="left").sort("first")
-    keys = grouped[key].to_list()
     seqs = [np.asarray(s if s is not None else [], np.int32) for s in grouped["item"].to_list()]
-    vals = None
+    vals = evs = None
     if with_values:
         vals = [
             np.asarray([np.nan if x is None else x for x in (v or [])], np.float32) for v in grouped["value"].to_list()
         ]
-    return keys, seqs, vals
+    if event_types is not None:
+        evs = [np.asarray([-1 if x is None else x for x in (v or [])], np.int32) for v in grouped["event"].to_list()]
+    return _Block(grouped[key].to_list(), seqs, vals, evs)
 
 
 def _rows(
@@ -473,7 +518,8 @@ def predict(
         allowed &= ~read_item_list(exclude, vocab)[0]
     params = restore_params(run, cfg)
     pop = vocab["count"].to_numpy()
-    takes_values = cfg.model.input_dim > cfg.model.embedding_dim
+    takes_values = cfg.model.takes_values
+    types = cfg.model.event_types if cfg.model.event_input else None
     candidates = None
     if opts.task == "value":
         if not cfg.model.predicts_values:
@@ -483,7 +529,8 @@ def predict(
     elif not cfg.model.predicts_items:
         raise DataError(f"{run.path} predicts values only; use `rnnrec predict --task value`")
     for df, pc in _canonical_blocks(inputs, pcfg, opts):
-        keys, seqs, vals = _sequences(df, pc, vocab, stats, with_values=takes_values or opts.task == "value")
+        block = _sequences(df, pc, vocab, stats, takes_values or opts.task == "value", types)
+        keys, seqs, vals, evs = block.keys, block.seqs, block.vals, block.evs
         repeated = [k for k in keys if k in stats._emitted]
         stats.repeated_keys += len(repeated)
         stats._emitted.update(keys)
@@ -491,13 +538,13 @@ def predict(
         nonempty = [i for i, s in enumerate(seqs) if len(s)]
         stats.empty_sequences += len(seqs) - len(nonempty)
         if opts.task == "value":
-            assert vals is not None
-            yield _value_rows(params, cfg.model, keys, seqs, vals, nonempty, opts, vocab["item_id"], candidates)
+            yield _value_rows(params, cfg.model, block, nonempty, opts, vocab["item_id"], candidates)
             continue
         results: list[Any] = [None] * len(seqs)
         if nonempty:
             sub_vals = [vals[i] for i in nonempty] if vals is not None else None
-            recs = recommend(params, cfg.model, [seqs[i] for i in nonempty], opts, allowed, sub_vals)
+            sub_evs = [evs[i] for i in nonempty] if evs is not None else None
+            recs = recommend(params, cfg.model, [seqs[i] for i in nonempty], opts, allowed, sub_vals, sub_evs)
             for i, r in zip(nonempty, recs, strict=True):
                 results[i] = r
         if not opts.fallback:
@@ -525,9 +572,7 @@ def read_candidates(path: Path, vocab: pl.DataFrame, stats: PredictStats) -> dic
 def _value_rows(
     params: model.Params,
     cfg: ModelConfig,
-    keys: list,
-    seqs: list[np.ndarray],
-    vals: list[np.ndarray],
+    block: _Block,
     nonempty: list[int],
     opts: PredictOptions,
     vocab_ids: pl.Series,
@@ -536,15 +581,17 @@ def _value_rows(
     """Without candidates: session_id, position, item_id, value, predicted_value for every
     event (its value predicted from the events before it). With candidates: session_id,
     item_id, predicted_value for each candidate after the whole session."""
+    keys, seqs, vals = block.keys, block.seqs, block.vals
+    assert vals is not None
     out: dict[str, list] = {"session_id": [], "position": [], "item": [], "value": [], "predicted_value": []}
     order = sorted(nonempty, key=lambda i: len(seqs[i]))
     b = opts.batch_size
     for lo in range(0, len(order), b):
         idx = np.asarray(order[lo : lo + b])
-        inputs, reset, valid, values = _left_padded(seqs, idx, b, vals)
+        inputs, reset, valid, values, events = _left_padded(seqs, idx, b, vals, block.evs)
         length = inputs.shape[0]
         if candidates is None:
-            pred = np.asarray(_values_every(params, inputs, reset, valid, values, cfg=cfg))
+            pred = np.asarray(_values_every(params, inputs, reset, valid, values, events, cfg=cfg))
             for col, i in enumerate(idx):
                 n = len(seqs[i])
                 out["session_id"].extend([keys[i]] * n)
@@ -558,7 +605,7 @@ def _value_rows(
         grid = np.zeros((b, width), np.int32)
         for col, c in enumerate(cands):
             grid[col, : len(c)] = c
-        pred = np.asarray(_values_after(params, inputs, reset, values, grid, cfg=cfg))
+        pred = np.asarray(_values_after(params, inputs, reset, values, events, grid, cfg=cfg))
         for col, (i, c) in enumerate(zip(idx, cands, strict=True)):
             out["session_id"].extend([keys[i]] * len(c))
             out["item"].extend(c.tolist())

@@ -16,7 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnrec_cli import model, parallel
-from rnnrec_cli.batches import Stream, longest_first, session_parallel
+from rnnrec_cli.batches import Chunk, Stream, longest_first, session_parallel
 from rnnrec_cli.config import RunConfig, Ties
 from rnnrec_cli.data import Sequences
 from rnnrec_cli.metrics import rank_with_ties
@@ -123,8 +123,8 @@ def score_chunk(
     chunk = (inputs, targets, reset, negatives [T, B, n_sampled]). `seen`/`seen_n` carry each
     slot's seen items across chunks (used only with exclude_seen).
     """
-    inputs, targets, reset, negatives, *input_values = chunk
-    carry, hidden = model.run(params, cfg.model, carry, inputs, reset, None, *input_values)
+    inputs, targets, reset, negatives, input_values, input_events = chunk
+    carry, hidden = model.run(params, cfg.model, carry, inputs, reset, None, input_values, input_events)
     kernel, bias = model.output_layer(params, cfg.model)
     n_items = kernel.shape[0]
     block = min(opts.item_block, n_items)
@@ -178,9 +178,8 @@ def model_scores(params: model.Params, cfg: RunConfig, seqs: Sequences, opts: Sc
     rng = np.random.default_rng(seed)
     for chunk in stream.chunks():
         negs = rng.integers(0, cfg.n_items, (EVAL_BPTT, batch, opts.n_sampled), dtype=np.int32)
-        arrays = tuple(place.put_batch(x, batch) for x in (chunk.inputs, chunk.targets, chunk.reset, negs))
-        if chunk.input_values is not None:
-            arrays += (place.put_batch(chunk.input_values, batch),)
+        side = _side_inputs(chunk)
+        arrays = tuple(place.put_batch(x, batch) for x in (chunk.inputs, chunk.targets, chunk.reset, negs, *side))
         carry, seen, seen_n, out = _score_chunk(params, carry, seen, seen_n, arrays, cfg=cfg, opts=opts)
         pos = chunk.target_pos[chunk.mask]
         ranks[pos] = np.asarray(out.ranks)[chunk.mask]
@@ -204,25 +203,47 @@ def _placed_stream(
     return place, batch, params, stream, carry
 
 
+def _side_inputs(chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
+    """The chunk's input values and event types, or placeholders the model ignores."""
+    values = chunk.input_values if chunk.input_values is not None else np.zeros(chunk.inputs.shape, np.float32)
+    events = chunk.input_events if chunk.input_events is not None else np.full(chunk.inputs.shape, -1, np.int32)
+    return values, events
+
+
 @partial(jax.jit, static_argnames=("cfg",), donate_argnums=(1,))
-def _value_chunk(
+def _heads_chunk(
     params: model.Params, carry: model.Carry, chunk: tuple[jax.Array, ...], *, cfg: RunConfig
-) -> tuple[model.Carry, jax.Array]:
-    inputs, reset, input_values, targets = chunk
-    carry, hidden = model.run(params, cfg.model, carry, inputs, reset, None, input_values)
-    return carry, model.predicted_values(params, cfg.model, hidden, targets)
+) -> tuple[model.Carry, dict[str, jax.Array]]:
+    inputs, reset, input_values, input_events, targets = chunk
+    carry, hidden = model.run(params, cfg.model, carry, inputs, reset, None, input_values, input_events)
+    out = {}
+    if cfg.model.predicts_values:
+        out["value"] = model.predicted_values(params, cfg.model, hidden, targets)
+    if cfg.model.predicts_events:
+        out["event"] = jax.nn.softmax(model.event_logits(params, hidden), axis=-1)
+    return carry, out
 
 
-def value_predictions(params: model.Params, cfg: RunConfig, seqs: Sequences, devices: int = 0) -> np.ndarray:
-    """<float32>[n_targets] the value head's prediction for every target event, in sequence
-    order (see `target_positions`), from the events before it. `seqs` must carry values."""
+def head_predictions(params: model.Params, cfg: RunConfig, seqs: Sequences, devices: int = 0) -> dict[str, np.ndarray]:
+    """Per target event, in sequence order (see `target_positions`), from the events before it:
+    "value" <float32>[n], the value head's prediction of its value (given its item), and
+    "event" <float32>[n, n_types], the event-type head's probabilities of its type, for the
+    heads the model has. `seqs` must carry what the model reads (values, event types)."""
     place, batch, params, stream, carry = _placed_stream(params, cfg, seqs, devices)
-    out = np.zeros(len(seqs.items), np.float32)
+    n = len(seqs.items)
+    out: dict[str, np.ndarray] = {}
+    if cfg.model.predicts_values:
+        out["value"] = np.zeros(n, np.float32)
+    if cfg.model.predicts_events:
+        out["event"] = np.zeros((n, len(cfg.model.event_types)), np.float32)
     for chunk in stream.chunks():
-        arrays = (chunk.inputs, chunk.reset, chunk.input_values, chunk.targets)
-        carry, pred = _value_chunk(params, carry, tuple(place.put_batch(x, batch) for x in arrays), cfg=cfg)
-        out[chunk.target_pos[chunk.mask]] = np.asarray(pred)[chunk.mask]
-    return out[target_positions(seqs)]
+        arrays = (chunk.inputs, chunk.reset, *_side_inputs(chunk), chunk.targets)
+        carry, pred = _heads_chunk(params, carry, tuple(place.put_batch(x, batch) for x in arrays), cfg=cfg)
+        pos = chunk.target_pos[chunk.mask]
+        for name, p in pred.items():
+            out[name][pos] = np.asarray(p)[chunk.mask]
+    keep = target_positions(seqs)
+    return {name: a[keep] for name, a in out.items()}
 
 
 def target_positions(seqs: Sequences) -> np.ndarray:

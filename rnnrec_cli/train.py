@@ -28,7 +28,7 @@ from rnnrec_cli.config import RunConfig, TrainConfig
 from rnnrec_cli.data import Sequences, read_items, read_lengths, read_sequences
 from rnnrec_cli.errors import RunDirError, TrainingDiverged
 from rnnrec_cli.evaluate import is_leave_one_out, last_target_mask, model_ranks
-from rnnrec_cli.metrics import summarize, value_errors
+from rnnrec_cli.metrics import event_accuracy, summarize, value_errors
 from rnnrec_cli.plots import learning_curve
 from rnnrec_cli.rundir import (
     RunDir,
@@ -39,7 +39,7 @@ from rnnrec_cli.rundir import (
     save_checkpoint,
     write_metrics,
 )
-from rnnrec_cli.scoring import target_positions, value_predictions
+from rnnrec_cli.scoring import head_predictions, target_positions
 
 log = logging.getLogger(__name__)
 
@@ -59,6 +59,8 @@ class Batch(NamedTuple):
     negatives: jax.Array
     input_values: jax.Array | None = None
     target_values: jax.Array | None = None
+    input_events: jax.Array | None = None
+    target_events: jax.Array | None = None
 
 
 class ItemStats(NamedTuple):
@@ -130,13 +132,20 @@ def chunk_loss(
     negatives (one matrix product for those).
     """
     tc = cfg.train
-    carry, hidden = model.run(params, cfg.model, carry, batch.inputs, batch.reset, key, batch.input_values)
+    carry, hidden = model.run(
+        params, cfg.model, carry, batch.inputs, batch.reset, key, batch.input_values, batch.input_events
+    )
     mask = batch.mask.reshape(-1)
     n = jnp.sum(mask)
     loss = jnp.zeros(())
     if cfg.model.predicts_items:
         per_row = _next_item_loss(params, cfg, hidden, batch, stats)
-        loss = loss + cfg.task_weight("next-item") * jnp.sum(jnp.where(mask, per_row, 0.0)) / jnp.maximum(n, 1)
+        weight = mask.astype(jnp.float32)
+        if tc.target_weighting and stats is not None:
+            # Targets weighted by popularity^-beta (normalised over the chunk): rare items count more.
+            weight = weight * jnp.exp(-tc.target_weighting * stats.log_p_target[batch.targets.reshape(-1)])
+        item_loss = jnp.sum(jnp.where(mask, weight * per_row, 0.0)) / jnp.maximum(jnp.sum(weight), 1e-12)
+        loss = loss + cfg.task_weight("next-item") * item_loss
     if cfg.model.predicts_values:
         m = cfg.model
         pred = model.standardised_values(params, m, hidden, batch.targets)
@@ -144,6 +153,15 @@ def chunk_loss(
         known = batch.mask & ~jnp.isnan(target)  # events without a value teach nothing here
         per = losses.value_loss(pred, jnp.nan_to_num(target), tc.value_loss, tc.huber_delta)
         loss = loss + cfg.task_weight("value") * jnp.sum(jnp.where(known, per, 0.0)) / jnp.maximum(jnp.sum(known), 1)
+    if cfg.model.predicts_events:
+        logits = model.event_logits(params, hidden)
+        types = batch.target_events
+        known = batch.mask & (types >= 0)
+        own = jnp.take_along_axis(logits, jnp.maximum(types, 0)[..., None], axis=-1)[..., 0]
+        per = jax.nn.logsumexp(logits, axis=-1) - own
+        loss = loss + cfg.task_weight("event-type") * jnp.sum(jnp.where(known, per, 0.0)) / jnp.maximum(
+            jnp.sum(known), 1
+        )
     return loss, (carry, n)
 
 
@@ -303,13 +321,14 @@ class TrainData(NamedTuple):
     lengths: np.ndarray
     seqs: Sequences | None
     values: bool = False
+    events: tuple[str, ...] | None = None
 
 
-def load_train_data(data_dir: Path, values: bool = False) -> TrainData:
+def load_train_data(data_dir: Path, values: bool = False, events: tuple[str, ...] | None = None) -> TrainData:
     if jax.process_count() > 1:
-        return TrainData(data_dir, read_lengths(data_dir, "train"), None, values)
-    seqs = read_sequences(data_dir, "train", values=values)
-    return TrainData(data_dir, seqs.lengths, seqs, values)
+        return TrainData(data_dir, read_lengths(data_dir, "train"), None, values, events)
+    seqs = read_sequences(data_dir, "train", values=values, events=events)
+    return TrainData(data_dir, seqs.lengths, seqs, values, events)
 
 
 def epoch_stream(cfg: RunConfig, data: TrainData, epoch: int, slots: range, plan: Layout | None = None) -> Stream:
@@ -324,13 +343,13 @@ def epoch_stream(cfg: RunConfig, data: TrainData, epoch: int, slots: range, plan
         # Prepared sequences are stored by start time; GRU4Rec trains in that order.
         plan = layout(data.lengths, tc.batch_size, tc.bptt)
     if data.seqs is not None:
-        return Stream(plan, data.seqs.items, data.seqs.offsets[:-1], tc.bptt, slots, data.seqs.values)
+        return Stream(plan, data.seqs.items, data.seqs.offsets[:-1], tc.bptt, slots, data.seqs.values, data.seqs.events)
     wanted = np.zeros(len(data.lengths), bool)
     wanted[plan.sequences_in(slots)] = True
-    mine = read_sequences(data.data_dir, "train", wanted, values=data.values)
+    mine = read_sequences(data.data_dir, "train", wanted, values=data.values, events=data.events)
     first = np.full(len(data.lengths), -1, np.int64)
     first[wanted] = mine.offsets[:-1]
-    return Stream(plan, mine.items, first, tc.bptt, slots, mine.values)
+    return Stream(plan, mine.items, first, tc.bptt, slots, mine.values, mine.events)
 
 
 def validation_subset(seqs: Sequences, n: int, seed: int) -> Sequences:
@@ -345,7 +364,9 @@ def validation_subset(seqs: Sequences, n: int, seed: int) -> Sequences:
         - np.repeat(np.cumsum(lengths) - lengths, lengths)
     )
     values = None if seqs.values is None else seqs.values[idx]
-    return Sequences(items=seqs.items[idx], offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64), values=values)
+    events = None if seqs.events is None else seqs.events[idx]
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    return Sequences(items=seqs.items[idx], offsets=offsets, values=values, events=events)
 
 
 def chunk_negatives(cfg: RunConfig, cdf: np.ndarray, epoch: int, chunk: int) -> np.ndarray:
@@ -423,8 +444,9 @@ class Trainer(NamedTuple):
     def batch(self, chunk: Any, negatives: np.ndarray, batch_size: int) -> Batch:
         put = partial(self.placement.put_batch, batch_size=batch_size)
         neg = self.placement.put(negatives, self.placement.replicated)
-        values = (None, None) if chunk.input_values is None else (put(chunk.input_values), put(chunk.target_values))
-        return Batch(put(chunk.inputs), put(chunk.targets), put(chunk.mask), put(chunk.reset), neg, *values)
+        side = [None if x is None else put(x) for x in (chunk.input_values, chunk.target_values)]
+        side += [None if x is None else put(x) for x in (chunk.input_events, chunk.target_events)]
+        return Batch(put(chunk.inputs), put(chunk.targets), put(chunk.mask), put(chunk.reset), neg, *side)
 
 
 def make_trainer(cfg: RunConfig, tx: optax.GradientTransformation) -> tuple[Trainer, TrainState]:
@@ -512,8 +534,11 @@ def fit(
     if len(counts) != cfg.n_items:
         raise RunDirError(f"{data_dir} has {len(counts)} items but the run's config says {cfg.n_items}")
     values = cfg.model.predicts_values
-    train_data = load_train_data(data_dir, values)
-    valid_seqs = validation_subset(read_sequences(data_dir, "valid", values=values), tc.valid_sample, tc.seed)
+    events = cfg.model.event_types if cfg.model.predicts_events or cfg.model.event_input else None
+    train_data = load_train_data(data_dir, values, events)
+    valid_seqs = validation_subset(
+        read_sequences(data_dir, "valid", values=values, events=events), tc.valid_sample, tc.seed
+    )
     loo = is_leave_one_out(data_dir)
     valid_last = last_target_mask(valid_seqs)
     cdf = np.cumsum(sampling_distribution(counts, tc.sample_alpha))
@@ -626,11 +651,16 @@ def _validate(
     out: dict[str, float] = {}
     if cfg.model.predicts_items:
         out.update(summarize(model_ranks(params, cfg, seqs)[keep], sorted({k_eval, 20})))
-    if cfg.model.predicts_values:
-        assert seqs.values is not None
-        actual = seqs.values[target_positions(seqs)][keep]
-        errors = value_errors(value_predictions(params, cfg, seqs)[keep], actual)
-        out.update(rmse=errors["rmse"], mae=errors["mae"])
+    if cfg.model.predicts_values or cfg.model.predicts_events:
+        heads = head_predictions(params, cfg, seqs)
+        at = target_positions(seqs)
+        if "value" in heads:
+            assert seqs.values is not None
+            errors = value_errors(heads["value"][keep], seqs.values[at][keep])
+            out.update(rmse=errors["rmse"], mae=errors["mae"])
+        if "event" in heads:
+            assert seqs.events is not None
+            out["accuracy"] = event_accuracy(heads["event"][keep], seqs.events[at][keep])
     return out
 
 

@@ -131,3 +131,33 @@ def test_negatives_follow_support_to_the_alpha() -> None:
     freq = np.bincount(draws.ravel(), minlength=4) / draws.size
     np.testing.assert_allclose(freq, probs, atol=0.01)
     assert (sampling_distribution(counts[:3], 0.0) == 1 / 3).all()
+
+
+def test_target_weighting_is_a_popularity_weighted_mean() -> None:
+    from rnnrec_cli.train import _next_item_loss
+
+    counts = np.array([1, 100, 4, 9, 16, 25, 36, 49, 64])
+    stats = item_stats(counts, 0.5)
+    inputs = jnp.array([[1, 2], [3, 4]])
+    batch = Batch(
+        inputs, jnp.array([[2, 5], [4, 1]]), jnp.array([[True, True], [True, False]]),
+        jnp.array([[True, True], [False, False]]), jnp.array([7, 2], jnp.int32),
+    )  # fmt: skip
+    cfg = RunConfig(data_dir="-", n_items=9, model=ModelConfig(layers=(5,)), train=TrainConfig(target_weighting=0.5))
+    params = model.init_params(cfg.model, 9, jax.random.key(3))
+    loss, _ = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), batch, stats, None)
+    _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), inputs, batch.reset)
+    per_row = np.asarray(_next_item_loss(params, cfg, hidden, batch, stats))
+    w = counts[np.asarray(batch.targets).ravel()] ** -0.5 * np.asarray(batch.mask).ravel()
+    np.testing.assert_allclose(float(loss), (w * per_row).sum() / w.sum(), rtol=1e-5)
+    # Unweighted, the same rows average plainly.
+    plain = dataclasses_replace(cfg, target_weighting=0.0)
+    loss0, _ = chunk_loss(params, plain, model.zero_carry(cfg.model, 2), batch, stats, None)
+    m = np.asarray(batch.mask).ravel()
+    np.testing.assert_allclose(float(loss0), per_row[m].mean(), rtol=1e-5)
+
+
+def dataclasses_replace(cfg: RunConfig, **train) -> RunConfig:
+    import dataclasses
+
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))

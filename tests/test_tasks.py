@@ -156,3 +156,90 @@ def test_value_task_needs_a_value_column(tmp_path: Path) -> None:
     _ok(["prepare", str(log), "-o", str(data), "--split", "time:0.2", "--valid", "0.1", "-q"])
     res = runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "r"), "--task", "value", *TINY])
     assert res.exit_code == 1 and "--value-col" in res.output
+
+
+# ---------------------------------------------------------------------------- event types
+
+
+def _typed_log(path: Path, n_users: int = 90, n_items: int = 30, seed: int = 1) -> Path:
+    """Shopping sessions: clicks walk item -> item + 1; a cart follows some clicks (same item);
+    after a cart, the next event is an order of that item with probability 0.9. The next type is
+    predictable from the current one, which the majority baseline ("click") cannot see."""
+    rng = np.random.default_rng(seed)
+    rows, t = [], 1_700_000_000
+    for u in range(n_users):
+        for _ in range(3):
+            item = int(rng.integers(n_items))
+            kind = "click"
+            for _ in range(int(rng.integers(5, 10))):
+                rows.append((f"u{u}", item, t, kind))
+                t += 60
+                if kind == "cart" and rng.random() < 0.9:
+                    kind = "order"
+                elif kind == "click" and rng.random() < 0.4:
+                    kind = "cart"
+                    item = (item + 1) % n_items
+                else:
+                    kind = "click"
+                    item = (item + 1) % n_items
+            t += 7200
+    pl.DataFrame(rows, schema=["user_id", "item_id", "timestamp", "event"], orient="row").write_csv(path)
+    return path
+
+
+@pytest.fixture(scope="module")
+def typed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    tmp = tmp_path_factory.mktemp("typed")
+    log = _typed_log(tmp / "shop.csv")
+    data = tmp / "data"
+    _ok(
+        ["prepare", str(log), "-o", str(data), "--event-col", "event", "--keep-repeats", "--split", "time:0.2",
+         "--valid", "0.1", "--min-item-support", "2", "-q"]
+    )  # fmt: skip
+    return log, data
+
+
+def test_next_item_and_event_type_with_event_input(typed, tmp_path: Path) -> None:
+    log, data = typed
+    run = tmp_path / "multi"
+    args = ["--task", "next-item,event-type", "--event-input", "--task-weights", "1,1", "--lr", "0.1"]
+    _ok(["train", str(data), "-o", str(run), *args, "--epochs", "4", *TINY[:2], *TINY[4:]])
+    cfg = json.loads((run / "config.json").read_text())
+    assert cfg["model"]["event_types"] == ["cart", "click", "order"] and cfg["model"]["event_input"]
+    record = json.loads((run / "metrics.jsonl").read_text().splitlines()[-1])
+    assert {"valid/accuracy", "valid/mrr@20"} <= set(record)
+
+    result = json.loads(_ok(["evaluate", str(run), "--json", "-q", "--baselines", "pop,markov"]))
+    ev = result["event_type"]
+    assert ev["accuracy"]["gru"] > ev["accuracy"]["majority"] + 0.05
+    assert set(ev["per_type"]) == {"cart", "click", "order"} and ev["per_type"]["order"]["support"] > 0
+    assert set(result["breakdown"]["event"]["gru"]) >= {"cart", "click", "order"}
+    everything = result["n_events"]
+
+    orders = json.loads(_ok(["evaluate", str(run), "--json", "-q", "--baselines", "pop", "--target-events", "order"]))
+    assert orders["protocol"]["target_events"] == ["order"]
+    assert 0 < orders["n_events"] < everything
+    assert orders["n_events"] == ev["per_type"]["order"]["support"]
+    # The ordered item is the one just carted: the model sees the cart, popularity does not.
+    assert orders["metrics"]["recall@20"] > orders["baselines"]["pop"]["recall@20"]
+
+    recs = pl.read_csv(_ok(["predict", str(run), str(log), "-k", "2", "-q"]).encode())
+    assert recs.height == 2 * recs["session_id"].n_unique()
+
+    res = runner.invoke(app, ["evaluate", str(run), "--target-events", "refund", "-q"])
+    assert res.exit_code == 1 and "cart, click, order" in res.output
+
+
+def test_event_type_alone_monitors_accuracy(typed, tmp_path: Path) -> None:
+    _, data = typed
+    run = tmp_path / "types"
+    _ok(["train", str(data), "-o", str(run), "--task", "event-type", *TINY])
+    assert json.loads((run / "config.json").read_text())["train"]["monitor"] == "accuracy"
+    result = json.loads(_ok(["evaluate", str(run), "--json", "-q"]))
+    assert "metrics" not in result and result["event_type"]["accuracy"]["gru"] > 0
+
+
+def test_event_type_needs_an_event_column(valued, tmp_path: Path) -> None:
+    _, data = valued
+    res = runner.invoke(app, ["train", str(data), "-o", str(tmp_path / "r"), "--task", "next-item,event-type", *TINY])
+    assert res.exit_code == 1 and "--event-col" in res.output
