@@ -237,6 +237,18 @@ def prepare(
         int | None,
         typer.Option(help="Parts cleaned one at a time to bound memory (0 = from the input size; same result)."),
     ] = None,
+    item_features: Annotated[
+        str | None, typer.Option(help="CSV/Parquet of item attributes to join to the catalogue (e.g. movies.csv).")
+    ] = None,
+    item_key: Annotated[str | None, typer.Option(help="Item id column of --item-features (default item_id).")] = None,
+    item_categorical: Annotated[
+        str | None, typer.Option(help="Categorical feature columns (multi-valued with --item-sep), e.g. genres.")
+    ] = None,
+    item_numeric: Annotated[str | None, typer.Option(help="Numeric feature columns, e.g. price.")] = None,
+    item_vector: Annotated[
+        str | None, typer.Option(help="A Parquet list column holding a dense vector per item (text/image embedding).")
+    ] = None,
+    item_sep: Annotated[str | None, typer.Option(help="Separator of multi-valued categories (default |).")] = None,
     split: Annotated[
         str | None,
         typer.Option(
@@ -281,6 +293,12 @@ def prepare(
             min_item_support=min_item_support,
             min_session_length=min_session_length,
             buckets=buckets,
+            item_features=item_features,
+            item_key=item_key,
+            item_categorical=_parse_list(item_categorical, str, "--item-categorical"),
+            item_numeric=_parse_list(item_numeric, str, "--item-numeric"),
+            item_vector=item_vector,
+            item_sep=item_sep,
             split=split,
             valid=valid,
         ),
@@ -361,6 +379,17 @@ def train(
         bool | None, _opt("Feed an embedding of each event's type (click, cart, order...) beside its item.")
     ] = None,
     event_dim: Annotated[int | None, _opt("Width of the event-type embedding.")] = None,
+    use_item_features: Annotated[
+        bool | None,
+        typer.Option(
+            "--item-features/--no-item-features",
+            help="Feed the data's item side features (from prepare --item-features); default: when present.",
+        ),
+    ] = None,
+    feature_dim: Annotated[int | None, _opt("Width of the pooled item feature vector.")] = None,
+    feature_output: Annotated[
+        bool | None, _opt("Also add the item features to the output item vectors (helps rare items).")
+    ] = None,
     loss: Annotated[str | None, _opt("ce, bpr-max or top1-max.")] = None,
     target_weighting: Annotated[
         str | None, _opt("Weight next-item targets by popularity^-beta: inverse-pop^0.5 (or just 0.5); 0 = off.")
@@ -430,6 +459,9 @@ def train(
             value_input=value_input,
             event_input=event_input,
             event_dim=event_dim,
+            item_features=use_item_features,
+            feature_dim=feature_dim,
+            feature_output=feature_output,
         )
         train_flags = _given(
             loss=loss, n_sample=n_sample, sample_alpha=sample_alpha, full_softmax=full_softmax, logq=logq,
@@ -481,13 +513,14 @@ def _new_run(
             f"{first} is a directory but not a prepared data directory (no manifest.json); run `rnnrec prepare` first"
         )
     monitor_given = "monitor" in train_flags or "monitor" in file_values.get("train", {})
+    features_given = model_flags.get("item_features", file_values.get("model", {}).get("item_features"))
     if not write:
         if not (len(data) == 1 and data_mod.is_data_dir(first)):
             raise data_mod.DataError("a multi-process run trains from a prepared data directory; run `rnnrec prepare`")
-        cfg = _run_config(first.resolve(), model_cfg, train_cfg, monitor_given)
+        cfg = _run_config(first.resolve(), model_cfg, train_cfg, monitor_given, features_given)
         return rundir.RunDir(out or _default_run_dir(model_cfg.cell)), cfg
     if len(data) == 1 and data_mod.is_data_dir(first):
-        cfg = _run_config(first.resolve(), model_cfg, train_cfg, monitor_given)
+        cfg = _run_config(first.resolve(), model_cfg, train_cfg, monitor_given, features_given)
         run = rundir.create(out or _default_run_dir(model_cfg.cell), force=force)
     else:
         run = rundir.create(out or _default_run_dir(model_cfg.cell), force=force)
@@ -496,15 +529,18 @@ def _new_run(
             result = data_mod.prepare(data, run.path / "data", prep, force=False)
         if not quiet:
             err.print(_prepare_summary(result.manifest, run.path / "data"))
-        cfg = _run_config((run.path / "data").resolve(), model_cfg, train_cfg, monitor_given)
+        cfg = _run_config((run.path / "data").resolve(), model_cfg, train_cfg, monitor_given, features_given)
     rundir.save_config(run, cfg)
     rundir.save_data_files(run, Path(cfg.data_dir))
     return run, cfg
 
 
-def _run_config(data_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, monitor_given: bool) -> RunConfig:
+def _run_config(
+    data_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, monitor_given: bool, features_given: bool | None
+) -> RunConfig:
     """The run's config for `data_dir`: catalogue size, the value task's standardisation (from
-    the training split), and rmse as the default monitor of a model that ranks no items."""
+    the training split), event types, item features (used when the data has them, unless
+    `features_given` is False), and the default monitor of a model that ranks no items."""
     import dataclasses
 
     import numpy as np
@@ -522,6 +558,15 @@ def _run_config(data_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, 
         model_cfg = dataclasses.replace(model_cfg, value_mean=float(known.mean()), value_std=std if std > 0 else 1.0)
     if model_cfg.predicts_events or model_cfg.event_input:
         model_cfg = dataclasses.replace(model_cfg, event_types=data_mod.event_types(data_dir))
+    spec = manifest.get("item_features")
+    if features_given is False or (features_given is None and spec is None):
+        model_cfg = dataclasses.replace(model_cfg, item_features=False)
+    elif spec is None:
+        raise data_mod.DataError(f"{data_dir} has no item features; prepare it with --item-features FILE")
+    else:
+        model_cfg = dataclasses.replace(
+            model_cfg, item_features=True, feature_codes=int(spec["n_codes"]), feature_numeric=int(spec["n_numeric"])
+        )
     if not model_cfg.predicts_items and not monitor_given:
         train_cfg = dataclasses.replace(train_cfg, monitor="rmse" if model_cfg.predicts_values else "accuracy")
     try:

@@ -128,6 +128,14 @@ class PrepareConfig:
     # Parts the log is hashed into (by user/session) and cleaned one at a time, which bounds
     # memory for logs larger than RAM; 0 = from the input size. Results do not depend on it.
     buckets: int = 0
+    # Item side features joined to the catalogue (see features.py): a CSV/Parquet file keyed by
+    # item id; columns picked automatically unless named.
+    item_features: str | None = None
+    item_key: str | None = None
+    item_categorical: tuple[str, ...] = ()
+    item_numeric: tuple[str, ...] = ()
+    item_vector: str | None = None
+    item_sep: str = "|"
 
     def __post_init__(self) -> None:
         _check_choice("--format", self.format, InputFormat)
@@ -186,6 +194,14 @@ class ModelConfig:
     event_types: tuple[str, ...] = ()
     event_input: bool = False
     event_dim: int = 8
+    # Item side features (from `prepare --item-features`): the pooled feature vector
+    # (feature_dim wide) is fed beside each input item, and with feature_output added (mapped to
+    # the hidden size) to each item's output vector, so items with little data lean on features.
+    item_features: bool = False
+    feature_codes: int = 0
+    feature_numeric: int = 0
+    feature_dim: int = 16
+    feature_output: bool = False
 
     def __post_init__(self) -> None:
         _check_choice("--cell", self.cell, Cell)
@@ -197,6 +213,7 @@ class ModelConfig:
             _check_choice("--task", task, Task)
         _check_positive("value std", self.value_std)
         _check_positive("--event-dim", self.event_dim)
+        _check_positive("--feature-dim", self.feature_dim)
         if not self.layers or any(n <= 0 for n in self.layers):
             raise ConfigError(f"--layers must be positive sizes like 100 or 256,128, got {self.layers}")
         _check_positive("--embedding", self.embedding, allow_zero=True)
@@ -227,7 +244,12 @@ class ModelConfig:
     def input_dim(self) -> int:
         """Width of the first cell's input: the item embedding, plus the value and the event
         type's embedding when they are fed."""
-        return self.embedding_dim + int(self.takes_values) + (self.event_dim if self.event_input else 0)
+        return (
+            self.embedding_dim
+            + int(self.takes_values)
+            + (self.event_dim if self.event_input else 0)
+            + (self.feature_dim if self.item_features else 0)
+        )
 
     @property
     def embedding_dim(self) -> int:
@@ -338,6 +360,8 @@ class RunConfig:
             raise ConfigError("--monitor accuracy needs the event-type task (--task event-type)")
         if tc.monitor not in ("rmse", "mae", "accuracy") and not self.model.predicts_items:
             raise ConfigError(f"--monitor {tc.monitor} needs the next-item task; use --monitor rmse, mae or accuracy")
+        if self.model.feature_output and not self.model.item_features:
+            raise ConfigError("--feature-output needs item features (prepare the data with --item-features)")
         if (self.model.predicts_events or self.model.event_input) and not self.model.event_types:
             raise ConfigError("the event-type task and --event-input need the data's event types")
 

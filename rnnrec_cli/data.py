@@ -29,6 +29,7 @@ import polars as pl
 from rnnrec_cli import __version__
 from rnnrec_cli.config import Period, PrepareConfig, load_json, save_json, to_dict
 from rnnrec_cli.errors import DataError, RunDirError
+from rnnrec_cli.features import ITEM_FEATURES, build_item_features
 
 log = logging.getLogger(__name__)
 
@@ -890,6 +891,14 @@ def prepare(
                 else []
             ),
         }
+        if cfg.item_features:
+            note("joining item features")
+            table, spec = build_item_features(
+                Path(cfg.item_features), cfg.item_key or "item_id", items, categorical=cfg.item_categorical,
+                numeric=cfg.item_numeric, vector=cfg.item_vector, sep=cfg.item_sep,
+            )  # fmt: skip
+            table.write_parquet(tmp / ITEM_FEATURES)
+            manifest["item_features"] = spec
         note("writing")
         items.write_parquet(tmp / ITEMS)
         save_json(tmp / MANIFEST, manifest)

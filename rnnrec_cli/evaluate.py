@@ -23,7 +23,8 @@ from rnnrec_cli import model
 from rnnrec_cli.baselines import BASELINES, VALUE_BASELINES, baseline_scores, positions, value_baseline
 from rnnrec_cli.config import RunConfig, Ties, save_json
 from rnnrec_cli.data import Sequences, event_types, load_manifest, read_items, read_sequences
-from rnnrec_cli.errors import DataError
+from rnnrec_cli.errors import DataError, RunDirError
+from rnnrec_cli.features import read_item_features
 from rnnrec_cli.metrics import (
     beyond_accuracy,
     bootstrap_ci,
@@ -61,8 +62,15 @@ def is_leave_one_out(data_dir: Path) -> bool:
 
 
 def restore_params(run: RunDir, cfg: RunConfig) -> model.Params:
+    """The best checkpoint's parameters, with the item features attached when the model uses them."""
     template = {"params": model.init_params(cfg.model, cfg.n_items, jax.random.key(0))}
-    return jax.tree.map(jnp.asarray, restore_checkpoint(run, "best", template)["params"])
+    params = jax.tree.map(jnp.asarray, restore_checkpoint(run, "best", template)["params"])
+    if cfg.model.item_features:
+        features = read_item_features(run.path)
+        if features is None:
+            raise RunDirError(f"{run.path} lacks item_features.parquet, which its model reads; train the run again")
+        params["item_features"] = jax.tree.map(jnp.asarray, features)
+    return params
 
 
 @dataclass(frozen=True)

@@ -13,6 +13,7 @@ import jax
 import jax.numpy as jnp
 
 from rnnrec_cli.config import ModelConfig
+from rnnrec_cli.features import pooled
 
 Params = dict[str, Any]
 Carry = tuple[Any, ...]
@@ -64,6 +65,16 @@ def init_params(cfg: ModelConfig, n_items: int, key: jax.Array) -> Params:
     for cell, k, c in zip(make_cells(cfg), k_cells, carry, strict=True):
         params["cells"].append(cell.init(k, c, jnp.zeros((1, in_dim)))["params"])
         in_dim = cell.features
+    if cfg.item_features:
+        k_f = jax.random.split(jax.random.fold_in(key, 4), 3)
+        # The last row stands for "no value" and is masked out of the pooling.
+        params["feature_embedding"] = _glorot_uniform(k_f[0], (cfg.feature_codes + 1, cfg.feature_dim))
+        if cfg.feature_numeric:
+            params["feature_proj"] = _glorot_uniform(k_f[1], (cfg.feature_numeric, cfg.feature_dim))
+        if cfg.feature_output:
+            params["feature_out"] = _glorot_uniform(
+                k_f[2], (cfg.feature_dim, cfg.embedding_dim if not cfg.tied else cfg.layers[-1])
+            )
     if cfg.event_input:
         # One extra row for event types unknown to the vocabulary (and padding).
         k_ev = jax.random.fold_in(key, 2)
@@ -155,6 +166,8 @@ def run(
             x = jnp.concatenate([x, v[:, None]], axis=-1)
         if cfg.event_input:
             x = jnp.concatenate([x, params["event_embedding"][e]], axis=-1)
+        if cfg.item_features:
+            x = jnp.concatenate([x, pooled(params, params["item_features"], items)], axis=-1)
         new = []
         for cell, p, c, lk in zip(cells, params["cells"], carry, lkeys[1:], strict=True):
             c, y = cell.apply({"params": p}, c, x)
@@ -168,6 +181,10 @@ def run(
 def output_layer(params: Params, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
     """(<float32>[N, H] item output weights, <float32>[N] bias); tied to the embedding by default."""
     kernel = params["embedding"] if cfg.tied else params["out_kernel"]
+    if cfg.feature_output:
+        # Items described by features get part of their output vector from them.
+        ids = jnp.arange(kernel.shape[0])
+        kernel = kernel + pooled(params, params["item_features"], ids) @ params["feature_out"]
     return kernel, params["out_bias"]
 
 

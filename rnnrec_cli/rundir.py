@@ -122,6 +122,8 @@ def save_data_files(run: RunDir, data_dir: Path) -> None:
     """Copy the vocabulary and data manifest so the run alone can map ids and read raw events."""
     shutil.copyfile(data_dir / "items.parquet", run.items)
     shutil.copyfile(data_dir / "manifest.json", run.data_manifest)
+    if (data_dir / "item_features.parquet").is_file():
+        shutil.copyfile(data_dir / "item_features.parquet", run.path / "item_features.parquet")
 
 
 def read_metrics(run: RunDir) -> list[dict[str, Any]]:

@@ -28,6 +28,7 @@ from rnnrec_cli.config import RunConfig, TrainConfig
 from rnnrec_cli.data import Sequences, read_items, read_lengths, read_sequences
 from rnnrec_cli.errors import RunDirError, TrainingDiverged
 from rnnrec_cli.evaluate import is_leave_one_out, last_target_mask, model_ranks
+from rnnrec_cli.features import read_item_features
 from rnnrec_cli.metrics import event_accuracy, summarize, value_errors
 from rnnrec_cli.plots import learning_curve
 from rnnrec_cli.rundir import (
@@ -69,6 +70,8 @@ class ItemStats(NamedTuple):
 
     log_p_target: jax.Array
     log_p_sample: jax.Array
+    # Item side features ({"codes": [N, M], "numeric": [N, K]}, see features.py), if any.
+    features: dict[str, jax.Array] | None = None
 
 
 class TrainState(NamedTuple):
@@ -109,11 +112,12 @@ def init_state(cfg: RunConfig, tx: optax.GradientTransformation) -> TrainState:
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 
 
-def item_stats(counts: np.ndarray, alpha: float) -> ItemStats:
+def item_stats(counts: np.ndarray, alpha: float, features: dict[str, np.ndarray] | None = None) -> ItemStats:
     counts = np.maximum(np.asarray(counts, np.float64), 1.0)
     return ItemStats(
         log_p_target=jnp.asarray(np.log(counts / counts.sum()), jnp.float32),
         log_p_sample=jnp.asarray(np.log(sampling_distribution(counts, alpha)), jnp.float32),
+        features=None if features is None else {k: jnp.asarray(v) for k, v in features.items()},
     )
 
 
@@ -132,6 +136,9 @@ def chunk_loss(
     negatives (one matrix product for those).
     """
     tc = cfg.train
+    if stats is not None and stats.features is not None:
+        # Constants, not parameters: attached here so they stay out of the gradient.
+        params = {**params, "item_features": stats.features}
     carry, hidden = model.run(
         params, cfg.model, carry, batch.inputs, batch.reset, key, batch.input_values, batch.input_events
     )
@@ -267,10 +274,7 @@ def train_step(
         batch_local = batch._replace(
             inputs=local(batch.inputs), targets=local(batch.targets), negatives=local(batch.negatives)
         )
-        stats_local = ItemStats(
-            jnp.take(stats.log_p_target, rows, mode="fill", fill_value=0.0),
-            jnp.take(stats.log_p_sample, rows, mode="fill", fill_value=0.0),
-        )
+        stats_local = jax.tree.map(lambda x: jnp.take(x, rows, axis=0, mode="fill", fill_value=0), stats)
         p_sub = gather_item_rows(state.params, rows)
         s_sub = gather_item_rows(state.opt_state, rows)
         (loss, (carry, n)), grads = grad_fn(p_sub, cfg, carry, batch_local, stats_local, key)
@@ -549,7 +553,10 @@ def fit(
     trainer, host = make_trainer(cfg, tx)
     placement = trainer.placement
     slots = placement.local_slots(tc.batch_size)
-    stats = placement.put(jax.device_get(item_stats(counts, tc.sample_alpha)), placement.replicated)
+    features = read_item_features(data_dir) if cfg.model.item_features else None
+    if cfg.model.item_features and features is None:
+        raise RunDirError(f"{data_dir} has no item_features.parquet, but the run's config uses item features")
+    stats = placement.put(jax.device_get(item_stats(counts, tc.sample_alpha, features)), placement.replicated)
     zero_host = jax.device_get(model.zero_carry(cfg.model, tc.batch_size))
     pos = _Position(1, 0, zero_host, np.zeros((), np.float32), np.zeros((), np.int32), -math.inf, 0)
     if resume:
@@ -608,7 +615,8 @@ def fit(
                 f"Lower --lr (now {tc.lr}) or set --clip-norm"
             )
         params = parallel.unpad_items(parallel.to_host(state.params), cfg.n_items)
-        valid = _validate(params, cfg, valid_seqs, valid_last if loo else None, k_eval)
+        scoring_params = params if features is None else {**params, "item_features": features}
+        valid = _validate(scoring_params, cfg, valid_seqs, valid_last if loo else None, k_eval)
         # Higher is better: error metrics are negated.
         value = -valid[tc.monitor] if tc.monitor in ("rmse", "mae") else valid.get(tc.monitor, -train_loss)
         improved = value > best_value
