@@ -16,12 +16,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
 import polars as pl
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _cli import rnnrec
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -46,13 +48,6 @@ def synthetic(workdir: Path, n_items: int = 5000, n_cats: int = 50, n_sessions: 
     feats = workdir / "category-items.csv"
     pl.DataFrame({"item_id": np.arange(n_items), "category": [f"c{c}" for c in cat]}).write_csv(feats)
     return log, feats
-
-
-def rnnrec(*args: str) -> str:
-    proc = subprocess.run([sys.executable, "-m", "rnnrec_cli", *args], capture_output=True, text=True)
-    if proc.returncode:
-        sys.exit(f"rnnrec {' '.join(args)} failed: {proc.stderr[-1500:]}")
-    return proc.stdout
 
 
 def main() -> None:

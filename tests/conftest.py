@@ -65,3 +65,14 @@ def write_data_dir(path: Path, splits: dict[str, list[list[int]]], n_items: int)
     ).write_parquet(path / "items.parquet")
     (path / "manifest.json").write_text(json.dumps({"n_items": n_items, "config": {}}))
     return path
+
+
+def cli_ok(args: list[str], **kw) -> str:
+    """Run the CLI in-process; fail the test with its output unless it exits 0. Returns stdout."""
+    from typer.testing import CliRunner
+
+    from rnnrec_cli.cli import app
+
+    result = CliRunner().invoke(app, args, **kw)
+    assert result.exit_code == 0, result.output
+    return result.stdout

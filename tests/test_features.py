@@ -14,14 +14,12 @@ from rnnrec_cli.cli import app
 from rnnrec_cli.errors import DataError
 from rnnrec_cli.features import build_item_features, read_item_features
 
+from .conftest import cli_ok
+
 runner = CliRunner()
 TINY = ["--layers", "32", "--epochs", "3", "--batch-size", "16", "--bptt", "4", "-q"]
 
-
-def _ok(args: list[str]) -> str:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
+_ok = cli_ok
 
 
 def test_features_are_detected_encoded_and_aligned(tmp_path: Path) -> None:

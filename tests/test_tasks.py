@@ -17,14 +17,12 @@ from rnnrec_cli.data import Sequences
 from rnnrec_cli.losses import value_loss
 from rnnrec_cli.metrics import value_errors
 
+from .conftest import cli_ok
+
 runner = CliRunner()
 TINY = ["--layers", "32", "--epochs", "3", "--batch-size", "16", "--bptt", "4", "-q"]
 
-
-def _ok(args: list[str]) -> str:
-    result = runner.invoke(app, args)
-    assert result.exit_code == 0, result.output
-    return result.stdout
+_ok = cli_ok
 
 
 def test_value_losses_by_hand() -> None:
