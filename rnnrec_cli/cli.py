@@ -580,10 +580,19 @@ def _fit_with_progress(cfg: RunConfig, run: Any, *, resume: bool, quiet: bool) -
 
     if not quiet:
         m, t = cfg.model, cfg.train
-        out = "full softmax" if t.full_softmax else f"{t.n_sample} shared negatives (alpha {t.sample_alpha})"
+        heads = []
+        if m.predicts_items:
+            out = "full softmax" if t.full_softmax else f"{t.n_sample} shared negatives (alpha {t.sample_alpha})"
+            heads.append(f"next item: {t.loss} loss over in-batch + {out}")
+        if m.predicts_values:
+            heads.append(f"value: {t.value_loss}")
+        if m.predicts_events:
+            heads.append(f"event type: {len(m.event_types)} classes")
+        extra = [name for name, on in (("event types", m.event_input), ("item features", m.item_features)) if on]
         err.print(
-            f"{'Resuming' if resume else 'Training'} {m.cell.upper()} {list(m.layers)} on {cfg.n_items:,} items, "
-            f"{t.loss} loss over in-batch + {out}, {t.optimizer} lr {t.lr} -> {run.path}"
+            f"{'Resuming' if resume else 'Training'} {m.cell.upper()} {list(m.layers)} on {cfg.n_items:,} items"
+            + (f" (+ {', '.join(extra)} as input)" if extra else "")
+            + f"; {'; '.join(heads)}; {t.optimizer} lr {t.lr} -> {run.path}"
         )
 
     def on_epoch(r: EpochReport) -> None:
