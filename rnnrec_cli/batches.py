@@ -52,7 +52,8 @@ class Chunk:
 @dataclass(frozen=True)
 class Layout:
     """Where each sequence runs: per laid-out sequence (sorted by slot, then start step) its
-    index in the input `Sequences`, slot, first step and number of (input, target) pairs."""
+    index in the input `Sequences`, slot, first step and number of (input, target) pairs; and
+    the sort key slot * (n_steps + 1) + start, to find the sequence running at (step, slot)."""
 
     seq: np.ndarray
     slot: np.ndarray
@@ -60,6 +61,7 @@ class Layout:
     n_pairs: np.ndarray
     batch_size: int
     n_steps: int
+    key: np.ndarray
 
     def sequences_in(self, slots: range) -> np.ndarray:
         """Indices of the sequences that run in `slots` (what a process must read)."""
@@ -77,7 +79,8 @@ def layout(lengths: np.ndarray, batch_size: int, bptt: int, order: np.ndarray | 
     end = int((start + n_pairs).max()) if len(idx) else 0
     n_steps = max(1, -(-end // bptt)) * bptt
     by_slot = np.lexsort((start, slot))
-    return Layout(idx[by_slot], slot[by_slot], start[by_slot], n_pairs[by_slot], batch_size, n_steps)
+    slot, start = slot[by_slot], start[by_slot]
+    return Layout(idx[by_slot], slot, start, n_pairs[by_slot], batch_size, n_steps, slot * (n_steps + 1) + start)
 
 
 @dataclass(frozen=True)
@@ -127,9 +130,7 @@ class Stream:
             )
         # Sequences are sorted by (slot, start): the one running at (step, slot) is the last that
         # started at or before the step in that slot.
-        span = p.n_steps + 1
-        keys = p.slot * span + p.start
-        j = np.searchsorted(keys, slots * span + steps, side="right") - 1
+        j = np.searchsorted(p.key, slots * (p.n_steps + 1) + steps, side="right") - 1
         jc = np.maximum(j, 0)
         offset = steps - p.start[jc]
         mask = (j >= 0) & (p.slot[jc] == slots) & (offset < p.n_pairs[jc])
