@@ -458,10 +458,9 @@ def make_trainer(cfg: RunConfig, tx: optax.GradientTransformation) -> tuple[Trai
     tc = cfg.train
     placement = parallel.make_placement(tc.devices, tc.shard_items, tc.batch_size)
     host = jax.device_get(init_state(cfg, tx))
-    rows = placement.item_rows(cfg.n_items)
-    padded = TrainState(parallel.pad_items(host.params, rows), parallel.pad_items(host.opt_state, rows), host.step)
+    # Shardings depend on which leaf is an item table, not on its (padded or not) length.
     shardings = TrainState(
-        placement.state_shardings(padded.params), placement.state_shardings(padded.opt_state), placement.replicated
+        placement.state_shardings(host.params), placement.state_shardings(host.opt_state), placement.replicated
     )
     carry = jax.tree.map(lambda _: placement.rows, model.zero_carry(cfg.model, 1))
     return Trainer(placement, shardings, carry, cfg.n_items), host
