@@ -949,9 +949,10 @@ def predict(
     if not quiet:
         err.print(
             f"{stats.n_sequences:,} sequences, {stats.n_events:,} events read; "
-            f"{stats.unknown_events:,} events on items unknown to the model skipped; "
+            f"{stats.unknown_events:,} {'events or candidate pairs' if candidates else 'events'} "
+            "on items unknown to the model skipped; "
             f"{stats.empty_sequences:,} sequences had no known item"
-            + (" (popular items given, marked fallback)" if fallback else " (left out)")
+            + (" (left out)" if task == "value" or not fallback else " (popular items given, marked fallback)")
         )
         if stats.repeated_keys:
             err.print(
