@@ -6,6 +6,7 @@ paths, JSON, predictions); everything for people goes to stderr.
 
 from __future__ import annotations
 
+import errno
 import functools
 import json
 import logging
@@ -63,8 +64,11 @@ def handle_errors(fn: F) -> F:
             return fn(*args, **kwargs)
         except RnnrecError as exc:
             raise _fail(str(exc)) from None
-        except BrokenPipeError:
-            # `rnnrec predict ... | head`: the reader left; that is not an error.
+        except OSError as exc:
+            # `rnnrec predict ... | head`: the reader left; that is not an error. (Polars' CSV
+            # writer reports it as a plain OSError naming the broken pipe.)
+            if not (isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE or "Broken pipe" in str(exc)):
+                raise
             devnull = os.open(os.devnull, os.O_WRONLY)
             os.dup2(devnull, sys.stdout.fileno())
             raise typer.Exit(0) from None

@@ -144,10 +144,11 @@ def test_bad_options_exit_2(args: list[str]) -> None:
 
 def test_module_entry_point_and_closed_pipe(trained) -> None:
     log, _, run = trained
-    cmd = f"{sys.executable} -m rnnrec_cli predict {run} {log} -k 20 -q | head -n 2"
+    # --every-position writes far more than a pipe holds, so the writer meets the closed pipe.
+    cmd = f"{sys.executable} -m rnnrec_cli predict {run} {log} -k 20 --every-position -q | head -n 2"
     proc = subprocess.run(["bash", "-o", "pipefail", "-c", cmd], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.splitlines()[0] == "session_id,rank,item_id,score,fallback"
+    assert proc.stdout.splitlines()[0] == "session_id,position,rank,item_id,score,fallback"
     assert "Traceback" not in proc.stderr
 
 
