@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -86,11 +86,21 @@ def run_prepare_config(run: RunDir, overrides: dict[str, Any]) -> PrepareConfig:
 # ---------------------------------------------------------------------------- jitted cores
 
 
-def _final_state(
-    params: model.Params, cfg: ModelConfig, inputs: jax.Array, reset: jax.Array, values: jax.Array, events: jax.Array
-) -> model.Carry:
-    carry, _ = model.run(params, cfg, model.zero_carry(cfg, inputs.shape[1]), inputs, reset, None, values, events)
-    return carry
+class Padded(NamedTuple):
+    """A batch of sequences, right-aligned in [L, B] arrays: inputs <int32> items; reset <bool>
+    True at each sequence's first event, so the padding before it never reaches the state;
+    valid <bool> real events; values <float32> the events' values (NaN = unknown) and events
+    <int32> their type indices (-1 = unknown), read only by models that take them."""
+
+    inputs: jax.Array
+    reset: jax.Array
+    valid: jax.Array
+    values: jax.Array
+    events: jax.Array
+
+
+def _run(params: model.Params, cfg: ModelConfig, x: Padded) -> tuple[model.Carry, jax.Array]:
+    return model.run(params, cfg, model.zero_carry(cfg, x.inputs.shape[1]), x.inputs, x.reset, None, x.values, x.events)
 
 
 def _seen_mask(inputs: jax.Array, valid: jax.Array, n_items: int) -> jax.Array:
@@ -103,38 +113,28 @@ def _seen_mask(inputs: jax.Array, valid: jax.Array, n_items: int) -> jax.Array:
 
 def top_k_after(
     params: model.Params,
-    inputs: jax.Array,
-    reset: jax.Array,
-    valid: jax.Array,
-    values: jax.Array,
-    events: jax.Array,
+    x: Padded,
     allowed: jax.Array,
     *,
     cfg: ModelConfig,
     k: int,
     exclude_seen: bool,
 ) -> tuple[jax.Array, jax.Array]:
-    """Top-k after each left-padded sequence: (<float32>[B, k] scores, <int32>[B, k] items).
+    """Top-k after each sequence: (<float32>[B, k] scores, <int32>[B, k] items).
 
-    inputs/reset/valid/values: [L, B]; the first real step of each column has reset=True, so
-    padding before it never reaches the state. values: the events' values (NaN = unknown), used
-    by models that take them. allowed: <bool>[N] candidate items.
+    allowed: <bool>[N] candidate items.
     """
-    carry = _final_state(params, cfg, inputs, reset, values, events)
+    carry, _ = _run(params, cfg, x)
     scores = model.scores(params, cfg, model.last_hidden(cfg, carry))
     scores = jnp.where(allowed[None, :], scores, -jnp.inf)
     if exclude_seen:
-        scores = jnp.where(_seen_mask(inputs, valid, scores.shape[1]), -jnp.inf, scores)
+        scores = jnp.where(_seen_mask(x.inputs, x.valid, scores.shape[1]), -jnp.inf, scores)
     return jax.lax.top_k(scores, k)
 
 
 def top_k_every(
     params: model.Params,
-    inputs: jax.Array,
-    reset: jax.Array,
-    valid: jax.Array,
-    values: jax.Array,
-    events: jax.Array,
+    x: Padded,
     allowed: jax.Array,
     *,
     cfg: ModelConfig,
@@ -142,8 +142,8 @@ def top_k_every(
     exclude_seen: bool,
 ) -> tuple[jax.Array, jax.Array]:
     """Top-k after every event: <float32>[L, B, k] scores, <int32>[L, B, k] items."""
-    batch = inputs.shape[1]
-    _, hidden = model.run(params, cfg, model.zero_carry(cfg, batch), inputs, reset, None, values, events)
+    batch = x.inputs.shape[1]
+    _, hidden = _run(params, cfg, x)
     kernel, bias = model.output_layer(params, cfg)
     n_items = kernel.shape[0]
     rows = jnp.arange(batch)
@@ -157,17 +157,13 @@ def top_k_every(
             s = jnp.where(seen, -jnp.inf, s)
         return seen, jax.lax.top_k(s, k)
 
-    _, (scores, items) = jax.lax.scan(step, jnp.zeros((batch, n_items), bool), (hidden, inputs, reset, valid))
+    _, (scores, items) = jax.lax.scan(step, jnp.zeros((batch, n_items), bool), (hidden, x.inputs, x.reset, x.valid))
     return scores, items
 
 
 def generate(
     params: model.Params,
-    inputs: jax.Array,
-    reset: jax.Array,
-    valid: jax.Array,
-    values: jax.Array,
-    events: jax.Array,
+    x: Padded,
     allowed: jax.Array,
     key: jax.Array,
     *,
@@ -185,10 +181,10 @@ def generate(
     continuations by total log-probability and returns the best one. Generated events have no
     value or type: models that take them see the training mean and the unknown type.
     """
-    batch = inputs.shape[1]
-    carry = _final_state(params, cfg, inputs, reset, values, events)
+    batch = x.inputs.shape[1]
+    carry, _ = _run(params, cfg, x)
     n_items = params["out_bias"].shape[0]
-    blocked = ~allowed[None, :] | (_seen_mask(inputs, valid, n_items) if exclude_seen else False)
+    blocked = ~allowed[None, :] | (_seen_mask(x.inputs, x.valid, n_items) if exclude_seen else False)
     blocked = jnp.broadcast_to(blocked, (batch, n_items))
 
     def log_probs(carry: model.Carry, blocked: jax.Array) -> jax.Array:
@@ -248,36 +244,18 @@ def generate(
     return hist_items[:, 0], hist_scores[:, 0]
 
 
-def values_every(
-    params: model.Params,
-    inputs: jax.Array,
-    reset: jax.Array,
-    valid: jax.Array,
-    values: jax.Array,
-    events: jax.Array,
-    *,
-    cfg: ModelConfig,
-) -> jax.Array:
+def values_every(params: model.Params, x: Padded, *, cfg: ModelConfig) -> jax.Array:
     """<float32>[L, B] each event's value predicted from the events before it (NaN for the
     first event of a sequence and for padding)."""
-    _, hidden = model.run(params, cfg, model.zero_carry(cfg, inputs.shape[1]), inputs, reset, None, values, events)
-    pred = model.predicted_values(params, cfg, hidden[:-1], inputs[1:])
-    pred = jnp.where(valid[:-1] & valid[1:] & ~reset[1:], pred, jnp.nan)
-    return jnp.concatenate([jnp.full((1, inputs.shape[1]), jnp.nan), pred])
+    _, hidden = _run(params, cfg, x)
+    pred = model.predicted_values(params, cfg, hidden[:-1], x.inputs[1:])
+    pred = jnp.where(x.valid[:-1] & x.valid[1:] & ~x.reset[1:], pred, jnp.nan)
+    return jnp.concatenate([jnp.full((1, x.inputs.shape[1]), jnp.nan), pred])
 
 
-def values_after(
-    params: model.Params,
-    inputs: jax.Array,
-    reset: jax.Array,
-    values: jax.Array,
-    events: jax.Array,
-    candidates: jax.Array,
-    *,
-    cfg: ModelConfig,
-) -> jax.Array:
+def values_after(params: model.Params, x: Padded, candidates: jax.Array, *, cfg: ModelConfig) -> jax.Array:
     """<float32>[B, C] the value of each candidate item <int32>[B, C] after the whole sequence."""
-    h = model.last_hidden(cfg, _final_state(params, cfg, inputs, reset, values, events))
+    h = model.last_hidden(cfg, _run(params, cfg, x)[0])
     return model.predicted_values(
         params, cfg, jnp.broadcast_to(h[:, None, :], (*candidates.shape, h.shape[-1])), candidates
     )
@@ -303,8 +281,8 @@ def _left_padded(
     batch: int,
     vals: Sequence[np.ndarray] | None = None,
     evs: Sequence[np.ndarray] | None = None,
-) -> tuple[np.ndarray, ...]:
-    """(inputs, reset, valid, values, events) [L, B] for the sequences `idx`, right-aligned."""
+) -> Padded:
+    """The sequences `idx` (with their values and types when given) as a `Padded` batch."""
     length = _bucket(max(len(seqs[i]) for i in idx))
     inputs = np.zeros((length, batch), np.int32)
     reset = np.zeros((length, batch), bool)
@@ -320,7 +298,7 @@ def _left_padded(
             values[length - len(s) :, col] = vals[i]
         if evs is not None:
             events[length - len(s) :, col] = evs[i]
-    return inputs, reset, valid, values, events
+    return Padded(inputs, reset, valid, values, events)
 
 
 def recommend(
@@ -343,24 +321,20 @@ def recommend(
     b = opts.batch_size
     for lo in range(0, len(seqs), b):
         idx = order[lo : lo + b]
-        inputs, reset, valid, values, events = _left_padded(seqs, idx, b, vals, evs)
+        x = _left_padded(seqs, idx, b, vals, evs)
         if opts.generate:
             key, sub = jax.random.split(key)
             items, scores = _generate(
-                params, inputs, reset, valid, values, events, allowed, sub, cfg=cfg, n_steps=opts.generate,
+                params, x, allowed, sub, cfg=cfg, n_steps=opts.generate,
                 strategy=opts.strategy, beams=opts.beams, temperature=opts.temperature,
                 exclude_seen=opts.exclude_seen,
             )  # fmt: skip
         elif opts.every_position:
-            scores, items = _top_k_every(
-                params, inputs, reset, valid, values, events, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
-            )
+            scores, items = _top_k_every(params, x, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen)
         else:
-            scores, items = _top_k_after(
-                params, inputs, reset, valid, values, events, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
-            )
+            scores, items = _top_k_after(params, x, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen)
         items, scores = np.asarray(items), np.asarray(scores)
-        length = inputs.shape[0]
+        length = x.inputs.shape[0]
         for col, i in enumerate(idx):
             if opts.every_position:
                 n = len(seqs[i])
@@ -588,10 +562,10 @@ def _value_rows(
     b = opts.batch_size
     for lo in range(0, len(order), b):
         idx = np.asarray(order[lo : lo + b])
-        inputs, reset, valid, values, events = _left_padded(seqs, idx, b, vals, block.evs)
-        length = inputs.shape[0]
+        x = _left_padded(seqs, idx, b, vals, block.evs)
+        length = x.inputs.shape[0]
         if candidates is None:
-            pred = np.asarray(_values_every(params, inputs, reset, valid, values, events, cfg=cfg))
+            pred = np.asarray(_values_every(params, x, cfg=cfg))
             for col, i in enumerate(idx):
                 n = len(seqs[i])
                 out["session_id"].extend([keys[i]] * n)
@@ -605,7 +579,7 @@ def _value_rows(
         grid = np.zeros((b, width), np.int32)
         for col, c in enumerate(cands):
             grid[col, : len(c)] = c
-        pred = np.asarray(_values_after(params, inputs, reset, values, events, grid, cfg=cfg))
+        pred = np.asarray(_values_after(params, x, grid, cfg=cfg))
         for col, (i, c) in enumerate(zip(idx, cands, strict=True)):
             out["session_id"].extend([keys[i]] * len(c))
             out["item"].extend(c.tolist())
