@@ -27,6 +27,7 @@ from rich.text import Text
 
 from rnnrec_cli import __version__
 from rnnrec_cli.config import (
+    AS_GIVEN,
     ModelConfig,
     PrepareConfig,
     RunConfig,
@@ -34,6 +35,7 @@ from rnnrec_cli.config import (
     from_dict,
     load_json,
     parse_duration,
+    task_train_defaults,
 )
 from rnnrec_cli.errors import ConfigError, RnnrecError
 
@@ -231,8 +233,12 @@ def prepare(
     ] = None,
     min_value: Annotated[float | None, typer.Option(help="Keep events with value >= this (e.g. ratings).")] = None,
     keep_repeats: Annotated[
-        bool, typer.Option("--keep-repeats", help="Keep consecutive repeats of the same item.")
-    ] = False,
+        bool | None,
+        typer.Option(
+            "--keep-repeats/--collapse-repeats",
+            help="Keep consecutive repeats of the same item (default: collapse them, except for a given split).",
+        ),
+    ] = None,
     min_item_support: Annotated[
         int | None, typer.Option(help="Minimum events per item (iterated with --min-session-length).")
     ] = None,
@@ -279,6 +285,8 @@ def prepare(
 
     values = {
         **_preset_values(preset),
+        # A split the user brings is kept as given unless a flag says otherwise.
+        **(AS_GIVEN if test else {}),
         **_gap(session_gap),
         **_given(
             format=format,
@@ -309,8 +317,8 @@ def prepare(
     }
     if events_filter:
         values["events"] = tuple(e.strip() for e in events_filter.split(",") if e.strip())
-    if keep_repeats:
-        values["dedupe_consecutive"] = False
+    if keep_repeats is not None:
+        values["dedupe_consecutive"] = not keep_repeats
     if no_header:
         values["header"] = False
     if columns:
@@ -510,21 +518,24 @@ def _new_run(
             f"unknown section(s) {', '.join(sorted(unknown))}; use 'model' and 'train'", param_hint="--config"
         )
     model_cfg = _make(ModelConfig, {**file_values.get("model", {}), **model_flags}, "model options")
-    train_cfg = _make(TrainConfig, {**file_values.get("train", {}), **train_flags}, "train options")
+    train_cfg = _make(
+        TrainConfig,
+        {**task_train_defaults(model_cfg), **file_values.get("train", {}), **train_flags},
+        "train options",
+    )
     first = Path(data[0])
     if len(data) == 1 and first.is_dir() and not data_mod.is_data_dir(first):
         raise data_mod.DataError(
             f"{first} is a directory but not a prepared data directory (no manifest.json); run `rnnrec prepare` first"
         )
-    monitor_given = "monitor" in train_flags or "monitor" in file_values.get("train", {})
     features_given = model_flags.get("item_features", file_values.get("model", {}).get("item_features"))
     if not write:
         if not (len(data) == 1 and data_mod.is_data_dir(first)):
             raise data_mod.DataError("a multi-process run trains from a prepared data directory; run `rnnrec prepare`")
-        cfg = _run_config(first.resolve(), model_cfg, train_cfg, monitor_given, features_given)
+        cfg = _run_config(first.resolve(), model_cfg, train_cfg, features_given)
         return rundir.RunDir(out or _default_run_dir(model_cfg.cell)), cfg
     if len(data) == 1 and data_mod.is_data_dir(first):
-        cfg = _run_config(first.resolve(), model_cfg, train_cfg, monitor_given, features_given)
+        cfg = _run_config(first.resolve(), model_cfg, train_cfg, features_given)
         run = rundir.create(out or _default_run_dir(model_cfg.cell), force=force)
     else:
         run = rundir.create(out or _default_run_dir(model_cfg.cell), force=force)
@@ -533,18 +544,18 @@ def _new_run(
             result = data_mod.prepare(data, run.path / "data", prep, force=False)
         if not quiet:
             err.print(_prepare_summary(result.manifest, run.path / "data"))
-        cfg = _run_config((run.path / "data").resolve(), model_cfg, train_cfg, monitor_given, features_given)
+        cfg = _run_config((run.path / "data").resolve(), model_cfg, train_cfg, features_given)
     rundir.save_config(run, cfg)
     rundir.save_data_files(run, Path(cfg.data_dir))
     return run, cfg
 
 
 def _run_config(
-    data_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, monitor_given: bool, features_given: bool | None
+    data_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, features_given: bool | None
 ) -> RunConfig:
     """The run's config for `data_dir`: catalogue size, the value task's standardisation (from
     the training split), event types, item features (used when the data has them, unless
-    `features_given` is False), and the default monitor of a model that ranks no items."""
+    `features_given` is False)."""
     import dataclasses
 
     import numpy as np
@@ -571,8 +582,6 @@ def _run_config(
         model_cfg = dataclasses.replace(
             model_cfg, item_features=True, feature_codes=int(spec["n_codes"]), feature_numeric=int(spec["n_numeric"])
         )
-    if not model_cfg.predicts_items and not monitor_given:
-        train_cfg = dataclasses.replace(train_cfg, monitor="rmse" if model_cfg.predicts_values else "accuracy")
     try:
         return RunConfig(data_dir=str(data_dir), n_items=int(manifest["n_items"]), model=model_cfg, train=train_cfg)
     except ConfigError as exc:

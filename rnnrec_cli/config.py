@@ -93,6 +93,13 @@ def _check_probability(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be in [0, 1), got {value}")
 
 
+# A split the user gives (--test FILE, or GRU4Rec's own format) is used as given: published
+# numbers are measured on it exactly, repeats included (the easiest targets), with every
+# training item in the catalogue and no validation period cut out of the training file.
+# Explicit flags still win (e.g. --valid 1d).
+AS_GIVEN: dict[str, Any] = {"dedupe_consecutive": False, "min_item_support": 1, "valid": "0"}
+
+
 @dataclass(frozen=True, kw_only=True)
 class PrepareConfig:
     """How a raw event log becomes train/valid/test sequences."""
@@ -161,6 +168,13 @@ class PrepareConfig:
     @property
     def leave_one_out(self) -> bool:
         return self.split == "loo"
+
+    @property
+    def filters_items(self) -> bool:
+        """Whether the support/length filter changes anything beyond short sequences: with
+        support 1 and repeats kept, training sequences stay as given (one event long included,
+        which trains nothing but keeps its items in the catalogue)."""
+        return self.min_item_support > 1 or self.dedupe_consecutive
 
     @property
     def test_period(self) -> Period:
@@ -339,6 +353,23 @@ class TrainConfig:
             raise ConfigError(
                 f"--monitor {self.monitor!r} must look like mrr@20 or recall@20, or be rmse, mae or accuracy"
             )
+
+
+# Training defaults of a model that ranks no items. Predicting values alone is a dense
+# regression that Adagrad at GRU4Rec's learning rate drives into divergence (MovieLens ratings:
+# training loss 31, 6, 37, 41 over the first epochs); Adam with clipping converges and beats
+# the item-mean baseline untuned (README, "Beyond next-item").
+VALUE_TASK_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 0.001, "momentum": 0.0, "clip_norm": 1.0}
+
+
+def task_train_defaults(model: ModelConfig) -> dict[str, Any]:
+    """TrainConfig values that replace the class defaults for this model's tasks (flags and
+    --config still override them)."""
+    if model.predicts_items:
+        return {}
+    if model.predicts_values:
+        return {**VALUE_TASK_DEFAULTS, "monitor": "rmse"}
+    return {"monitor": "accuracy"}
 
 
 @dataclass(frozen=True, kw_only=True)

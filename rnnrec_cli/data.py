@@ -27,7 +27,7 @@ import numpy as np
 import polars as pl
 
 from rnnrec_cli import __version__
-from rnnrec_cli.config import Period, PrepareConfig, load_json, save_json, to_dict
+from rnnrec_cli.config import AS_GIVEN, Period, PrepareConfig, load_json, save_json, to_dict
 from rnnrec_cli.errors import DataError, RunDirError
 from rnnrec_cli.features import ITEM_FEATURES, build_item_features
 
@@ -97,7 +97,8 @@ PRESETS: dict[str, dict[str, Any]] = {
         "split": "time:0.1",
         "valid": "0.1",
     },
-    # GRU4Rec's own format: tab-separated SessionId, ItemId, Time (unix seconds).
+    # GRU4Rec's own format: tab-separated SessionId, ItemId, Time (unix seconds), written by the
+    # published preprocessing scripts, so the data is used as given (see config.AS_GIVEN).
     "gru4rec": {
         "format": "csv",
         "sep": "\t",
@@ -105,6 +106,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "item_col": "ItemId",
         "time_col": "Time",
         "time_unit": "s",
+        **AS_GIVEN,
     },
     # OTTO's nested JSONL: {"session": int, "events": [{"aid", "ts" (ms), "type"}]}.
     "otto": {
@@ -778,7 +780,7 @@ def build_splits(
     work = out / "_work"
     stages: dict[str, Any] = {}
     parts = _clean_parts(lf, cfg, buckets, work / "events", stages)
-    rounds = filter_until_stable(parts, cfg) if parts else 0
+    rounds = filter_until_stable(parts, cfg) if parts and cfg.filters_items else 0
     stages["after_filtering"] = _rows(parts)
     stages["filter_rounds"] = rounds
     if not stages["after_filtering"]:

@@ -161,7 +161,21 @@ def evaluate(
         note("scoring the model")
         scored[cfg.model.cell] = model_scores(params, cfg, seqs, score_opts, seed=opts.seed)
     if not scored and not opts.baselines:
-        result_v: dict[str, Any] = {"split": opts.split, "n_events": int(keep.sum())}
+        # A model that ranks no items: its first task's numbers take the same top-level places
+        # (metrics, baselines) as next-item numbers do, so every result reads alike.
+        assert cfg is not None
+        task = cfg.model.tasks[0]
+        section = value_result if task == "value" else event_result
+        assert section is not None
+        metrics, baselines = _task_view(task, section)
+        result_v: dict[str, Any] = {
+            "split": opts.split,
+            "task": task,
+            "n_events": int(keep.sum()),
+            "model": cfg.model.cell,
+            "metrics": metrics,
+            "baselines": baselines,
+        }
         result_v.update({k: v for k, v in (("value", value_result), ("event_type", event_result)) if v is not None})
         if run is not None:
             run.eval_dir.mkdir(exist_ok=True)
@@ -188,6 +202,7 @@ def evaluate(
         ci[name] = {m: [float(lo), float(hi)] for m, (lo, hi) in zip(metric_names, bounds, strict=True)}
     result: dict[str, Any] = {
         "split": opts.split,
+        "task": "next-item",
         "ties": opts.ties,
         "protocol": {"last_only": opts.last_only, "exclude_seen": opts.exclude_seen, "ranking": "full catalogue"},
         "n_sequences": int(used.sum()),
@@ -245,6 +260,17 @@ def evaluate(
         save_json(run.eval_dir / f"{opts.split}.json", result)
         _write_csv(run.eval_dir / f"{opts.split}.csv", table, ci)
     return result
+
+
+def _task_view(task: str, section: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(model metrics, {baseline: metrics}) of a value or event-type section."""
+    model_name = section["model"]
+    if task == "value":
+        table = section["metrics"]
+        return table[model_name], {k: v for k, v in table.items() if k != model_name}
+    acc = section["accuracy"]
+    metrics = {"accuracy": acc[model_name], "n": section["n"], "per_type": section["per_type"]}
+    return metrics, {k: {"accuracy": v} for k, v in acc.items() if k != model_name}
 
 
 def _value_metrics(

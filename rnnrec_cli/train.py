@@ -65,8 +65,10 @@ class Batch(NamedTuple):
 
 
 class ItemStats(NamedTuple):
-    """Log-probabilities for the log-Q correction: an item as an in-batch target (its share of
-    training events) and as a sampled negative (support^alpha, normalised). <float32>[N] each."""
+    """The log-Q correction of each item, as GRU4Rec and the papers define it: log(support) when
+    it is an in-batch target, alpha * log(support) when it is a sampled negative; <float32>[N]
+    each. (Not normalised: normalising would shift the two column groups by different constants
+    and make sampled negatives weigh several times less than in GRU4Rec.)"""
 
     log_p_target: jax.Array
     log_p_sample: jax.Array
@@ -113,10 +115,10 @@ def init_state(cfg: RunConfig, tx: optax.GradientTransformation) -> TrainState:
 
 
 def item_stats(counts: np.ndarray, alpha: float, features: dict[str, np.ndarray] | None = None) -> ItemStats:
-    counts = np.maximum(np.asarray(counts, np.float64), 1.0)
+    log_counts = np.log(np.maximum(np.asarray(counts, np.float64), 1.0))
     return ItemStats(
-        log_p_target=jnp.asarray(np.log(counts / counts.sum()), jnp.float32),
-        log_p_sample=jnp.asarray(np.log(sampling_distribution(counts, alpha)), jnp.float32),
+        log_p_target=jnp.asarray(log_counts, jnp.float32),
+        log_p_sample=jnp.asarray(alpha * log_counts, jnp.float32),
         features=None if features is None else {k: jnp.asarray(v) for k, v in features.items()},
     )
 
@@ -129,11 +131,15 @@ def chunk_loss(
     stats: ItemStats | None,
     key: jax.Array | None,
 ) -> tuple[jax.Array, tuple[model.Carry, jax.Array]]:
-    """Mean loss over the chunk's real steps. Returns (loss, (carry, number of real targets)).
+    """The chunk's loss: each step's summed target losses over the nominal batch size B, summed
+    over the T steps. Returns (loss, (carry, number of real targets)).
 
-    All T*B positions are scored at once, against either the full catalogue (--full-softmax) or,
-    as in GRU4Rec, the other sequences' targets at the same step plus the chunk's shared sampled
-    negatives (one matrix product for those).
+    This gives every target event the weight GRU4Rec's per-step update gives it (its step's loss
+    is the batch mean, one update per step): a step where only a few slots are still running
+    contributes little instead of a full-size update, and item rows get gradients of GRU4Rec's
+    size, well above Adagrad's epsilon. All T*B positions are scored at once, against either the
+    full catalogue (--full-softmax) or, as in GRU4Rec, the other sequences' targets at the same
+    step plus the chunk's shared sampled negatives (one matrix product for those).
     """
     tc = cfg.train
     if stats is not None and stats.features is not None:
@@ -144,14 +150,17 @@ def chunk_loss(
     )
     mask = batch.mask.reshape(-1)
     n = jnp.sum(mask)
+    per_step = 1.0 / batch.mask.shape[1]  # the nominal batch size, however many slots are active
     loss = jnp.zeros(())
     if cfg.model.predicts_items:
         per_row = _next_item_loss(params, cfg, hidden, batch, stats)
         weight = mask.astype(jnp.float32)
         if tc.target_weighting and stats is not None:
-            # Targets weighted by popularity^-beta (normalised over the chunk): rare items count more.
+            # Targets weighted by popularity^-beta, normalised to mean 1 over the chunk's targets:
+            # rare items count more, the chunk's total weight stays its number of targets.
             weight = weight * jnp.exp(-tc.target_weighting * stats.log_p_target[batch.targets.reshape(-1)])
-        item_loss = jnp.sum(jnp.where(mask, weight * per_row, 0.0)) / jnp.maximum(jnp.sum(weight), 1e-12)
+            weight = weight * n / jnp.maximum(jnp.sum(weight), 1e-12)
+        item_loss = jnp.sum(jnp.where(mask, weight * per_row, 0.0)) * per_step
         loss = loss + cfg.task_weight("next-item") * item_loss
     if cfg.model.predicts_values:
         m = cfg.model
@@ -159,16 +168,14 @@ def chunk_loss(
         target = (batch.target_values - m.value_mean) / m.value_std
         known = batch.mask & ~jnp.isnan(target)  # events without a value teach nothing here
         per = losses.value_loss(pred, jnp.nan_to_num(target), tc.value_loss, tc.huber_delta)
-        loss = loss + cfg.task_weight("value") * jnp.sum(jnp.where(known, per, 0.0)) / jnp.maximum(jnp.sum(known), 1)
+        loss = loss + cfg.task_weight("value") * jnp.sum(jnp.where(known, per, 0.0)) * per_step
     if cfg.model.predicts_events:
         logits = model.event_logits(params, hidden)
         types = batch.target_events
         known = batch.mask & (types >= 0)
         own = jnp.take_along_axis(logits, jnp.maximum(types, 0)[..., None], axis=-1)[..., 0]
         per = jax.nn.logsumexp(logits, axis=-1) - own
-        loss = loss + cfg.task_weight("event-type") * jnp.sum(jnp.where(known, per, 0.0)) / jnp.maximum(
-            jnp.sum(known), 1
-        )
+        loss = loss + cfg.task_weight("event-type") * jnp.sum(jnp.where(known, per, 0.0)) * per_step
     return loss, (carry, n)
 
 
@@ -283,7 +290,8 @@ def train_step(
         opt_state = scatter_item_rows(state.opt_state, s_sub, rows)
     # The state flows into the next chunk, but gradients stop at the chunk boundary (TBPTT).
     carry = jax.lax.stop_gradient(carry)
-    return TrainState(params, opt_state, state.step + 1), carry, {"loss_sum": loss * n, "n": n}
+    # Reported per target: the chunk's loss is a sum over its targets divided by B.
+    return TrainState(params, opt_state, state.step + 1), carry, {"loss_sum": loss * batch.mask.shape[1], "n": n}
 
 
 @dataclass(frozen=True)
@@ -544,6 +552,12 @@ def fit(
     )
     loo = is_leave_one_out(data_dir)
     valid_last = last_target_mask(valid_seqs)
+    has_valid = bool(len(valid_seqs) and valid_seqs.n_targets)
+    if not has_valid:
+        log.warning(
+            "no validation split: the last epoch's model is kept (prepare with --valid 1d, --valid 0.1 or "
+            "--valid FILE to pick the best epoch and to stop early)"
+        )
     cdf = np.cumsum(sampling_distribution(counts, tc.sample_alpha))
     # Schedules need the run's length; epochs differ by a chunk or two with the shuffled order.
     plan = layout(train_data.lengths, tc.batch_size, tc.bptt)
@@ -616,9 +630,10 @@ def fit(
         params = parallel.unpad_items(parallel.to_host(state.params), cfg.n_items)
         scoring_params = params if features is None else {**params, "item_features": features}
         valid = _validate(scoring_params, cfg, valid_seqs, valid_last if loo else None, k_eval)
-        # Higher is better: error metrics are negated.
-        value = -valid[tc.monitor] if tc.monitor in ("rmse", "mae") else valid.get(tc.monitor, -train_loss)
-        improved = value > best_value
+        # Higher is better: error metrics are negated. Without validation every epoch "improves",
+        # so the last one is kept (a training loss says nothing about held-out accuracy).
+        value = -valid[tc.monitor] if tc.monitor in ("rmse", "mae") else valid.get(tc.monitor, float(epoch))
+        improved = value > best_value or not has_valid
         if improved:
             best_value, bad_epochs = value, 0
             if leader:

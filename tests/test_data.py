@@ -1,6 +1,8 @@
+import json
 from datetime import datetime
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 import pytest
 from hypothesis import given, settings
@@ -25,7 +27,7 @@ from rnnrec_cli.data import (
 )
 from rnnrec_cli.errors import DataError, RunDirError
 
-from .conftest import REPO, synthetic_log
+from .conftest import REPO, cli_ok, synthetic_log
 
 
 def _events(rows: list[tuple], cols: tuple[str, ...] = ("user", "item", "ts")) -> pl.DataFrame:
@@ -369,3 +371,46 @@ def test_bucketed_prepare_gives_the_same_data_whatever_the_bucket_count(tmp_path
                 pl.read_parquet(tmp_path / f"b{n}" / f"{name}.parquet"),
             )
             assert a.equals(b), (n, name)
+
+
+def _tsv(path: Path, rows: list[tuple[int, int, int]]) -> Path:
+    path.write_text("SessionId\tItemId\tTime\n" + "".join(f"{s}\t{i}\t{t}\n" for s, i, t in rows))
+    return path
+
+
+def test_given_split_is_used_exactly_as_given(tmp_path: Path) -> None:
+    """A published split keeps its repeats, its rare items and its whole training file; only
+    test events on items unknown to training go, as in GRU4Rec's evaluation, and are counted."""
+    train = [
+        (1, 10, 100), (1, 10, 101), (1, 11, 102),  # a repeat
+        (2, 12, 200), (2, 13, 201),  # item 13 seen once: support 1
+        (3, 14, 300),  # one event: no training pair, but 14 is a training item
+        (4, 11, 400), (4, 12, 401), (4, 12, 402), (4, 10, 403),
+    ]  # fmt: skip
+    test = [
+        (5, 10, 500), (5, 10, 501), (5, 99, 502), (5, 13, 503),  # 99 unknown: dropped
+        (6, 14, 600), (6, 98, 601),  # only one known event left: no target
+        (7, 12, 700), (7, 11, 701),
+    ]  # fmt: skip
+    tr, te = _tsv(tmp_path / "train.tsv", train), _tsv(tmp_path / "test.tsv", test)
+    for extra in ([], ["--preset", "gru4rec"]):
+        out = tmp_path / f"data{len(extra)}"
+        cli_ok(["prepare", str(tr), "--test", str(te), "--sep", "\t", "--session-col", "SessionId",
+                "--item-col", "ItemId", "--time-col", "Time", "-o", str(out), *extra])  # fmt: skip
+        m = json.loads((out / "manifest.json").read_text())
+        assert m["n_items"] == 5  # every training item, 13 and 14 included
+        assert m["splits"]["train"]["events"] == len(train)
+        assert m["splits"]["valid"]["events"] == 0
+        assert m["stages"]["test_cleaning"]["events_on_unseen_items"] == 2
+        # Targets the official evaluation scores: known events after the first of each session.
+        seqs = read_sequences(out, "test")
+        assert seqs.n_targets == 2 + 1
+        items = pl.read_parquet(out / "items.parquet").sort("idx")["item_id"].to_list()
+        assert [[items[i] for i in s] for s in np.split(seqs.items, seqs.offsets[1:-1])] == [[10, 10, 13], [12, 11]]
+    # Explicit flags still win over the given-split defaults.
+    out = tmp_path / "collapsed"
+    cli_ok(["prepare", str(tr), "--test", str(te), "--preset", "gru4rec", "--collapse-repeats", "-o", str(out)])
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["config"]["dedupe_consecutive"] is True
+    # Two repeats collapsed, and the one-event session goes with the sequence-length filter.
+    assert m["splits"]["train"]["events"] == len(train) - 3

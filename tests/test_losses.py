@@ -106,8 +106,9 @@ def test_sampled_chunk_loss_uses_same_step_targets_and_shared_negatives() -> Non
     loss, (_, n) = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), batch, item_stats(counts, 0.5), None)
     _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), inputs, batch.reset)
     full = np.asarray(model.scores(params, cfg.model, hidden), np.float64)  # [T, B, N]
-    p = counts / counts.sum()
-    q = counts**0.5 / (counts**0.5).sum()
+    # GRU4Rec's log-Q: log(count) for in-batch targets, alpha * log(count) for samples.
+    p = counts.astype(np.float64)
+    q = counts**0.5
     expected = []
     for t in range(2):
         step_cols = [int(c) for c, m in zip(targets[t], mask[t], strict=True) if m]
@@ -119,7 +120,9 @@ def test_sampled_chunk_loss_uses_same_step_targets_and_shared_negatives() -> Non
             own = full[t, b, targets[t, b]] - np.log(p[targets[t, b]])
             expected.append(np.log(np.exp(r).sum()) - own)
     assert int(n) == 3
-    np.testing.assert_allclose(float(loss), np.mean(expected), rtol=1e-5)
+    # Each step's summed losses over the nominal batch size (2), summed over the steps: the
+    # half-empty second step weighs half, as in GRU4Rec's per-step batch mean.
+    np.testing.assert_allclose(float(loss), np.sum(expected) / 2, rtol=1e-5)
 
 
 def test_negatives_follow_support_to_the_alpha() -> None:
@@ -149,12 +152,13 @@ def test_target_weighting_is_a_popularity_weighted_mean() -> None:
     _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), inputs, batch.reset)
     per_row = np.asarray(_next_item_loss(params, cfg, hidden, batch, stats))
     w = counts[np.asarray(batch.targets).ravel()] ** -0.5 * np.asarray(batch.mask).ravel()
-    np.testing.assert_allclose(float(loss), (w * per_row).sum() / w.sum(), rtol=1e-5)
-    # Unweighted, the same rows average plainly.
+    m = np.asarray(batch.mask).ravel()
+    # Weights normalised to mean 1 over the chunk's 3 targets; the sum over the batch size 2.
+    np.testing.assert_allclose(float(loss), (w * per_row).sum() / w.sum() * m.sum() / 2, rtol=1e-5)
+    # Unweighted, the same rows sum plainly.
     plain = dataclasses_replace(cfg, target_weighting=0.0)
     loss0, _ = chunk_loss(params, plain, model.zero_carry(cfg.model, 2), batch, stats, None)
-    m = np.asarray(batch.mask).ravel()
-    np.testing.assert_allclose(float(loss0), per_row[m].mean(), rtol=1e-5)
+    np.testing.assert_allclose(float(loss0), per_row[m].sum() / 2, rtol=1e-5)
 
 
 def dataclasses_replace(cfg: RunConfig, **train) -> RunConfig:

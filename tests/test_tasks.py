@@ -82,14 +82,19 @@ def valued(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 def test_value_task_end_to_end(valued, tmp_path: Path) -> None:
     log, data = valued
     run = tmp_path / "value"
-    _ok(["train", str(data), "-o", str(run), "--task", "value", "--lr", "0.01", "--epochs", "6", *TINY[2:4], *TINY[4:]])
+    # No tuning flags: the value task's own defaults must converge and beat the baselines.
+    _ok(["train", str(data), "-o", str(run), "--task", "value", "--epochs", "6", *TINY[2:4], *TINY[4:]])
     cfg = json.loads((run / "config.json").read_text())
     assert cfg["model"]["tasks"] == ["value"] and cfg["train"]["monitor"] == "rmse"
+    assert cfg["train"]["optimizer"] == "adam" and cfg["train"]["clip_norm"] > 0
     assert 1.0 < cfg["model"]["value_mean"] < 5.0 and cfg["model"]["value_std"] > 0
     record = json.loads((run / "metrics.jsonl").read_text().splitlines()[0])
     assert {"valid/rmse", "valid/mae"} <= set(record) and "valid/mrr@20" not in record
 
     result = json.loads(_ok(["evaluate", str(run), "--json", "-q"]))
+    # The same top-level shape as a next-item result, the task named.
+    assert result["task"] == "value" and result["metrics"] == result["value"]["metrics"]["gru"]
+    assert set(result["baselines"]) == {"global-mean", "item-mean", "history-mean"}
     errors = result["value"]["metrics"]
     assert set(errors) == {"gru", "global-mean", "item-mean", "history-mean"}
     assert errors["gru"]["rmse"] < errors["global-mean"]["rmse"]
@@ -234,7 +239,9 @@ def test_event_type_alone_monitors_accuracy(typed, tmp_path: Path) -> None:
     _ok(["train", str(data), "-o", str(run), "--task", "event-type", *TINY])
     assert json.loads((run / "config.json").read_text())["train"]["monitor"] == "accuracy"
     result = json.loads(_ok(["evaluate", str(run), "--json", "-q"]))
-    assert "metrics" not in result and result["event_type"]["accuracy"]["gru"] > 0
+    # The same top-level shape for every task (#12): the first task's numbers in metrics/baselines.
+    assert result["task"] == "event-type" and result["metrics"]["accuracy"] == result["event_type"]["accuracy"]["gru"]
+    assert result["event_type"]["accuracy"]["gru"] > 0 and set(result["baselines"]) == {"majority", "same-as-current"}
 
 
 def test_event_type_needs_an_event_column(valued, tmp_path: Path) -> None:
