@@ -6,6 +6,7 @@ paths, JSON, predictions); everything for people goes to stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import json
@@ -28,6 +29,8 @@ from rich.text import Text
 from rnnrec_cli import __version__
 from rnnrec_cli.config import (
     AS_GIVEN,
+    MIN_TARGETS,
+    TINY_TEST_TARGETS,
     ModelConfig,
     PrepareConfig,
     RunConfig,
@@ -48,7 +51,8 @@ app = typer.Typer(
     add_completion=False,
     help="Next-item recommendation with recurrent neural networks: prepare, train, evaluate, predict.",
 )
-err = Console(stderr=True)
+# Logs and CI read stderr from a file or pipe: whole lines there, never wrapped at 80 columns.
+err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, width=1000, soft_wrap=True)
 F = TypeVar("F", bound=Callable[..., Any])
 
 
@@ -171,25 +175,32 @@ def _progress(quiet: bool) -> Iterator[Progress]:
 
 
 def _prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Group:
-    table = Table(title=f"Prepared {out_dir} ({manifest['n_items']:,} items)", title_justify="left")
-    for col in ("split", "events", "sequences", "items", "from", "to"):
-        table.add_column(col, justify="right" if col in ("events", "sequences", "items") else "left")
-    for name, s in manifest["splits"].items():
-        table.add_row(
-            name,
-            f"{s['events']:,}",
-            f"{s['sequences']:,}",
-            f"{s['items']:,}",
-            (s["time_min"] or "-")[:10],
-            (s["time_max"] or "-")[:10],
-        )
+    """What prepare decided and what came out: columns and how each was found, the sequence and
+    split rules, the time span, and the counts per split."""
+    rec = manifest.get("recognised", {})
     st = manifest["stages"]
+    lines = []
+    if rec:
+        cols = ", ".join(f"{role} = {c['column']!r} ({c['how']})" for role, c in rec["columns"].items())
+        unit = rec["time_unit"]
+        unit_text = "text or dates" if unit["unit"] == "auto" else f"unix {unit['unit']} ({unit['how']})"
+        lines.append(f"columns: {cols}; times: {unit_text}")
+        lines.append(f"sequences: {rec['sequences']}")
+    if "time_span" in st:
+        a, b = st["time_span"]
+        lines.append(f"time span: {a[:16].replace('T', ' ')} to {b[:16].replace('T', ' ')}")
+    rules = st.get("split_rule")
+    if rules:
+        lines.append(f"split: test = {rules['test']}, validation = {rules['valid']}")
+    for name in ("test", "valid"):
+        if f"{name}_split_note" in st:
+            lines.append(f"note: {st[f'{name}_split_note']}")
     steps = [(k.removeprefix("after_").replace("_", " "), v) for k, v in st.items() if k.startswith("after_")]
-    lines = [
+    lines.append(
         f"events: {st['events_read']:,} read"
         + "".join(f" -> {v:,} after {k}" for k, v in steps)
         + f" ({st['filter_rounds']} extra filter rounds)"
-    ]
+    )
     for split in ("test", "valid"):
         c = st.get(f"{split}_cleaning", {})
         if any(c.values()):
@@ -197,7 +208,137 @@ def _prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Group:
                 f"{split}: removed {c['events_on_unseen_items']:,} events on items not in training, "
                 f"{c['sequences_dropped']:,} sequences left too short"
             )
-    return Group(table, Text("\n".join(lines)))
+    table = Table(title=f"Prepared {out_dir} ({manifest['n_items']:,} items)", title_justify="left")
+    for col in ("split", "events", "sequences", "targets", "items", "from", "to"):
+        table.add_column(col, justify="left" if col in ("split", "from", "to") else "right")
+    for name, sp in manifest["splits"].items():
+        targets = sp.get("targets", sp["events"] - sp["sequences"])
+        table.add_row(
+            name,
+            f"{sp['events']:,}",
+            f"{sp['sequences']:,}",
+            f"{targets:,}",
+            f"{sp['items']:,}",
+            (sp["time_min"] or "-")[:10],
+            (sp["time_max"] or "-")[:10],
+        )
+    return Group(Text("\n".join(lines)), table)
+
+
+def _warn(warnings: list[str]) -> None:
+    for warning in warnings:
+        err.print(f"[yellow]Warning:[/] {warning}")
+
+
+# Options of `prepare` that `train` also takes when it is given raw event files.
+DATA = "Data"
+Format = Annotated[str | None, typer.Option(help="auto, csv, parquet, jsonl or otto.", rich_help_panel=DATA)]
+Sep = Annotated[
+    str | None, typer.Option(help="CSV separator (default: sniffed); '::' works too.", rich_help_panel=DATA)
+]
+UserCol = Annotated[str | None, typer.Option(help="User id column.", rich_help_panel=DATA)]
+SessionCol = Annotated[str | None, typer.Option(help="Session id column (sessions given).", rich_help_panel=DATA)]
+ItemCol = Annotated[str | None, typer.Option(help="Item id column.", rich_help_panel=DATA)]
+TimeCol = Annotated[str | None, typer.Option(help="Timestamp column.", rich_help_panel=DATA)]
+EventCol = Annotated[str | None, typer.Option(help="Event type column.", rich_help_panel=DATA)]
+ValueCol = Annotated[str | None, typer.Option(help="Value column (rating, price, ...).", rich_help_panel=DATA)]
+TimeUnit = Annotated[
+    str | None,
+    typer.Option(
+        help="Unit of numeric times: s, ms, us or ns. \\[default: guessed from the magnitude]", rich_help_panel=DATA
+    ),
+]
+SessionGap = Annotated[
+    str | None,
+    typer.Option(
+        help="Inactivity gap that starts a new session (30m, 1h), or 'none' for whole user histories. "
+        "\\[default: 30m; ignored when sessions are given]",
+        rich_help_panel=DATA,
+    ),
+]
+KeepRepeats = Annotated[
+    bool | None,
+    typer.Option(
+        "--keep-repeats/--collapse-repeats",
+        help="Keep consecutive repeats of the same item. \\[default: collapse, except for a given split]",
+        rich_help_panel=DATA,
+    ),
+]
+MinItemSupport = Annotated[
+    int | None,
+    typer.Option(
+        help=f"Minimum events per item (iterated with --min-session-length). "
+        f"\\[default: {PrepareConfig.min_item_support}; 1 for a given split]",
+        rich_help_panel=DATA,
+    ),
+]
+MinSessionLength = Annotated[
+    int | None,
+    typer.Option(
+        help=f"Minimum events per sequence. \\[default: {PrepareConfig.min_session_length}]", rich_help_panel=DATA
+    ),
+]
+Split = Annotated[
+    str | None,
+    typer.Option(
+        help="Test split: time:7d (sequences ending in the last 7 days), time:0.1 (last 10% of events in "
+        "time), or loo (leave-one-out: each sequence's last event; leaks the timeline). "
+        "\\[default: auto = time:7d, or time:0.1 when 7 days leave too small a split]",
+        rich_help_panel=DATA,
+    ),
+]
+Valid = Annotated[
+    str | None,
+    typer.Option(
+        help="Validation cut from the end of training: 7d, 0.1, or 0 for none; or a FILE with your own "
+        "validation events. \\[default: auto, like --split; 0 for a given split]",
+        rich_help_panel=DATA,
+    ),
+]
+Test = Annotated[
+    list[str] | None,
+    typer.Option(
+        metavar="FILE",
+        help="Your own test events (e.g. a published split) instead of --split, used as given; repeatable.",
+        rich_help_panel=DATA,
+    ),
+]
+AllowTinyTest = Annotated[
+    bool,
+    typer.Option(
+        "--allow-tiny-test",
+        help=f"Accept a test split with fewer than {TINY_TEST_TARGETS} targets.",
+        rich_help_panel=DATA,
+    ),
+]
+
+
+def _prepare_values(
+    preset: str | None,
+    test: list[str] | None,
+    valid: str | None,
+    session_gap: str | None,
+    keep_repeats: bool | None,
+    allow_tiny_test: bool,
+    **flags: Any,
+) -> tuple[dict[str, Any], dict[str, list[str]]]:
+    """PrepareConfig values (defaults < preset < given-split rule < flags) and the given splits."""
+    given: dict[str, list[str]] = {"test": list(test or [])}
+    if valid is not None and Path(valid).is_file():
+        given["valid"] = [valid]
+        valid = "0"
+    values = {
+        **_preset_values(preset),
+        # A split the user brings is kept as given unless a flag says otherwise.
+        **(AS_GIVEN if given["test"] or "valid" in given else {}),
+        **_gap(session_gap),
+        **_given(valid=valid, **flags),
+    }
+    if keep_repeats is not None:
+        values["dedupe_consecutive"] = not keep_repeats
+    if allow_tiny_test:
+        values["allow_tiny_test"] = True
+    return values, given
 
 
 @app.command()
@@ -208,74 +349,89 @@ def prepare(
     ],
     out: Annotated[Path, typer.Option("--out", "-o", help="Data directory to create.")],
     preset: Preset = None,
-    format: Annotated[str | None, typer.Option(help="auto, csv, parquet, jsonl or otto.")] = None,
-    sep: Annotated[str | None, typer.Option(help="CSV separator (default: sniffed); '::' works too.")] = None,
-    no_header: Annotated[bool, typer.Option("--no-header", help="The CSV has no header row.")] = False,
-    columns: Annotated[str | None, typer.Option(help="Names for header-less columns, e.g. session,ts,item.")] = None,
-    user_col: Annotated[str | None, typer.Option(help="User id column.")] = None,
-    session_col: Annotated[str | None, typer.Option(help="Session id column (sessions given).")] = None,
-    item_col: Annotated[str | None, typer.Option(help="Item id column.")] = None,
-    time_col: Annotated[str | None, typer.Option(help="Timestamp column.")] = None,
-    event_col: Annotated[str | None, typer.Option(help="Event type column.")] = None,
-    value_col: Annotated[str | None, typer.Option(help="Value column (rating, price, ...).")] = None,
-    time_unit: Annotated[str | None, typer.Option(help="auto, s, ms, us or ns for numeric times.")] = None,
-    time_offset_col: Annotated[
-        str | None, typer.Option(help="Offset added to the time column (e.g. Diginetica's timeframe).")
-    ] = None,
-    time_offset_unit: Annotated[str | None, typer.Option(help="s, ms, us or ns for --time-offset-col.")] = None,
-    max_length: Annotated[int | None, typer.Option(help="Keep the most recent N events of each sequence.")] = None,
-    session_gap: Annotated[
+    format: Format = None,
+    sep: Sep = None,
+    no_header: Annotated[
+        bool, typer.Option("--no-header", help="The CSV has no header row.", rich_help_panel=DATA)
+    ] = False,
+    columns: Annotated[
         str | None,
-        typer.Option(help="Inactivity gap that starts a new session (30m, 1h), or 'none' for whole user histories."),
+        typer.Option(help="Names for header-less columns, e.g. session,ts,item.", rich_help_panel=DATA),
+    ] = None,
+    user_col: UserCol = None,
+    session_col: SessionCol = None,
+    item_col: ItemCol = None,
+    time_col: TimeCol = None,
+    event_col: EventCol = None,
+    value_col: ValueCol = None,
+    time_unit: TimeUnit = None,
+    time_offset_col: Annotated[
+        str | None,
+        typer.Option(help="Offset added to the time column (e.g. Diginetica's timeframe).", rich_help_panel=DATA),
+    ] = None,
+    time_offset_unit: Annotated[
+        str | None, typer.Option(help="s, ms, us or ns for --time-offset-col. \\[default: ms]", rich_help_panel=DATA)
+    ] = None,
+    session_gap: SessionGap = None,
+    split: Split = None,
+    valid: Valid = None,
+    test: Test = None,
+    allow_tiny_test: AllowTinyTest = False,
+    keep_repeats: KeepRepeats = None,
+    min_item_support: MinItemSupport = None,
+    min_session_length: MinSessionLength = None,
+    max_length: Annotated[
+        int | None,
+        typer.Option(
+            help="Keep the most recent N events of each sequence. \\[default: no limit]", rich_help_panel=DATA
+        ),
     ] = None,
     events_filter: Annotated[
-        str | None, typer.Option("--events", help="Keep only these event types, e.g. view,click.")
+        str | None,
+        typer.Option("--events", help="Keep only these event types, e.g. view,click.", rich_help_panel=DATA),
     ] = None,
-    min_value: Annotated[float | None, typer.Option(help="Keep events with value >= this (e.g. ratings).")] = None,
-    keep_repeats: Annotated[
-        bool | None,
-        typer.Option(
-            "--keep-repeats/--collapse-repeats",
-            help="Keep consecutive repeats of the same item (default: collapse them, except for a given split).",
-        ),
+    min_value: Annotated[
+        float | None, typer.Option(help="Keep events with value >= this (e.g. ratings).", rich_help_panel=DATA)
     ] = None,
-    min_item_support: Annotated[
-        int | None, typer.Option(help="Minimum events per item (iterated with --min-session-length).")
-    ] = None,
-    min_session_length: Annotated[int | None, typer.Option(help="Minimum events per sequence.")] = None,
     buckets: Annotated[
         int | None,
-        typer.Option(help="Parts cleaned one at a time to bound memory (0 = from the input size; same result)."),
+        typer.Option(
+            help="Parts cleaned one at a time to bound memory (same result). \\[default: 0 = from the input size]",
+            rich_help_panel="Scale",
+        ),
     ] = None,
     item_features: Annotated[
-        str | None, typer.Option(help="CSV/Parquet of item attributes to join to the catalogue (e.g. movies.csv).")
+        str | None,
+        typer.Option(
+            metavar="FILE",
+            help="CSV/Parquet of item attributes to join to the catalogue (e.g. movies.csv).",
+            rich_help_panel="Item features",
+        ),
     ] = None,
-    item_key: Annotated[str | None, typer.Option(help="Item id column of --item-features (default item_id).")] = None,
+    item_key: Annotated[
+        str | None,
+        typer.Option(help="Item id column of --item-features. \\[default: item_id]", rich_help_panel="Item features"),
+    ] = None,
     item_categorical: Annotated[
-        str | None, typer.Option(help="Categorical feature columns (multi-valued with --item-sep), e.g. genres.")
+        str | None,
+        typer.Option(
+            help="Categorical feature columns (multi-valued with --item-sep), e.g. genres.",
+            rich_help_panel="Item features",
+        ),
     ] = None,
-    item_numeric: Annotated[str | None, typer.Option(help="Numeric feature columns, e.g. price.")] = None,
+    item_numeric: Annotated[
+        str | None, typer.Option(help="Numeric feature columns, e.g. price.", rich_help_panel="Item features")
+    ] = None,
     item_vector: Annotated[
-        str | None, typer.Option(help="A Parquet list column holding a dense vector per item (text/image embedding).")
-    ] = None,
-    item_sep: Annotated[str | None, typer.Option(help="Separator of multi-valued categories (default |).")] = None,
-    split: Annotated[
         str | None,
         typer.Option(
-            help="Test split: time:7d (sequences ending in the last 7 days), time:0.1 (last 10% of events in "
-            "time), or loo (leave-one-out: each sequence's last event; leaks the timeline)."
+            help="A Parquet list column holding a dense vector per item (text/image embedding).",
+            rich_help_panel="Item features",
         ),
     ] = None,
-    valid: Annotated[
+    item_sep: Annotated[
         str | None,
-        typer.Option(
-            help="Validation cut from the end of training: 7d, 0.1, or 0 for none; "
-            "or a FILE with your own validation events."
-        ),
-    ] = None,
-    test: Annotated[
-        list[str] | None,
-        typer.Option(help="Your own test events (e.g. another tool's split) instead of --split; repeatable."),
+        typer.Option(help="Separator of multi-valued categories. \\[default: |]", rich_help_panel="Item features"),
     ] = None,
     force: Force = False,
     quiet: Quiet = False,
@@ -283,57 +439,31 @@ def prepare(
     """Turn a raw event log into train/valid/test sequences with dense item ids."""
     from rnnrec_cli.data import prepare as run_prepare
 
-    values = {
-        **_preset_values(preset),
-        # A split the user brings is kept as given unless a flag says otherwise.
-        **(AS_GIVEN if test else {}),
-        **_gap(session_gap),
-        **_given(
-            format=format,
-            sep=sep,
-            user_col=user_col,
-            session_col=session_col,
-            item_col=item_col,
-            time_col=time_col,
-            event_col=event_col,
-            value_col=value_col,
-            time_unit=time_unit,
-            min_value=min_value,
-            time_offset_col=time_offset_col,
-            time_offset_unit=time_offset_unit,
-            max_length=max_length,
-            min_item_support=min_item_support,
-            min_session_length=min_session_length,
-            buckets=buckets,
-            item_features=item_features,
-            item_key=item_key,
-            item_categorical=_parse_list(item_categorical, str, "--item-categorical"),
-            item_numeric=_parse_list(item_numeric, str, "--item-numeric"),
-            item_vector=item_vector,
-            item_sep=item_sep,
-            split=split,
-            valid=valid,
-        ),
-    }
+    values, given = _prepare_values(
+        preset, test, valid, session_gap, keep_repeats, allow_tiny_test,
+        format=format, sep=sep, user_col=user_col, session_col=session_col, item_col=item_col, time_col=time_col,
+        event_col=event_col, value_col=value_col, time_unit=time_unit, min_value=min_value,
+        time_offset_col=time_offset_col, time_offset_unit=time_offset_unit, max_length=max_length,
+        min_item_support=min_item_support, min_session_length=min_session_length, buckets=buckets,
+        item_features=item_features, item_key=item_key,
+        item_categorical=_parse_list(item_categorical, str, "--item-categorical"),
+        item_numeric=_parse_list(item_numeric, str, "--item-numeric"), item_vector=item_vector, item_sep=item_sep,
+        split=split,
+    )  # fmt: skip
     if events_filter:
         values["events"] = tuple(e.strip() for e in events_filter.split(",") if e.strip())
-    if keep_repeats is not None:
-        values["dedupe_consecutive"] = not keep_repeats
     if no_header:
         values["header"] = False
     if columns:
         values["columns"] = tuple(x.strip() for x in columns.split(","))
-    given: dict[str, list[str]] = {"test": list(test or [])}
-    if valid is not None and Path(valid).is_file():
-        given["valid"] = [valid]
-        values["valid"] = "0"
     cfg = _make(PrepareConfig, values, "prepare options")
     with err.status("preparing data", spinner="dots") if not quiet else _nullcontext():
         result = run_prepare(events, out, cfg, force=force, given=given)
     if not quiet:
         err.print(_prepare_summary(result.manifest, out))
-    for warning in result.manifest["warnings"]:
-        err.print(f"[yellow]Warning:[/] {warning}")
+    _warn(result.manifest["warnings"])
+    if not quiet:
+        err.print(f"Next: rnnrec train {out} -o runs/NAME")
     typer.echo(str(out))
 
 
@@ -349,8 +479,21 @@ def _default_run_dir(cell: str) -> Path:
     return Path("runs") / f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{cell}"
 
 
-def _opt(help_text: str) -> Any:
-    return typer.Option(help=help_text)
+MODEL, LOSS, OPTIMISATION, RUN, SCALE = "Model", "Loss", "Optimisation", "Run", "Scale"
+
+
+def _opt(help_text: str, panel: str, field: tuple[type, str] | None = None) -> Any:
+    """An option grouped under `panel`, its help naming the config field's default (flags default
+    to None so that --config values can be told apart; the default itself lives in config.py)."""
+    if field is not None:
+        spec = next(f for f in dataclasses.fields(field[0]) if f.name == field[1])
+        value = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()  # type: ignore[misc]
+        if isinstance(value, tuple):
+            value = ",".join(map(str, value)) or "1 each"
+        elif isinstance(value, bool):
+            value = "on" if value else "off"
+        help_text = f"{help_text} \\[default: {value}]"
+    return typer.Option(help=help_text, rich_help_panel=panel)
 
 
 @app.command()
@@ -371,26 +514,68 @@ def train(
         typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections; flags override it."),
     ] = None,
     preset: Preset = None,
-    cell: Annotated[str | None, _opt("gru, lstm or rnn.")] = None,
-    layers: Annotated[str | None, _opt("Hidden sizes of the stacked layers, e.g. 100 or 256,128.")] = None,
-    embedding: Annotated[int | None, _opt("Input embedding size; 0 = tied to the output (constrained).")] = None,
-    dropout_embed: Annotated[float | None, _opt("Dropout on the input embedding.")] = None,
-    dropout_hidden: Annotated[float | None, _opt("Dropout on each layer's output.")] = None,
+    sep: Sep = None,
+    user_col: UserCol = None,
+    session_col: SessionCol = None,
+    item_col: ItemCol = None,
+    time_col: TimeCol = None,
+    event_col: EventCol = None,
+    value_col: ValueCol = None,
+    time_unit: TimeUnit = None,
+    session_gap: SessionGap = None,
+    split: Split = None,
+    valid: Valid = None,
+    test: Test = None,
+    allow_tiny_test: AllowTinyTest = False,
+    keep_repeats: KeepRepeats = None,
+    min_item_support: MinItemSupport = None,
+    min_session_length: MinSessionLength = None,
+    cell: Annotated[str | None, _opt("gru, lstm or rnn.", MODEL, (ModelConfig, "cell"))] = None,
+    layers: Annotated[
+        str | None, _opt("Hidden sizes of the stacked layers, e.g. 100 or 256,128.", MODEL, (ModelConfig, "layers"))
+    ] = None,
+    embedding: Annotated[
+        int | None,
+        _opt("Input embedding size; 0 = tied to the output (constrained).", MODEL, (ModelConfig, "embedding")),
+    ] = None,
+    dropout_embed: Annotated[
+        float | None, _opt("Dropout on the input embedding.", MODEL, (ModelConfig, "dropout_embed"))
+    ] = None,
+    dropout_hidden: Annotated[
+        float | None, _opt("Dropout on each layer's output.", MODEL, (ModelConfig, "dropout_hidden"))
+    ] = None,
     task: Annotated[
         str | None,
         _opt(
             "What to predict: next-item, value, event-type, or several (e.g. next-item,event-type): "
-            "one network, one head each."
+            "one network, one head each.",
+            MODEL,
+            (ModelConfig, "tasks"),
         ),
     ] = None,
-    task_weights: Annotated[str | None, _opt("Loss weight per task, in --task order, e.g. 1,0.5.")] = None,
-    value_loss: Annotated[str | None, _opt("Value task loss: mse or huber.")] = None,
-    huber_delta: Annotated[float | None, _opt("Huber transition point, in standard deviations.")] = None,
-    value_input: Annotated[bool | None, _opt("Value task: feed each event's value beside its item.")] = None,
-    event_input: Annotated[
-        bool | None, _opt("Feed an embedding of each event's type (click, cart, order...) beside its item.")
+    task_weights: Annotated[
+        str | None, _opt("Loss weight per task, in --task order, e.g. 1,0.5.", MODEL, (TrainConfig, "task_weights"))
     ] = None,
-    event_dim: Annotated[int | None, _opt("Width of the event-type embedding.")] = None,
+    value_loss: Annotated[
+        str | None, _opt("Value task loss: mse or huber.", MODEL, (TrainConfig, "value_loss"))
+    ] = None,
+    huber_delta: Annotated[
+        float | None, _opt("Huber transition point, in standard deviations.", MODEL, (TrainConfig, "huber_delta"))
+    ] = None,
+    value_input: Annotated[
+        bool | None, _opt("Value task: feed each event's value beside its item.", MODEL, (ModelConfig, "value_input"))
+    ] = None,
+    event_input: Annotated[
+        bool | None,
+        _opt(
+            "Feed an embedding of each event's type (click, cart, order...) beside its item.",
+            MODEL,
+            (ModelConfig, "event_input"),
+        ),
+    ] = None,
+    event_dim: Annotated[
+        int | None, _opt("Width of the event-type embedding.", MODEL, (ModelConfig, "event_dim"))
+    ] = None,
     use_item_features: Annotated[
         bool | None,
         typer.Option(
@@ -398,37 +583,94 @@ def train(
             help="Feed the data's item side features (from prepare --item-features); default: when present.",
         ),
     ] = None,
-    feature_dim: Annotated[int | None, _opt("Width of the pooled item feature vector.")] = None,
+    feature_dim: Annotated[
+        int | None, _opt("Width of the pooled item feature vector.", MODEL, (ModelConfig, "feature_dim"))
+    ] = None,
     feature_output: Annotated[
-        bool | None, _opt("Also add the item features to the output item vectors (helps rare items).")
+        bool | None,
+        _opt(
+            "Also add the item features to the output item vectors (helps rare items).",
+            MODEL,
+            (ModelConfig, "feature_output"),
+        ),
     ] = None,
-    loss: Annotated[str | None, _opt("ce, bpr-max or top1-max.")] = None,
+    loss: Annotated[str | None, _opt("ce, bpr-max or top1-max.", LOSS, (TrainConfig, "loss"))] = None,
     target_weighting: Annotated[
-        str | None, _opt("Weight next-item targets by popularity^-beta: inverse-pop^0.5 (or just 0.5); 0 = off.")
+        str | None,
+        _opt(
+            "Weight next-item targets by popularity^-beta: inverse-pop^0.5 (or just 0.5); 0 = off.",
+            LOSS,
+            (TrainConfig, "target_weighting"),
+        ),
     ] = None,
-    n_sample: Annotated[int | None, _opt("Extra negatives shared by each chunk (0 = in-batch only).")] = None,
-    sample_alpha: Annotated[float | None, _opt("Negatives drawn with probability ~ support^alpha.")] = None,
-    full_softmax: Annotated[bool | None, _opt("Score every item in the loss (exact CE; small catalogues).")] = None,
-    logq: Annotated[float | None, _opt("Log-Q correction strength for CE, 0..1.")] = None,
-    bpreg: Annotated[float | None, _opt("BPR-max score regularisation.")] = None,
-    elu: Annotated[float | None, _opt("ELU parameter applied to scores before BPR-max (0 = linear).")] = None,
-    epochs: Annotated[int | None, _opt("Training epochs.")] = None,
-    batch_size: Annotated[int | None, _opt("Session-parallel slots per mini-batch.")] = None,
-    bptt: Annotated[int | None, _opt("Steps per truncated back-propagation chunk.")] = None,
-    shuffle: Annotated[bool | None, _opt("Shuffle sequences each epoch (--no-shuffle: by start time).")] = None,
-    optimizer: Annotated[str | None, _opt("adagrad, adam, adamw or sgd.")] = None,
-    lr: Annotated[float | None, _opt("Learning rate.")] = None,
-    lr_schedule: Annotated[str | None, _opt("constant, cosine or linear decay to 0 over the run.")] = None,
-    momentum: Annotated[float | None, _opt("Momentum (adagrad, sgd).")] = None,
-    clip_norm: Annotated[float | None, _opt("Clip gradients to this global norm (0 = off).")] = None,
-    seed: Annotated[int | None, _opt("Random seed (initialisation, order, negatives, dropout).")] = None,
-    patience: Annotated[int | None, _opt("Stop after this many epochs without improvement (0 = off).")] = None,
-    monitor: Annotated[str | None, _opt("Validation metric for the best checkpoint, e.g. mrr@20.")] = None,
-    checkpoint_every: Annotated[float | None, _opt("Seconds between mid-epoch checkpoints (0 = epoch ends).")] = None,
-    valid_sample: Annotated[int | None, _opt("Validate on at most N sequences, a seeded subset (0 = all).")] = None,
-    devices: Annotated[int | None, _opt("Devices to split the batch over (0 = all visible, every process).")] = None,
-    shard_items: Annotated[bool | None, _opt("Also split the item tables over the devices by rows.")] = None,
-    prefetch: Annotated[int | None, _opt("Chunks assembled ahead in a background thread (0 = off).")] = None,
+    n_sample: Annotated[
+        int | None, _opt("Extra negatives shared by each chunk (0 = in-batch only).", LOSS, (TrainConfig, "n_sample"))
+    ] = None,
+    sample_alpha: Annotated[
+        float | None, _opt("Negatives drawn with probability ~ support^alpha.", LOSS, (TrainConfig, "sample_alpha"))
+    ] = None,
+    full_softmax: Annotated[
+        bool | None,
+        _opt("Score every item in the loss (exact CE; small catalogues).", LOSS, (TrainConfig, "full_softmax")),
+    ] = None,
+    logq: Annotated[float | None, _opt("Log-Q correction strength for CE, 0..1.", LOSS, (TrainConfig, "logq"))] = None,
+    bpreg: Annotated[float | None, _opt("BPR-max score regularisation.", LOSS, (TrainConfig, "bpreg"))] = None,
+    elu: Annotated[
+        float | None, _opt("ELU parameter applied to scores before BPR-max (0 = linear).", LOSS, (TrainConfig, "elu"))
+    ] = None,
+    epochs: Annotated[int | None, _opt("Training epochs.", OPTIMISATION, (TrainConfig, "epochs"))] = None,
+    batch_size: Annotated[
+        int | None, _opt("Session-parallel slots per mini-batch.", OPTIMISATION, (TrainConfig, "batch_size"))
+    ] = None,
+    bptt: Annotated[
+        int | None, _opt("Steps per truncated back-propagation chunk.", OPTIMISATION, (TrainConfig, "bptt"))
+    ] = None,
+    shuffle: Annotated[
+        bool | None,
+        _opt("Shuffle sequences each epoch (--no-shuffle: by start time).", OPTIMISATION, (TrainConfig, "shuffle")),
+    ] = None,
+    optimizer: Annotated[
+        str | None, _opt("adagrad, adam, adamw or sgd.", OPTIMISATION, (TrainConfig, "optimizer"))
+    ] = None,
+    lr: Annotated[float | None, _opt("Learning rate.", OPTIMISATION, (TrainConfig, "lr"))] = None,
+    lr_schedule: Annotated[
+        str | None,
+        _opt("constant, cosine or linear decay to 0 over the run.", OPTIMISATION, (TrainConfig, "lr_schedule")),
+    ] = None,
+    momentum: Annotated[float | None, _opt("Momentum (adagrad, sgd).", OPTIMISATION, (TrainConfig, "momentum"))] = None,
+    clip_norm: Annotated[
+        float | None, _opt("Clip gradients to this global norm (0 = off).", OPTIMISATION, (TrainConfig, "clip_norm"))
+    ] = None,
+    seed: Annotated[
+        int | None,
+        _opt("Random seed (initialisation, order, negatives, dropout).", OPTIMISATION, (TrainConfig, "seed")),
+    ] = None,
+    patience: Annotated[
+        int | None,
+        _opt("Stop after this many epochs without improvement (0 = off).", OPTIMISATION, (TrainConfig, "patience")),
+    ] = None,
+    monitor: Annotated[
+        str | None,
+        _opt("Validation metric for the best checkpoint, e.g. mrr@20.", OPTIMISATION, (TrainConfig, "monitor")),
+    ] = None,
+    checkpoint_every: Annotated[
+        float | None,
+        _opt("Seconds between mid-epoch checkpoints (0 = epoch ends).", RUN, (TrainConfig, "checkpoint_every")),
+    ] = None,
+    valid_sample: Annotated[
+        int | None,
+        _opt("Validate on at most N sequences, a seeded subset (0 = all).", RUN, (TrainConfig, "valid_sample")),
+    ] = None,
+    devices: Annotated[
+        int | None,
+        _opt("Devices to split the batch over (0 = all visible, every process).", SCALE, (TrainConfig, "devices")),
+    ] = None,
+    shard_items: Annotated[
+        bool | None, _opt("Also split the item tables over the devices by rows.", SCALE, (TrainConfig, "shard_items"))
+    ] = None,
+    prefetch: Annotated[
+        int | None, _opt("Chunks assembled ahead in a background thread (0 = off).", SCALE, (TrainConfig, "prefetch"))
+    ] = None,
     coordinator: Annotated[
         str | None,
         typer.Option(help="Multi-process run: process 0's HOST:PORT, or 'auto' to read the cluster's environment."),
@@ -485,18 +727,34 @@ def train(
             task_weights=_parse_list(task_weights, float, "--task-weights"), value_loss=value_loss,
             huber_delta=huber_delta, target_weighting=_parse_weighting(target_weighting),
         )  # fmt: skip
+        prep_values, given = _prepare_values(
+            preset, test, valid, session_gap, keep_repeats, allow_tiny_test,
+            sep=sep, user_col=user_col, session_col=session_col, item_col=item_col, time_col=time_col,
+            event_col=event_col, value_col=value_col, time_unit=time_unit, split=split,
+            min_item_support=min_item_support, min_session_length=min_session_length,
+        )  # fmt: skip
         run, cfg = _new_run(
-            data, out, preset, file_values, model_flags, train_flags, force=force, quiet=quiet, write=leader
-        )
-    _fit_with_progress(cfg, run, resume=resume is not None, quiet=quiet)
+            data, out, prep_values, given, file_values, model_flags, train_flags, force=force, quiet=quiet,
+            write=leader,
+        )  # fmt: skip
+    try:
+        _fit_with_progress(cfg, run, resume=resume is not None, quiet=quiet)
+    except KeyboardInterrupt:
+        raise _fail(f"interrupted; continue where it stopped with: rnnrec train --resume {run.path}", 130) from None
     if leader:
+        if not quiet:
+            err.print(
+                f"Wrote {run.path}: checkpoints/best.msgpack, metrics.jsonl, learning_curve.png. "
+                f"Next: rnnrec evaluate {run.path}"
+            )
         typer.echo(str(run.path))
 
 
 def _new_run(
     data: list[str],
     out: Path | None,
-    preset: str | None,
+    prep_values: dict[str, Any],
+    given: dict[str, list[str]],
     file_values: dict[str, Any],
     model_flags: dict[str, Any],
     train_flags: dict[str, Any],
@@ -535,15 +793,23 @@ def _new_run(
         cfg = _run_config(first.resolve(), model_cfg, train_cfg, features_given)
         return rundir.RunDir(out or _default_run_dir(model_cfg.cell)), cfg
     if len(data) == 1 and data_mod.is_data_dir(first):
+        if prep_values or any(given.values()):
+            raise typer.BadParameter(
+                f"{first} is already prepared; data options ({', '.join(sorted(prep_values))}) apply to raw event "
+                "files. Prepare again with `rnnrec prepare` to change them",
+                param_hint="DATA",
+            )
         cfg = _run_config(first.resolve(), model_cfg, train_cfg, features_given)
         run = rundir.create(out or _default_run_dir(model_cfg.cell), force=force)
+        _warn(data_mod.load_manifest(first).get("warnings", []))
     else:
+        prep = _make(PrepareConfig, prep_values, "data options")
         run = rundir.create(out or _default_run_dir(model_cfg.cell), force=force)
-        prep = _make(PrepareConfig, _preset_values(preset), "preset")
         with err.status("preparing data", spinner="dots") if not quiet else _nullcontext():
-            result = data_mod.prepare(data, run.path / "data", prep, force=False)
+            result = data_mod.prepare(data, run.path / "data", prep, force=False, given=given)
         if not quiet:
             err.print(_prepare_summary(result.manifest, run.path / "data"))
+        _warn(result.manifest["warnings"])
         cfg = _run_config((run.path / "data").resolve(), model_cfg, train_cfg, features_given)
     rundir.save_config(run, cfg)
     rundir.save_data_files(run, Path(cfg.data_dir))
@@ -612,9 +878,10 @@ def _fit_with_progress(cfg: RunConfig, run: Any, *, resume: bool, quiet: bool) -
         if quiet:
             return
         val = "  ".join(f"{k} {v:.4f}" for k, v in r.valid.items() if k in ("recall@20", "mrr@20", "rmse", "mae"))
+        valid_time = f" + valid {r.valid_seconds:.1f}s" if r.valid else ""
         err.print(
-            f"epoch {r.epoch:>3}  loss {r.train_loss:.4f}  {val}  {r.events_per_s:,.0f} ev/s  {r.seconds:.1f}s"
-            + ("  *best" if r.best else "")
+            f"epoch {r.epoch:>3}  loss {r.train_loss:.4f}  {val}  {r.events_per_s:,.0f} ev/s  "
+            f"train {r.seconds:.1f}s{valid_time}" + ("  *best" if r.best else "")
         )
 
     with _progress(quiet) as progress:
@@ -865,6 +1132,19 @@ def evaluate(
             err.print(_value_table(result))
         if result.get("event_type"):
             err.print(_event_table(result))
+    n_targets = result["n_events"]
+    if n_targets < MIN_TARGETS:
+        _warn(
+            [
+                f"only {n_targets:,} target events were scored on the {split} split: these metrics are mostly "
+                f"noise (aim for at least {MIN_TARGETS}; prepare with a longer --split period)"
+            ]
+        )
+    if run is not None and not quiet:
+        err.print(
+            f"Wrote {run.eval_dir / split}.json and .csv. "
+            f"Next: rnnrec predict {run.path} EVENTS -o recs.csv (recommendations for your sessions)"
+        )
     if as_json:
         typer.echo(json.dumps(result))
 
@@ -924,7 +1204,7 @@ def predict(
     item_col: Annotated[str | None, typer.Option(help="Override the item column.")] = None,
     time_col: Annotated[str | None, typer.Option(help="Override the time column.")] = None,
     value_col: Annotated[str | None, typer.Option(help="Override the value column.")] = None,
-    force: Force = False,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
     quiet: Quiet = False,
 ) -> None:
     """Recommendations for each session in EVENTS, in original ids: session_id,rank,item_id,score,fallback."""
@@ -1016,8 +1296,23 @@ def _write_frames(frames: Any, out: str, fmt: str) -> None:
         tmp.replace(Path(out))
 
 
+def _readable_metavars(command: Any) -> Any:
+    """Plain value names in --help (N, NUMBER, TEXT, PATH; nothing for flags) instead of type
+    labels such as <list[str]> or <bool>. (Typer vendors its own click: read by name.)"""
+    names = {"int": "N", "float": "NUMBER", "Path": "PATH", "list[Path]": "PATH", "bool": ""}
+    for sub in getattr(command, "commands", {}).values():
+        for param in sub.params:
+            if param.metavar is not None:
+                continue
+            if param.param_type_name == "argument":
+                param.display_type_rich = lambda ctx: None  # the argument's name says enough
+            else:
+                param.metavar = names.get(param.bare_type(), "TEXT")
+    return command
+
+
 def main() -> None:
-    app()
+    _readable_metavars(typer.main.get_command(app))(prog_name="rnnrec")
 
 
 if __name__ == "__main__":

@@ -93,6 +93,16 @@ def _check_probability(name: str, value: float) -> None:
         raise ConfigError(f"{name} must be in [0, 1), got {value}")
 
 
+# The automatic split: the first rule, or the second when the first leaves a split smaller than
+# MIN_TARGETS targets / MIN_SEQUENCES sequences (e.g. 20k MovieLens rows spanning years hold 2
+# sequences in their last 7 days; a 7-day click log has nothing before its last 7 days).
+AUTO_SPLIT = ("time:7d", "time:0.1")
+# Below these a split's metrics are noise: prepare, train and evaluate warn.
+MIN_TARGETS = 100
+MIN_SEQUENCES = 10
+# Below this a test split is an error unless --allow-tiny-test.
+TINY_TEST_TARGETS = 10
+
 # A split the user gives (--test FILE, or GRU4Rec's own format) is used as given: published
 # numbers are measured on it exactly, repeats included (the easiest targets), with every
 # training item in the catalogue and no validation period cut out of the training file.
@@ -130,8 +140,13 @@ class PrepareConfig:
     max_length: int = 0
     min_item_support: int = 5
     min_session_length: int = 2
-    split: str = "time:7d"
-    valid: str = "7d"
+    # "auto": the last 7 days, unless that leaves a split too small to measure anything (fewer
+    # than MIN_TARGETS targets or MIN_SEQUENCES sequences) or no training data; then the last 10%
+    # of events in time (AUTO_FALLBACK). The choice is printed and recorded in the manifest.
+    split: str = "auto"
+    valid: str = "auto"
+    # A test split with fewer than TINY_TEST_TARGETS targets is an error unless this is set.
+    allow_tiny_test: bool = False
     # Parts the log is hashed into (by user/session) and cleaned one at a time, which bounds
     # memory for logs larger than RAM; 0 = from the input size. Results do not depend on it.
     buckets: int = 0
@@ -161,9 +176,10 @@ class PrepareConfig:
                 f"--min-session-length must be >= 2 (a sequence of one event has no "
                 f"next item to predict), got {self.min_session_length}"
             )
-        if self.split != "loo":
+        if self.split not in ("loo", "auto"):
             parse_split(self.split)
-        parse_period(self.valid, "--valid")
+        if self.valid != "auto":
+            parse_period(self.valid, "--valid")
 
     @property
     def leave_one_out(self) -> bool:
@@ -178,11 +194,11 @@ class PrepareConfig:
 
     @property
     def test_period(self) -> Period:
-        return parse_split(self.split)
+        return parse_split(AUTO_SPLIT[0] if self.split == "auto" else self.split)
 
     @property
     def valid_period(self) -> Period:
-        return parse_period(self.valid, "--valid")
+        return parse_period(AUTO_SPLIT[0].removeprefix("time:") if self.valid == "auto" else self.valid, "--valid")
 
 
 @dataclass(frozen=True, kw_only=True)

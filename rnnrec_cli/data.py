@@ -27,7 +27,19 @@ import numpy as np
 import polars as pl
 
 from rnnrec_cli import __version__
-from rnnrec_cli.config import AS_GIVEN, Period, PrepareConfig, load_json, save_json, to_dict
+from rnnrec_cli.config import (
+    AS_GIVEN,
+    AUTO_SPLIT,
+    MIN_SEQUENCES,
+    MIN_TARGETS,
+    TINY_TEST_TARGETS,
+    Period,
+    PrepareConfig,
+    load_json,
+    parse_split,
+    save_json,
+    to_dict,
+)
 from rnnrec_cli.errors import DataError, RunDirError
 from rnnrec_cli.features import ITEM_FEATURES, build_item_features
 
@@ -295,9 +307,16 @@ def materialized_inputs(paths: Sequence[str]) -> Iterator[list[Path]]:
             tmp.unlink(missing_ok=True)
 
 
-def resolve_columns(cfg: PrepareConfig, names: Sequence[str], source: str) -> PrepareConfig:
-    """Fill unset column options from well-known names; fail naming the flag when impossible."""
+def resolve_columns(
+    cfg: PrepareConfig, names: Sequence[str], source: str, time_optional: bool = False
+) -> PrepareConfig:
+    """Fill unset column options from well-known names; fail naming the flag when impossible.
+
+    With `time_optional` (predict: the input is already in order), a missing time column is
+    allowed and left None."""
     normalized = {n.lower().replace("_", "").replace("-", ""): n for n in names}
+    if time_optional and cfg.time_col is not None and cfg.time_col not in names:
+        cfg = dataclasses.replace(cfg, time_col=None, time_offset_col=None)
     updates: dict[str, str] = {}
     if cfg.time_offset_col is not None and cfg.time_offset_col not in names:
         raise DataError(
@@ -323,7 +342,7 @@ def resolve_columns(cfg: PrepareConfig, names: Sequence[str], source: str) -> Pr
         if match is not None and match not in taken:
             updates[key] = match
     cfg = dataclasses.replace(cfg, **updates)
-    for key in ("item_col", "time_col"):
+    for key in ("item_col",) if time_optional else ("item_col", "time_col"):
         if getattr(cfg, key) is None:
             raise DataError(
                 f"no {key.removesuffix('_col')} column found in {source} "
@@ -336,7 +355,9 @@ def resolve_columns(cfg: PrepareConfig, names: Sequence[str], source: str) -> Pr
     return cfg
 
 
-def scan_events(paths: Sequence[Path], cfg: PrepareConfig) -> tuple[pl.LazyFrame, PrepareConfig]:
+def scan_events(
+    paths: Sequence[Path], cfg: PrepareConfig, time_optional: bool = False
+) -> tuple[pl.LazyFrame, PrepareConfig]:
     """Raw files -> one LazyFrame with canonical columns (user/session, item, ts, event, value).
 
     Returns the config with column names (and an 'auto' time unit) resolved. `ts` becomes
@@ -353,17 +374,24 @@ def scan_events(paths: Sequence[Path], cfg: PrepareConfig) -> tuple[pl.LazyFrame
                 "all inputs must share one layout"
             )
     lf = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
-    return canonicalize(lf, cfg, source)
+    return canonicalize(lf, cfg, source, time_optional)
 
 
-def canonicalize(lf: pl.LazyFrame, cfg: PrepareConfig, source: str) -> tuple[pl.LazyFrame, PrepareConfig]:
-    """Raw columns -> canonical columns plus `_row` (row index); resolves columns and time unit."""
+def canonicalize(
+    lf: pl.LazyFrame, cfg: PrepareConfig, source: str, time_optional: bool = False
+) -> tuple[pl.LazyFrame, PrepareConfig]:
+    """Raw columns -> canonical columns plus `_row` (row index); resolves columns and time unit.
+
+    Without a time column (allowed by `time_optional`), rows are in order: `ts` counts rows in
+    microseconds, so order holds and no inactivity gap ever splits a sequence."""
     schema = lf.collect_schema()
-    cfg = resolve_columns(cfg, schema.names(), source)
+    cfg = resolve_columns(cfg, schema.names(), source, time_optional)
     selected = [
         pl.col(getattr(cfg, key)).alias(canon) for key, canon in _CANON.items() if getattr(cfg, key) is not None
     ]
     lf = lf.select(selected).with_row_index("_row")
+    if cfg.time_col is None:
+        return lf.with_columns(ts=pl.from_epoch(pl.col("_row").cast(pl.Int64), time_unit="us")), cfg
     ts_dtype = schema[cfg.time_col]
     if cfg.time_unit == "auto" and (ts_dtype.is_integer() or ts_dtype.is_float()):
         top = lf.select(pl.col("ts").abs().max()).collect().item()
@@ -592,8 +620,31 @@ def _split_stats(lf: pl.LazyFrame) -> dict[str, Any]:
         .row(0, named=True)
     )
     if not row["events"]:
-        return {"events": 0, "sequences": 0, "items": 0, "time_min": None, "time_max": None}
-    return {**row, "time_min": row["time_min"].isoformat(), "time_max": row["time_max"].isoformat()}
+        return {"events": 0, "sequences": 0, "targets": 0, "items": 0, "time_min": None, "time_max": None}
+    return {
+        **row,
+        "targets": row["events"] - row["sequences"],
+        "time_min": row["time_min"].isoformat(),
+        "time_max": row["time_max"].isoformat(),
+    }
+
+
+def split_warnings(manifest: dict[str, Any]) -> list[str]:
+    """A warning for each evaluated split too small for its metrics to mean much (an empty
+    validation split is a choice, not a warning)."""
+    out = []
+    for name in ("valid", "test"):
+        st = manifest.get("splits", {}).get(name)
+        if not st or not st["events"]:
+            continue
+        targets = st.get("targets", st["events"] - st["sequences"])
+        if targets < MIN_TARGETS or st["sequences"] < MIN_SEQUENCES:
+            out.append(
+                f"the {name} split holds only {targets:,} target events in {st['sequences']:,} sequences: its "
+                f"metrics are mostly noise (aim for at least {MIN_TARGETS} targets in {MIN_SEQUENCES} sequences; "
+                "use a longer --split/--valid period, e.g. time:0.2)"
+            )
+    return out
 
 
 def check_times(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
@@ -790,6 +841,9 @@ def build_splits(
             "or check the sequence columns"
         )
 
+    span = time_span(parts)
+    stages["time_span"] = [t.isoformat() for t in span]
+
     def by_time(src: list[Path], period: Period, name: str) -> tuple[list[Path], list[Path]]:
         at = cutoff(pl.scan_parquet(src), period) if not period.empty and _rows(src) else None
         before, after = _map_parts(
@@ -797,32 +851,120 @@ def build_splits(
         )
         return before, after
 
+    def auto(src: list[Path], name: str, chosen: Period) -> tuple[list[Path], list[Path], str]:
+        """The time split of `src`; with the automatic rule, the fallback when the first leaves
+        too small a split or nothing before it."""
+        rule = AUTO_SPLIT[0]
+        before, after = by_time(src, chosen, name)
+        if (cfg.split if name == "test" else cfg.valid) != "auto":
+            return before, after, ""
+        targets, n_seqs = split_size(after)
+        if targets >= MIN_TARGETS and n_seqs >= MIN_SEQUENCES and _rows(before):
+            return before, after, rule
+        rule = AUTO_SPLIT[1]
+        before, after = by_time(src, parse_split(rule), f"{name}-fallback")
+        stages[f"{name}_split_note"] = (
+            f"the last 7 days hold {targets:,} {name} targets in {n_seqs:,} sequences"
+            + ("" if _rows(before) else ", with nothing before them")
+            + f" (data spans {_span_text(span)}), so the {name} split is the last 10% of events in time"
+        )
+        return before, after, rule
+
     if cfg.leave_one_out:
         train, valid, test = _map_parts(parts, [work / s for s in SPLITS], split_leave_one_out)
+        stages["split_rule"] = {"test": "loo", "valid": "loo"}
     else:
+        rules = {}
         if "test" in given:
             rest, test = parts, _clean_parts(given["test"], cfg, 1, work / "given-test", {})
+            rules["test"] = "given file"
         else:
-            rest, test = by_time(parts, cfg.test_period, "test")
+            rest, test, rules["test"] = auto(parts, "test", cfg.test_period)
         if "valid" in given:
             train, valid = rest, _clean_parts(given["valid"], cfg, 1, work / "given-valid", {})
+            rules["valid"] = "given file"
         else:
-            train, valid = by_time(rest, cfg.valid_period, "valid")
+            train, valid, rules["valid"] = auto(rest, "valid", cfg.valid_period)
+        stages["split_rule"] = {k: v or (cfg.split if k == "test" else cfg.valid) for k, v in rules.items()}
     if not _rows(train):
-        raise DataError(f"--split {cfg.split} / --valid {cfg.valid} leave no training sequences")
+        raise DataError(
+            f"the test split ({stages['split_rule']['test']}) and validation split ({stages['split_rule']['valid']}) "
+            f"leave no training sequences; the data spans {_span_text(span)}"
+            + _latest_note(parts, span)
+            + ". Use shorter periods, e.g. --split time:0.1 --valid 0.1"
+        )
     items = item_table(pl.scan_parquet(train))
     vocab = items["item_id"]
     test, stages["test_cleaning"] = _restrict_parts(test, vocab, cfg, work / "test-known")
     valid, stages["valid_cleaning"] = _restrict_parts(valid, vocab, cfg, work / "valid-known")
     if not _rows(test):
         raise DataError(
-            f"--split {cfg.split} leaves no test sequences of length >= {cfg.min_session_length}; "
-            "use a longer period, e.g. time:0.1"
+            f"the test split ({stages['split_rule']['test']}) leaves no test sequences of length >= "
+            f"{cfg.min_session_length} on items seen in training; the data spans {_span_text(span)}"
+            + _latest_note(parts, span)
+            + ". Use a longer period, e.g. --split time:0.2"
+        )
+    targets, _ = split_size(test)
+    if targets < TINY_TEST_TARGETS and not cfg.allow_tiny_test:
+        raise DataError(
+            f"the test split ({stages['split_rule']['test']}) holds only {targets} target events: its metrics would "
+            "be noise. Use a longer period (e.g. --split time:0.2), or pass --allow-tiny-test"
         )
     for name, part in zip(SPLITS, (train, valid, test), strict=True):
         _write_encoded(part, items, work / f"{name}-encoded", out / f"{name}.parquet")
     shutil.rmtree(work)
     return items, stages
+
+
+def describe_inputs(asked: PrepareConfig, cfg: PrepareConfig) -> dict[str, Any]:
+    """How each column and the time unit were decided: by an option, by the preset, or guessed
+    (a recognised column name; the unit from the magnitude of the times)."""
+    preset = PRESETS.get(asked.preset or "", {})
+
+    def how(key: str) -> str:
+        if getattr(asked, key) in (None, "auto"):
+            return "guessed from the magnitude" if key == "time_unit" else "recognised name"
+        return "preset" if preset.get(key) == getattr(asked, key) else "option"
+
+    columns = {
+        key.removesuffix("_col"): {"column": getattr(cfg, key), "how": how(key)}
+        for key in _FLAGS
+        if getattr(cfg, key) is not None
+    }
+    if cfg.session_col is not None:
+        sequences = "given sessions (session column)"
+    elif cfg.session_gap is None:
+        sequences = "each user's whole history"
+    else:
+        sequences = f"a user's events cut where {cfg.session_gap / 60:g} minutes pass without an event"
+    return {"columns": columns, "time_unit": {"unit": cfg.time_unit, "how": how("time_unit")}, "sequences": sequences}
+
+
+def time_span(parts: list[Path]) -> tuple[datetime, datetime]:
+    row = pl.scan_parquet(parts).select(pl.col("ts").min().alias("a"), pl.col("ts").max().alias("b")).collect()
+    return row["a"][0], row["b"][0]
+
+
+def _span_text(span: tuple[datetime, datetime]) -> str:
+    days = (span[1] - span[0]).total_seconds() / 86400
+    return f"{span[0]:%Y-%m-%d %H:%M} to {span[1]:%Y-%m-%d %H:%M} ({days:,.1f} days)"
+
+
+def _latest_note(parts: list[Path], span: tuple[datetime, datetime]) -> str:
+    """Names a far-future outlier, which makes every time split look empty."""
+    top = pl.scan_parquet(parts).select(pl.col("ts").top_k(2)).collect()["ts"].sort()
+    if len(top) == 2 and (top[1] - top[0]).total_seconds() > 365 * 86400:
+        return f"; its latest time {top[1]} is over a year after the next ({top[0]}): check that row"
+    return ""
+
+
+def split_size(parts: list[Path]) -> tuple[int, int]:
+    """(targets, sequences) of a split: events after the first of each sequence."""
+    if not parts:
+        return 0, 0
+    row = pl.scan_parquet(parts).select(pl.len().alias("n"), pl.col("seq").n_unique().alias("s")).collect()
+    n, seqs = int(row["n"][0]), int(row["s"][0])
+    return n - seqs, seqs
 
 
 def prepare(
@@ -849,6 +991,7 @@ def prepare(
             paths = stack.enter_context(materialized_inputs(inputs))
             given_paths = {k: stack.enter_context(materialized_inputs(v)) for k, v in given_files.items()}
             note("reading events")
+            asked = cfg
             lf, cfg = scan_events(paths, cfg)
             given_lfs = {k: scan_events(v, cfg)[0] for k, v in given_paths.items()}
             buckets = cfg.buckets or auto_buckets(paths)
@@ -879,20 +1022,24 @@ def prepare(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "inputs": input_info,
             "config": to_dict(cfg),
+            "recognised": describe_inputs(asked, cfg),
             "buckets": buckets,
             "stages": stages,
             "splits": {name: _split_stats(pl.scan_parquet(tmp / f"{name}.parquet")) for name in SPLITS},
             "n_items": items.height,
-            "warnings": (
-                [
-                    "leave-one-out ignores the global timeline: test targets can precede training events of "
-                    "other users, so results are optimistic next to a time split (use it only to compare with "
-                    "papers that report it); evaluate scores only the last event of each sequence"
-                ]
-                if cfg.leave_one_out
-                else []
-            ),
+            "warnings": [
+                *(
+                    [
+                        "leave-one-out ignores the global timeline: test targets can precede training events of "
+                        "other users, so results are optimistic next to a time split (use it only to compare with "
+                        "papers that report it); evaluate scores only the last event of each sequence"
+                    ]
+                    if cfg.leave_one_out
+                    else []
+                ),
+            ],
         }
+        manifest["warnings"] += split_warnings(manifest)
         if cfg.item_features:
             note("joining item features")
             table, spec = build_item_features(

@@ -413,9 +413,9 @@ def _rows(
     cols: dict[str, list] = {"session_id": [], "a": [], "b": [], "item": [], "score": [], "fallback": []}
     pop_order = np.argsort(-np.where(allowed, pop, -1), kind="stable")
     for key, res in zip(keys, results, strict=True):
-        if res is None:  # no known item: popularity fallback
+        if res is None:  # no known item: the most popular items, in order (rank), with no model score
             n = opts.generate or opts.k
-            items, scores = pop_order[:n], pop[pop_order[:n]].astype(np.float32)
+            items, scores = pop_order[:n], np.where(allowed[pop_order[:n]], np.nan, -np.inf).astype(np.float32)
             items, scores = (items[None], scores[None]) if opts.every_position else (items, scores)
             fb = True
         else:
@@ -432,11 +432,12 @@ def _rows(
         data["position"] = pl.Series(cols["a"], dtype=pl.Int32)
     data[names["b"]] = pl.Series(cols["b"], dtype=pl.Int32)
     data["item_id"] = vocab_ids.gather(np.asarray(cols["item"], np.int64)) if n else vocab_ids.clear()
-    data["score"] = pl.Series(cols["score"], dtype=pl.Float32)
+    # A fallback row's score is empty: popularity counts are not model scores.
+    data["score"] = pl.Series(cols["score"], dtype=pl.Float32).fill_nan(None)
     data["fallback"] = pl.Series(cols["fallback"], dtype=pl.Boolean)
     out = pl.DataFrame(data)
     # -inf marks items that could not be recommended (all candidates seen or excluded).
-    return out.filter(pl.col("score").is_finite())
+    return out.filter(pl.col("score").is_finite() | (pl.col("fallback") & pl.col("score").is_null()))
 
 
 def _extend(
@@ -604,14 +605,14 @@ def _canonical_blocks(
         if "-" in inputs:
             raise DataError("give either files or '-' (stdin), not both")
         with materialized_inputs(inputs) as paths:
-            lf, pc = scan_events(paths, pcfg)
+            lf, pc = scan_events(paths, pcfg, time_optional=True)
             yield check_times(lf.collect(), pc), pc
         return
     key = "session" if pcfg.session_col is not None else "user"
     carry: pl.DataFrame | None = None
     offset = 0
     for raw in iter_stdin_blocks(pcfg, opts.block_rows):
-        lf, pc = canonicalize(raw.lazy(), pcfg, "stdin")
+        lf, pc = canonicalize(raw.lazy(), pcfg, "stdin", time_optional=True)
         df = check_times(lf.collect(), pc).with_columns(pl.col("_row") + offset)
         offset += raw.height
         if carry is not None:

@@ -45,6 +45,7 @@ from rnnrec_cli.scoring import head_predictions, target_positions
 log = logging.getLogger(__name__)
 
 PROGRESS_EVERY = 20  # chunks between host syncs for the progress line
+FIRST_CHECKPOINT_S = 20.0  # seconds before a run's first mid-epoch checkpoint
 
 T = TypeVar("T")
 
@@ -302,6 +303,7 @@ class EpochReport:
     events_per_s: float
     seconds: float
     best: bool
+    valid_seconds: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -589,6 +591,7 @@ def fit(
     reports: list[EpochReport] = []
     best_value, bad_epochs = pos.best_value, pos.bad_epochs
     stream: Stream | None = None
+    saved_once = resume
     for epoch in range(pos.epoch, tc.epochs + 1):
         if tc.patience and bad_epochs >= tc.patience:
             break
@@ -613,7 +616,10 @@ def fit(
                 loss = float(loss_sum / max(n_now, 1))
                 on_progress(Progress(epoch, k + 1, stream.n_chunks, loss, (n_now - n_last) / max(now - t_last, 1e-9)))
                 t_last, n_last = now, n_now
-            if tc.checkpoint_every and time.perf_counter() - t_ckpt >= tc.checkpoint_every:
+            # The first checkpoint of a run comes early, so that even an interrupted first epoch resumes.
+            every = tc.checkpoint_every if saved_once else min(tc.checkpoint_every, FIRST_CHECKPOINT_S)
+            if tc.checkpoint_every and time.perf_counter() - t_ckpt >= every:
+                saved_once = True
                 if _all_finite(state.params) and math.isfinite(float(loss_sum)):
                     _save_last(
                         run, trainer, state, _Position(epoch, k + 1, carry, loss_sum, n_sum, best_value, bad_epochs)
@@ -629,7 +635,9 @@ def fit(
             )
         params = parallel.unpad_items(parallel.to_host(state.params), cfg.n_items)
         scoring_params = params if features is None else {**params, "item_features": features}
+        t_valid = time.perf_counter()
         valid = _validate(scoring_params, cfg, valid_seqs, valid_last if loo else None, k_eval)
+        valid_seconds = time.perf_counter() - t_valid
         # Higher is better: error metrics are negated. Without validation every epoch "improves",
         # so the last one is kept (a training loss says nothing about held-out accuracy).
         value = -valid[tc.monitor] if tc.monitor in ("rmse", "mae") else valid.get(tc.monitor, float(epoch))
@@ -640,7 +648,7 @@ def fit(
                 save_checkpoint(run, "best", {"params": params})
         else:
             bad_epochs += 1
-        report = EpochReport(epoch, train_loss, valid, (n_total - n_start) / seconds, seconds, improved)
+        report = EpochReport(epoch, train_loss, valid, (n_total - n_start) / seconds, seconds, improved, valid_seconds)
         if leader:
             append_metrics(run, _record(report))
         _save_last(
@@ -651,6 +659,7 @@ def fit(
                 epoch + 1, 0, zero_host, np.zeros((), np.float32), np.zeros((), np.int32), best_value, bad_epochs
             ),
         )
+        saved_once = True
         reports.append(report)
         if on_epoch is not None:
             on_epoch(report)
@@ -697,5 +706,6 @@ def _record(r: EpochReport) -> dict[str, Any]:
         **{f"valid/{k}": v for k, v in r.valid.items()},
         "train/events_per_s": round(r.events_per_s, 1),
         "seconds": round(r.seconds, 3),
+        "valid_seconds": round(r.valid_seconds, 3),
         "best": r.best,
     }

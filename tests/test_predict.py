@@ -23,7 +23,7 @@ def run_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     log = tmp / "events.csv"
     synthetic_log(n_users=100, n_items=60, follow=0.95).write_csv(log)
     run = tmp / "run"
-    args = ["train", str(log), "-o", str(run), "--layers", "32", "--epochs", "5", "--batch-size", "16", "--lr", "0.2"]
+    args = ["train", str(log), "-o", str(run), "--layers", "32", "--epochs", "8", "--batch-size", "16", "--lr", "0.2"]
     result = runner.invoke(app, [*args, "--n-sample", "16", "-q"])
     assert result.exit_code == 0, result.output
     return run
@@ -70,6 +70,8 @@ def test_unknown_items_and_fallback(run_dir: Path) -> None:
     recs = pl.read_csv(result.stdout.encode())
     z = recs.filter(pl.col("session_id") == "z")
     assert z["fallback"].all() and z.height == 2
+    # Fallback rows are ranked by popularity and carry no model score (counts are not scores).
+    assert z["score"].null_count() == 2 and z["rank"].to_list() == [1, 2]
     assert "2 events on items unknown to the model skipped" in result.stderr
     assert "1 sequences had no known item" in result.stderr
     none = _predict(run_dir, events, "-k", "2", "--no-fallback")
@@ -139,7 +141,8 @@ def test_predict_errors(run_dir: Path, tmp_path: Path) -> None:
     bad.write_text("who,what,when\n1,2,3\n")
     result = runner.invoke(app, ["predict", str(run_dir), str(bad)])
     assert result.exit_code == 1
-    assert "columns 'item_id', 'timestamp', 'user_id' not in" in result.stderr and "--user-col" in result.stderr
+    # The time column is optional for predict (ordered input), so only item and user are missing.
+    assert "columns 'item_id', 'user_id' not in" in result.stderr and "--user-col" in result.stderr
     result = runner.invoke(app, ["predict", str(tmp_path)])
     assert result.exit_code == 1 and "rnnrec train" in result.stderr
     (tmp_path / "norun").mkdir()
@@ -148,3 +151,15 @@ def test_predict_errors(run_dir: Path, tmp_path: Path) -> None:
     assert result.exit_code == 1 and "no checkpoint" in result.stderr and "rnnrec train" in result.stderr
     result = runner.invoke(app, ["predict", str(run_dir), "-", "--strategy", "nope", "--generate", "2"], input=SESSION)
     assert result.exit_code == 2
+
+
+def test_time_column_is_optional_for_ordered_input(run_dir: Path, tmp_path: Path) -> None:
+    """Input already in order needs no time column; the result equals the timed input's."""
+    untimed = "user_id,item_id\nx,10\nx,11\nx,12\ny,30\n"
+    timed = _predict(run_dir, SESSION, "-k", "3")
+    assert _predict(run_dir, untimed, "-k", "3").equals(timed)
+    path = tmp_path / "untimed.csv"
+    path.write_text(untimed)
+    result = runner.invoke(app, ["predict", str(run_dir), str(path), "-k", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(result.stdout.encode()).equals(timed)
