@@ -859,14 +859,16 @@ def build_splits(
         if (cfg.split if name == "test" else cfg.valid) != "auto":
             return before, after, ""
         targets, n_seqs = split_size(after)
-        if targets >= MIN_TARGETS and n_seqs >= MIN_SEQUENCES and _rows(before):
+        nothing_before = not _rows(before)
+        if targets >= MIN_TARGETS and n_seqs >= MIN_SEQUENCES and not nothing_before:
             return before, after, rule
         rule = AUTO_SPLIT[1]
         before, after = by_time(src, parse_split(rule), f"{name}-fallback")
+        what = "test" if name == "test" else "validation"
         stages[f"{name}_split_note"] = (
-            f"the last 7 days hold {targets:,} {name} targets in {n_seqs:,} sequences"
-            + ("" if _rows(before) else ", with nothing before them")
-            + f" (data spans {_span_text(span)}), so the {name} split is the last 10% of events in time"
+            f"the last 7 days hold {targets:,} {what} targets in {n_seqs:,} sequences"
+            + (", with nothing before them" if nothing_before else "")
+            + f" (data spans {_span_text(span)}), so the {what} split is the last 10% of events in time"
         )
         return before, after, rule
 
@@ -908,7 +910,8 @@ def build_splits(
     if targets < TINY_TEST_TARGETS and not cfg.allow_tiny_test:
         raise DataError(
             f"the test split ({stages['split_rule']['test']}) holds only {targets} target events: its metrics would "
-            "be noise. Use a longer period (e.g. --split time:0.2), or pass --allow-tiny-test"
+            f"be noise. The data spans {_span_text(span)}{_latest_note(parts, span)}. Use a longer period "
+            "(e.g. --split time:0.2), or pass --allow-tiny-test"
         )
     for name, part in zip(SPLITS, (train, valid, test), strict=True):
         _write_encoded(part, items, work / f"{name}-encoded", out / f"{name}.parquet")
@@ -952,7 +955,7 @@ def _span_text(span: tuple[datetime, datetime]) -> str:
 
 def _latest_note(parts: list[Path], span: tuple[datetime, datetime]) -> str:
     """Names a far-future outlier, which makes every time split look empty."""
-    top = pl.scan_parquet(parts).select(pl.col("ts").top_k(2)).collect()["ts"].sort()
+    top = pl.scan_parquet(parts).select(pl.col("ts").unique().top_k(2)).collect()["ts"].sort()
     if len(top) == 2 and (top[1] - top[0]).total_seconds() > 365 * 86400:
         return f"; its latest time {top[1]} is over a year after the next ({top[0]}): check that row"
     return ""
