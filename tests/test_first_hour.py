@@ -69,7 +69,7 @@ def test_short_log_falls_back_and_tiny_test_is_an_error(tmp_path: Path) -> None:
     df = synthetic_log(n_users=30, sessions_per_user=2)
     start = df["timestamp"].min()
     # Squeeze the log into 5 days.
-    df = df.with_columns(((pl.col("timestamp") - start) * 5 * 86400 // (df["timestamp"].max() - start) + start))
+    df = df.with_columns((pl.col("timestamp") - start) * 5 * 86400 // (df["timestamp"].max() - start) + start)
     df.write_csv(log)
     result = runner.invoke(app, ["prepare", str(log), "-o", str(tmp_path / "d"), "--min-item-support", "1"])
     assert result.exit_code == 0, result.output
