@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RNNREC := $(VENV)/bin/rnnrec
 DEMO := demo-run
 
-.PHONY: demo test lint install clean
+.PHONY: demo test test-fast lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,6 +27,11 @@ demo: install
 
 test: install
 	JAX_PLATFORMS=cpu $(PY) -m pytest
+
+# The unit tests only (no end-to-end CLI runs): about a minute.
+test-fast: install
+	JAX_PLATFORMS=cpu $(PY) -m pytest tests/test_config.py tests/test_metrics.py tests/test_losses.py \
+		tests/test_batches.py tests/test_model.py tests/test_baselines.py tests/test_data.py
 
 lint: install
 	$(VENV)/bin/ruff check rnnrec_cli tests benchmarks

@@ -12,6 +12,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -608,23 +609,28 @@ def fit(
             for k in range(start, stream.n_chunks):
                 yield k, trainer.batch(stream.chunk(k), chunk_negatives(cfg, cdf, epoch, k), tc.batch_size)
 
-        for k, batch in prefetch(batches(), tc.prefetch):
-            state, carry, m = step_fn(state, carry, batch, stats, base_key)
-            loss_sum, n_sum = loss_sum + m["loss_sum"], n_sum + m["n"]
-            if on_progress is not None and ((k + 1) % PROGRESS_EVERY == 0 or k + 1 == stream.n_chunks):
-                now, n_now = time.perf_counter(), int(n_sum)
-                loss = float(loss_sum / max(n_now, 1))
-                on_progress(Progress(epoch, k + 1, stream.n_chunks, loss, (n_now - n_last) / max(now - t_last, 1e-9)))
-                t_last, n_last = now, n_now
-            # The first checkpoint of a run comes early, so that even an interrupted first epoch resumes.
-            every = tc.checkpoint_every if saved_once else min(tc.checkpoint_every, FIRST_CHECKPOINT_S)
-            if tc.checkpoint_every and time.perf_counter() - t_ckpt >= every:
-                saved_once = True
-                if _all_finite(state.params) and math.isfinite(float(loss_sum)):
-                    _save_last(
-                        run, trainer, state, _Position(epoch, k + 1, carry, loss_sum, n_sum, best_value, bad_epochs)
+        # Closed on the way out of an exception too (Ctrl-C): the prefetch thread must stop before
+        # the interpreter does, or it runs on into a torn-down runtime.
+        with closing(prefetch(batches(), tc.prefetch)) as chunks:
+            for k, batch in chunks:
+                state, carry, m = step_fn(state, carry, batch, stats, base_key)
+                loss_sum, n_sum = loss_sum + m["loss_sum"], n_sum + m["n"]
+                if on_progress is not None and ((k + 1) % PROGRESS_EVERY == 0 or k + 1 == stream.n_chunks):
+                    now, n_now = time.perf_counter(), int(n_sum)
+                    loss = float(loss_sum / max(n_now, 1))
+                    on_progress(
+                        Progress(epoch, k + 1, stream.n_chunks, loss, (n_now - n_last) / max(now - t_last, 1e-9))
                     )
-                t_ckpt = time.perf_counter()
+                    t_last, n_last = now, n_now
+                # The first checkpoint of a run comes early, so that even an interrupted first epoch resumes.
+                every = tc.checkpoint_every if saved_once else min(tc.checkpoint_every, FIRST_CHECKPOINT_S)
+                if tc.checkpoint_every and time.perf_counter() - t_ckpt >= every:
+                    saved_once = True
+                    if _all_finite(state.params) and math.isfinite(float(loss_sum)):
+                        _save_last(
+                            run, trainer, state, _Position(epoch, k + 1, carry, loss_sum, n_sum, best_value, bad_epochs)
+                        )
+                    t_ckpt = time.perf_counter()
         seconds = time.perf_counter() - t0
         n_total = int(n_sum)
         train_loss = float(loss_sum / max(n_total, 1))

@@ -236,7 +236,7 @@ def test_prepare_preset_on_real_format_through_cli(tmp_path: Path) -> None:
     result = runner.invoke(
         app,
         ["prepare", str(fixture), "-o", str(tmp_path / "d"), "--preset", "diginetica", "--min-item-support", "1",
-         "--split", "time:1d", "--valid", "0"],
+         "--split", "time:1d", "--valid", "0", "--allow-tiny-test"],  # a tiny fixture: the format is what counts
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "Prepared" in result.stderr

@@ -164,7 +164,9 @@ def test_movielens_preset_on_bundled_data(tmp_path: Path) -> None:
 def test_otto_preset_on_bundled_sample(tmp_path: Path) -> None:
     from rnnrec_cli.data import PRESETS
 
-    cfg = PrepareConfig(**{**PRESETS["otto"], "min_item_support": 1, "split": "time:0.2", "valid": "0"})
+    cfg = PrepareConfig(
+        **{**PRESETS["otto"], "min_item_support": 1, "split": "time:0.2", "valid": "0", "allow_tiny_test": True}
+    )
     lf, resolved = scan_events([REPO / "datasets/otto-sample/train.jsonl"], cfg)
     df = lf.collect()
     assert set(df["event"].unique()) == {"clicks", "carts", "orders"}
@@ -396,7 +398,7 @@ def test_given_split_is_used_exactly_as_given(tmp_path: Path) -> None:
     for extra in ([], ["--preset", "gru4rec"]):
         out = tmp_path / f"data{len(extra)}"
         cli_ok(["prepare", str(tr), "--test", str(te), "--sep", "\t", "--session-col", "SessionId",
-                "--item-col", "ItemId", "--time-col", "Time", "-o", str(out), *extra])  # fmt: skip
+                "--item-col", "ItemId", "--time-col", "Time", "-o", str(out), "--allow-tiny-test", *extra])  # fmt: skip
         m = json.loads((out / "manifest.json").read_text())
         assert m["n_items"] == 5  # every training item, 13 and 14 included
         assert m["splits"]["train"]["events"] == len(train)
@@ -409,7 +411,8 @@ def test_given_split_is_used_exactly_as_given(tmp_path: Path) -> None:
         assert [[items[i] for i in s] for s in np.split(seqs.items, seqs.offsets[1:-1])] == [[10, 10, 13], [12, 11]]
     # Explicit flags still win over the given-split defaults.
     out = tmp_path / "collapsed"
-    cli_ok(["prepare", str(tr), "--test", str(te), "--preset", "gru4rec", "--collapse-repeats", "-o", str(out)])
+    cli_ok(["prepare", str(tr), "--test", str(te), "--preset", "gru4rec", "--collapse-repeats", "-o", str(out),
+            "--allow-tiny-test"])  # fmt: skip
     m = json.loads((out / "manifest.json").read_text())
     assert m["config"]["dedupe_consecutive"] is True
     # Two repeats collapsed, and the one-event session goes with the sequence-length filter.
