@@ -17,7 +17,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.console import Console, Group
@@ -79,9 +79,18 @@ def handle_errors(fn: F) -> F:
             os.dup2(devnull, sys.stdout.fileno())
             raise typer.Exit(0) from None
         except KeyboardInterrupt:
-            raise _fail("interrupted", 130) from None
+            _interrupted("interrupted")
 
     return wrapper  # type: ignore[return-value]
+
+
+def _interrupted(message: str) -> NoReturn:
+    """Ctrl-C: say so and leave at once with 130. A normal interpreter shutdown can run into
+    work XLA still has in flight and crash; everything written is complete already (atomic)."""
+    err.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(130)
 
 
 def _setup_logging(verbose: bool) -> None:
@@ -740,7 +749,7 @@ def train(
     try:
         _fit_with_progress(cfg, run, resume=resume is not None, quiet=quiet)
     except KeyboardInterrupt:
-        raise _fail(f"interrupted; continue where it stopped with: rnnrec train --resume {run.path}", 130) from None
+        _interrupted(f"interrupted; continue where it stopped with: rnnrec train --resume {run.path}")
     if leader:
         if not quiet:
             err.print(
