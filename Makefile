@@ -15,11 +15,12 @@ $(VENV)/.installed: pyproject.toml
 
 install: $(VENV)/.installed
 
-# Prepare -> train -> evaluate -> predict on the bundled MovieLens data.
+# Prepare -> train -> evaluate -> predict on the bundled MovieLens data. A first look, so a small
+# model for a few epochs (the README's defaults take about 10x longer here).
 demo: install
 	rm -rf $(DEMO)
 	$(RNNREC) prepare datasets/ml-latest-small/ratings.csv --preset movielens -o $(DEMO)/data
-	$(RNNREC) train $(DEMO)/data -o $(DEMO)/run --seed 0
+	$(RNNREC) train $(DEMO)/data -o $(DEMO)/run --seed 0 --layers 64 --epochs 3
 	$(RNNREC) evaluate $(DEMO)/run
 	$(RNNREC) predict $(DEMO)/run datasets/ml-latest-small/ratings.csv -o $(DEMO)/run/predictions/recs.csv -k 10
 	@echo "Recommendations (first rows) from $(DEMO)/run/predictions/recs.csv:"
