@@ -56,8 +56,12 @@ err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, widt
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _fail(message: str, code: int = 1) -> typer.Exit:
+def _error_line(message: str) -> None:
     err.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+
+
+def _fail(message: str, code: int = 1) -> typer.Exit:
+    _error_line(message)
     return typer.Exit(code)
 
 
@@ -87,7 +91,7 @@ def handle_errors(fn: F) -> F:
 def _interrupted(message: str) -> NoReturn:
     """Ctrl-C: say so and leave at once with 130. A normal interpreter shutdown can run into
     work XLA still has in flight and crash; everything written is complete already (atomic)."""
-    err.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    _error_line(message)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(130)
@@ -128,7 +132,8 @@ Preset = Annotated[
     str | None,
     typer.Option(
         help="Column mapping and defaults for a public dataset: movielens, otto, diginetica, retailrocket, "
-        "yoochoose, amazon, gru4rec."
+        "yoochoose, amazon, gru4rec.",
+        rich_help_panel="Data",
     ),
 ]
 
@@ -186,6 +191,8 @@ def _progress(quiet: bool) -> Iterator[Progress]:
 def _prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Group:
     """What prepare decided and what came out: columns and how each was found, the sequence and
     split rules, the time span, and the counts per split."""
+    from rnnrec_cli.data import split_targets
+
     rec = manifest.get("recognised", {})
     st = manifest["stages"]
     lines = []
@@ -221,7 +228,7 @@ def _prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Group:
     for col in ("split", "events", "sequences", "targets", "items", "from", "to"):
         table.add_column(col, justify="left" if col in ("split", "from", "to") else "right")
     for name, sp in manifest["splits"].items():
-        targets = sp.get("targets", sp["events"] - sp["sequences"])
+        targets = split_targets(sp)
         table.add_row(
             name,
             f"{sp['events']:,}",
@@ -322,6 +329,13 @@ AllowTinyTest = Annotated[
 ]
 
 
+def _flag_names(values: dict[str, Any], given: dict[str, list[str]]) -> list[str]:
+    """The command-line flags behind PrepareConfig values, for messages."""
+    named = {"dedupe_consecutive": "--keep-repeats/--collapse-repeats", "session_gap": "--session-gap"}
+    flags = {named.get(k, "--" + k.replace("_", "-")) for k in values}
+    return sorted(flags | {f"--{k}" for k, v in given.items() if v})
+
+
 def _prepare_values(
     preset: str | None,
     test: list[str] | None,
@@ -338,8 +352,8 @@ def _prepare_values(
         valid = "0"
     values = {
         **_preset_values(preset),
-        # A split the user brings is kept as given unless a flag says otherwise.
-        **(AS_GIVEN if given["test"] or "valid" in given else {}),
+        # A test split the user brings is kept as given unless a flag says otherwise.
+        **(AS_GIVEN if given["test"] else {}),
         **_gap(session_gap),
         **_given(valid=valid, **flags),
     }
@@ -523,6 +537,7 @@ def train(
         typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections; flags override it."),
     ] = None,
     preset: Preset = None,
+    format: Format = None,
     sep: Sep = None,
     user_col: UserCol = None,
     session_col: SessionCol = None,
@@ -738,8 +753,8 @@ def train(
         )  # fmt: skip
         prep_values, given = _prepare_values(
             preset, test, valid, session_gap, keep_repeats, allow_tiny_test,
-            sep=sep, user_col=user_col, session_col=session_col, item_col=item_col, time_col=time_col,
-            event_col=event_col, value_col=value_col, time_unit=time_unit, split=split,
+            format=format, sep=sep, user_col=user_col, session_col=session_col, item_col=item_col,
+            time_col=time_col, event_col=event_col, value_col=value_col, time_unit=time_unit, split=split,
             min_item_support=min_item_support, min_session_length=min_session_length,
         )  # fmt: skip
         run, cfg = _new_run(
@@ -749,7 +764,9 @@ def train(
     try:
         _fit_with_progress(cfg, run, resume=resume is not None, quiet=quiet)
     except KeyboardInterrupt:
-        _interrupted(f"interrupted; continue where it stopped with: rnnrec train --resume {run.path}")
+        if run.checkpoint("last").is_file():
+            _interrupted(f"interrupted; continue where it stopped with: rnnrec train --resume {run.path}")
+        _interrupted(f"interrupted before the first checkpoint; start again (add --force to reuse {run.path})")
     if leader:
         if not quiet:
             err.print(
@@ -787,7 +804,11 @@ def _new_run(
     model_cfg = _make(ModelConfig, {**file_values.get("model", {}), **model_flags}, "model options")
     train_cfg = _make(
         TrainConfig,
-        {**task_train_defaults(model_cfg), **file_values.get("train", {}), **train_flags},
+        {
+            **task_train_defaults(model_cfg, {*file_values.get("train", {}), *train_flags}),
+            **file_values.get("train", {}),
+            **train_flags,
+        },
         "train options",
     )
     first = Path(data[0])
@@ -804,8 +825,8 @@ def _new_run(
     if len(data) == 1 and data_mod.is_data_dir(first):
         if prep_values or any(given.values()):
             raise typer.BadParameter(
-                f"{first} is already prepared; data options ({', '.join(sorted(prep_values))}) apply to raw event "
-                "files. Prepare again with `rnnrec prepare` to change them",
+                f"{first} is already prepared; data options ({', '.join(_flag_names(prep_values, given))}) apply "
+                "to raw event files. Prepare again with `rnnrec prepare` to change them",
                 param_hint="DATA",
             )
         cfg = _run_config(first.resolve(), model_cfg, train_cfg, features_given)
@@ -1119,10 +1140,7 @@ def evaluate(
         run = open_run(target)
         data_dir = Path(load_config(run).data_dir)
     if sampled:
-        err.print(
-            f"[yellow]Warning:[/] sampled metrics (target vs {sampled} random items) "
-            "are not comparable with full-ranking numbers"
-        )
+        _warn([f"sampled metrics (target vs {sampled} random items) are not comparable with full-ranking numbers"])
     with err.status(f"evaluating on {split}", spinner="dots") if not quiet else _nullcontext() as status:
 
         def on_stage(msg: str) -> None:
@@ -1150,10 +1168,10 @@ def evaluate(
             ]
         )
     if run is not None and not quiet:
-        err.print(
-            f"Wrote {run.eval_dir / split}.json and .csv. "
-            f"Next: rnnrec predict {run.path} EVENTS -o recs.csv (recommendations for your sessions)"
-        )
+        wrote = [str(p) for p in (run.eval_dir / f"{split}.json", run.eval_dir / f"{split}.csv") if p.is_file()]
+        task = result.get("task", "next-item")
+        hint = "--task value -o values.csv" if task == "value" else "-o recs.csv"
+        err.print(f"Wrote {', '.join(wrote)}. Next: rnnrec predict {run.path} EVENTS {hint}")
     if as_json:
         typer.echo(json.dumps(result))
 
@@ -1238,8 +1256,9 @@ def predict(
     run = open_run(run_dir)
     if out != "-" and Path(out).exists() and not force:
         raise RnnrecError(f"{out} already exists; pass --force to overwrite it")
+    # The preset's column mapping only: how sequences are cleaned is the run's.
     overrides = {
-        **_preset_values(preset),
+        **{k: v for k, v in _preset_values(preset).items() if k not in AS_GIVEN},
         **_given(session_col=session_col, user_col=user_col, item_col=item_col, time_col=time_col, value_col=value_col),
     }
     stats = PredictStats()

@@ -8,6 +8,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import re
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -190,7 +191,7 @@ class PrepareConfig:
         """Whether the support/length filter changes anything beyond short sequences: with
         support 1 and repeats kept, training sequences stay as given (one event long included,
         which trains nothing but keeps its items in the catalogue)."""
-        return self.min_item_support > 1 or self.dedupe_consecutive
+        return self.min_item_support > 1 or self.dedupe_consecutive or self.min_session_length > 2
 
     @property
     def test_period(self) -> Period:
@@ -378,13 +379,14 @@ class TrainConfig:
 VALUE_TASK_DEFAULTS: dict[str, Any] = {"optimizer": "adam", "lr": 0.001, "momentum": 0.0, "clip_norm": 1.0}
 
 
-def task_train_defaults(model: ModelConfig) -> dict[str, Any]:
-    """TrainConfig values that replace the class defaults for this model's tasks (flags and
-    --config still override them)."""
+def task_train_defaults(model: ModelConfig, given: Collection[str] = ()) -> dict[str, Any]:
+    """TrainConfig values that replace the class defaults for this model's tasks. `given`: the
+    train keys set by flags or --config, which override these; a chosen optimiser keeps its own
+    class defaults rather than half of Adam's."""
     if model.predicts_items:
         return {}
     if model.predicts_values:
-        return {**VALUE_TASK_DEFAULTS, "monitor": "rmse"}
+        return {**({} if "optimizer" in given else VALUE_TASK_DEFAULTS), "monitor": "rmse"}
     return {"monitor": "accuracy"}
 
 

@@ -629,6 +629,11 @@ def _split_stats(lf: pl.LazyFrame) -> dict[str, Any]:
     }
 
 
+def split_targets(stats: dict[str, Any]) -> int:
+    """Target events of a split's manifest entry (manifests before 2026-12 lack the field)."""
+    return stats.get("targets", stats["events"] - stats["sequences"])
+
+
 def split_warnings(manifest: dict[str, Any]) -> list[str]:
     """A warning for each evaluated split too small for its metrics to mean much (an empty
     validation split is a choice, not a warning)."""
@@ -637,7 +642,7 @@ def split_warnings(manifest: dict[str, Any]) -> list[str]:
         st = manifest.get("splits", {}).get(name)
         if not st or not st["events"]:
             continue
-        targets = st.get("targets", st["events"] - st["sequences"])
+        targets = split_targets(st)
         if targets < MIN_TARGETS or st["sequences"] < MIN_SEQUENCES:
             out.append(
                 f"the {name} split holds only {targets:,} target events in {st['sequences']:,} sequences: its "
@@ -962,12 +967,11 @@ def _latest_note(parts: list[Path], span: tuple[datetime, datetime]) -> str:
 
 
 def split_size(parts: list[Path]) -> tuple[int, int]:
-    """(targets, sequences) of a split: events after the first of each sequence."""
+    """(targets, sequences) of a split held in parts."""
     if not parts:
         return 0, 0
-    row = pl.scan_parquet(parts).select(pl.len().alias("n"), pl.col("seq").n_unique().alias("s")).collect()
-    n, seqs = int(row["n"][0]), int(row["s"][0])
-    return n - seqs, seqs
+    st = _split_stats(pl.scan_parquet(parts))
+    return st["targets"], st["sequences"]
 
 
 def prepare(

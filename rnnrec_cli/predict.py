@@ -614,6 +614,9 @@ def _canonical_blocks(
     for raw in iter_stdin_blocks(pcfg, opts.block_rows):
         lf, pc = canonicalize(raw.lazy(), pcfg, "stdin", time_optional=True)
         df = check_times(lf.collect(), pc).with_columns(pl.col("_row") + offset)
+        if pc.time_col is None:
+            # Row order is the time: count rows across blocks, so a carried session stays first.
+            df = df.with_columns(ts=pl.from_epoch(pl.col("_row").cast(pl.Int64), time_unit="us"))
         offset += raw.height
         if carry is not None:
             df = pl.concat([carry, df], how="vertical_relaxed")

@@ -60,3 +60,18 @@ def test_round_trip_and_unknown_keys() -> None:
 def test_tied_embedding_width() -> None:
     assert ModelConfig(layers=(32,)).embedding_dim == 32
     assert ModelConfig(layers=(32,), embedding=16).embedding_dim == 16
+
+
+def test_task_defaults_and_given_split_rules() -> None:
+    from rnnrec_cli.config import AS_GIVEN, VALUE_TASK_DEFAULTS, PrepareConfig, task_train_defaults
+
+    value = ModelConfig(tasks=("value",))
+    assert task_train_defaults(value) == {**VALUE_TASK_DEFAULTS, "monitor": "rmse"}
+    # A chosen optimiser keeps its own defaults, not half of Adam's.
+    assert task_train_defaults(value, {"optimizer"}) == {"monitor": "rmse"}
+    assert task_train_defaults(ModelConfig(tasks=("event-type",))) == {"monitor": "accuracy"}
+    assert task_train_defaults(ModelConfig()) == {}
+    # A given split filters nothing, unless a flag asks for it.
+    assert not PrepareConfig(**AS_GIVEN).filters_items
+    assert PrepareConfig(**{**AS_GIVEN, "min_session_length": 3}).filters_items
+    assert PrepareConfig(**{**AS_GIVEN, "min_item_support": 5}).filters_items

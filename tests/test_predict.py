@@ -158,6 +158,8 @@ def test_time_column_is_optional_for_ordered_input(run_dir: Path, tmp_path: Path
     untimed = "user_id,item_id\nx,10\nx,11\nx,12\ny,30\n"
     timed = _predict(run_dir, SESSION, "-k", "3")
     assert _predict(run_dir, untimed, "-k", "3").equals(timed)
+    # Streamed in blocks of 2 rows, x's events span blocks: row order still counts across them.
+    assert _predict(run_dir, untimed, "-k", "3", "--block-rows", "2").equals(timed)
     path = tmp_path / "untimed.csv"
     path.write_text(untimed)
     result = runner.invoke(app, ["predict", str(run_dir), str(path), "-k", "3", "-q"])
