@@ -133,10 +133,10 @@ def test_ctrl_c_names_the_resume_command(tmp_path: Path) -> None:
         [sys.executable, "-m", "rnnrec_cli", "train", str(log), "-o", str(run), "--epochs", "50", "--layers", "64"],
         stderr=subprocess.PIPE, stdout=subprocess.PIPE, text=True,
     )  # fmt: skip
-    deadline = time.time() + 120
-    while not (run / "config.json").exists() and time.time() < deadline:
+    # After the first checkpoint (20 s into training, or the first epoch's end) there is something to resume.
+    deadline = time.time() + 180
+    while not (run / "checkpoints" / "last.msgpack").exists() and time.time() < deadline:
         time.sleep(0.2)
-    time.sleep(3)
     proc.send_signal(signal.SIGINT)
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
