@@ -1276,9 +1276,11 @@ def predict(
             + (" (left out)" if task == "value" or not fallback else " (popular items given, marked fallback)")
         )
         if stats.repeated_keys:
-            err.print(
-                f"[yellow]Warning:[/] {stats.repeated_keys:,} sessions were not contiguous on stdin and got "
-                "recommendations more than once; sort the input by session, or pass it as a file"
+            _warn(
+                [
+                    f"{stats.repeated_keys:,} sessions were not contiguous on stdin and got "
+                    "recommendations more than once; sort the input by session, or pass it as a file"
+                ]
             )
 
 
