@@ -20,8 +20,9 @@ import numpy as np
 from rnnrec_cli import model
 from rnnrec_cli.baselines import BASELINES, baseline_scores
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
-from rnnrec_cli.data import Sequences, read_items, read_sequences
-from rnnrec_cli.scoring import ScoreOptions, model_scores
+from rnnrec_cli.options import ScoreOptions
+from rnnrec_cli.scoring import model_scores
+from rnnrec_cli.sequences import Sequences, read_items, read_sequences
 
 
 def random_sequences(n_items: int, n_targets: int, seed: int = 0) -> Sequences:

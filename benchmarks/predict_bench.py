@@ -17,7 +17,8 @@ import numpy as np
 
 from rnnrec_cli import model
 from rnnrec_cli.config import ModelConfig
-from rnnrec_cli.predict import PredictOptions, recommend
+from rnnrec_cli.options import PredictOptions
+from rnnrec_cli.recommend import recommend
 
 
 def main() -> None:

@@ -16,10 +16,10 @@ import jax
 import numpy as np
 
 from rnnrec_cli import model
-from rnnrec_cli.batches import session_parallel
+from rnnrec_cli.batches import Batch, session_parallel
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
-from rnnrec_cli.data import Sequences
-from rnnrec_cli.train import Batch, init_state, item_stats, make_optimizer, train_step
+from rnnrec_cli.sequences import Sequences
+from rnnrec_cli.step import init_state, item_stats, make_optimizer, train_step
 
 
 def synthetic_sequences(n_items: int, n_events: int, seed: int = 0) -> Sequences:
@@ -35,14 +35,14 @@ def bench(cfg: RunConfig, seqs: Sequences, max_chunks: int) -> tuple[float, floa
     state = init_state(cfg, tx)
     step = jax.jit(partial(train_step, cfg=cfg, tx=tx), donate_argnums=(0, 1))
     stream = session_parallel(seqs, cfg.train.batch_size, cfg.train.bptt)
-    chunks = [c.as_tuple() for _, c in zip(range(max_chunks + 1), stream.chunks(), strict=False)]
+    chunks = [c._replace(target_pos=None) for _, c in zip(range(max_chunks + 1), stream.chunks(), strict=False)]
     carry = model.zero_carry(cfg.model, cfg.train.batch_size)
     key = jax.random.key(0)
     t0 = time.perf_counter()
     stats = item_stats(np.ones(cfg.n_items), cfg.train.sample_alpha)
     rng = np.random.default_rng(0)
     negs = rng.integers(0, cfg.n_items, (len(chunks), cfg.train.n_sample), dtype=np.int32)
-    batches = [Batch(*c, negs[i]) for i, c in enumerate(chunks)]
+    batches: list[Batch] = [c._replace(negatives=negs[i]) for i, c in enumerate(chunks)]
     state, carry, m = step(state, carry, batches[0], stats, key)
     jax.block_until_ready(m)
     compile_s = time.perf_counter() - t0

@@ -16,17 +16,15 @@ zero-score items would all tie with an unseen target.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import numpy as np
 import scipy.sparse as sp
 
 from rnnrec_cli.config import Ties
-from rnnrec_cli.data import Sequences
-from rnnrec_cli.metrics import rank_with_ties
-from rnnrec_cli.scoring import ScoreOptions, Scores
+from rnnrec_cli.metrics import Scores, rank_with_ties
+from rnnrec_cli.options import EvalOptions, ScoreOptions
+from rnnrec_cli.sequences import Positions, Sequences, positions
 
-BASELINES = ("pop", "spop", "markov", "iknn", "sknn")
+BASELINES = EvalOptions.baselines
 ROWS_PER_BLOCK = 512
 
 
@@ -44,28 +42,6 @@ def lexicographic_ranks(primary: np.ndarray, secondary: np.ndarray, targets: np.
     higher = (primary > p_t).sum(1) + (same & (secondary[None, :] > s_t)).sum(1)
     tied = (same & (secondary[None, :] == s_t)).sum(1) - 1
     return np.asarray(rank_with_ties(higher, tied, ties), np.float32)
-
-
-@dataclass(frozen=True)
-class Positions:
-    """Every target position of a split: the sequence it belongs to, the current (last seen)
-    item, and the target; in sequence order (matching evaluate.target_items)."""
-
-    seq: np.ndarray
-    current: np.ndarray
-    target: np.ndarray
-    # start offset of the prefix in seqs.items, and its end (exclusive) = position of the target
-    start: np.ndarray
-    end: np.ndarray
-
-
-def positions(seqs: Sequences) -> Positions:
-    lengths = seqs.lengths
-    n = np.maximum(lengths - 1, 0)
-    seq = np.repeat(np.arange(len(seqs)), n)
-    first = np.repeat(seqs.offsets[:-1], n)
-    end = first + 1 + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
-    return Positions(seq=seq, current=seqs.items[end - 1], target=seqs.items[end], start=first, end=end)
 
 
 def _session_item_matrix(train: Sequences, n_items: int) -> sp.csr_matrix:

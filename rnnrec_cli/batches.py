@@ -14,39 +14,47 @@ own sequences.
 from __future__ import annotations
 
 import heapq
+import queue
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, NamedTuple, TypeVar
 
 import numpy as np
 
-from rnnrec_cli.data import Sequences
+from rnnrec_cli.config import RunConfig
+from rnnrec_cli.sequences import Sequences, read_lengths, read_sequences
+
+T = TypeVar("T")
 
 
-@dataclass(frozen=True)
-class Chunk:
-    """T steps of the stream. All arrays are [T, B].
+class Batch(NamedTuple):
+    """T steps of B slots, time-major: the one batch type of training, scoring and predict, as
+    NumPy arrays on the host and as jax arrays on the device (a NamedTuple is a pytree).
 
-    inputs: <int32> item fed at the step; targets: <int32> the next item (to predict);
-    mask: <bool> the step holds a real (input, target) pair; reset: <bool> zero the slot's
-    hidden state before the step (first step of a sequence); target_pos: <int64> index of the
-    target in the packed `Sequences.items` (-1 on padding), to put per-step results back in order.
-    input_values, target_values: <float32> the values of the input and target events (0 on
-    padding), when the sequences carry values; input_events, target_events: <int32> their
-    event types (-1 on padding and unknown types), when the sequences carry types.
+    inputs: <int32>[T, B] item fed at the step; targets: <int32>[T, B] the next item (to
+    predict); mask: <bool>[T, B] the step holds a real (input, target) pair (predict: a real
+    input event); reset: <bool>[T, B] zero the slot's hidden state before the step (first step
+    of a sequence); negatives: <int32>[S] the chunk's shared sampled negatives (training), or
+    <int32>[T, B, S] random items for sampled ranks (evaluation); input_values, target_values:
+    <float32>[T, B] the values of the input and target events (NaN or 0 where unknown);
+    input_events, target_events: <int32>[T, B] their event types (-1 on padding and unknown
+    types); target_pos: <int64>[T, B] index of the target in the packed `Sequences.items` (-1 on
+    padding), to put per-step results back in order: host only, never sent to a device.
+    Fields a model does not read are None.
     """
 
-    inputs: np.ndarray
-    targets: np.ndarray
-    mask: np.ndarray
-    reset: np.ndarray
-    target_pos: np.ndarray
-    input_values: np.ndarray | None = None
-    target_values: np.ndarray | None = None
-    input_events: np.ndarray | None = None
-    target_events: np.ndarray | None = None
-
-    def as_tuple(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        return self.inputs, self.targets, self.mask, self.reset
+    inputs: Any
+    targets: Any = None
+    mask: Any = None
+    reset: Any = None
+    negatives: Any = None
+    input_values: Any = None
+    target_values: Any = None
+    input_events: Any = None
+    target_events: Any = None
+    target_pos: Any = None
 
 
 @dataclass(frozen=True)
@@ -85,7 +93,7 @@ def layout(lengths: np.ndarray, batch_size: int, bptt: int, order: np.ndarray | 
 
 @dataclass(frozen=True)
 class Stream:
-    """A layout plus the items it reads, producing [T, len(slots)] chunks on demand.
+    """A layout plus the items it reads, producing [T, len(slots)] batches on demand.
 
     `first[i]` is the index in `items` of sequence i's first event; only the sequences running
     in `slots` need valid entries (a process of a multi-host run holds only those).
@@ -103,13 +111,7 @@ class Stream:
     def n_chunks(self) -> int:
         return self.plan.n_steps // self.bptt
 
-    @property
-    def n_events(self) -> int:
-        """Real (input, target) pairs in this stream's slots."""
-        p = self.plan
-        return int(p.n_pairs[(p.slot >= self.slots.start) & (p.slot < self.slots.stop)].sum())
-
-    def chunk(self, k: int) -> Chunk:
+    def chunk(self, k: int) -> Batch:
         p, t = self.plan, self.bptt
         steps = np.arange(k * t, (k + 1) * t, dtype=np.int64)[:, None]
         slots = np.arange(self.slots.start, self.slots.stop, dtype=np.int64)[None, :]
@@ -117,17 +119,8 @@ class Stream:
             empty = np.zeros((t, slots.shape[1]), np.int32)
             no_values = None if self.values is None else empty.astype(np.float32)
             no_events = None if self.events is None else empty - 1
-            return Chunk(
-                empty,
-                empty,
-                empty.astype(bool),
-                empty.astype(bool),
-                empty - 1,
-                no_values,
-                no_values,
-                no_events,
-                no_events,
-            )
+            none = empty.astype(bool)
+            return Batch(empty, empty, none, none, None, no_values, no_values, no_events, no_events, empty - 1)
         # Sequences are sorted by (slot, start): the one running at (step, slot) is the last that
         # started at or before the step in that slot.
         j = np.searchsorted(p.key, slots * (p.n_steps + 1) + steps, side="right") - 1
@@ -146,21 +139,12 @@ class Stream:
         if self.events is not None:
             in_e = np.where(mask, self.events[src], -1).astype(np.int32)
             out_e = np.where(mask, self.events[nxt], -1).astype(np.int32)
-        return Chunk(inputs, targets, mask, mask & (offset == 0), np.where(mask, src + 1, -1), in_v, out_v, in_e, out_e)
+        reset = mask & (offset == 0)
+        return Batch(inputs, targets, mask, reset, None, in_v, out_v, in_e, out_e, np.where(mask, src + 1, -1))
 
-    def chunks(self, start: int = 0) -> Iterator[Chunk]:
+    def chunks(self, start: int = 0) -> Iterator[Batch]:
         for k in range(start, self.n_chunks):
             yield self.chunk(k)
-
-    def whole(self) -> Chunk:
-        """Every chunk stacked: [n_steps, B] arrays (for tests and small data)."""
-        parts = [self.chunk(k) for k in range(self.n_chunks)]
-
-        def stack(field: str) -> np.ndarray | None:
-            got = [getattr(c, field) for c in parts]
-            return None if got[0] is None else np.concatenate(got)
-
-        return Chunk(*(stack(f) for f in Chunk.__dataclass_fields__))
 
 
 def assign_slots(n_pairs: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
@@ -202,3 +186,113 @@ def sample_negatives(cdf: np.ndarray, n_sample: int, rng: np.random.Generator) -
     """<int32>[n_sample] items drawn by inverting `cdf` (cumulative `sampling_distribution`)."""
     draws = np.searchsorted(cdf, rng.random(n_sample) * cdf[-1], side="right")
     return np.minimum(draws, len(cdf) - 1).astype(np.int32)
+
+
+# ---------------------------------------------------------------------------- training epochs
+
+
+class TrainData(NamedTuple):
+    """What this process reads of the training split: every sequence's length, and the items
+    of either all sequences (one process) or, per epoch, only those its slots run."""
+
+    data_dir: Path
+    lengths: np.ndarray
+    seqs: Sequences | None
+    values: bool = False
+    events: tuple[str, ...] | None = None
+
+
+def load_train_data(
+    data_dir: Path, values: bool = False, events: tuple[str, ...] | None = None, *, per_epoch: bool = False
+) -> TrainData:
+    """All of the training split, or with `per_epoch` (a multi-process run) only the lengths:
+    each epoch then reads just the sequences this process's slots run."""
+    if per_epoch:
+        return TrainData(data_dir, read_lengths(data_dir, "train"), None, values, events)
+    seqs = read_sequences(data_dir, "train", values=values, events=events)
+    return TrainData(data_dir, seqs.lengths, seqs, values, events)
+
+
+def epoch_stream(cfg: RunConfig, data: TrainData, epoch: int, slots: range, plan: Layout | None = None) -> Stream:
+    """The epoch's stream for `slots`: a function of (seed, epoch) alone, so a resumed run
+    replays exactly the batches an uninterrupted one would see, and every process agrees on
+    the layout without talking to the others. `plan`: the unshuffled layout, if already made."""
+    tc = cfg.train
+    if tc.shuffle:
+        order = np.random.default_rng([tc.seed, epoch]).permutation(len(data.lengths))
+        plan = layout(data.lengths, tc.batch_size, tc.bptt, order)
+    elif plan is None:
+        # Prepared sequences are stored by start time; GRU4Rec trains in that order.
+        plan = layout(data.lengths, tc.batch_size, tc.bptt)
+    if data.seqs is not None:
+        return Stream(plan, data.seqs.items, data.seqs.offsets[:-1], tc.bptt, slots, data.seqs.values, data.seqs.events)
+    wanted = np.zeros(len(data.lengths), bool)
+    wanted[plan.sequences_in(slots)] = True
+    mine = read_sequences(data.data_dir, "train", wanted, values=data.values, events=data.events)
+    first = np.full(len(data.lengths), -1, np.int64)
+    first[wanted] = mine.offsets[:-1]
+    return Stream(plan, mine.items, first, tc.bptt, slots, mine.values, mine.events)
+
+
+def validation_subset(seqs: Sequences, n: int, seed: int) -> Sequences:
+    """At most `n` sequences, drawn with a fixed seed (kept in stored order); all when n is 0."""
+    if not n or n >= len(seqs):
+        return seqs
+    keep = np.sort(np.random.default_rng([seed, 2]).choice(len(seqs), n, replace=False))
+    lengths = seqs.lengths[keep]
+    idx = (
+        np.repeat(seqs.offsets[keep], lengths)
+        + np.arange(lengths.sum())
+        - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    )
+    values = None if seqs.values is None else seqs.values[idx]
+    events = None if seqs.events is None else seqs.events[idx]
+    offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
+    return Sequences(items=seqs.items[idx], offsets=offsets, values=values, events=events)
+
+
+def chunk_negatives(cfg: RunConfig, cdf: np.ndarray, epoch: int, chunk: int) -> np.ndarray:
+    """The chunk's shared negatives, seeded by (seed, epoch, chunk): the same on every process
+    and on resume, without holding an epoch's worth in memory."""
+    n_sample = 0 if cfg.train.full_softmax or not cfg.model.predicts_items else cfg.train.n_sample
+    return sample_negatives(cdf, n_sample, np.random.default_rng([cfg.train.seed, epoch, 1, chunk]))
+
+
+def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+    """Run the iterator `depth` items ahead in a background thread (batch assembly and the
+    host-to-device copy overlap the device's work). Exceptions surface in the consumer."""
+    if depth <= 0:
+        yield from items
+        return
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    stop = threading.Event()
+    done = object()
+
+    def produce() -> None:
+        try:
+            for x in items:
+                while not stop.is_set():
+                    try:
+                        q.put((x, None), timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put((done, None))
+        except BaseException as exc:  # re-raised in the consumer
+            q.put((done, exc))
+
+    thread = threading.Thread(target=produce, daemon=True, name="rnnrec-prefetch")
+    thread.start()
+    try:
+        while True:
+            x, exc = q.get()
+            if exc is not None:
+                raise exc
+            if x is done:
+                return
+            yield x
+    finally:
+        stop.set()
+        thread.join()

@@ -1,16 +1,17 @@
-"""Frozen, validated configuration for every stage, saved as JSON in data and run directories.
+"""Frozen, validated configuration saved with the data and the runs; each default written once.
 
-Precedence (resolved once, in cli.py): dataclass defaults < preset < --config file < explicit flags.
+PrepareConfig goes into a data directory's manifest, RunConfig (ModelConfig + TrainConfig) into
+a run's config.json; the options of one command's work (evaluate, scoring, predict) are in
+options.py. The CLI shows these defaults in --help and passes only the flags a user gave.
+Precedence (resolved once, in the CLI): dataclass defaults < preset < --config file < flags.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import json
 import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Literal, get_args
 
 from rnnrec_cli.errors import ConfigError
@@ -78,13 +79,13 @@ def parse_split(text: str) -> Period:
     return period
 
 
-def _check_choice(name: str, value: Any, literal: Any) -> None:
+def check_choice(name: str, value: Any, literal: Any) -> None:
     choices = get_args(literal)
     if value not in choices:
         raise ConfigError(f"{name} {value!r} is not one of: {', '.join(map(str, choices))}")
 
 
-def _check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
+def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
     if value < 0 or (value == 0 and not allow_zero):
         raise ConfigError(f"{name} must be {'>= 0' if allow_zero else '> 0'}, got {value}")
 
@@ -103,6 +104,9 @@ MIN_TARGETS = 100
 MIN_SEQUENCES = 10
 # Below this a test split is an error unless --allow-tiny-test.
 TINY_TEST_TARGETS = 10
+# The cut-off of the field's headline numbers (Recall@20, MRR@20): always reported in
+# validation, the default top-K of predict and the largest default cut-off of evaluate.
+HEADLINE_K = 20
 
 # A split the user gives (--test FILE, or GRU4Rec's own format) is used as given: published
 # numbers are measured on it exactly, repeats included (the easiest targets), with every
@@ -161,17 +165,17 @@ class PrepareConfig:
     item_sep: str = "|"
 
     def __post_init__(self) -> None:
-        _check_choice("--format", self.format, InputFormat)
-        _check_choice("--time-unit", self.time_unit, TimeUnit)
+        check_choice("--format", self.format, InputFormat)
+        check_choice("--time-unit", self.time_unit, TimeUnit)
         if self.sep is not None and len(self.sep) != 1 and self.sep != "::":
             raise ConfigError(f"--sep must be one character (or '::'), got {self.sep!r}")
         if self.time_offset_unit == "auto":
             raise ConfigError("--time-offset-unit must be s, ms, us or ns")
-        _check_positive("--max-length", self.max_length, allow_zero=True)
+        check_positive("--max-length", self.max_length, allow_zero=True)
         if self.session_gap is not None:
-            _check_positive("--session-gap", self.session_gap)
-        _check_positive("--min-item-support", self.min_item_support)
-        _check_positive("--buckets", self.buckets, allow_zero=True)
+            check_positive("--session-gap", self.session_gap)
+        check_positive("--min-item-support", self.min_item_support)
+        check_positive("--buckets", self.buckets, allow_zero=True)
         if self.min_session_length < 2:
             raise ConfigError(
                 f"--min-session-length must be >= 2 (a sequence of one event has no "
@@ -235,19 +239,19 @@ class ModelConfig:
     feature_output: bool = False
 
     def __post_init__(self) -> None:
-        _check_choice("--cell", self.cell, Cell)
+        check_choice("--cell", self.cell, Cell)
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(
                 f"--task needs distinct tasks from next-item, value, event-type; got {','.join(self.tasks)}"
             )
         for task in self.tasks:
-            _check_choice("--task", task, Task)
-        _check_positive("value std", self.value_std)
-        _check_positive("--event-dim", self.event_dim)
-        _check_positive("--feature-dim", self.feature_dim)
+            check_choice("--task", task, Task)
+        check_positive("value std", self.value_std)
+        check_positive("--event-dim", self.event_dim)
+        check_positive("--feature-dim", self.feature_dim)
         if not self.layers or any(n <= 0 for n in self.layers):
             raise ConfigError(f"--layers must be positive sizes like 100 or 256,128, got {self.layers}")
-        _check_positive("--embedding", self.embedding, allow_zero=True)
+        check_positive("--embedding", self.embedding, allow_zero=True)
         _check_probability("--dropout-embed", self.dropout_embed)
         _check_probability("--dropout-hidden", self.dropout_hidden)
 
@@ -323,7 +327,7 @@ class TrainConfig:
     seed: int = 0
     # Early stopping: stop after this many epochs without improvement of `monitor` (0 = never).
     patience: int = 0
-    monitor: str = "mrr@20"
+    monitor: str = f"mrr@{HEADLINE_K}"
     eval_batch_size: int = 256
     # Validate on at most this many sequences, a seeded random subset (0 = the whole split):
     # full-catalogue ranking of a large validation split can cost more than the epoch.
@@ -338,38 +342,44 @@ class TrainConfig:
     prefetch: int = 2
 
     def __post_init__(self) -> None:
-        _check_choice("--loss", self.loss, Loss)
-        _check_choice("--value-loss", self.value_loss, ValueLoss)
-        _check_positive("--target-weighting", self.target_weighting, allow_zero=True)
-        _check_positive("--huber-delta", self.huber_delta)
+        check_choice("--loss", self.loss, Loss)
+        check_choice("--value-loss", self.value_loss, ValueLoss)
+        check_positive("--target-weighting", self.target_weighting, allow_zero=True)
+        check_positive("--huber-delta", self.huber_delta)
         if any(w < 0 for w in self.task_weights):
             raise ConfigError(f"--task-weights must be >= 0, got {self.task_weights}")
-        _check_choice("--optimizer", self.optimizer, Optimizer)
-        _check_choice("--lr-schedule", self.lr_schedule, Schedule)
-        _check_positive("--epochs", self.epochs)
-        _check_positive("--batch-size", self.batch_size)
-        _check_positive("--bptt", self.bptt)
-        _check_positive("--n-sample", self.n_sample, allow_zero=True)
-        _check_positive("--sample-alpha", self.sample_alpha, allow_zero=True)
+        check_choice("--optimizer", self.optimizer, Optimizer)
+        check_choice("--lr-schedule", self.lr_schedule, Schedule)
+        check_positive("--epochs", self.epochs)
+        check_positive("--batch-size", self.batch_size)
+        check_positive("--bptt", self.bptt)
+        check_positive("--n-sample", self.n_sample, allow_zero=True)
+        check_positive("--sample-alpha", self.sample_alpha, allow_zero=True)
         if not 0 <= self.logq <= 1:
             raise ConfigError(f"--logq must be in [0, 1], got {self.logq}")
         if self.full_softmax and self.loss != "ce":
             raise ConfigError(f"--full-softmax applies to --loss ce only, not {self.loss}")
-        _check_positive("--bpreg", self.bpreg, allow_zero=True)
-        _check_positive("--elu", self.elu, allow_zero=True)
-        _check_positive("--lr", self.lr)
-        _check_positive("--momentum", self.momentum, allow_zero=True)
-        _check_positive("--clip-norm", self.clip_norm, allow_zero=True)
-        _check_positive("--patience", self.patience, allow_zero=True)
-        _check_positive("--eval-batch-size", self.eval_batch_size)
-        _check_positive("--valid-sample", self.valid_sample, allow_zero=True)
-        _check_positive("--checkpoint-every", self.checkpoint_every, allow_zero=True)
-        _check_positive("--devices", self.devices, allow_zero=True)
-        _check_positive("--prefetch", self.prefetch, allow_zero=True)
+        check_positive("--bpreg", self.bpreg, allow_zero=True)
+        check_positive("--elu", self.elu, allow_zero=True)
+        check_positive("--lr", self.lr)
+        check_positive("--momentum", self.momentum, allow_zero=True)
+        check_positive("--clip-norm", self.clip_norm, allow_zero=True)
+        check_positive("--patience", self.patience, allow_zero=True)
+        check_positive("--eval-batch-size", self.eval_batch_size)
+        check_positive("--valid-sample", self.valid_sample, allow_zero=True)
+        check_positive("--checkpoint-every", self.checkpoint_every, allow_zero=True)
+        check_positive("--devices", self.devices, allow_zero=True)
+        check_positive("--prefetch", self.prefetch, allow_zero=True)
         if not re.fullmatch(r"(recall|mrr)@\d+|rmse|mae|accuracy", self.monitor):
             raise ConfigError(
                 f"--monitor {self.monitor!r} must look like mrr@20 or recall@20, or be rmse, mae or accuracy"
             )
+
+    @property
+    def valid_ks(self) -> tuple[int, ...]:
+        """Cut-offs of the validation metrics: the monitor's and the headline one."""
+        k = int(self.monitor.split("@")[1]) if "@" in self.monitor else HEADLINE_K
+        return tuple(sorted({k, HEADLINE_K}))
 
 
 # Training defaults of a model that ranks no items. Predicting values alone is a dense
@@ -445,19 +455,3 @@ def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:
 
 def to_dict(cfg: Any) -> dict[str, Any]:
     return dataclasses.asdict(cfg)
-
-
-def save_json(path: Path, values: dict[str, Any]) -> None:
-    """Write JSON atomically so a crash never leaves a half-written file behind."""
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(values, indent=2, sort_keys=False) + "\n")
-    tmp.replace(path)
-
-
-def load_json(path: Path) -> dict[str, Any]:
-    try:
-        return json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ConfigError(f"{path} does not exist") from None
-    except json.JSONDecodeError as exc:
-        raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None

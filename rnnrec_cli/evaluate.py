@@ -1,9 +1,12 @@
 """Evaluation: next-item ranks at every position of every sequence, against the full catalogue,
 for the model and the baselines on the same targets, with beyond-accuracy metrics, breakdowns,
-bootstrap confidence intervals and a paired test.
+bootstrap confidence intervals and a paired test; value and event-type heads beside their own
+baselines.
 
 The hidden state starts at zero for each sequence (reset in the session-parallel stream) and
-only real targets count; training positions are never scored.
+only real targets count; training positions are never scored. `evaluate` returns an
+`EvalResult`, whose JSON (eval/<split>.json, `rnnrec evaluate --json`) has one shape for every
+task (README, "evaluate --json").
 """
 
 from __future__ import annotations
@@ -11,100 +14,107 @@ from __future__ import annotations
 import csv
 import dataclasses
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 
-from rnnrec_cli import model
-from rnnrec_cli.baselines import BASELINES, VALUE_BASELINES, baseline_scores, positions, value_baseline
-from rnnrec_cli.config import RunConfig, Ties, save_json
-from rnnrec_cli.data import Sequences, event_types, load_manifest, read_items, read_sequences
-from rnnrec_cli.errors import DataError, RunDirError
-from rnnrec_cli.features import read_item_features
+from rnnrec_cli.baselines import VALUE_BASELINES, baseline_scores, value_baseline
+from rnnrec_cli.config import RunConfig
+from rnnrec_cli.errors import DataError
 from rnnrec_cli.metrics import (
+    Scores,
     beyond_accuracy,
     bootstrap_ci,
     breakdown,
     event_accuracy,
     paired_bootstrap,
     per_sequence_sums,
+    popularity_groups,
     summarize,
     value_errors,
 )
-from rnnrec_cli.rundir import RunDir, load_config, restore_checkpoint
-from rnnrec_cli.scoring import ScoreOptions, Scores, head_predictions, model_scores, target_positions
+from rnnrec_cli.model import Params
+from rnnrec_cli.options import EvalOptions, ScoreOptions
+from rnnrec_cli.rundir import RunDir, atomic_write, load_config, restore_model, save_json
+from rnnrec_cli.scoring import head_predictions, model_scores
+from rnnrec_cli.sequences import (
+    Sequences,
+    event_types,
+    is_leave_one_out,
+    item_counts,
+    last_target_mask,
+    positions,
+    read_sequences,
+)
 
 POSITION_BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 9, "5-9"), (10, 19, "10-19"), (20, 10**12, "20+"))
-POPULARITY_BUCKETS = ("head", "mid", "tail")  # top 20% of items by training count, next 30%, bottom 50%
-
-
-def model_ranks(params: model.Params, cfg: RunConfig, seqs: Sequences, ties: Ties = "conservative") -> np.ndarray:
-    """Full-catalogue ranks of every target event, in sequence order (see `target_items`)."""
-    return model_scores(params, cfg, seqs, ScoreOptions(ties=ties, k=1)).ranks
-
-
-def target_items(seqs: Sequences) -> np.ndarray:
-    return seqs.items[target_positions(seqs)]
-
-
-def last_target_mask(seqs: Sequences) -> np.ndarray:
-    """<bool>[n_targets]: the target is the last event of its sequence (sequence order)."""
-    pos = positions(seqs)
-    return pos.end == seqs.offsets[1:][pos.seq] - 1
-
-
-def is_leave_one_out(data_dir: Path) -> bool:
-    return load_manifest(data_dir).get("config", {}).get("split") == "loo"
-
-
-def restore_params(run: RunDir, cfg: RunConfig) -> model.Params:
-    """The best checkpoint's parameters, with the item features attached when the model uses them."""
-    template = {"params": model.init_params(cfg.model, cfg.n_items, jax.random.key(0))}
-    params = jax.tree.map(jnp.asarray, restore_checkpoint(run, "best", template)["params"])
-    if cfg.model.item_features:
-        features = read_item_features(run.path)
-        if features is None:
-            raise RunDirError(f"{run.path} lacks item_features.parquet, which its model reads; train the run again")
-        params["item_features"] = jax.tree.map(jnp.asarray, features)
-    return params
+POPULARITY_BUCKETS = ("head", "mid", "tail")  # see metrics.popularity_groups
 
 
 @dataclass(frozen=True)
-class EvalOptions:
-    split: str = "test"
-    ks: tuple[int, ...] = (1, 5, 10, 20)
-    ties: Ties = "conservative"
-    last_only: bool = False
-    exclude_seen: bool = False
-    n_sampled: int = 0
-    baselines: tuple[str, ...] = BASELINES
-    knn: int = 100
-    knn_sample: int = 500
-    n_boot: int = 1000
-    seed: int = 0
-    devices: int = 0
-    # Score next-item targets of these event types only (e.g. ("order",): "what will be bought").
-    target_events: tuple[str, ...] = ()
+class EvalResult:
+    """One split's evaluation. `metrics` are the model's (None for baselines alone), `baselines`
+    each baseline's, both for the run's first task: next-item ranking metrics, value errors
+    (rmse, mae, n) or event-type accuracy. The next-item sections (ci, paired, breakdown,
+    sampled) are empty for a model that ranks no items; `value` and `event_type` hold those
+    heads' full results when the model has them."""
+
+    split: str
+    task: str
+    n_events: int
+    n_sequences: int
+    n_items: int
+    model: str | None
+    metrics: dict[str, Any] | None
+    baselines: dict[str, dict[str, Any]]
+    ties: str
+    protocol: dict[str, Any]
+    ci: dict[str, dict[str, list[float]]] = field(default_factory=dict)
+    paired: dict[str, Any] | None = None
+    breakdown: dict[str, Any] = field(default_factory=dict)
+    sampled: dict[str, Any] | None = None
+    value: dict[str, Any] | None = None
+    event_type: dict[str, Any] | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """Every field, for every task; a section that does not apply (None) is left out."""
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
 
 
-def _buckets(values: np.ndarray, edges: Sequence[tuple[int, int, str]]) -> np.ndarray:
-    out = np.zeros(len(values), np.int64)
-    for i, (lo, hi, _) in enumerate(edges):
-        out[(values >= lo) & (values <= hi)] = i
-    return out
+@dataclass(frozen=True)
+class _Targets:
+    """The scored targets of a split: which of all its targets are kept (`keep`, by protocol
+    and --target-events) and, for those, their sequence, prefix length and item."""
+
+    seqs: Sequences
+    keep: np.ndarray
+    seq: np.ndarray
+    prefix_len: np.ndarray
+    item: np.ndarray
+    types: tuple[str, ...] | None
+    # The type of each kept target's event (index into `types`), when the data has types.
+    kinds: np.ndarray | None
 
 
-def _popularity_groups(counts: np.ndarray) -> np.ndarray:
-    """Per item: 0 head (top 20% of items by training count), 1 mid (next 30%), 2 tail."""
-    order = np.argsort(-counts, kind="stable")
-    rank = np.empty(len(counts), np.int64)
-    rank[order] = np.arange(len(counts))
-    n = len(counts)
-    return np.where(rank < 0.2 * n, 0, np.where(rank < 0.5 * n, 1, 2))
+def _targets(data_dir: Path, opts: EvalOptions, cfg: RunConfig | None) -> _Targets:
+    types = _event_vocabulary(data_dir, cfg, opts)
+    seqs = read_sequences(data_dir, opts.split, values=cfg is not None and cfg.model.predicts_values, events=types)
+    if seqs.n_targets == 0:
+        raise DataError(f"the {opts.split} split of {data_dir} has no sequences to evaluate; pick another --split")
+    pos = positions(seqs)
+    keep = last_target_mask(seqs) if opts.last_only else np.ones(len(pos.target), bool)
+    kinds = seqs.events[pos.end] if seqs.events is not None else None
+    if opts.target_events:
+        assert types is not None and kinds is not None
+        keep &= np.isin(kinds, [types.index(t) for t in opts.target_events])
+        if not keep.any():
+            raise DataError(f"no {opts.split} target is of type {', '.join(opts.target_events)}")
+    return _Targets(
+        seqs, keep, pos.seq[keep], (pos.end - pos.start)[keep], pos.target[keep], types,
+        None if kinds is None else kinds[keep],
+    )  # fmt: skip
 
 
 def evaluate(
@@ -113,153 +123,150 @@ def evaluate(
     *,
     run: RunDir | None = None,
     on_stage: Callable[[str], None] | None = None,
-) -> dict[str, Any]:
+) -> EvalResult:
     """Score the run's best checkpoint (if a run is given) and the baselines on one split.
 
-    Writes eval/<split>.json and eval/<split>.csv into the run directory.
+    Writes eval/<split>.json and, for next-item results, eval/<split>.csv into the run directory.
     """
     note = on_stage or (lambda _s: None)
     if is_leave_one_out(data_dir):
         # Earlier events of a leave-one-out test sequence are training data: never score them.
         opts = dataclasses.replace(opts, last_only=True)
     cfg = load_config(run) if run is not None else None
-    with_values = cfg is not None and cfg.model.predicts_values
     if cfg is not None and not cfg.model.predicts_items:
         # A value-only model ranks nothing: its comparison is the value baselines.
         opts = dataclasses.replace(opts, baselines=())
-    types = _event_vocabulary(data_dir, cfg, opts)
-    seqs = read_sequences(data_dir, opts.split, values=with_values, events=types)
-    if seqs.n_targets == 0:
-        raise DataError(f"the {opts.split} split of {data_dir} has no sequences to evaluate; pick another --split")
-    counts = read_items(data_dir).sort("idx")["count"].to_numpy().astype(np.float64)
-    k_max = max(opts.ks)
-    score_opts = ScoreOptions(
-        ties=opts.ties, k=k_max, exclude_seen=opts.exclude_seen, n_sampled=opts.n_sampled, devices=opts.devices
-    )
-    pos = positions(seqs)
-    keep = last_target_mask(seqs) if opts.last_only else np.ones(len(pos.target), bool)
-    target_types = seqs.events[pos.end] if seqs.events is not None else None
-    if opts.target_events:
-        assert types is not None and target_types is not None
-        keep &= np.isin(target_types, [types.index(t) for t in opts.target_events])
-        if not keep.any():
-            raise DataError(f"no {opts.split} target is of type {', '.join(opts.target_events)}")
-    seq_ids = pos.seq[keep]
-    prefix_len = (pos.end - pos.start)[keep]
-    targets = pos.target[keep]
-
+    tg = _targets(data_dir, opts, cfg)
+    counts = item_counts(data_dir).astype(np.float64)
+    heads: dict[str, dict[str, Any]] = {}
     scored: dict[str, Scores] = {}
-    params = restore_params(run, cfg) if run is not None and cfg is not None else None
-    value_result = event_result = None
-    if cfg is not None and params is not None and with_values:
-        note("predicting values")
-        value_result = _value_metrics(params, cfg, data_dir, seqs, keep, opts.devices)
-    if cfg is not None and params is not None and cfg.model.predicts_events:
-        note("predicting event types")
-        event_result = _event_metrics(params, cfg, data_dir, seqs, keep, opts.devices)
-    if cfg is not None and params is not None and cfg.model.predicts_items:
-        note("scoring the model")
-        scored[cfg.model.cell] = model_scores(params, cfg, seqs, score_opts, seed=opts.seed)
-    if not scored and not opts.baselines:
-        # A model that ranks no items: its first task's numbers take the same top-level places
-        # (metrics, baselines) as next-item numbers do, so every result reads alike.
-        assert cfg is not None
+    if run is not None and cfg is not None:
+        params, features = restore_model(run, cfg)
+        if cfg.model.predicts_values:
+            note("predicting values")
+            heads["value"] = _value_metrics(params, cfg, data_dir, tg, opts.devices, features)
+        if cfg.model.predicts_events:
+            note("predicting event types")
+            heads["event_type"] = _event_metrics(params, cfg, data_dir, tg, opts.devices, features)
+        if cfg.model.predicts_items:
+            note("scoring the model")
+            scored[cfg.model.cell] = model_scores(params, cfg, tg.seqs, _score_options(opts), opts.seed, features)
+    n_sequences = int(np.count_nonzero(np.bincount(tg.seq, minlength=len(tg.seqs))))
+    common = {
+        "split": opts.split,
+        "n_events": len(tg.item),
+        "n_sequences": n_sequences,
+        "n_items": len(counts),
+        "ties": opts.ties,
+        "protocol": _protocol(opts),
+        "value": heads.get("value"),
+        "event_type": heads.get("event_type"),
+    }
+    if cfg is not None and not cfg.model.predicts_items:
+        # A model that ranks no items: its first task's numbers take the same places (metrics,
+        # baselines) as next-item numbers do, so every result reads alike.
         task = cfg.model.tasks[0]
-        section = value_result if task == "value" else event_result
-        assert section is not None
-        metrics, baselines = _task_view(task, section)
-        result_v: dict[str, Any] = {
-            "split": opts.split,
-            "task": task,
-            "n_events": int(keep.sum()),
-            "model": cfg.model.cell,
-            "metrics": metrics,
-            "baselines": baselines,
-        }
-        result_v.update({k: v for k, v in (("value", value_result), ("event_type", event_result)) if v is not None})
-        if run is not None:
-            run.eval_dir.mkdir(exist_ok=True)
-            save_json(run.eval_dir / f"{opts.split}.json", result_v)
-        return result_v
-    train = read_sequences(data_dir, "train") if set(opts.baselines) - {"pop"} else seqs
-    for name in opts.baselines:
-        note(f"scoring baseline {name}")
-        scored[name] = baseline_scores(
-            name, train, seqs, counts, score_opts, k=opts.knn, sample=opts.knn_sample, seed=opts.seed
-        )
-    scored = {name: Scores(s.ranks[keep], s.topk[keep], s.sampled[keep]) for name, s in scored.items()}
+        metrics, baselines = _task_view(task, heads["value" if task == "value" else "event_type"])
+        result = EvalResult(task=task, model=cfg.model.cell, metrics=metrics, baselines=baselines, **common)
+    else:
+        train = read_sequences(data_dir, "train") if set(opts.baselines) - {"pop"} else tg.seqs
+        for name in opts.baselines:
+            note(f"scoring baseline {name}")
+            scored[name] = baseline_scores(
+                name, train, tg.seqs, counts, _score_options(opts), k=opts.knn, sample=opts.knn_sample, seed=opts.seed
+            )
+        note("summarising")
+        scored = {name: Scores(s.ranks[tg.keep], s.topk[tg.keep], s.sampled[tg.keep]) for name, s in scored.items()}
+        result = _next_item_result(scored, tg, counts, opts, cfg.model.cell if cfg is not None else None, common)
+    if run is not None:
+        save_json(run.eval_dir / f"{opts.split}.json", result.to_json())
+        if result.task == "next-item":
+            _write_csv(run.eval_dir / f"{opts.split}.csv", {n: _row(result, n) for n in scored}, result.ci)
+    return result
 
-    note("summarising")
-    n_events_per_seq = np.bincount(seq_ids, minlength=len(seqs)).astype(np.float64)
-    used = n_events_per_seq > 0
-    sums = {}
-    table: dict[str, dict[str, float]] = {}
-    ci: dict[str, dict[str, list[float]]] = {}
+
+def _score_options(opts: EvalOptions) -> ScoreOptions:
+    return ScoreOptions(
+        ties=opts.ties, k=max(opts.ks), exclude_seen=opts.exclude_seen, n_sampled=opts.n_sampled, devices=opts.devices
+    )
+
+
+def _protocol(opts: EvalOptions) -> dict[str, Any]:
+    out: dict[str, Any] = {"last_only": opts.last_only, "exclude_seen": opts.exclude_seen, "ranking": "full catalogue"}
+    if opts.target_events:
+        out["target_events"] = list(opts.target_events)
+    return out
+
+
+def _row(result: EvalResult, name: str) -> dict[str, float]:
+    return result.metrics if name == result.model and result.metrics is not None else result.baselines[name]
+
+
+def _next_item_result(
+    scored: dict[str, Scores],
+    tg: _Targets,
+    counts: np.ndarray,
+    opts: EvalOptions,
+    model_name: str | None,
+    common: dict[str, Any],
+) -> EvalResult:
+    """Metrics, confidence intervals, the paired test against the best baseline, breakdowns."""
+    k_max = max(opts.ks)
+    per_seq = np.bincount(tg.seq, minlength=len(tg.seqs)).astype(np.float64)
+    used = per_seq > 0
+    sums, table, ci = {}, {}, {}
+    metric_names: list[str] = []
     for name, s in scored.items():
         table[name] = {**summarize(s.ranks, opts.ks), **beyond_accuracy(s.topk, counts, opts.ks)}
-        sums[name], metric_names = per_sequence_sums(s.ranks, seq_ids, len(seqs), opts.ks)
-        bounds = bootstrap_ci(sums[name][used], n_events_per_seq[used], opts.n_boot, opts.seed)
+        sums[name], metric_names = per_sequence_sums(s.ranks, tg.seq, len(tg.seqs), opts.ks)
+        bounds = bootstrap_ci(sums[name][used], per_seq[used], opts.n_boot, opts.seed)
         ci[name] = {m: [float(lo), float(hi)] for m, (lo, hi) in zip(metric_names, bounds, strict=True)}
-    result: dict[str, Any] = {
-        "split": opts.split,
-        "task": "next-item",
-        "ties": opts.ties,
-        "protocol": {"last_only": opts.last_only, "exclude_seen": opts.exclude_seen, "ranking": "full catalogue"},
-        "n_sequences": int(used.sum()),
-        "n_events": len(targets),
-        "n_items": len(counts),
-    }
-    model_name = next(iter(scored)) if run is not None else None
-    if model_name is not None:
-        result["model"] = model_name
-        result["metrics"] = table[model_name]
-    result["baselines"] = {name: table[name] for name in opts.baselines}
-    result["ci"] = ci
+    paired = None
     monitor = f"mrr@{k_max}"
     if model_name is not None and opts.baselines:
         best = max(opts.baselines, key=lambda b: table[b][monitor])
         diff, diff_ci, p = paired_bootstrap(
-            sums[model_name][used], sums[best][used], n_events_per_seq[used], opts.n_boot, opts.seed
+            sums[model_name][used], sums[best][used], per_seq[used], opts.n_boot, opts.seed
         )
-        result["paired"] = {
+        paired = {
             "against": best,
             "chosen_by": monitor,
             "diff": dict(zip(metric_names, map(float, diff), strict=True)),
             "ci": {m: [float(lo), float(hi)] for m, (lo, hi) in zip(metric_names, diff_ci, strict=True)},
             "p": dict(zip(metric_names, map(float, p), strict=True)),
         }
-    pop_group = _popularity_groups(counts)[targets]
-    pos_group = _buckets(prefix_len, POSITION_BUCKETS)
-    result["breakdown"] = {
+    pop_group = popularity_groups(counts)[tg.item]
+    pos_group = _buckets(tg.prefix_len, POSITION_BUCKETS)
+    parts = {
         "position": {
             n: breakdown(s.ranks, pos_group, [b[2] for b in POSITION_BUCKETS], k_max) for n, s in scored.items()
         },
         "popularity": {n: breakdown(s.ranks, pop_group, POPULARITY_BUCKETS, k_max) for n, s in scored.items()},
     }
-    if target_types is not None and types is not None:
+    if tg.kinds is not None and tg.types is not None:
         # Next-item accuracy by the type of the target event (unknown types left out).
-        kinds = target_types[keep]
-        names = [*types, "unknown"]
-        group = np.where(kinds >= 0, kinds, len(types))
-        result["breakdown"]["event"] = {n: breakdown(s.ranks, group, names, k_max) for n, s in scored.items()}
-    if opts.target_events:
-        result["protocol"]["target_events"] = list(opts.target_events)
-    if event_result is not None:
-        result["event_type"] = event_result
-    if value_result is not None:
-        result["value"] = value_result
+        group = np.where(tg.kinds >= 0, tg.kinds, len(tg.types))
+        parts["event"] = {n: breakdown(s.ranks, group, [*tg.types, "unknown"], k_max) for n, s in scored.items()}
+    sampled = None
     if opts.n_sampled:
-        result["sampled"] = {
+        sampled = {
             "n_sampled": opts.n_sampled,
             "warning": "sampled metrics rank the target against a few random items; they are not comparable "
             "with full-ranking numbers and can reverse which model wins (Krichene & Rendle 2020)",
             "metrics": {name: summarize(s.sampled, opts.ks) for name, s in scored.items()},
         }
-    if run is not None:
-        run.eval_dir.mkdir(exist_ok=True)
-        save_json(run.eval_dir / f"{opts.split}.json", result)
-        _write_csv(run.eval_dir / f"{opts.split}.csv", table, ci)
-    return result
+    return EvalResult(
+        task="next-item", model=model_name, metrics=table[model_name] if model_name is not None else None,
+        baselines={name: table[name] for name in opts.baselines}, ci=ci, paired=paired, breakdown=parts,
+        sampled=sampled, **common,
+    )  # fmt: skip
+
+
+def _buckets(values: np.ndarray, edges: Sequence[tuple[int, int, str]]) -> np.ndarray:
+    out = np.zeros(len(values), np.int64)
+    for i, (lo, hi, _) in enumerate(edges):
+        out[(values >= lo) & (values <= hi)] = i
+    return out
 
 
 def _task_view(task: str, section: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -274,13 +281,14 @@ def _task_view(task: str, section: dict[str, Any]) -> tuple[dict[str, Any], dict
 
 
 def _value_metrics(
-    params: model.Params, cfg: RunConfig, data_dir: Path, seqs: Sequences, keep: np.ndarray, devices: int
+    params: Params, cfg: RunConfig, data_dir: Path, tg: _Targets, devices: int, features: dict[str, Any] | None
 ) -> dict[str, Any]:
     """RMSE/MAE of the value head and the value baselines on the same target events."""
     train = read_sequences(data_dir, "train", values=True)
+    seqs, keep = tg.seqs, tg.keep
     assert seqs.values is not None
-    actual = seqs.values[target_positions(seqs)][keep]
-    preds = {cfg.model.cell: head_predictions(params, cfg, seqs, devices)["value"]}
+    actual = seqs.values[positions(seqs).end][keep]
+    preds = {cfg.model.cell: head_predictions(params, cfg, seqs, devices, features)["value"]}
     preds.update({name: value_baseline(name, train, seqs) for name in VALUE_BASELINES})
     return {
         "model": cfg.model.cell,
@@ -307,10 +315,11 @@ def _event_vocabulary(data_dir: Path, cfg: RunConfig | None, opts: EvalOptions) 
 
 
 def _event_metrics(
-    params: model.Params, cfg: RunConfig, data_dir: Path, seqs: Sequences, keep: np.ndarray, devices: int
+    params: Params, cfg: RunConfig, data_dir: Path, tg: _Targets, devices: int, features: dict[str, Any] | None
 ) -> dict[str, Any]:
     """Accuracy of the event-type head beside two baselines (the most frequent type in training,
     and "the same type as the current event"), and the head's per-type precision and recall."""
+    seqs, keep = tg.seqs, tg.keep
     assert seqs.events is not None
     types = cfg.model.event_types
     train_types = read_sequences(data_dir, "train", events=types).events
@@ -318,7 +327,7 @@ def _event_metrics(
     majority = int(np.bincount(train_types[train_types >= 0], minlength=len(types)).argmax())
     pos = positions(seqs)
     actual, current = seqs.events[pos.end][keep], seqs.events[pos.end - 1][keep]
-    probs = head_predictions(params, cfg, seqs, devices)["event"][keep]
+    probs = head_predictions(params, cfg, seqs, devices, features)["event"][keep]
     known = actual >= 0
     guess = np.argmax(probs, axis=1)
     per_type = {}
@@ -347,8 +356,7 @@ def _write_csv(path: Path, table: dict[str, dict[str, float]], ci: dict[str, dic
     names = list(next(iter(table.values())))
     ci_names = list(next(iter(ci.values())))
     header = ["name", *names, *[f"{m}_ci_low" for m in ci_names], *[f"{m}_ci_high" for m in ci_names]]
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as f:
+    with atomic_write(path) as tmp, open(tmp, "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(header)
         for name, row in table.items():
@@ -360,4 +368,3 @@ def _write_csv(path: Path, table: dict[str, dict[str, float]], ci: dict[str, dic
                     *(ci[name][m][1] for m in ci_names),
                 ]
             )
-    tmp.replace(path)

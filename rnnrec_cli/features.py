@@ -11,8 +11,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
@@ -144,16 +142,3 @@ def read_item_features(directory: Path) -> dict[str, np.ndarray] | None:
     rows = df["numeric"].to_list()
     numeric = np.asarray(rows, np.float32).reshape(df.height, len(rows[0]) if rows else 0)
     return {"codes": codes, "numeric": numeric}
-
-
-def pooled(params: dict[str, Any], table: dict[str, jax.Array], ids: jax.Array) -> jax.Array:
-    """<float32>[..., D] the feature vector of items `ids`: the mean of their categorical
-    values' embeddings plus a linear map of their numeric features."""
-    codes = table["codes"][ids]  # [..., M]
-    emb = params["feature_embedding"]
-    valid = codes >= 0
-    vecs = emb[jnp.where(valid, codes, emb.shape[0] - 1)] * valid[..., None]
-    out = vecs.sum(-2) / jnp.maximum(valid.sum(-1, keepdims=True), 1)
-    if "feature_proj" in params:
-        out = out + table["numeric"][ids] @ params["feature_proj"]
-    return out

@@ -8,11 +8,32 @@ that gives all items the same score gets the worst rank, not the best.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from rnnrec_cli.config import Ties
+
+
+@dataclass(frozen=True)
+class Scores:
+    """A model's or baseline's results per target event, in sequence order (see
+    sequences.positions)."""
+
+    ranks: np.ndarray  # <float32>[n]; inf where the target was excluded as seen
+    topk: np.ndarray  # <int32>[n, k]
+    sampled: np.ndarray  # <float32>[n] rank among sampled items (zeros unless asked for)
+
+
+def popularity_groups(counts: np.ndarray) -> np.ndarray:
+    """<int64>[N] per item: 0 head (the top 20% of items by training count), 1 mid (the next
+    30%), 2 tail (the bottom 50%)."""
+    order = np.argsort(-np.asarray(counts), kind="stable")
+    rank = np.empty(len(order), np.int64)
+    rank[order] = np.arange(len(order))
+    n = len(order)
+    return np.where(rank < 0.2 * n, 0, np.where(rank < 0.5 * n, 1, 2))
 
 
 def rank_with_ties(higher: Any, tied_others: Any, ties: Ties) -> Any:
@@ -58,12 +79,11 @@ def beyond_accuracy(topk: np.ndarray, counts: np.ndarray, ks: Sequence[int]) -> 
     coverage@K: share of the catalogue in at least one list; gini@K: Gini index of how often each
     item is recommended (0 = all equally, 1 = one item always); pop@K: mean training count of
     recommended items divided by the largest count; tail@K: share of recommendations outside the
-    head (the most popular items that make up 20% of the catalogue).
+    head (see `popularity_groups`).
     """
     n_items = len(counts)
     counts = np.asarray(counts, np.float64)
-    head = np.zeros(n_items, bool)
-    head[np.argsort(-counts, kind="stable")[: max(1, n_items // 5)]] = True
+    head = popularity_groups(counts) == 0
     out: dict[str, float] = {}
     for k in ks:
         recs = topk[:, :k].ravel()

@@ -1,22 +1,29 @@
 """The recurrent next-item model as pure functions over a parameter pytree.
 
 Flax linen cells are used as stateless definitions (`cell.apply` inside `jax.lax.scan`), so the
-parameters are a plain dict that jit, optax and msgpack checkpoints handle directly.
+parameters are a plain dict that jit, optax and msgpack checkpoints handle directly. Every
+table with a row per item sits under params["items"] (embedding, bias, and the output kernel
+when untied): the one subtree that sharding splits by rows. Item side features are constants,
+not parameters: they are passed explicitly (`features`, see features.read_item_features).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
 from rnnrec_cli.config import ModelConfig
-from rnnrec_cli.features import pooled
+
+if TYPE_CHECKING:
+    from rnnrec_cli.batches import Batch
 
 Params = dict[str, Any]
 Carry = tuple[Any, ...]
+# {"codes": <int32>[N, M] (-1 pads), "numeric": <float32>[N, K]}, or None without features.
+Features = dict[str, jax.Array] | None
 
 # Time steps per scan iteration. Measured with benchmarks/train_bench.py --unroll: no gain on CPU
 # (see README), so 1 keeps compile time low.
@@ -53,13 +60,13 @@ def zero_carry(cfg: ModelConfig, batch: int) -> Carry:
 
 def init_params(cfg: ModelConfig, n_items: int, key: jax.Array) -> Params:
     k_emb, k_out, *k_cells = jax.random.split(key, 2 + len(cfg.layers))
-    params: Params = {
+    items = {
         "embedding": _glorot_uniform(k_emb, (n_items, cfg.embedding_dim)),
-        "out_bias": jnp.zeros((n_items,), jnp.float32),
-        "cells": [],
+        "bias": jnp.zeros((n_items,), jnp.float32),
     }
     if not cfg.tied:
-        params["out_kernel"] = _glorot_uniform(k_out, (n_items, cfg.layers[-1]))
+        items["kernel"] = _glorot_uniform(k_out, (n_items, cfg.layers[-1]))
+    params: Params = {"items": items, "cells": []}
     in_dim = cfg.input_dim
     carry = zero_carry(cfg, 1)
     for cell, k, c in zip(make_cells(cfg), k_cells, carry, strict=True):
@@ -117,28 +124,26 @@ def run(
     params: Params,
     cfg: ModelConfig,
     carry: Carry,
-    inputs: jax.Array,
-    reset: jax.Array,
+    batch: Batch,
     dropout_key: jax.Array | None = None,
-    input_values: jax.Array | None = None,
-    input_events: jax.Array | None = None,
+    features: Features = None,
 ) -> tuple[Carry, jax.Array]:
     """Run the stacked cells over T steps.
 
     Args:
       carry: hidden state from the previous chunk (see `zero_carry`), batch B.
-      inputs: <int32>[T, B] item indices.
-      reset: <bool>[T, B] zero that slot's state before the step (a new sequence starts).
+      batch: reads inputs <int32>[T, B] (items), reset <bool>[T, B] (zero that slot's state
+        before the step: a new sequence starts), and, when the model takes them,
+        input_values <float32>[T, B] (fed standardised beside the embedding; NaN reads as 0)
+        and input_events <int32>[T, B] (types, -1 = unknown, embedded beside the item).
       dropout_key: None at evaluation; otherwise dropout on the embedding and each layer output.
         As in GRU4Rec, the dropped-out output is the state carried to the next step.
-      input_values: <float32>[T, B] raw values of the input events, fed (standardised) beside
-        the embedding when the model takes values (cfg.input_dim); NaN (missing) reads as 0.
-      input_events: <int32>[T, B] the input events' types (-1 = unknown), embedded beside the
-        item when cfg.event_input.
+      features: the item side-feature tables, when cfg.item_features.
 
     Returns:
       (carry after the last step, <float32>[T, B, H_last] top-layer outputs).
     """
+    inputs, reset, input_values, input_events = batch.inputs, batch.reset, batch.input_values, batch.input_events
     cells = make_cells(cfg)
     n_steps = inputs.shape[0]
     keys = jax.random.split(dropout_key, n_steps) if dropout_key is not None else jnp.zeros((n_steps,), jnp.uint32)
@@ -161,13 +166,13 @@ def run(
         items, r, k, v, e = xs
         carry = jax.tree.map(lambda c: jnp.where(r[:, None], 0.0, c), carry)
         lkeys = jax.random.split(k, len(cells) + 1) if training else [None] * (len(cells) + 1)
-        x = _dropout(params["embedding"][items], cfg.dropout_embed, lkeys[0])
+        x = _dropout(params["items"]["embedding"][items], cfg.dropout_embed, lkeys[0])
         if cfg.takes_values:
             x = jnp.concatenate([x, v[:, None]], axis=-1)
         if cfg.event_input:
             x = jnp.concatenate([x, params["event_embedding"][e]], axis=-1)
         if cfg.item_features:
-            x = jnp.concatenate([x, pooled(params, params["item_features"], items)], axis=-1)
+            x = jnp.concatenate([x, pooled(params, _require(features), items)], axis=-1)
         new = []
         for cell, p, c, lk in zip(cells, params["cells"], carry, lkeys[1:], strict=True):
             c, y = cell.apply({"params": p}, c, x)
@@ -178,27 +183,52 @@ def run(
     return jax.lax.scan(step, carry, (inputs, reset, keys, feed, types), unroll=SCAN_UNROLL)
 
 
-def output_layer(params: Params, cfg: ModelConfig) -> tuple[jax.Array, jax.Array]:
+def _require(features: Features) -> dict[str, jax.Array]:
+    if features is None:
+        raise ValueError("this model reads item features: pass `features`")
+    return features
+
+
+def pooled(params: Params, table: dict[str, jax.Array], ids: jax.Array) -> jax.Array:
+    """<float32>[..., D] the feature vector of items `ids`: the mean of their categorical
+    values' embeddings plus a linear map of their numeric features."""
+    codes = table["codes"][ids]  # [..., M]
+    emb = params["feature_embedding"]
+    valid = codes >= 0
+    vecs = emb[jnp.where(valid, codes, emb.shape[0] - 1)] * valid[..., None]
+    out = vecs.sum(-2) / jnp.maximum(valid.sum(-1, keepdims=True), 1)
+    if "feature_proj" in params:
+        out = out + table["numeric"][ids] @ params["feature_proj"]
+    return out
+
+
+def n_items(params: Params) -> int:
+    """Rows of the item tables (padded rows included when they are split over devices)."""
+    return params["items"]["bias"].shape[0]
+
+
+def output_layer(params: Params, cfg: ModelConfig, features: Features = None) -> tuple[jax.Array, jax.Array]:
     """(<float32>[N, H] item output weights, <float32>[N] bias); tied to the embedding by default."""
-    kernel = params["embedding"] if cfg.tied else params["out_kernel"]
+    items = params["items"]
+    kernel = items["embedding"] if cfg.tied else items["kernel"]
     if cfg.feature_output:
         # Items described by features get part of their output vector from them.
         ids = jnp.arange(kernel.shape[0])
-        kernel = kernel + pooled(params, params["item_features"], ids) @ params["feature_out"]
-    return kernel, params["out_bias"]
+        kernel = kernel + pooled(params, _require(features), ids) @ params["feature_out"]
+    return kernel, items["bias"]
 
 
-def scores(params: Params, cfg: ModelConfig, hidden: jax.Array) -> jax.Array:
+def scores(params: Params, cfg: ModelConfig, hidden: jax.Array, features: Features = None) -> jax.Array:
     """<float32>[..., H] hidden states -> <float32>[..., N] scores over the full catalogue."""
-    kernel, bias = output_layer(params, cfg)
+    kernel, bias = output_layer(params, cfg, features)
     return hidden @ kernel.T + bias
 
 
-def standardised_values(params: Params, cfg: ModelConfig, hidden: jax.Array, items: jax.Array) -> jax.Array:
+def standardised_values(params: Params, hidden: jax.Array, items: jax.Array) -> jax.Array:
     """The value head: <float32>[...] predicted value of `items` <int32>[...] after the states
     `hidden` <float32>[..., H], in standard deviations from the training mean."""
     head = params["value_head"]
-    x = jnp.concatenate([hidden, params["embedding"][items]], axis=-1)
+    x = jnp.concatenate([hidden, params["items"]["embedding"][items]], axis=-1)
     return (jax.nn.relu(x @ head["w1"] + head["b1"]) @ head["w2"] + head["b2"])[..., 0]
 
 
@@ -209,7 +239,7 @@ def event_logits(params: Params, hidden: jax.Array) -> jax.Array:
 
 def predicted_values(params: Params, cfg: ModelConfig, hidden: jax.Array, items: jax.Array) -> jax.Array:
     """The value head in the data's units."""
-    return cfg.value_mean + cfg.value_std * standardised_values(params, cfg, hidden, items)
+    return cfg.value_mean + cfg.value_std * standardised_values(params, hidden, items)
 
 
 def last_hidden(cfg: ModelConfig, carry: Carry) -> jax.Array:

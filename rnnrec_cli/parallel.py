@@ -24,7 +24,8 @@ from jax.sharding import PartitionSpec as P
 from rnnrec_cli.errors import ConfigError
 
 AXIS = "data"
-ITEM_KEYS = ("embedding", "out_bias", "out_kernel")
+# The params subtree (and its mirror in optimiser states) with one row per item; see model.py.
+ITEM_TABLES = "items"
 
 
 def init_distributed(coordinator: str | None, num_processes: int | None, process_id: int | None) -> None:
@@ -67,7 +68,7 @@ def is_leader() -> bool:
 
 
 def is_item_leaf(path: tuple) -> bool:
-    return any(isinstance(p, jax.tree_util.DictKey) and p.key in ITEM_KEYS for p in path)
+    return any(isinstance(p, jax.tree_util.DictKey) and p.key == ITEM_TABLES for p in path)
 
 
 @dataclass(frozen=True)

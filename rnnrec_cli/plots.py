@@ -5,6 +5,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from rnnrec_cli.rundir import atomic_write
+
 
 def learning_curve(records: list[dict[str, Any]], path: Path, monitor: str) -> None:
     """Training loss and the monitored validation metric per epoch, written atomically."""
@@ -30,7 +32,6 @@ def learning_curve(records: list[dict[str, Any]], path: Path, monitor: str) -> N
             ax_val.axvline(best[-1], color="grey", linestyle=":", linewidth=1)
     ax_loss.set_title("learning curve")
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
+    with atomic_write(path, suffix=".png") as tmp:
+        fig.savefig(tmp)
     plt.close(fig)
-    tmp.replace(path)

@@ -1,4 +1,5 @@
-"""Recommendations for new sequences, in the original item ids of the input.
+"""predict's IO shell: input sequences in, rows in the original item ids out (recommend.py
+holds the jitted cores).
 
 Three outputs: the top-K after the last event of each sequence, the top-K after every event
 (--every-position), or a generated continuation (--generate N: greedy, beam search or sampling).
@@ -8,60 +9,23 @@ input ends (sessions must then be contiguous in the input).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+import sys
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, NamedTuple
+from typing import Any
 
-import jax
-import jax.numpy as jnp
 import numpy as np
 import polars as pl
 
 from rnnrec_cli import model
-from rnnrec_cli.config import ModelConfig, PrepareConfig, from_dict, load_json
-from rnnrec_cli.data import (
-    canonicalize,
-    check_times,
-    drop_consecutive_repeats,
-    iter_stdin_blocks,
-    materialized_inputs,
-    scan_events,
-    sessionize,
-)
-from rnnrec_cli.errors import ConfigError, DataError
-from rnnrec_cli.evaluate import restore_params
-from rnnrec_cli.rundir import RunDir, load_config
-
-Strategy = Literal["greedy", "beam", "sample"]
-_MIN_LEN = 8
-
-
-@dataclass(frozen=True)
-class PredictOptions:
-    k: int = 20
-    exclude_seen: bool = True
-    every_position: bool = False
-    fallback: bool = True
-    generate: int = 0
-    strategy: Strategy = "greedy"
-    beams: int = 5
-    temperature: float = 1.0
-    # "value": the value of each event predicted from the events before it, or of candidate items.
-    task: Literal["next-item", "value"] = "next-item"
-    batch_size: int = 256  # sequences per jitted call
-    block_rows: int = 100_000  # stdin rows per block
-    seed: int = 0
-
-    def __post_init__(self) -> None:
-        if self.k < 1 or self.generate < 0 or self.batch_size < 1 or self.block_rows < 1:
-            raise ConfigError("-k, --generate, --batch-size and --block-rows must be positive")
-        if self.strategy not in ("greedy", "beam", "sample"):
-            raise ConfigError(f"--strategy {self.strategy!r} is not greedy, beam or sample")
-        if self.beams < 1 or self.temperature <= 0:
-            raise ConfigError("--beams must be >= 1 and --temperature > 0")
-        if self.task not in ("next-item", "value"):
-            raise ConfigError(f"--task {self.task!r} is not next-item or value")
+from rnnrec_cli.config import ModelConfig, PrepareConfig, from_dict
+from rnnrec_cli.errors import DataError
+from rnnrec_cli.ingest import canonicalize, check_times, iter_stdin_blocks, materialized_inputs, scan_events
+from rnnrec_cli.options import PredictOptions
+from rnnrec_cli.recommend import left_padded, recommend, values_after_jit, values_every_jit
+from rnnrec_cli.rundir import RunDir, atomic_write, load_config, load_json, restore_model
+from rnnrec_cli.transforms import drop_consecutive_repeats, sessionize
 
 
 @dataclass
@@ -81,270 +45,6 @@ def run_prepare_config(run: RunDir, overrides: dict[str, Any]) -> PrepareConfig:
     manifest = load_json(run.data_manifest)
     values = {**manifest["config"], **{k: v for k, v in overrides.items() if v is not None}}
     return from_dict(PrepareConfig, values, where=str(run.data_manifest))
-
-
-# ---------------------------------------------------------------------------- jitted cores
-
-
-class Padded(NamedTuple):
-    """A batch of sequences, right-aligned in [L, B] arrays: inputs <int32> items; reset <bool>
-    True at each sequence's first event, so the padding before it never reaches the state;
-    valid <bool> real events; values <float32> the events' values (NaN = unknown) and events
-    <int32> their type indices (-1 = unknown), read only by models that take them."""
-
-    inputs: jax.Array
-    reset: jax.Array
-    valid: jax.Array
-    values: jax.Array
-    events: jax.Array
-
-
-def _run(params: model.Params, cfg: ModelConfig, x: Padded) -> tuple[model.Carry, jax.Array]:
-    return model.run(params, cfg, model.zero_carry(cfg, x.inputs.shape[1]), x.inputs, x.reset, None, x.values, x.events)
-
-
-def _seen_mask(inputs: jax.Array, valid: jax.Array, n_items: int) -> jax.Array:
-    """<bool>[B, N]: items in each (left-padded) column of `inputs`."""
-    batch = inputs.shape[1]
-    cols = jnp.where(valid, inputs, n_items)
-    rows = jnp.broadcast_to(jnp.arange(batch)[None, :], inputs.shape)
-    return jnp.zeros((batch, n_items), bool).at[rows, cols].set(True, mode="drop")
-
-
-def top_k_after(
-    params: model.Params,
-    x: Padded,
-    allowed: jax.Array,
-    *,
-    cfg: ModelConfig,
-    k: int,
-    exclude_seen: bool,
-) -> tuple[jax.Array, jax.Array]:
-    """Top-k after each sequence: (<float32>[B, k] scores, <int32>[B, k] items).
-
-    allowed: <bool>[N] candidate items.
-    """
-    carry, _ = _run(params, cfg, x)
-    scores = model.scores(params, cfg, model.last_hidden(cfg, carry))
-    scores = jnp.where(allowed[None, :], scores, -jnp.inf)
-    if exclude_seen:
-        scores = jnp.where(_seen_mask(x.inputs, x.valid, scores.shape[1]), -jnp.inf, scores)
-    return jax.lax.top_k(scores, k)
-
-
-def top_k_every(
-    params: model.Params,
-    x: Padded,
-    allowed: jax.Array,
-    *,
-    cfg: ModelConfig,
-    k: int,
-    exclude_seen: bool,
-) -> tuple[jax.Array, jax.Array]:
-    """Top-k after every event: <float32>[L, B, k] scores, <int32>[L, B, k] items."""
-    batch = x.inputs.shape[1]
-    _, hidden = _run(params, cfg, x)
-    kernel, bias = model.output_layer(params, cfg)
-    n_items = kernel.shape[0]
-    rows = jnp.arange(batch)
-
-    def step(seen: jax.Array, xs: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, tuple]:
-        h, x, r, v = xs
-        seen = jnp.where(r[:, None], False, seen)
-        seen = seen.at[rows, jnp.where(v, x, n_items)].set(True, mode="drop")
-        s = jnp.where(allowed[None, :], h @ kernel.T + bias, -jnp.inf)
-        if exclude_seen:
-            s = jnp.where(seen, -jnp.inf, s)
-        return seen, jax.lax.top_k(s, k)
-
-    _, (scores, items) = jax.lax.scan(step, jnp.zeros((batch, n_items), bool), (hidden, x.inputs, x.reset, x.valid))
-    return scores, items
-
-
-def generate(
-    params: model.Params,
-    x: Padded,
-    allowed: jax.Array,
-    key: jax.Array,
-    *,
-    cfg: ModelConfig,
-    n_steps: int,
-    strategy: Strategy,
-    beams: int,
-    temperature: float,
-    exclude_seen: bool,
-) -> tuple[jax.Array, jax.Array]:
-    """Roll the model forward, feeding its own choice back: (<int32>[B, n], <float32>[B, n]).
-
-    Scores are each chosen item's log-probability under the model's softmax over the allowed
-    (and, with exclude_seen, unseen and not yet generated) items. Beam search keeps `beams`
-    continuations by total log-probability and returns the best one. Generated events have no
-    value or type: models that take them see the training mean and the unknown type.
-    """
-    batch = x.inputs.shape[1]
-    carry, _ = _run(params, cfg, x)
-    n_items = params["out_bias"].shape[0]
-    blocked = ~allowed[None, :] | (_seen_mask(x.inputs, x.valid, n_items) if exclude_seen else False)
-    blocked = jnp.broadcast_to(blocked, (batch, n_items))
-
-    def log_probs(carry: model.Carry, blocked: jax.Array) -> jax.Array:
-        s = model.scores(params, cfg, model.last_hidden(cfg, carry)) / temperature
-        return jax.nn.log_softmax(jnp.where(blocked, -jnp.inf, s), axis=-1)
-
-    def feed(carry: model.Carry, items: jax.Array) -> model.Carry:
-        no_value, no_type = jnp.full((1, items.shape[0]), jnp.nan), jnp.full((1, items.shape[0]), -1, jnp.int32)
-        step = (items[None, :], jnp.zeros((1, items.shape[0]), bool))
-        carry, _ = model.run(params, cfg, carry, *step, None, no_value, no_type)
-        return carry
-
-    def block_item(blocked: jax.Array, items: jax.Array) -> jax.Array:
-        if not exclude_seen:
-            return blocked
-        return blocked.at[jnp.arange(items.shape[0]), items].set(True)
-
-    if strategy in ("greedy", "sample"):
-
-        def step(state: tuple, k: jax.Array) -> tuple[tuple, tuple[jax.Array, jax.Array]]:
-            carry, blocked = state
-            lp = log_probs(carry, blocked)
-            items = jnp.argmax(lp, axis=-1) if strategy == "greedy" else jax.random.categorical(k, lp, axis=-1)
-            items = items.astype(jnp.int32)
-            score = jnp.take_along_axis(lp, items[:, None], axis=1)[:, 0]
-            return (feed(carry, items), block_item(blocked, items)), (items, score)
-
-        _, (items, scores) = jax.lax.scan(step, (carry, blocked), jax.random.split(key, n_steps))
-        return items.T, scores.T
-
-    # Beam search: state for batch * beams rows; the first step expands from one row per sequence.
-    w = beams
-    lp0 = log_probs(carry, blocked)
-    total, first = jax.lax.top_k(lp0, w)  # [B, W]
-    rep = lambda x: jnp.repeat(x, w, axis=0)  # noqa: E731
-    carry = feed(jax.tree.map(rep, carry), first.reshape(-1))
-    blocked = block_item(rep(blocked), first.reshape(-1))
-    hist_items = jnp.zeros((batch, w, n_steps), jnp.int32).at[:, :, 0].set(first)
-    hist_scores = jnp.zeros((batch, w, n_steps)).at[:, :, 0].set(total)
-
-    def beam_step(state: tuple, t: jax.Array) -> tuple[tuple, None]:
-        carry, blocked, total, hist_items, hist_scores = state
-        lp = log_probs(carry, blocked).reshape(batch, w, n_items)
-        cand = (total[:, :, None] + lp).reshape(batch, w * n_items)
-        total, flat = jax.lax.top_k(cand, w)  # [B, W]
-        src, items = flat // n_items, (flat % n_items).astype(jnp.int32)
-        step_lp = jnp.take_along_axis(lp.reshape(batch, w * n_items), flat, axis=1)
-        rows = (jnp.arange(batch)[:, None] * w + src).reshape(-1)
-        carry = feed(jax.tree.map(lambda x: x[rows], carry), items.reshape(-1))
-        blocked = block_item(blocked[rows], items.reshape(-1))
-        hist_items = jnp.take_along_axis(hist_items, src[:, :, None], axis=1).at[:, :, t].set(items)
-        hist_scores = jnp.take_along_axis(hist_scores, src[:, :, None], axis=1).at[:, :, t].set(step_lp)
-        return (carry, blocked, total, hist_items, hist_scores), None
-
-    state = (carry, blocked, total, hist_items, hist_scores)
-    (_, _, total, hist_items, hist_scores), _ = jax.lax.scan(beam_step, state, jnp.arange(1, n_steps))
-    return hist_items[:, 0], hist_scores[:, 0]
-
-
-def values_every(params: model.Params, x: Padded, *, cfg: ModelConfig) -> jax.Array:
-    """<float32>[L, B] each event's value predicted from the events before it (NaN for the
-    first event of a sequence and for padding)."""
-    _, hidden = _run(params, cfg, x)
-    pred = model.predicted_values(params, cfg, hidden[:-1], x.inputs[1:])
-    pred = jnp.where(x.valid[:-1] & x.valid[1:] & ~x.reset[1:], pred, jnp.nan)
-    return jnp.concatenate([jnp.full((1, x.inputs.shape[1]), jnp.nan), pred])
-
-
-def values_after(params: model.Params, x: Padded, candidates: jax.Array, *, cfg: ModelConfig) -> jax.Array:
-    """<float32>[B, C] the value of each candidate item <int32>[B, C] after the whole sequence."""
-    h = model.last_hidden(cfg, _run(params, cfg, x)[0])
-    return model.predicted_values(
-        params, cfg, jnp.broadcast_to(h[:, None, :], (*candidates.shape, h.shape[-1])), candidates
-    )
-
-
-_values_every = jax.jit(values_every, static_argnames=("cfg",))
-_values_after = jax.jit(values_after, static_argnames=("cfg",))
-_top_k_after = jax.jit(top_k_after, static_argnames=("cfg", "k", "exclude_seen"))
-_top_k_every = jax.jit(top_k_every, static_argnames=("cfg", "k", "exclude_seen"))
-_generate = jax.jit(generate, static_argnames=("cfg", "n_steps", "strategy", "beams", "temperature", "exclude_seen"))
-
-
-# ---------------------------------------------------------------------------- batching
-
-
-def _bucket(n: int) -> int:
-    return max(_MIN_LEN, 1 << (n - 1).bit_length())
-
-
-def _left_padded(
-    seqs: Sequence[np.ndarray],
-    idx: np.ndarray,
-    batch: int,
-    vals: Sequence[np.ndarray] | None = None,
-    evs: Sequence[np.ndarray] | None = None,
-) -> Padded:
-    """The sequences `idx` (with their values and types when given) as a `Padded` batch."""
-    length = _bucket(max(len(seqs[i]) for i in idx))
-    inputs = np.zeros((length, batch), np.int32)
-    reset = np.zeros((length, batch), bool)
-    valid = np.zeros((length, batch), bool)
-    values = np.full((length, batch), np.nan, np.float32)
-    events = np.full((length, batch), -1, np.int32)
-    for col, i in enumerate(idx):
-        s = seqs[i]
-        inputs[length - len(s) :, col] = s
-        valid[length - len(s) :, col] = True
-        reset[length - len(s), col] = True
-        if vals is not None:
-            values[length - len(s) :, col] = vals[i]
-        if evs is not None:
-            events[length - len(s) :, col] = evs[i]
-    return Padded(inputs, reset, valid, values, events)
-
-
-def recommend(
-    params: model.Params,
-    cfg: ModelConfig,
-    seqs: Sequence[np.ndarray],
-    opts: PredictOptions,
-    allowed: np.ndarray,
-    vals: Sequence[np.ndarray] | None = None,
-    evs: Sequence[np.ndarray] | None = None,
-) -> list[tuple[np.ndarray, np.ndarray]]:
-    """Per non-empty index sequence: (items, scores) arrays.
-
-    Shapes: [k] for the top-k after the last event, [len, k] with every_position, [n] with generate.
-    `vals`, `evs`: the events' values and type indices, for models that take them.
-    """
-    out: list[Any] = [None] * len(seqs)
-    order = np.argsort([len(s) for s in seqs], kind="stable")
-    key = jax.random.key(opts.seed)
-    b = opts.batch_size
-    for lo in range(0, len(seqs), b):
-        idx = order[lo : lo + b]
-        x = _left_padded(seqs, idx, b, vals, evs)
-        if opts.generate:
-            key, sub = jax.random.split(key)
-            items, scores = _generate(
-                params, x, allowed, sub, cfg=cfg, n_steps=opts.generate,
-                strategy=opts.strategy, beams=opts.beams, temperature=opts.temperature,
-                exclude_seen=opts.exclude_seen,
-            )  # fmt: skip
-        elif opts.every_position:
-            scores, items = _top_k_every(params, x, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen)
-        else:
-            scores, items = _top_k_after(params, x, allowed, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen)
-        items, scores = np.asarray(items), np.asarray(scores)
-        length = x.inputs.shape[0]
-        for col, i in enumerate(idx):
-            if opts.every_position:
-                n = len(seqs[i])
-                out[i] = (items[length - n :, col], scores[length - n :, col])
-            else:
-                out[i] = (items[col], scores[col])
-    return out
-
-
-# ---------------------------------------------------------------------------- IO shell
 
 
 @dataclass(frozen=True)
@@ -491,7 +191,7 @@ def predict(
             raise DataError(f"no item in {include} is known to the model; check the ids")
     if exclude is not None:
         allowed &= ~read_item_list(exclude, vocab)[0]
-    params = restore_params(run, cfg)
+    params, features = restore_model(run, cfg)
     pop = vocab["count"].to_numpy()
     takes_values = cfg.model.takes_values
     types = cfg.model.event_types if cfg.model.event_input else None
@@ -513,13 +213,13 @@ def predict(
         nonempty = [i for i, s in enumerate(seqs) if len(s)]
         stats.empty_sequences += len(seqs) - len(nonempty)
         if opts.task == "value":
-            yield _value_rows(params, cfg.model, block, nonempty, opts, vocab["item_id"], candidates)
+            yield _value_rows(params, cfg.model, block, nonempty, opts, vocab["item_id"], candidates, features)
             continue
         results: list[Any] = [None] * len(seqs)
         if nonempty:
             sub_vals = [vals[i] for i in nonempty] if vals is not None else None
             sub_evs = [evs[i] for i in nonempty] if evs is not None else None
-            recs = recommend(params, cfg.model, [seqs[i] for i in nonempty], opts, allowed, sub_vals, sub_evs)
+            recs = recommend(params, cfg.model, [seqs[i] for i in nonempty], opts, allowed, sub_vals, sub_evs, features)
             for i, r in zip(nonempty, recs, strict=True):
                 results[i] = r
         if not opts.fallback:
@@ -552,6 +252,7 @@ def _value_rows(
     opts: PredictOptions,
     vocab_ids: pl.Series,
     candidates: dict[str, np.ndarray] | None,
+    features: dict[str, np.ndarray] | None,
 ) -> pl.DataFrame:
     """Without candidates: session_id, position, item_id, value, predicted_value for every
     event (its value predicted from the events before it). With candidates: session_id,
@@ -563,10 +264,10 @@ def _value_rows(
     b = opts.batch_size
     for lo in range(0, len(order), b):
         idx = np.asarray(order[lo : lo + b])
-        x = _left_padded(seqs, idx, b, vals, block.evs)
+        x = left_padded(seqs, idx, b, vals, block.evs)
         length = x.inputs.shape[0]
         if candidates is None:
-            pred = np.asarray(_values_every(params, x, cfg=cfg))
+            pred = np.asarray(values_every_jit(params, x, features, cfg=cfg))
             for col, i in enumerate(idx):
                 n = len(seqs[i])
                 out["session_id"].extend([keys[i]] * n)
@@ -580,7 +281,7 @@ def _value_rows(
         grid = np.zeros((b, width), np.int32)
         for col, c in enumerate(cands):
             grid[col, : len(c)] = c
-        pred = np.asarray(_values_after(params, x, grid, cfg=cfg))
+        pred = np.asarray(values_after_jit(params, x, grid, features, cfg=cfg))
         for col, (i, c) in enumerate(zip(idx, cands, strict=True)):
             out["session_id"].extend([keys[i]] * len(c))
             out["item"].extend(c.tolist())
@@ -627,3 +328,33 @@ def _canonical_blocks(
             yield ready, pc
     if carry is not None and carry.height:
         yield carry, pc
+
+
+def write_predictions(frames: Iterable[pl.DataFrame], out: str, fmt: str) -> None:
+    """Stream CSV/JSONL frames as they come, to stdout ('-') or to a file that appears only when
+    complete; Parquet needs a file and is written at the end."""
+    if fmt == "parquet":
+        if out == "-":
+            raise DataError("--format parquet needs a file: pass -o FILE")
+        frames = list(frames)
+        with atomic_write(Path(out)) as tmp:
+            (pl.concat(frames) if frames else pl.DataFrame()).write_parquet(tmp)
+        return
+    if out == "-":
+        _write_stream(frames, sys.stdout.buffer, fmt)
+        return
+    with atomic_write(Path(out)) as tmp, open(tmp, "wb") as target:
+        _write_stream(frames, target, fmt)
+
+
+def _write_stream(frames: Iterable[pl.DataFrame], target: Any, fmt: str) -> None:
+    first = True
+    for df in frames:
+        if fmt == "csv":
+            df.write_csv(target, include_header=first)
+        else:
+            df.write_ndjson(target)
+        first = False
+        target.flush()
+    if first and fmt == "csv":  # no input rows: still write the header
+        target.write(b"session_id,rank,item_id,score,fallback\n")

@@ -1,7 +1,9 @@
-"""Run-directory layout, config/metrics files and msgpack checkpoints.
+"""Files that must never be half-written, the run-directory layout, and checkpoints.
 
-Checkpoints use flax.serialization's msgpack (no pickle) written to a temp file and renamed, so an
-interrupted save never leaves a corrupt file under the final name.
+Every file rnnrec writes goes through `atomic_write` (a temp file renamed over the target), so an
+interrupted write never leaves a corrupt file under the final name. Checkpoints use
+flax.serialization's msgpack (no pickle); flax and the model are imported only where a
+checkpoint is read or written, so the ETL never loads JAX.
 """
 
 from __future__ import annotations
@@ -9,14 +11,47 @@ from __future__ import annotations
 import json
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from flax import serialization
+from rnnrec_cli.config import RunConfig, from_dict, to_dict
+from rnnrec_cli.errors import ConfigError, RunDirError
 
-from rnnrec_cli.config import RunConfig, from_dict, load_json, save_json, to_dict
-from rnnrec_cli.errors import RunDirError
+if TYPE_CHECKING:
+    from rnnrec_cli.model import Params
+
+
+@contextmanager
+def atomic_write(path: Path, suffix: str = "") -> Iterator[Path]:
+    """Yield a temporary path beside `path`; on success it replaces `path`, on failure it goes.
+    `suffix` keeps an extension that a writer reads the format from (e.g. '.png')."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f"{path.name}.tmp{suffix}")
+    try:
+        yield tmp
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    tmp.replace(path)
+
+
+def save_json(path: Path, values: dict[str, Any]) -> None:
+    with atomic_write(path) as tmp:
+        tmp.write_text(json.dumps(values, indent=2, sort_keys=False) + "\n")
+
+
+def load_json(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{path} does not exist") from None
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -61,6 +96,10 @@ class RunDir:
         return self.checkpoints / f"{name}.msgpack"
 
 
+def default_path(cell: str) -> Path:
+    return Path("runs") / f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{cell}"
+
+
 def create(path: Path, *, force: bool) -> RunDir:
     """A fresh run directory. An existing non-empty one is refused unless --force."""
     if path.exists() and any(path.iterdir()):
@@ -100,18 +139,60 @@ def append_metrics(run: RunDir, record: dict[str, Any]) -> None:
 
 
 def save_checkpoint(run: RunDir, name: str, tree: Any) -> None:
-    path = run.checkpoint(name)
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_bytes(serialization.to_bytes(tree))
-    tmp.replace(path)
+    from flax import serialization
+
+    with atomic_write(run.checkpoint(name)) as tmp:
+        tmp.write_bytes(serialization.to_bytes(tree))
+
+
+def _nest_item_tables(tree: Any) -> Any:
+    """Checkpoints written before item tables moved under params["items"] (2026-12): every
+    params-like dict (parameters, and each optimiser state mirroring them) is moved over."""
+    if not isinstance(tree, dict):
+        return tree
+    tree = {k: _nest_item_tables(v) for k, v in tree.items()}
+    if "out_bias" in tree and "embedding" in tree and "items" not in tree:
+        items = {"embedding": tree.pop("embedding"), "bias": tree.pop("out_bias")}
+        if "out_kernel" in tree:
+            items["kernel"] = tree.pop("out_kernel")
+        tree["items"] = items
+    return tree
 
 
 def restore_checkpoint(run: RunDir, name: str, template: Any) -> Any:
+    from flax import serialization
+
     path = run.checkpoint(name)
     try:
-        return serialization.from_bytes(template, path.read_bytes())
+        raw = _nest_item_tables(serialization.msgpack_restore(path.read_bytes()))
+        return serialization.from_state_dict(template, raw)
     except (ValueError, KeyError) as exc:
         raise RunDirError(f"checkpoint {path} does not match config.json ({exc}); was the config edited?") from None
+
+
+def restore_params(run: RunDir, cfg: RunConfig) -> Params:
+    """The best checkpoint's parameters (as device arrays)."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnnrec_cli import model
+
+    template = {"params": model.init_params(cfg.model, cfg.n_items, jax.random.key(0))}
+    return jax.tree.map(jnp.asarray, restore_checkpoint(run, "best", template)["params"])
+
+
+def restore_model(run: RunDir, cfg: RunConfig) -> tuple[Params, dict[str, Any] | None]:
+    """The best checkpoint's parameters and, when the model reads them, the item features
+    copied into the run (see features.read_item_features)."""
+    params = restore_params(run, cfg)
+    if not cfg.model.item_features:
+        return params, None
+    from rnnrec_cli.features import read_item_features
+
+    features = read_item_features(run.path)
+    if features is None:
+        raise RunDirError(f"{run.path} lacks item_features.parquet, which its model reads; train the run again")
+    return params, features
 
 
 def mark_complete(run: RunDir) -> None:
@@ -134,9 +215,8 @@ def read_metrics(run: RunDir) -> list[dict[str, Any]]:
 
 def write_metrics(run: RunDir, records: list[dict[str, Any]]) -> None:
     """Rewrite metrics.jsonl (on resume: drop epochs that will be run again)."""
-    tmp = run.metrics.with_name(run.metrics.name + ".tmp")
-    tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-    tmp.replace(run.metrics)
+    with atomic_write(run.metrics) as tmp:
+        tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
 
 
 def open_for_resume(path: Path) -> RunDir:

@@ -7,7 +7,6 @@ target's score, so the comparison counts it once as a tie, never as higher.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from functools import partial
 from typing import NamedTuple
 
@@ -16,26 +15,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from rnnrec_cli import model, parallel
-from rnnrec_cli.batches import Chunk, Stream, longest_first, session_parallel
+from rnnrec_cli.batches import Batch, Stream, longest_first, session_parallel
 from rnnrec_cli.config import RunConfig, Ties
-from rnnrec_cli.data import Sequences
-from rnnrec_cli.metrics import rank_with_ties
+from rnnrec_cli.metrics import Scores, rank_with_ties
+from rnnrec_cli.options import ScoreOptions
+from rnnrec_cli.sequences import Sequences, positions
 
 EVAL_BPTT = 32
-ITEM_BLOCK = 32768
-
-
-@dataclass(frozen=True)
-class ScoreOptions:
-    """What to compute per target: ties policy, top-K length, seen-item exclusion, sampled ranks."""
-
-    ties: Ties = "conservative"
-    k: int = 20
-    exclude_seen: bool = False
-    n_sampled: int = 0
-    item_block: int = ITEM_BLOCK
-    # Local devices the sequences are split over (0 = all of this process's devices).
-    devices: int = 0
 
 
 class StepOut(NamedTuple):
@@ -113,19 +99,20 @@ def score_chunk(
     carry: model.Carry,
     seen: jax.Array,
     seen_n: jax.Array,
-    chunk: tuple[jax.Array, ...],
+    batch: Batch,
+    features: model.Features,
     *,
     cfg: RunConfig,
     opts: ScoreOptions,
 ) -> tuple[model.Carry, jax.Array, jax.Array, StepOut]:
     """Run the model over a [T, B] chunk and score every step. Pure; jitted below.
 
-    chunk = (inputs, targets, reset, negatives [T, B, n_sampled]). `seen`/`seen_n` carry each
-    slot's seen items across chunks (used only with exclude_seen).
+    Reads the batch's inputs, targets, reset, side inputs and negatives <int32>[T, B, n_sampled].
+    `seen`/`seen_n` carry each slot's seen items across chunks (used only with exclude_seen).
     """
-    inputs, targets, reset, negatives, input_values, input_events = chunk
-    carry, hidden = model.run(params, cfg.model, carry, inputs, reset, None, input_values, input_events)
-    kernel, bias = model.output_layer(params, cfg.model)
+    inputs, targets, reset, negatives = batch.inputs, batch.targets, batch.reset, batch.negatives
+    carry, hidden = model.run(params, cfg.model, carry, batch, None, features)
+    kernel, bias = model.output_layer(params, cfg.model, features)
     n_items = kernel.shape[0]
     block = min(opts.item_block, n_items)
     n_blocks = -(-n_items // block)
@@ -151,23 +138,21 @@ def score_chunk(
     return carry, seen, seen_n, out
 
 
-_score_chunk = jax.jit(partial(score_chunk), static_argnames=("cfg", "opts"), donate_argnums=(1, 2, 3))
+_score_chunk = jax.jit(score_chunk, static_argnames=("cfg", "opts"), donate_argnums=(1, 2, 3))
 
 
-@dataclass(frozen=True)
-class Scores:
-    """Per target event, in sequence order (see evaluate.target_positions)."""
-
-    ranks: np.ndarray  # <float32>[n]
-    topk: np.ndarray  # <int32>[n, k]
-    sampled: np.ndarray  # <float32>[n] (zeros unless n_sampled)
-
-
-def model_scores(params: model.Params, cfg: RunConfig, seqs: Sequences, opts: ScoreOptions, seed: int = 0) -> Scores:
+def model_scores(
+    params: model.Params,
+    cfg: RunConfig,
+    seqs: Sequences,
+    opts: ScoreOptions,
+    seed: int = 0,
+    features: dict[str, np.ndarray] | None = None,
+) -> Scores:
     """Score every target of `seqs` (positions 2..L of each sequence) with the model.
 
     With several devices the batch of sequences is split over them (parameters replicated)."""
-    place, batch, params, stream, carry = _placed_stream(params, cfg, seqs, opts.devices)
+    place, batch, params, stream, carry, features = _placed_stream(params, cfg, seqs, opts.devices, features)
     seen_len = int(seqs.lengths.max()) if opts.exclude_seen and len(seqs) else 1
     seen = place.put(np.full((batch, seen_len), -1, np.int32), place.rows)
     seen_n = place.put(np.zeros(batch, np.int32), place.rows)
@@ -178,58 +163,62 @@ def model_scores(params: model.Params, cfg: RunConfig, seqs: Sequences, opts: Sc
     rng = np.random.default_rng(seed)
     for chunk in stream.chunks():
         negs = rng.integers(0, cfg.n_items, (EVAL_BPTT, batch, opts.n_sampled), dtype=np.int32)
-        side = _side_inputs(chunk)
-        arrays = tuple(place.put_batch(x, batch) for x in (chunk.inputs, chunk.targets, chunk.reset, negs, *side))
-        carry, seen, seen_n, out = _score_chunk(params, carry, seen, seen_n, arrays, cfg=cfg, opts=opts)
+        on_device = _put(place, chunk._replace(negatives=negs), batch)
+        carry, seen, seen_n, out = _score_chunk(params, carry, seen, seen_n, on_device, features, cfg=cfg, opts=opts)
         pos = chunk.target_pos[chunk.mask]
         ranks[pos] = np.asarray(out.ranks)[chunk.mask]
         topk[pos] = np.asarray(out.topk)[chunk.mask]
         sampled[pos] = np.asarray(out.sampled)[chunk.mask]
-    keep = target_positions(seqs)
+    keep = positions(seqs).end
     return Scores(ranks[keep], topk[keep], sampled[keep])
 
 
 def _placed_stream(
-    params: model.Params, cfg: RunConfig, seqs: Sequences, devices: int
-) -> tuple[parallel.Placement, int, model.Params, Stream, model.Carry]:
+    params: model.Params, cfg: RunConfig, seqs: Sequences, devices: int, features: dict[str, np.ndarray] | None
+) -> tuple[parallel.Placement, int, model.Params, Stream, model.Carry, model.Features]:
     """The evaluation stream over `devices` local devices (0 = all): (placement, batch size
-    rounded up to a multiple of the device count, replicated params, stream, zero carry)."""
+    rounded up to a multiple of the device count, replicated params, stream, zero carry,
+    replicated item features)."""
     n_dev = devices or len(jax.local_devices())
     batch = -(-cfg.train.eval_batch_size // n_dev) * n_dev
     place = parallel.make_placement(n_dev, False, batch, local=True)
     params = place.put(parallel.to_host(params), place.replicated)
+    features = None if features is None else place.put(features, place.replicated)
     stream = session_parallel(seqs, batch, EVAL_BPTT, longest_first(seqs))
     carry = place.put(jax.device_get(model.zero_carry(cfg.model, batch)), place.rows)
-    return place, batch, params, stream, carry
+    return place, batch, params, stream, carry, features
 
 
-def _side_inputs(chunk: Chunk) -> tuple[np.ndarray, np.ndarray]:
-    """The chunk's input values and event types, or placeholders the model ignores."""
-    values = chunk.input_values if chunk.input_values is not None else np.zeros(chunk.inputs.shape, np.float32)
-    events = chunk.input_events if chunk.input_events is not None else np.full(chunk.inputs.shape, -1, np.int32)
-    return values, events
+def _put(place: parallel.Placement, chunk: Batch, batch_size: int) -> Batch:
+    """A host chunk on the devices, split along the slots (target positions stay on the host)."""
+    return jax.tree.map(partial(place.put_batch, batch_size=batch_size), chunk._replace(target_pos=None))
 
 
 @partial(jax.jit, static_argnames=("cfg",), donate_argnums=(1,))
 def _heads_chunk(
-    params: model.Params, carry: model.Carry, chunk: tuple[jax.Array, ...], *, cfg: RunConfig
+    params: model.Params, carry: model.Carry, batch: Batch, features: model.Features, *, cfg: RunConfig
 ) -> tuple[model.Carry, dict[str, jax.Array]]:
-    inputs, reset, input_values, input_events, targets = chunk
-    carry, hidden = model.run(params, cfg.model, carry, inputs, reset, None, input_values, input_events)
+    carry, hidden = model.run(params, cfg.model, carry, batch, None, features)
     out = {}
     if cfg.model.predicts_values:
-        out["value"] = model.predicted_values(params, cfg.model, hidden, targets)
+        out["value"] = model.predicted_values(params, cfg.model, hidden, batch.targets)
     if cfg.model.predicts_events:
         out["event"] = jax.nn.softmax(model.event_logits(params, hidden), axis=-1)
     return carry, out
 
 
-def head_predictions(params: model.Params, cfg: RunConfig, seqs: Sequences, devices: int = 0) -> dict[str, np.ndarray]:
-    """Per target event, in sequence order (see `target_positions`), from the events before it:
+def head_predictions(
+    params: model.Params,
+    cfg: RunConfig,
+    seqs: Sequences,
+    devices: int = 0,
+    features: dict[str, np.ndarray] | None = None,
+) -> dict[str, np.ndarray]:
+    """Per target event, in sequence order (see `sequences.positions`), from the events before it:
     "value" <float32>[n], the value head's prediction of its value (given its item), and
     "event" <float32>[n, n_types], the event-type head's probabilities of its type, for the
     heads the model has. `seqs` must carry what the model reads (values, event types)."""
-    place, batch, params, stream, carry = _placed_stream(params, cfg, seqs, devices)
+    place, batch, params, stream, carry, features = _placed_stream(params, cfg, seqs, devices, features)
     n = len(seqs.items)
     out: dict[str, np.ndarray] = {}
     if cfg.model.predicts_values:
@@ -237,17 +226,20 @@ def head_predictions(params: model.Params, cfg: RunConfig, seqs: Sequences, devi
     if cfg.model.predicts_events:
         out["event"] = np.zeros((n, len(cfg.model.event_types)), np.float32)
     for chunk in stream.chunks():
-        arrays = (chunk.inputs, chunk.reset, *_side_inputs(chunk), chunk.targets)
-        carry, pred = _heads_chunk(params, carry, tuple(place.put_batch(x, batch) for x in arrays), cfg=cfg)
+        carry, pred = _heads_chunk(params, carry, _put(place, chunk, batch), features, cfg=cfg)
         pos = chunk.target_pos[chunk.mask]
         for name, p in pred.items():
             out[name][pos] = np.asarray(p)[chunk.mask]
-    keep = target_positions(seqs)
+    keep = positions(seqs).end
     return {name: a[keep] for name, a in out.items()}
 
 
-def target_positions(seqs: Sequences) -> np.ndarray:
-    """Indices into `seqs.items` of every target event: all but the first of each sequence."""
-    is_first = np.zeros(len(seqs.items), bool)
-    is_first[seqs.offsets[:-1][seqs.lengths > 0]] = True
-    return np.flatnonzero(~is_first)
+def model_ranks(
+    params: model.Params,
+    cfg: RunConfig,
+    seqs: Sequences,
+    ties: Ties = "conservative",
+    features: dict[str, np.ndarray] | None = None,
+) -> np.ndarray:
+    """Full-catalogue ranks of every target event, in sequence order (see `sequences.positions`)."""
+    return model_scores(params, cfg, seqs, ScoreOptions(ties=ties, k=1), features=features).ranks

@@ -76,3 +76,18 @@ def cli_ok(args: list[str], **kw) -> str:
     result = CliRunner().invoke(app, args, **kw)
     assert result.exit_code == 0, result.output
     return result.stdout
+
+
+def stacked(stream):
+    """Every chunk of a stream stacked: [n_steps, B] arrays (small data only)."""
+    from rnnrec_cli.batches import Batch
+
+    parts = [stream.chunk(k) for k in range(stream.n_chunks)]
+    fields = zip(*parts, strict=True)
+    return Batch(*(None if x[0] is None else np.concatenate(x) for x in fields))
+
+
+def pairs_in_slots(stream) -> int:
+    """Real (input, target) pairs in the stream's slots, from its layout."""
+    p, slots = stream.plan, stream.slots
+    return int(p.n_pairs[(p.slot >= slots.start) & (p.slot < slots.stop)].sum())

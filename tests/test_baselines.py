@@ -5,10 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnrec_cli.baselines import baseline_scores, lexicographic_ranks, positions
-from rnnrec_cli.data import Sequences
-from rnnrec_cli.evaluate import target_items
-from rnnrec_cli.scoring import ScoreOptions
+from rnnrec_cli.baselines import baseline_scores, lexicographic_ranks
+from rnnrec_cli.options import ScoreOptions
+from rnnrec_cli.sequences import Sequences, positions
 
 N = 6
 
@@ -25,7 +24,7 @@ def test_positions_follow_sequence_order() -> None:
     seqs = Sequences.from_lists([[1, 2, 3], [4], [5, 0]])
     pos = positions(seqs)
     assert pos.current.tolist() == [1, 2, 5]
-    assert pos.target.tolist() == target_items(seqs).tolist() == [2, 3, 0]
+    assert pos.target.tolist() == seqs.items[pos.end].tolist() == [2, 3, 0]
     assert (pos.end - pos.start).tolist() == [1, 2, 1]  # prefix lengths
 
 

@@ -3,11 +3,13 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rnnrec_cli.batches import assign_slots, longest_first, session_parallel
-from rnnrec_cli.data import Sequences
+from rnnrec_cli.sequences import Sequences
+
+from .conftest import pairs_in_slots, stacked
 
 
 def _pairs_per_slot(stream, b):
-    stream = stream.whole()
+    stream = stacked(stream)
     return [
         (int(i), int(t), bool(r))
         for i, t, m, r in zip(
@@ -23,14 +25,14 @@ def test_slots_take_the_next_sequence_when_free() -> None:
     # Slot 1 frees first (seq1 has one pair), so it takes seq2; slot 0 then takes seq3.
     assert _pairs_per_slot(stream, 0) == [(1, 2, True), (2, 3, False), (10, 11, True)]
     assert _pairs_per_slot(stream, 1) == [(4, 5, True), (6, 7, True), (7, 8, False), (8, 9, False)]
-    assert stream.whole().inputs.shape == (4, 2) and stream.n_chunks == 2
+    assert stacked(stream).inputs.shape == (4, 2) and stream.n_chunks == 2
 
 
 def test_sequences_of_one_event_are_skipped() -> None:
     seqs = Sequences.from_lists([[1], [2, 3]])
     stream = session_parallel(seqs, batch_size=1, bptt=3)
-    whole = stream.whole()
-    assert whole.mask.sum() == 1 and whole.inputs.shape == (3, 1) and stream.n_events == 1
+    whole = stacked(stream)
+    assert whole.mask.sum() == 1 and whole.inputs.shape == (3, 1) and pairs_in_slots(stream) == 1
 
 
 def test_assign_slots_ties_go_to_lowest_slot() -> None:
@@ -55,9 +57,9 @@ def test_every_pair_appears_once_and_padding_is_never_a_target(seqs_list, batch,
     seqs = Sequences.from_lists(seqs_list)
     order = np.random.default_rng(seed).permutation(len(seqs))
     stream = session_parallel(seqs, batch, bptt, order)
-    whole = stream.whole()
+    whole = stacked(stream)
     assert whole.inputs.shape[0] % bptt == 0
-    assert whole.mask.sum() == seqs.n_targets == stream.n_events
+    assert whole.mask.sum() == seqs.n_targets == pairs_in_slots(stream)
     assert not whole.reset[~whole.mask].any()
     # target_pos points at the target in the packed items
     assert (seqs.items[whole.target_pos[whole.mask]] == whole.targets[whole.mask]).all()

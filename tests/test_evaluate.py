@@ -6,11 +6,12 @@ import pytest
 
 from rnnrec_cli import model
 from rnnrec_cli.baselines import baseline_scores
+from rnnrec_cli.batches import Batch
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
-from rnnrec_cli.data import Sequences
-from rnnrec_cli.evaluate import model_ranks, target_items
 from rnnrec_cli.metrics import beyond_accuracy, bootstrap_ci, gini, paired_bootstrap, per_sequence_sums
-from rnnrec_cli.scoring import ScoreOptions, model_scores
+from rnnrec_cli.options import ScoreOptions
+from rnnrec_cli.scoring import model_ranks, model_scores
+from rnnrec_cli.sequences import Sequences, positions
 
 N_ITEMS = 15
 SEQS = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 1], [2], [3, 3, 4], [5, 6, 5, 7, 6]]
@@ -28,7 +29,7 @@ def _numpy_reference(params, cfg: RunConfig, seqs_list, ties: str, exclude_seen:
     for s in seqs_list:
         carry = model.zero_carry(cfg.model, 1)
         for i, (cur, nxt) in enumerate(itertools.pairwise(s)):
-            carry, h = model.run(params, cfg.model, carry, np.array([[cur]]), np.zeros((1, 1), bool))
+            carry, h = model.run(params, cfg.model, carry, Batch(np.array([[cur]]), reset=np.zeros((1, 1), bool)))
             scores = np.asarray(model.scores(params, cfg.model, h[0, 0]), np.float64)
             seen = set(s[: i + 1])
             if exclude_seen:
@@ -57,7 +58,7 @@ def test_model_scores_equal_a_slow_reference(exclude_seen: bool, block: int) -> 
     for mine, ref in zip(got.topk.tolist(), tops, strict=True):
         if ref is not None:
             assert mine == ref
-    assert target_items(seqs).tolist() == [t for s in SEQS for t in s[1:]]
+    assert positions(seqs).target.tolist() == [t for s in SEQS for t in s[1:]]
 
 
 def test_model_ranks_for_validation_match() -> None:

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from rnnrec_cli import losses, model
-from rnnrec_cli.batches import sample_negatives, sampling_distribution
+from rnnrec_cli.batches import Batch, sample_negatives, sampling_distribution
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
-from rnnrec_cli.train import Batch, chunk_loss, item_stats
+from rnnrec_cli.step import chunk_loss, item_stats
 
 M, S = 4, 3  # rows, sampled columns
 
@@ -104,7 +104,7 @@ def test_sampled_chunk_loss_uses_same_step_targets_and_shared_negatives() -> Non
     batch = Batch(inputs, targets, mask, jnp.array([[True, True], [False, False]]), jnp.array([7, 2], jnp.int32))
     counts = np.arange(1, 10)
     loss, (_, n) = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), batch, item_stats(counts, 0.5), None)
-    _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), inputs, batch.reset)
+    _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), Batch(inputs, reset=batch.reset))
     full = np.asarray(model.scores(params, cfg.model, hidden), np.float64)  # [T, B, N]
     # GRU4Rec's log-Q: log(count) for in-batch targets, alpha * log(count) for samples.
     p = counts.astype(np.float64)
@@ -137,7 +137,7 @@ def test_negatives_follow_support_to_the_alpha() -> None:
 
 
 def test_target_weighting_is_a_popularity_weighted_mean() -> None:
-    from rnnrec_cli.train import _next_item_loss
+    from rnnrec_cli.step import _next_item_loss
 
     counts = np.array([1, 100, 4, 9, 16, 25, 36, 49, 64])
     stats = item_stats(counts, 0.5)
@@ -149,7 +149,7 @@ def test_target_weighting_is_a_popularity_weighted_mean() -> None:
     cfg = RunConfig(data_dir="-", n_items=9, model=ModelConfig(layers=(5,)), train=TrainConfig(target_weighting=0.5))
     params = model.init_params(cfg.model, 9, jax.random.key(3))
     loss, _ = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), batch, stats, None)
-    _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), inputs, batch.reset)
+    _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), Batch(inputs, reset=batch.reset))
     per_row = np.asarray(_next_item_loss(params, cfg, hidden, batch, stats))
     w = counts[np.asarray(batch.targets).ravel()] ** -0.5 * np.asarray(batch.mask).ravel()
     m = np.asarray(batch.mask).ravel()

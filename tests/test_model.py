@@ -6,9 +6,11 @@ import numpy as np
 import pytest
 
 from rnnrec_cli import model
-from rnnrec_cli.batches import session_parallel
+from rnnrec_cli.batches import Batch, session_parallel
 from rnnrec_cli.config import ModelConfig
-from rnnrec_cli.data import Sequences
+from rnnrec_cli.sequences import Sequences
+
+from .conftest import stacked
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
@@ -17,11 +19,11 @@ def test_shapes(cell: str, embedding: int) -> None:
     cfg = ModelConfig(cell=cell, layers=(8, 5), embedding=embedding)
     params = model.init_params(cfg, 11, jax.random.key(0))
     inputs = jnp.zeros((4, 3), jnp.int32)
-    _carry, hidden = model.run(params, cfg, model.zero_carry(cfg, 3), inputs, jnp.zeros((4, 3), bool))
+    _carry, hidden = model.run(params, cfg, model.zero_carry(cfg, 3), Batch(inputs, reset=jnp.zeros((4, 3), bool)))
     assert hidden.shape == (4, 3, 5)
     assert model.scores(params, cfg, hidden).shape == (4, 3, 11)
-    assert ("out_kernel" in params) == (embedding != 0)
-    assert params["embedding"].shape == (11, 5 if embedding == 0 else 6)
+    assert ("kernel" in params["items"]) == (embedding != 0)
+    assert params["items"]["embedding"].shape == (11, 5 if embedding == 0 else 6)
 
 
 @pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
@@ -35,16 +37,19 @@ def test_packed_stream_with_resets_equals_each_sequence_alone(cell: str) -> None
     carry = model.zero_carry(cfg, 2)
     packed = []
     for chunk in stream.chunks():
-        carry, h = model.run(params, cfg, carry, chunk.inputs, chunk.reset)
+        carry, h = model.run(params, cfg, carry, chunk)
         packed.append(np.asarray(h))
     packed = np.concatenate(packed)
     alone = {}
     for s in seqs_list:
         _, h = model.run(
-            params, cfg, model.zero_carry(cfg, 1), jnp.array(s[:-1])[:, None], jnp.zeros((len(s) - 1, 1), bool)
+            params,
+            cfg,
+            model.zero_carry(cfg, 1),
+            Batch(jnp.array(s[:-1])[:, None], reset=jnp.zeros((len(s) - 1, 1), bool)),
         )
         alone[tuple(s[:-1])] = np.asarray(h[:, 0])
-    stream = stream.whole()
+    stream = stacked(stream)
     for b in range(2):
         steps = np.flatnonzero(stream.mask[:, b])
         starts = [t for t in steps if stream.reset[t, b]] + [steps[-1] + 1]
@@ -56,7 +61,7 @@ def test_packed_stream_with_resets_equals_each_sequence_alone(cell: str) -> None
 def test_dropout_only_in_training() -> None:
     cfg = ModelConfig(layers=(16,), dropout_embed=0.5, dropout_hidden=0.5)
     params = model.init_params(cfg, 10, jax.random.key(0))
-    args = (params, cfg, model.zero_carry(cfg, 2), jnp.ones((3, 2), jnp.int32), jnp.zeros((3, 2), bool))
+    args = (params, cfg, model.zero_carry(cfg, 2), Batch(jnp.ones((3, 2), jnp.int32), reset=jnp.zeros((3, 2), bool)))
     _, a = model.run(*args)
     _, b = model.run(*args)
     _, c = model.run(*args, dropout_key=jax.random.key(3))

@@ -17,12 +17,11 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rnnrec_cli.batches import layout, session_parallel
+from rnnrec_cli.batches import layout, prefetch, session_parallel
 from rnnrec_cli.cli import app
-from rnnrec_cli.data import read_lengths, read_sequences
-from rnnrec_cli.train import prefetch
+from rnnrec_cli.sequences import read_lengths, read_sequences
 
-from .conftest import write_data_dir
+from .conftest import stacked, write_data_dir
 
 TRAIN_FLAGS = [
     "--layers",
@@ -65,7 +64,7 @@ def data_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_a_process_builds_its_slots_from_its_own_sequences_only(data_dir: Path) -> None:
     full = read_sequences(data_dir, "train")
-    whole = session_parallel(full, 8, 4).whole()
+    whole = stacked(session_parallel(full, 8, 4))
     plan = layout(read_lengths(data_dir, "train"), 8, 4)
     assert (read_lengths(data_dir, "train") == full.lengths).all()
     for slots in (range(0, 4), range(4, 8), range(2, 3)):
@@ -77,13 +76,13 @@ def test_a_process_builds_its_slots_from_its_own_sequences_only(data_dir: Path) 
         first[wanted] = mine.offsets[:-1]
         from rnnrec_cli.batches import Stream
 
-        part = Stream(plan, mine.items, first, 4, slots).whole()
+        part = stacked(Stream(plan, mine.items, first, 4, slots))
         for field in ("inputs", "targets", "mask", "reset"):
             np.testing.assert_array_equal(getattr(part, field), getattr(whole, field)[:, slots.start : slots.stop])
 
 
 def test_reading_in_small_batches_gives_the_same_sequences(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rnnrec_cli.data as data_mod
+    import rnnrec_cli.sequences as data_mod
 
     expected = read_sequences(data_dir, "train")
     monkeypatch.setattr(data_mod, "READ_BATCH_ROWS", 7)  # sequences straddle batch edges
@@ -192,9 +191,10 @@ fit(cfg(1, 4), stopped)
 fit(cfg(2, 2), stopped, resume=True)
 
 import numpy as np
-from rnnrec_cli.data import read_sequences
-from rnnrec_cli.evaluate import restore_params
-from rnnrec_cli.scoring import ScoreOptions, model_scores
+from rnnrec_cli.sequences import read_sequences
+from rnnrec_cli.rundir import restore_params
+from rnnrec_cli.options import ScoreOptions
+from rnnrec_cli.scoring import model_scores
 params = restore_params(straight, cfg(2, 1))
 test = read_sequences(Path({str(data_dir)!r}), "test")
 one = model_scores(params, cfg(2, 1), test, ScoreOptions(k=5, exclude_seen=True, devices=1))

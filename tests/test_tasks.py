@@ -13,9 +13,9 @@ from typer.testing import CliRunner
 
 from rnnrec_cli.baselines import value_baseline
 from rnnrec_cli.cli import app
-from rnnrec_cli.data import Sequences
 from rnnrec_cli.losses import value_loss
 from rnnrec_cli.metrics import value_errors
+from rnnrec_cli.sequences import Sequences
 
 from .conftest import cli_ok
 

@@ -1,0 +1,417 @@
+"""Reading raw event logs: formats, compression, presets, column and time resolution.
+
+Every input path (files, globs, stdin) ends in one LazyFrame with canonical columns (`user` or
+`session`, `item`, `ts` as naive-UTC Datetime[us], optional `event`, `value`) and `_row`, the
+original row number. CSV options are decided once (`csv_options`, `name_columns`) for files and
+for stdin alike.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import glob
+import gzip
+import io
+import shutil
+import sys
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import polars as pl
+
+from rnnrec_cli.config import PrepareConfig
+from rnnrec_cli.errors import DataError
+
+# Column names recognised without flags, compared lower-cased without '_' and '-'.
+_GUESSES: dict[str, tuple[str, ...]] = {
+    "item_col": ("itemid", "item", "movieid", "aid", "productid", "asin", "articleid", "sku"),
+    "time_col": ("timestamp", "time", "ts", "datetime", "eventtime", "unixreviewtime", "date"),
+    "user_col": ("userid", "user", "visitorid", "reviewerid", "customerid", "clientid"),
+    "session_col": ("sessionid", "session"),
+    "event_col": ("eventtype", "event", "type", "action"),
+    "value_col": ("rating", "value", "score"),
+}
+COLUMN_FLAGS = {
+    "item_col": "--item-col",
+    "time_col": "--time-col",
+    "user_col": "--user-col",
+    "session_col": "--session-col",
+    "event_col": "--event-col",
+    "value_col": "--value-col",
+}
+_CANON = {
+    "user_col": "user",
+    "session_col": "session",
+    "item_col": "item",
+    "time_col": "ts",
+    "event_col": "event",
+    "value_col": "value",
+    "time_offset_col": "_offset",
+}
+_SEPARATORS = (",", "\t", ";", "|")
+# Microseconds per unit of a numeric time column.
+MICROSECONDS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
+
+# ---------------------------------------------------------------------------- reading raw logs
+
+
+_GZIP, _ZSTD = b"\x1f\x8b", b"\x28\xb5\x2f\xfd"
+
+
+def compression(path: Path) -> str | None:
+    with open(path, "rb") as f:
+        magic = f.read(4)
+    if magic.startswith(_GZIP):
+        return "gzip"
+    if magic == _ZSTD:
+        return "zstd"
+    return None
+
+
+def _head_text(path: Path, n_bytes: int = 65536) -> str:
+    try:
+        match compression(path):
+            case "gzip":
+                with gzip.open(path, "rb") as f:
+                    raw = f.read(n_bytes)
+            case "zstd":
+                raw = _zstd_head(path, n_bytes)
+            case _:
+                with open(path, "rb") as f:
+                    raw = f.read(n_bytes)
+    except (OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    return raw.decode("utf-8", errors="replace")
+
+
+def _zstd_head(path: Path, n_bytes: int) -> bytes:
+    # Polars decompresses zstd itself; for sniffing, read a small eager sample through it.
+    try:
+        df = pl.read_csv(
+            path, has_header=False, n_rows=50, separator="\x1f", infer_schema=False, truncate_ragged_lines=True
+        )
+    except pl.exceptions.PolarsError as exc:
+        raise OSError(str(exc).splitlines()[0]) from None
+    return "\n".join(df.to_series(0).to_list()).encode()[:n_bytes]
+
+
+def detect_format(path: Path) -> str:
+    name = path.name.lower().removesuffix(".gz").removesuffix(".zst").removesuffix(".zstd")
+    if name.endswith(".parquet"):
+        return "parquet"
+    if name.endswith((".jsonl", ".ndjson", ".json")):
+        return "jsonl"
+    return "csv"
+
+
+def sniff_separator(path: Path) -> str:
+    """The separator of a CSV file, from its first lines (see `sniff_text`)."""
+    return sniff_text(_head_text(path), str(path))
+
+
+def sniff_text(text: str, source: str = "stdin") -> str:
+    """The candidate separator that splits the header and first rows most consistently."""
+    lines = [ln for ln in text.splitlines()[:20] if ln.strip()]
+    if not lines:
+        raise DataError(f"{source} is empty")
+    if "::" in lines[0]:
+        return "::"  # MovieLens 1M/10M .dat files
+    best, best_score = ",", -1
+    for sep in _SEPARATORS:
+        counts = [ln.count(sep) for ln in lines[:-1] or lines]
+        if counts[0] == 0:
+            continue
+        score = counts[0] * 10 + (10 if len(set(counts)) == 1 else 0)
+        if score > best_score:
+            best, best_score = sep, score
+    return best
+
+
+def csv_options(sep: str, header: bool) -> dict[str, Any]:
+    """Polars CSV reader options for `sep` ('::' is read as ':' with empty columns between)."""
+    double_colon = sep == "::"
+    return {"separator": ":" if double_colon else sep, "has_header": header and not double_colon}
+
+
+def name_columns(names: list[str], sep: str, cfg: PrepareConfig) -> dict[str, str] | list[str]:
+    """Columns to keep ('::' leaves empty ones between the fields) and, for files without a
+    header, their names from cfg.columns: a list to select, then a renaming."""
+    kept = names[::2] if sep == "::" else names
+    if cfg.header and sep != "::":
+        return kept
+    given = list(cfg.columns)[: len(kept)]
+    return dict(zip(kept, given + kept[len(given) :], strict=True))
+
+
+def _named(frame: Any, sep: str, cfg: PrepareConfig) -> Any:
+    """A LazyFrame or DataFrame with the columns `name_columns` decides."""
+    names = frame.collect_schema().names() if isinstance(frame, pl.LazyFrame) else frame.columns
+    spec = name_columns(names, sep, cfg)
+    return frame.select(list(spec)).rename(spec) if isinstance(spec, dict) else frame.select(spec)
+
+
+def _scan_one(path: Path, cfg: PrepareConfig) -> pl.LazyFrame:
+    fmt = cfg.format if cfg.format != "auto" else detect_format(path)
+    compressed = compression(path)
+    try:
+        if fmt == "parquet":
+            return pl.scan_parquet(path)
+        if fmt in ("jsonl", "otto"):
+            lf = pl.read_ndjson(path).lazy() if compressed else pl.scan_ndjson(path)
+            return _flatten_otto(lf, path) if fmt == "otto" else lf
+        return _scan_csv(path, cfg, compressed)
+    except (pl.exceptions.PolarsError, OSError, EOFError) as exc:
+        raise DataError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
+
+
+def _scan_csv(path: Path, cfg: PrepareConfig, compressed: str | None) -> pl.LazyFrame:
+    sep = cfg.sep or sniff_separator(path)
+    options = {**csv_options(sep, cfg.header), "infer_schema_length": 10000}
+    # Polars decompresses only in its eager reader.
+    lf = pl.read_csv(path, **options).lazy() if compressed else pl.scan_csv(path, **options)
+    return _named(lf, sep, cfg)
+
+
+def _flatten_otto(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:
+    names = lf.collect_schema().names()
+    if "events" not in names:
+        raise DataError(
+            f"{path} is not OTTO's nested format: no 'events' list (found: {', '.join(names)}). "
+            "Drop --preset otto / --format otto for flat JSON lines."
+        )
+    return lf.explode("events").unnest("events")
+
+
+@contextmanager
+def materialized_inputs(paths: Sequence[str]) -> Iterator[list[Path]]:
+    """Yield real file paths; '-' (stdin) is spooled to a temporary file for lazy scanning."""
+    tmp: Path | None = None
+    out = []
+    try:
+        for p in paths:
+            if p == "-":
+                if tmp is not None:
+                    raise DataError("'-' (stdin) may be given only once")
+                fd, name = tempfile.mkstemp(prefix="rnnrec-stdin-")
+                tmp = Path(name)
+                with open(fd, "wb") as f:
+                    shutil.copyfileobj(sys.stdin.buffer, f)
+                out.append(tmp)
+            elif any(ch in p for ch in "*?[") and not Path(p).exists():
+                matches = sorted(Path(m) for m in glob.glob(p))
+                files = [m for m in matches if m.is_file()]
+                if not files:
+                    raise DataError(f"no input file matches {p}")
+                out.extend(files)
+            else:
+                path = Path(p)
+                if not path.is_file():
+                    raise DataError(f"input file {p} does not exist")
+                out.append(path)
+        yield out
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)
+
+
+def resolve_columns(
+    cfg: PrepareConfig, names: Sequence[str], source: str, time_optional: bool = False
+) -> PrepareConfig:
+    """Fill unset column options from well-known names; fail naming the flag when impossible.
+
+    With `time_optional` (predict: the input is already in order), a missing time column is
+    allowed and left None."""
+    normalized = {n.lower().replace("_", "").replace("-", ""): n for n in names}
+    if time_optional and cfg.time_col is not None and cfg.time_col not in names:
+        cfg = dataclasses.replace(cfg, time_col=None, time_offset_col=None)
+    updates: dict[str, str] = {}
+    if cfg.time_offset_col is not None and cfg.time_offset_col not in names:
+        raise DataError(
+            f"column {cfg.time_offset_col!r} not in {source} (found: {', '.join(names)}). "
+            "Pass --time-offset-col with one of those."
+        )
+    missing = [key for key in _GUESSES if getattr(cfg, key) is not None and getattr(cfg, key) not in names]
+    if len(missing) == 1:
+        raise DataError(
+            f"column {getattr(cfg, missing[0])!r} not in {source} (found: {', '.join(names)}). "
+            f"Pass {COLUMN_FLAGS[missing[0]]} with one of those."
+        )
+    if missing:
+        raise DataError(
+            f"columns {', '.join(repr(getattr(cfg, k)) for k in missing)} not in {source} "
+            f"(found: {', '.join(names)}). Pass {', '.join(COLUMN_FLAGS[k] for k in missing)} to map them."
+        )
+    for key, candidates in _GUESSES.items():
+        if getattr(cfg, key) is not None:
+            continue
+        taken = set(updates.values()) | {getattr(cfg, k) for k in _GUESSES}
+        match = next((normalized[c] for c in candidates if c in normalized), None)
+        if match is not None and match not in taken:
+            updates[key] = match
+    cfg = dataclasses.replace(cfg, **updates)
+    for key in ("item_col",) if time_optional else ("item_col", "time_col"):
+        if getattr(cfg, key) is None:
+            raise DataError(
+                f"no {key.removesuffix('_col')} column found in {source} "
+                f"(found: {', '.join(names)}). Pass {COLUMN_FLAGS[key]}."
+            )
+    if cfg.session_col is None and cfg.user_col is None:
+        raise DataError(
+            f"{source} has no session or user column (found: {', '.join(names)}). Pass --session-col or --user-col."
+        )
+    return cfg
+
+
+def scan_events(
+    paths: Sequence[Path], cfg: PrepareConfig, time_optional: bool = False
+) -> tuple[pl.LazyFrame, PrepareConfig]:
+    """Raw files -> one LazyFrame with canonical columns (user/session, item, ts, event, value).
+
+    Returns the config with column names (and an 'auto' time unit) resolved. `ts` becomes
+    Datetime[us] (naive UTC).
+    """
+    frames = [_scan_one(p, cfg) for p in paths]
+    schemas = [f.collect_schema() for f in frames]
+    names = schemas[0].names()
+    source = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more)"
+    for p, s in zip(paths[1:], schemas[1:], strict=True):
+        if s.names() != names:
+            raise DataError(
+                f"{p} has columns {', '.join(s.names())} but {paths[0]} has {', '.join(names)}; "
+                "all inputs must share one layout"
+            )
+    lf = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
+    return canonicalize(lf, cfg, source, time_optional)
+
+
+def canonicalize(
+    lf: pl.LazyFrame, cfg: PrepareConfig, source: str, time_optional: bool = False
+) -> tuple[pl.LazyFrame, PrepareConfig]:
+    """Raw columns -> canonical columns plus `_row` (row index); resolves columns and time unit.
+
+    Without a time column (allowed by `time_optional`), rows are in order: `ts` counts rows in
+    microseconds, so order holds and no inactivity gap ever splits a sequence."""
+    schema = lf.collect_schema()
+    cfg = resolve_columns(cfg, schema.names(), source, time_optional)
+    selected = [
+        pl.col(getattr(cfg, key)).alias(canon) for key, canon in _CANON.items() if getattr(cfg, key) is not None
+    ]
+    lf = lf.select(selected).with_row_index("_row")
+    if cfg.time_col is None:
+        return lf.with_columns(ts=pl.from_epoch(pl.col("_row").cast(pl.Int64), time_unit="us")), cfg
+    ts_dtype = schema[cfg.time_col]
+    if cfg.time_unit == "auto" and (ts_dtype.is_integer() or ts_dtype.is_float()):
+        top = lf.select(pl.col("ts").abs().max()).collect().item()
+        cfg = dataclasses.replace(cfg, time_unit=_guess_unit(float(top or 0)))  # type: ignore[arg-type]
+    ts = _time_expr(ts_dtype, cfg, source)
+    if cfg.time_offset_col is not None:
+        per_unit = MICROSECONDS[cfg.time_offset_unit]
+        offset = pl.duration(microseconds=(pl.col("_offset").cast(pl.Float64) * per_unit).cast(pl.Int64))
+        ts = ts + offset
+    # Raw time text is kept until parsing is checked, so an error can quote it.
+    raw = {"_ts_raw": pl.col("ts")} if ts_dtype == pl.String else {}
+    lf = lf.with_columns(**raw, ts=ts)
+    return (lf.drop("_offset") if cfg.time_offset_col is not None else lf), cfg
+
+
+def _time_expr(dtype: pl.DataType, cfg: PrepareConfig, source: str) -> pl.Expr:
+    col = pl.col("ts")
+    if dtype.is_integer() or dtype.is_float():
+        scale = MICROSECONDS[cfg.time_unit]
+        return pl.from_epoch((col.cast(pl.Float64) * scale).cast(pl.Int64), time_unit="us")
+    if dtype == pl.String:
+        return _parse_time_strings(col)
+    if isinstance(dtype, pl.Datetime):
+        out = col.cast(pl.Datetime("us", dtype.time_zone))
+        return out.dt.convert_time_zone("UTC").dt.replace_time_zone(None) if dtype.time_zone else out
+    if dtype == pl.Date:
+        return col.cast(pl.Datetime("us"))
+    raise DataError(f"time column {cfg.time_col!r} in {source} has unsupported type {dtype}")
+
+
+_ISO_FORMATS = ("%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M", "%Y-%m-%d")
+
+
+def _parse_time_strings(col: pl.Expr) -> pl.Expr:
+    """ISO-8601 strings, with or without an offset or 'Z', row by row (formats may mix).
+
+    Offsets are converted to UTC; times without one are taken as UTC.
+    """
+    text = col.str.strip_chars().str.replace(r"Z$", "+00:00")
+    aware = [
+        text.str.to_datetime(f + "%:z", time_unit="us", strict=False)
+        .dt.convert_time_zone("UTC")
+        .dt.replace_time_zone(None)
+        for f in _ISO_FORMATS[:4]
+    ]
+    naive = [text.str.to_datetime(f, time_unit="us", strict=False) for f in _ISO_FORMATS]
+    return pl.coalesce(*aware, *naive)
+
+
+def _guess_unit(magnitude: float) -> str:
+    # Unix seconds stay below 1e11 until the year 5138; ms, us and ns are 1e3 apart.
+    if magnitude >= 1e17:
+        return "ns"
+    if magnitude >= 1e14:
+        return "us"
+    if magnitude >= 1e11:
+        return "ms"
+    return "s"
+
+
+def check_times(df: pl.DataFrame, cfg: PrepareConfig) -> pl.DataFrame:
+    """Fail on the first timestamp that is present but could not be parsed, quoting it.
+
+    Returns the frame without the raw time column.
+    """
+    if "_ts_raw" not in df.columns:
+        return df
+    bad = df.filter(pl.col("ts").is_null() & pl.col("_ts_raw").is_not_null()).head(1)
+    if bad.height:
+        row = bad.row(0, named=True)
+        raise DataError(
+            f"cannot parse time {row['_ts_raw']!r} in column {cfg.time_col!r} (data row {row['_row'] + 1}); "
+            "use unix seconds/ms/us or ISO-8601 like 2024-05-01T12:00:00, or pass --time-unit"
+        )
+    return df.drop("_ts_raw")
+
+
+def iter_stdin_blocks(cfg: PrepareConfig, rows: int, stream: Any = None) -> Iterator[pl.DataFrame]:
+    """Raw rows from stdin in blocks of about `rows` lines, parsed as soon as each block arrives.
+
+    CSV/TSV (separator sniffed from the first lines unless given) and JSON lines (also OTTO's
+    nested format) stream; Parquet must come from a file.
+    """
+    stream = stream if stream is not None else sys.stdin.buffer
+    fmt = cfg.format if cfg.format != "auto" else "csv"
+    if fmt == "parquet":
+        raise DataError("Parquet cannot be streamed from stdin; pass the file path instead")
+    first = stream.readline()
+    if not first:
+        return
+    is_json = fmt in ("jsonl", "otto") or first.lstrip().startswith(b"{")
+    header = b"" if is_json or not cfg.header else first
+    pending = [] if header else [first]
+    sep = cfg.sep or sniff_text(first.decode("utf-8", errors="replace"))
+
+    def parse(lines: list[bytes]) -> pl.DataFrame:
+        payload = io.BytesIO(header + b"".join(lines))
+        try:
+            if is_json:
+                df = pl.read_ndjson(payload)
+                return _flatten_otto(df.lazy(), Path("<stdin>")).collect() if fmt == "otto" else df
+            df = pl.read_csv(payload, **csv_options(sep, bool(header)), infer_schema_length=None)
+        except pl.exceptions.PolarsError as exc:
+            raise DataError(f"cannot parse stdin: {str(exc).strip().splitlines()[0]}") from None
+        return _named(df, sep, dataclasses.replace(cfg, header=bool(header)))
+
+    for line in stream:
+        pending.append(line)
+        if len(pending) >= rows:
+            yield parse(pending)
+            pending = []
+    if pending:
+        yield parse(pending)

@@ -1,0 +1,111 @@
+"""Options of one command's work, frozen and validated; each default written once.
+
+EvalOptions (evaluate), ScoreOptions (what scoring computes per target) and PredictOptions
+(predict). Unlike config.py's configs they are not saved with data or runs: they shape one call.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+from rnnrec_cli.config import HEADLINE_K, Ties, check_choice, check_positive
+from rnnrec_cli.errors import ConfigError
+
+Split = Literal["test", "valid"]
+Strategy = Literal["greedy", "beam", "sample"]
+PredictTask = Literal["next-item", "value"]
+OutputFormat = Literal["csv", "jsonl", "parquet"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class EvalOptions:
+    """What `evaluate` scores and reports."""
+
+    split: Split = "test"
+    ks: tuple[int, ...] = (1, 5, 10, HEADLINE_K)
+    ties: Ties = "conservative"
+    last_only: bool = False
+    exclude_seen: bool = False
+    # Also rank the target against this many random items (not comparable with full ranking).
+    n_sampled: int = 0
+    baselines: tuple[str, ...] = ("pop", "spop", "markov", "iknn", "sknn")
+    # sknn: neighbours, and the most recent candidate sessions it considers.
+    knn: int = 100
+    knn_sample: int = 500
+    n_boot: int = 1000
+    seed: int = 0
+    # Local devices the sequences are split over (0 = all).
+    devices: int = 0
+    # Score next-item targets of these event types only (e.g. ("order",): "what will be bought").
+    target_events: tuple[str, ...] = ()
+
+    def __post_init__(self) -> None:
+        check_choice("--split", self.split, Split)
+        check_choice("--ties", self.ties, Ties)
+        if not self.ks or any(k < 1 for k in self.ks):
+            raise ConfigError(f"--k needs positive cut-offs like 1,5,10,20, got {self.ks}")
+        unknown = [b for b in self.baselines if b not in EvalOptions.baselines]
+        if unknown:
+            raise ConfigError(
+                f"--baselines: unknown {', '.join(unknown)}; choose from "
+                f"{', '.join(EvalOptions.baselines)}, all or none"
+            )
+        check_positive("--sampled", self.n_sampled, allow_zero=True)
+        check_positive("--knn", self.knn)
+        check_positive("--knn-sample", self.knn_sample)
+        check_positive("--bootstrap", self.n_boot)
+        check_positive("--devices", self.devices, allow_zero=True)
+
+
+@dataclass(frozen=True, kw_only=True)
+class ScoreOptions:
+    """What scoring computes per target: ties policy, top-K length, seen-item exclusion,
+    sampled ranks, the item block of the full-catalogue scan, and the devices."""
+
+    ties: Ties = "conservative"
+    k: int = HEADLINE_K
+    exclude_seen: bool = False
+    n_sampled: int = 0
+    # Items scored at once: scores exist one [B, block] block at a time, so memory stays
+    # bounded for catalogues of millions of items.
+    item_block: int = 32768
+    devices: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("ties", self.ties, Ties)
+        check_positive("k", self.k)
+        check_positive("item block", self.item_block)
+
+
+@dataclass(frozen=True, kw_only=True)
+class PredictOptions:
+    """What `predict` writes for each input sequence."""
+
+    k: int = HEADLINE_K
+    exclude_seen: bool = True
+    every_position: bool = False
+    fallback: bool = True
+    generate: int = 0
+    strategy: Strategy = "greedy"
+    beams: int = 5
+    temperature: float = 1.0
+    # "value": the value of each event predicted from the events before it, or of candidate items.
+    task: PredictTask = "next-item"
+    format: OutputFormat = "csv"
+    batch_size: int = 256  # sequences per jitted call
+    block_rows: int = 100_000  # stdin rows per block
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_positive("-k", self.k)
+        check_positive("--generate", self.generate, allow_zero=True)
+        check_positive("--batch-size", self.batch_size)
+        check_positive("--block-rows", self.block_rows)
+        check_choice("--strategy", self.strategy, Strategy)
+        check_choice("--task", self.task, PredictTask)
+        check_choice("--format", self.format, OutputFormat)
+        check_positive("--beams", self.beams)
+        check_positive("--temperature", self.temperature)
+        if self.every_position and self.generate:
+            raise ConfigError("--every-position and --generate do not combine")
