@@ -42,6 +42,38 @@ def cross_entropy(
     return jax.nn.logsumexp(logits, axis=1) - _own(logits, own)[:, 0]
 
 
+def split_cross_entropy(
+    in_batch: jax.Array,
+    sampled: jax.Array,
+    column_valid: jax.Array,
+    corr_in: jax.Array | None = None,
+    corr_s: jax.Array | None = None,
+) -> jax.Array:
+    """`cross_entropy` over [in-batch columns | sampled columns] without joining them: each
+    block's log-sum-exp, combined; the [T*B, B+S] logits, mask and correction are never built.
+
+    Args:
+      in_batch: <float32>[T, B, B] scores of step t's sequence b for step t's target of slot c
+        (its own target on the diagonal).
+      sampled: <float32>[T*B, S] scores of the shared sampled items.
+      column_valid: <bool>[T, B] slot c holds a real target at step t.
+      corr_in, corr_s: optional log-Q corrections <float32>[T, B] (per in-batch column) and [S].
+    Returns:
+      <float32>[T*B] per-row loss, rows in (t, b) order.
+    """
+    n_steps, batch, _ = in_batch.shape
+    if corr_in is not None:
+        in_batch = in_batch - corr_in[:, None, :]
+    if corr_s is not None:
+        sampled = sampled - corr_s[None, :]
+    own = jnp.diagonal(in_batch, axis1=1, axis2=2)  # [T, B]
+    # A padding row's own column is invalid; keeping it keeps the row finite (it is masked later).
+    valid = column_valid[:, None, :] | jnp.eye(batch, dtype=bool)[None]
+    lse_in = jax.nn.logsumexp(jnp.where(valid, in_batch, -jnp.inf), axis=-1)
+    lse_s = jax.nn.logsumexp(sampled, axis=-1).reshape(n_steps, batch)
+    return (jnp.logaddexp(lse_in, lse_s) - own).reshape(-1)
+
+
 def _negative_softmax(logits: jax.Array, neg: jax.Array) -> jax.Array:
     # Softmax over the negatives only: the target never takes part (a known third-party bug).
     masked = jnp.where(neg, logits, -jnp.inf)

@@ -1,7 +1,9 @@
 """The recurrent next-item model as pure functions over a parameter pytree.
 
-Flax linen cells are used as stateless definitions (`cell.apply` inside `jax.lax.scan`), so the
-parameters are a plain dict that jit, optax and msgpack checkpoints handle directly. Every
+Flax linen cells define the parameters (`init_params`: their names and initialisers), which are
+a plain dict that jit, optax and msgpack checkpoints handle directly. `run` computes the cells
+itself, fused (see `_fused_weights`): per layer, the input products of all T steps are one matrix
+product before the scan, and each step does one recurrent product. Every
 table with a row per item sits under params["items"] (embedding, bias, and the output kernel
 when untied): the one subtree that sharding splits by rows. Item side features are constants,
 not parameters: they are passed explicitly (`features`, see features.read_item_features).
@@ -144,43 +146,100 @@ def run(
       (carry after the last step, <float32>[T, B, H_last] top-layer outputs).
     """
     inputs, reset, input_values, input_events = batch.inputs, batch.reset, batch.input_values, batch.input_events
-    cells = make_cells(cfg)
-    n_steps = inputs.shape[0]
-    keys = jax.random.split(dropout_key, n_steps) if dropout_key is not None else jnp.zeros((n_steps,), jnp.uint32)
     training = dropout_key is not None
+    keys = jax.random.split(dropout_key, len(cfg.layers) + 1) if training else [None] * (len(cfg.layers) + 1)
+    x = _dropout(params["items"]["embedding"][inputs], cfg.dropout_embed, keys[0])  # [T, B, E]
     if cfg.takes_values:
         if input_values is None:
             raise ValueError("this model takes the input events' values (input_values)")
-        feed = jnp.nan_to_num((input_values - cfg.value_mean) / cfg.value_std)
-    else:
-        feed = jnp.zeros(inputs.shape, jnp.float32)
+        x = jnp.concatenate([x, jnp.nan_to_num((input_values - cfg.value_mean) / cfg.value_std)[..., None]], -1)
     if cfg.event_input:
         if input_events is None:
             raise ValueError("this model takes the input events' types (input_events)")
         n_types = len(cfg.event_types)
         types = jnp.where((input_events >= 0) & (input_events < n_types), input_events, n_types)
-    else:
-        types = jnp.zeros(inputs.shape, jnp.int32)
+        x = jnp.concatenate([x, params["event_embedding"][types]], axis=-1)
+    if cfg.item_features:
+        x = jnp.concatenate([x, pooled(params, _require(features), inputs)], axis=-1)
+    new = []
+    for p, c, key in zip(params["cells"], carry, keys[1:], strict=True):
+        c, x = _layer(cfg, p, c, x, reset, key)
+        new.append(c)
+    return tuple(new), x
 
-    def step(carry: Carry, xs: tuple[jax.Array, ...]) -> tuple[Carry, jax.Array]:
-        items, r, k, v, e = xs
-        carry = jax.tree.map(lambda c: jnp.where(r[:, None], 0.0, c), carry)
-        lkeys = jax.random.split(k, len(cells) + 1) if training else [None] * (len(cells) + 1)
-        x = _dropout(params["items"]["embedding"][items], cfg.dropout_embed, lkeys[0])
-        if cfg.takes_values:
-            x = jnp.concatenate([x, v[:, None]], axis=-1)
-        if cfg.event_input:
-            x = jnp.concatenate([x, params["event_embedding"][e]], axis=-1)
-        if cfg.item_features:
-            x = jnp.concatenate([x, pooled(params, _require(features), items)], axis=-1)
-        new = []
-        for cell, p, c, lk in zip(cells, params["cells"], carry, lkeys[1:], strict=True):
-            c, y = cell.apply({"params": p}, c, x)
-            x = _dropout(y, cfg.dropout_hidden, lk)
-            new.append(_with_hidden(cfg, c, x))
-        return tuple(new), x
 
-    return jax.lax.scan(step, carry, (inputs, reset, keys, feed, types), unroll=SCAN_UNROLL)
+def _layer(
+    cfg: ModelConfig, p: Params, carry: Any, x: jax.Array, reset: jax.Array, key: jax.Array | None
+) -> tuple[Any, jax.Array]:
+    """One layer over T steps: (its carry after the last step, <float32>[T, B, H] outputs)."""
+    w_in, b_in, w_rec, b_rec = _fused_weights(cfg, p)
+    projected = x @ w_in + b_in  # [T, B, gates * H]: every step's input product at once
+    width = w_rec.shape[0]
+    keep = _keep_mask(key, cfg.dropout_hidden, (*reset.shape, width))
+
+    def step(c: Any, xs: tuple[jax.Array, jax.Array, jax.Array]) -> tuple[Any, jax.Array]:
+        xp, r, k = xs
+        c = jax.tree.map(lambda a: jnp.where(r[:, None], 0.0, a), c)
+        c, y = _cell_step(cfg, c, xp, w_rec, b_rec)
+        if keep is not None:
+            # As in GRU4Rec, the dropped-out output is the state carried to the next step.
+            y = jnp.where(k, y / (1.0 - cfg.dropout_hidden), 0.0)
+        return _with_hidden(cfg, c, y), y
+
+    xs = (projected, reset, keep if keep is not None else jnp.zeros(reset.shape, bool))
+    return jax.lax.scan(step, carry, xs, unroll=SCAN_UNROLL)
+
+
+def _fused_weights(cfg: ModelConfig, p: Params) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """One layer's flax parameters as (input kernel [D, G*H], input bias [G*H], recurrent kernel
+    [H, G*H], recurrent bias [G*H]), the G gates side by side. For LSTM and the simple cell every
+    bias adds to the pre-activation, so it goes with the input; GRU keeps its candidate gate's
+    recurrent bias apart, since the reset gate multiplies it."""
+    match cfg.cell:
+        case "gru":
+            w_in = jnp.concatenate([p[f"i{g}"]["kernel"] for g in "rzn"], axis=1)
+            b_in = jnp.concatenate([p[f"i{g}"]["bias"] for g in "rzn"])
+            w_rec = jnp.concatenate([p[f"h{g}"]["kernel"] for g in "rzn"], axis=1)
+            zeros = jnp.zeros_like(p["hn"]["bias"])
+            return w_in, b_in, w_rec, jnp.concatenate([zeros, zeros, p["hn"]["bias"]])
+        case "lstm":
+            w_in = jnp.concatenate([p[f"i{g}"]["kernel"] for g in "ifgo"], axis=1)
+            b_in = jnp.concatenate([p[f"h{g}"]["bias"] for g in "ifgo"])
+            w_rec = jnp.concatenate([p[f"h{g}"]["kernel"] for g in "ifgo"], axis=1)
+            return w_in, b_in, w_rec, jnp.zeros_like(b_in)
+        case "rnn":
+            return p["i"]["kernel"], p["i"]["bias"], p["h"]["kernel"], jnp.zeros_like(p["i"]["bias"])
+
+
+def _cell_step(
+    cfg: ModelConfig, carry: Any, xp: jax.Array, w_rec: jax.Array, b_rec: jax.Array
+) -> tuple[Any, jax.Array]:
+    """One step of one layer from its projected input `xp` <float32>[B, G*H]: flax's GRUCell,
+    OptimizedLSTMCell and SimpleCell, with the recurrent products fused into one."""
+    h = _hidden_of(cfg, carry)
+    hp = h @ w_rec + b_rec
+    match cfg.cell:
+        case "gru":
+            xr, xz, xn = jnp.split(xp, 3, axis=-1)
+            hr, hz, hn = jnp.split(hp, 3, axis=-1)
+            r, z = jax.nn.sigmoid(xr + hr), jax.nn.sigmoid(xz + hz)
+            new = (1.0 - z) * jnp.tanh(xn + r * hn) + z * h
+            return new, new
+        case "lstm":
+            i, f, g, o = jnp.split(xp + hp, 4, axis=-1)
+            c = jax.nn.sigmoid(f) * carry[0] + jax.nn.sigmoid(i) * jnp.tanh(g)
+            new = jax.nn.sigmoid(o) * jnp.tanh(c)
+            return (c, new), new
+        case "rnn":
+            new = jnp.tanh(xp + hp)
+            return new, new
+
+
+def _keep_mask(key: jax.Array | None, rate: float, shape: tuple[int, ...]) -> jax.Array | None:
+    """Dropout's keep mask for every step at once (None when nothing is dropped)."""
+    if key is None or rate == 0.0:
+        return None
+    return jax.random.bernoulli(key, 1.0 - rate, shape)
 
 
 def _require(features: Features) -> dict[str, jax.Array]:

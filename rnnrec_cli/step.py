@@ -143,6 +143,14 @@ def _next_item_loss(
     w_t, b_t = kernel[batch.targets], bias[batch.targets]  # [T, B, H], [T, B]
     in_batch = jnp.einsum("tbh,tch->tbc", hidden, w_t) + b_t[:, None, :]  # [T, B, B]
     sampled = h @ kernel[batch.negatives].T + bias[batch.negatives]  # [T*B, S]
+    if tc.loss == "ce":
+        corr_in = corr_s = None
+        if tc.logq and stats is not None:
+            # GRU4Rec's correction: each column group by the probability of drawing the
+            # item into it (data popularity for in-batch targets, support^alpha for samples).
+            corr_in = tc.logq * stats.log_p_target[batch.targets]  # [T, B]
+            corr_s = tc.logq * stats.log_p_sample[batch.negatives]  # [S]
+        return losses.split_cross_entropy(in_batch, sampled, batch.mask, corr_in, corr_s)
     logits = jnp.concatenate([in_batch.reshape(-1, batch_size), sampled], axis=1)
     own = jnp.tile(jnp.arange(batch_size), n_steps)
     valid = jnp.concatenate(
@@ -152,28 +160,9 @@ def _next_item_loss(
         ],
         axis=1,
     )
-    match tc.loss:
-        case "ce":
-            correction = None
-            if tc.logq and stats is not None:
-                # GRU4Rec's correction: each column group by the probability of drawing the
-                # item into it (data popularity for in-batch targets, support^alpha for samples).
-                corr_in = stats.log_p_target[batch.targets]  # [T, B]
-                corr_s = stats.log_p_sample[batch.negatives]  # [S]
-                correction = tc.logq * jnp.concatenate(
-                    [
-                        jnp.broadcast_to(corr_in[:, None, :], (n_steps, batch_size, batch_size)).reshape(
-                            -1, batch_size
-                        ),
-                        jnp.broadcast_to(corr_s[None, :], sampled.shape),
-                    ],
-                    axis=1,
-                )
-            return losses.cross_entropy(logits, own, valid, correction)
-        case "bpr-max":
-            return losses.bpr_max(logits, own, valid, tc.bpreg, tc.elu)
-        case "top1-max":
-            return losses.top1_max(logits, own, valid)
+    if tc.loss == "bpr-max":
+        return losses.bpr_max(logits, own, valid, tc.bpreg, tc.elu)
+    return losses.top1_max(logits, own, valid)
 
 
 def gather_item_rows(tree: Any, rows: jax.Array) -> Any:

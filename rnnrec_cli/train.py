@@ -232,6 +232,22 @@ def make_trainer(cfg: RunConfig, tx: optax.GradientTransformation) -> tuple[Trai
     return Trainer(placement, shardings, carry, cfg.n_items), host
 
 
+def _step_and_sum(
+    state: TrainState,
+    carry: model.Carry,
+    sums: tuple[jax.Array, jax.Array],
+    batch: Batch,
+    stats: ItemStats,
+    key: jax.Array,
+    *,
+    cfg: RunConfig,
+    tx: optax.GradientTransformation,
+) -> tuple[TrainState, model.Carry, tuple[jax.Array, jax.Array]]:
+    """The training step, adding its loss and target count to the epoch's running sums."""
+    state, carry, m = train_step(state, carry, batch, stats, key, cfg=cfg, tx=tx)
+    return state, carry, (sums[0] + m["loss_sum"], sums[1] + m["n"])
+
+
 def _position_tree(pos: _Position) -> dict[str, Any]:
     """A position as checkpoint leaves (host values; the types a checkpoint has always held)."""
     return {
@@ -268,7 +284,7 @@ class _Session(NamedTuple):
     cfg: RunConfig
     run: RunDir
     trainer: Trainer
-    step_fn: Callable[..., tuple[TrainState, model.Carry, dict[str, jax.Array]]]
+    step_fn: Callable[..., tuple[TrainState, model.Carry, tuple[jax.Array, jax.Array]]]
     stats: ItemStats
     base_key: jax.Array
     cdf: np.ndarray
@@ -315,8 +331,8 @@ def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainSt
             rundir.write_metrics(run, [r for r in rundir.read_metrics(run) if r["epoch"] < pos.epoch])
         log.info("resuming at epoch %d, chunk %d", pos.epoch, pos.chunk)
     step_fn = jax.jit(
-        partial(train_step, cfg=cfg, tx=tx),
-        donate_argnums=(0, 1),
+        partial(_step_and_sum, cfg=cfg, tx=tx),
+        donate_argnums=(0, 1, 2),
         out_shardings=(trainer.state_shardings, trainer.carry_shardings, placement.replicated),
     )
     session = _Session(
@@ -421,6 +437,9 @@ def run_epoch(
     carry_host, loss_sum, n_sum = (pos.carry, pos.loss_sum, pos.n_sum) if start else (s.zero_carry, 0.0, 0)
     carry = s.trainer.place_carry(carry_host)
     n_start = n_last = int(n_sum)
+    # The epoch's sums stay on the device, updated inside the step: the loop never waits for a
+    # chunk's result, except to show progress every PROGRESS_EVERY chunks.
+    sums = s.trainer.placement.put((np.float32(loss_sum), np.int32(n_sum)), s.trainer.placement.replicated)
     t0 = t_ckpt = t_last = time.perf_counter()
 
     def batches() -> Iterator[tuple[int, Batch]]:
@@ -431,8 +450,8 @@ def run_epoch(
     # the interpreter does, or it runs on into a torn-down runtime.
     with closing(prefetch(batches(), tc.prefetch)) as chunks:
         for k, batch in chunks:
-            state, carry, m = s.step_fn(state, carry, batch, s.stats, s.base_key)
-            loss_sum, n_sum = loss_sum + m["loss_sum"], n_sum + m["n"]
+            state, carry, sums = s.step_fn(state, carry, sums, batch, s.stats, s.base_key)
+            loss_sum, n_sum = sums
             if on_progress is not None and ((k + 1) % PROGRESS_EVERY == 0 or k + 1 == stream.n_chunks):
                 now, n_now = time.perf_counter(), int(n_sum)
                 rate = (n_now - n_last) / max(now - t_last, 1e-9)

@@ -165,3 +165,27 @@ def dataclasses_replace(cfg: RunConfig, **train) -> RunConfig:
     import dataclasses
 
     return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, **train))
+
+
+def test_split_cross_entropy_equals_the_joined_matrix() -> None:
+    """CE from per-block log-sum-exps equals CE over the joined [in-batch | sampled] columns,
+    with padding columns and the log-Q correction."""
+    rng = np.random.default_rng(3)
+    n_steps, batch, n_sample = 3, 4, 5
+    in_batch = jnp.asarray(rng.normal(size=(n_steps, batch, batch)), jnp.float32)
+    sampled = jnp.asarray(rng.normal(size=(n_steps * batch, n_sample)), jnp.float32)
+    mask = jnp.asarray(rng.random((n_steps, batch)) < 0.7)
+    corr_in = jnp.asarray(rng.normal(size=(n_steps, batch)), jnp.float32)
+    corr_s = jnp.asarray(rng.normal(size=n_sample), jnp.float32)
+    got = losses.split_cross_entropy(in_batch, sampled, mask, corr_in, corr_s)
+    logits = jnp.concatenate([in_batch.reshape(-1, batch), sampled], axis=1)
+    valid = jnp.concatenate(
+        [jnp.broadcast_to(mask[:, None, :], (n_steps, batch, batch)).reshape(-1, batch),
+         jnp.ones((n_steps * batch, n_sample), bool)], axis=1,
+    )  # fmt: skip
+    correction = jnp.concatenate(
+        [jnp.broadcast_to(corr_in[:, None, :], (n_steps, batch, batch)).reshape(-1, batch),
+         jnp.broadcast_to(corr_s[None, :], sampled.shape)], axis=1,
+    )  # fmt: skip
+    want = losses.cross_entropy(logits, jnp.tile(jnp.arange(batch), n_steps), valid, correction)
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)

@@ -1,5 +1,6 @@
 import itertools
 
+import flax.linen as flax_nn
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -68,3 +69,29 @@ def test_dropout_only_in_training() -> None:
     np.testing.assert_array_equal(a, b)
     assert not np.allclose(a, c)
     assert (np.asarray(c) == 0).mean() > 0.3  # about half of the outputs dropped
+
+
+@pytest.mark.parametrize("cell", ["gru", "lstm", "rnn"])
+def test_fused_cells_match_flax_cells(cell: str) -> None:
+    """The fused recurrence (input products hoisted out of the scan, one recurrent product per
+    step) computes flax's own cells, with resets and a carried-in state."""
+    cfg = ModelConfig(cell=cell, layers=(7, 5), embedding=4, dropout_embed=0.0, dropout_hidden=0.0)
+    params = model.init_params(cfg, 12, jax.random.key(2))
+    rng = np.random.default_rng(0)
+    inputs = jnp.asarray(rng.integers(0, 12, (6, 3)), jnp.int32)
+    reset = jnp.asarray(rng.random((6, 3)) < 0.3)
+    carry = jax.tree.map(lambda a: a + 0.3, model.zero_carry(cfg, 3))
+    got_carry, got = model.run(params, cfg, carry, Batch(inputs, reset=reset))
+    cells = {"gru": flax_nn.GRUCell, "lstm": flax_nn.OptimizedLSTMCell, "rnn": flax_nn.SimpleCell}[cell]
+    c, outs = carry, []
+    for t in range(inputs.shape[0]):
+        c = jax.tree.map(lambda a, r=reset[t]: jnp.where(r[:, None], 0.0, a), c)
+        x = params["items"]["embedding"][inputs[t]]
+        new = []
+        for width, p, layer_c in zip(cfg.layers, params["cells"], c, strict=True):
+            layer_c, x = cells(features=width).apply({"params": p}, layer_c, x)
+            new.append(layer_c)
+        c = tuple(new)
+        outs.append(x)
+    np.testing.assert_allclose(got, jnp.stack(outs), rtol=1e-5, atol=1e-6)
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6), got_carry, c)

@@ -194,8 +194,8 @@ def test_early_stopping_and_best_checkpoint(tmp_path: Path) -> None:
 def test_divergence_names_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path: Path) -> None:
     from rnnrec_cli.errors import TrainingDiverged
 
-    cfg, run = _toy_run(tmp_path, "nan", epochs=3, optimizer="sgd", lr=1e30, checkpoint_every=1e-9)
-    with pytest.raises(TrainingDiverged, match=r"epoch \d+.*Lower --lr \(now 1e\+30\)"):
+    cfg, run = _toy_run(tmp_path, "nan", epochs=3, optimizer="sgd", lr=1e36, checkpoint_every=1e-9)
+    with pytest.raises(TrainingDiverged, match=r"epoch \d+.*Lower --lr \(now 1e\+36\)"):
         fit(cfg, run)
     assert not run.complete
     # The first step's update is huge but finite, so a checkpoint is written after it; the NaN
