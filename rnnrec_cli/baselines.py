@@ -25,7 +25,38 @@ from rnnrec_cli.options import EvalOptions, ScoreOptions
 from rnnrec_cli.sequences import Positions, Sequences, positions
 
 BASELINES = EvalOptions.baselines
-ROWS_PER_BLOCK = 512
+# Positions scored at once (their sparse scores are held together).
+ROWS_PER_BLOCK = 2048
+
+
+def _ordered_u32(x: np.ndarray) -> np.ndarray:
+    """float32 values as uint32 in the same order (-0.0 reads as 0.0; -inf is the smallest)."""
+    bits = (np.asarray(x, np.float32) + np.float32(0.0)).view(np.uint32)
+    return np.where(bits >> 31, ~bits, bits | np.uint32(1 << 31))
+
+
+def sort_keys(primary: np.ndarray, secondary: np.ndarray) -> np.ndarray:
+    """<uint64>[b, N] one key per score that orders items by (primary, then secondary): the
+    primary score (as float32, whose precision the baselines' scores never need beyond) in the
+    high 32 bits, the secondary (training counts; else any float, order-preserved) in the low
+    32. Comparing keys is the lexicographic comparison, in one pass and without sorting."""
+    return (_ordered_u32(primary).astype(np.uint64) << np.uint64(32)) | _secondary_keys(secondary)[None, :]
+
+
+def _secondary_keys(secondary: np.ndarray) -> np.ndarray:
+    """<uint64>[N] the low half of `sort_keys`: counts as they are, other values order-preserved."""
+    sec = np.asarray(secondary)
+    exact = np.issubdtype(sec.dtype, np.integer) or bool(np.all(sec == np.round(sec)))
+    if exact and sec.min(initial=0) >= 0 and sec.max(initial=0) < 2**32:
+        return sec.astype(np.uint64)
+    return _ordered_u32(sec).astype(np.uint64)
+
+
+def _ranks_from_keys(keys: np.ndarray, targets: np.ndarray, ties: Ties) -> np.ndarray:
+    own = keys[np.arange(len(targets)), targets][:, None]
+    higher = (keys > own).sum(1)
+    tied = (keys == own).sum(1) - 1
+    return np.asarray(rank_with_ties(higher, tied, ties), np.float32)
 
 
 def lexicographic_ranks(primary: np.ndarray, secondary: np.ndarray, targets: np.ndarray, ties: Ties) -> np.ndarray:
@@ -35,13 +66,7 @@ def lexicographic_ranks(primary: np.ndarray, secondary: np.ndarray, targets: np.
       primary: <float>[b, N] scores; secondary: <float>[N] tie-breaker shared by all rows;
       targets: <int>[b].
     """
-    rows = np.arange(len(targets))
-    p_t = primary[rows, targets][:, None]
-    s_t = secondary[targets][:, None]
-    same = primary == p_t
-    higher = (primary > p_t).sum(1) + (same & (secondary[None, :] > s_t)).sum(1)
-    tied = (same & (secondary[None, :] == s_t)).sum(1) - 1
-    return np.asarray(rank_with_ties(higher, tied, ties), np.float32)
+    return _ranks_from_keys(sort_keys(primary, secondary), targets, ties)
 
 
 def _session_item_matrix(train: Sequences, n_items: int) -> sp.csr_matrix:
@@ -63,7 +88,7 @@ def _prefix_matrix(test: Sequences, pos: Positions, block: slice, n_items: int) 
 
 
 class _Scorer:
-    """Builds dense [rows, N] primary scores for a block of positions."""
+    """Builds the sparse [rows, N] primary scores (float32, all >= 0) of a block of positions."""
 
     def __init__(self, name: str, train: Sequences, n_items: int, k: int, sample: int) -> None:
         self.name, self.n_items, self.k, self.sample = name, n_items, k, sample
@@ -84,15 +109,18 @@ class _Scorer:
             self.sessions_t = self.sessions.T.tocsr()
             self.session_norm = np.sqrt(np.asarray(self.sessions.sum(1)).ravel())
 
-    def __call__(self, test: Sequences, pos: Positions, block: slice) -> np.ndarray:
+    def __call__(self, test: Sequences, pos: Positions, block: slice) -> sp.csr_matrix:
+        n_rows = block.stop - block.start
+        if self.name == "pop":
+            return sp.csr_matrix((n_rows, self.n_items), dtype=np.float32)
         if self.name in ("markov", "iknn"):
-            return self.table[pos.current[block]].toarray()
+            return self.table[pos.current[block]]
         prefix = _prefix_matrix(test, pos, block, self.n_items)
         if self.name == "spop":
-            return prefix.toarray()  # counts of each item in the prefix
+            return prefix  # counts of each item in the prefix
         return self._sknn(prefix)
 
-    def _sknn(self, prefix: sp.csr_matrix) -> np.ndarray:
+    def _sknn(self, prefix: sp.csr_matrix) -> sp.csr_matrix:
         binary = prefix.copy()
         binary.data[:] = 1.0
         overlap = (binary @ self.sessions_t).tocsr()  # [rows, sessions]: shared items
@@ -116,48 +144,91 @@ class _Scorer:
             (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
             shape=(overlap.shape[0], self.sessions.shape[0]),
         )
-        return (weights @ self.sessions).toarray()
-
-
-def _rows_per_block(n_items: int) -> int:
-    # Dense [rows, N] float64 scores: keep a block near 16M entries (128 MB).
-    return max(1, min(ROWS_PER_BLOCK, (1 << 24) // max(n_items, 1)))
+        return (weights @ self.sessions).tocsr()
 
 
 def _score_block(
-    primary: np.ndarray,
+    scores: sp.csr_matrix,
     counts: np.ndarray,
     targets: np.ndarray,
     prefix: sp.csr_matrix | None,
     opts: ScoreOptions,
     negatives: np.ndarray,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Ranks, top-k and sampled ranks for one block of positions, ties broken by popularity."""
-    rows = np.arange(len(targets))
-    target_seen = np.zeros(len(targets), bool)
-    if prefix is not None:  # exclude items seen earlier in the sequence
-        r, c = prefix.nonzero()
-        target_seen = np.asarray(prefix[rows, targets]).ravel() > 0
-        primary = primary.copy()
-        primary[r, c] = -np.inf
-    ranks = lexicographic_ranks(primary, counts, targets, opts.ties)
-    ranks[target_seen] = np.inf
-    # Popularity breaks ties in the top-k as in the ranks; it is scaled below any score gap.
-    finite = np.where(np.isfinite(primary), primary, np.nan)
-    gaps = np.diff(np.unique(finite[~np.isnan(finite)])) if np.isfinite(primary).any() else np.array([])
-    scale = (gaps.min() if gaps.size else 1.0) / (counts.max() + 1.0) / 2
-    composite = primary + scale * counts[None, :]
-    k = min(opts.k, primary.shape[1])
-    part = np.argpartition(-composite, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(composite, part, 1), axis=1, kind="stable")
-    topk = np.take_along_axis(part, order, 1).astype(np.int32)
-    sampled = np.zeros(len(targets), np.float32)
+    """Ranks, top-k and sampled ranks for one block of positions, by (score, then training
+    count), from the sparse scores alone: every item without an entry scores 0, the lowest
+    score, so its place among the others follows from the counts (`sort_keys` order, exactly
+    as the dense comparison would give). Items seen earlier in the sequence, with
+    `exclude_seen`, become entries scoring -inf, and a seen target ranks infinitely low."""
+    n_rows, n_items = scores.shape
+    rows = np.arange(n_rows)
+    s = sp.csr_matrix(scores, dtype=np.float32)
+    s.sum_duplicates()
+    s.eliminate_zeros()
+    if prefix is not None:
+        seen = sp.csr_matrix(prefix, dtype=np.float32)
+        seen.data[:] = 1.0
+        unseen = s - s.multiply(seen)
+        unseen.eliminate_zeros()
+        s = (
+            unseen + sp.csr_matrix((np.full(seen.nnz, -np.inf, np.float32), seen.indices, seen.indptr), s.shape)
+        ).tocsr()
+    counts = np.asarray(counts)
+    count_keys = _secondary_keys(counts)
+    row_of = np.repeat(rows, np.diff(s.indptr))
+    key_e = (_ordered_u32(s.data).astype(np.uint64) << np.uint64(32)) | count_keys[s.indices]
+    p_t = np.asarray(s[rows, targets]).ravel().astype(np.float32)
+    key_t = (_ordered_u32(p_t).astype(np.uint64) << np.uint64(32)) | count_keys[targets]
+    per_row = lambda hit: np.bincount(row_of, weights=hit, minlength=n_rows)  # noqa: E731
+    higher = per_row(key_e > key_t[row_of])
+    tied = per_row(key_e == key_t[row_of]) - (p_t != 0)
+    # A target scoring 0: the items without an entry (all score 0) above or level with it are
+    # those with a larger or equal count, found among all items by count, less the entries.
+    zero = p_t == 0
+    by_count = np.sort(count_keys)
+    c_t, c_e = count_keys[targets], count_keys[s.indices]
+    above = n_items - np.searchsorted(by_count, c_t, side="right")
+    level = np.searchsorted(by_count, c_t, side="right") - np.searchsorted(by_count, c_t, side="left")
+    higher += np.where(zero, above - per_row(c_e > c_t[row_of]), 0)
+    tied += np.where(zero, level - 1 - per_row(c_e == c_t[row_of]), 0)
+    ranks = np.asarray(rank_with_ties(higher, tied, opts.ties), np.float32)
+    ranks[np.isneginf(p_t)] = np.inf
+    topk = _top_k(s, key_e, count_keys, min(opts.k, n_items))
+    sampled = np.zeros(n_rows, np.float32)
     if opts.n_sampled:
-        t_p, t_s = primary[rows, targets][:, None], counts[targets][:, None]
-        n_p, n_s = np.take_along_axis(primary, negatives, 1), counts[negatives]
+        vals = np.asarray(s[np.repeat(rows, opts.n_sampled), negatives.ravel()]).reshape(negatives.shape)
+        key_n = (_ordered_u32(vals).astype(np.uint64) << np.uint64(32)) | count_keys[negatives]
         # Conservative: a sampled item ranks above the target unless strictly below it.
-        sampled = (1 + ((n_p > t_p) | ((n_p == t_p) & (n_s >= t_s))).sum(1)).astype(np.float32)
+        sampled = (1 + (key_n >= key_t[:, None]).sum(1)).astype(np.float32)
     return ranks, topk, sampled
+
+
+def _top_k(s: sp.csr_matrix, key_e: np.ndarray, count_keys: np.ndarray, k: int) -> np.ndarray:
+    """<int32>[rows, k]: each row's positive entries by key, then the most popular items
+    without an entry (ties among equal counts: lower index first), then, when the catalogue
+    runs out, the excluded (-inf) entries."""
+    popular = np.lexsort((np.arange(len(count_keys)), ~count_keys))
+    out = np.zeros((s.shape[0], k), np.int32)
+    for r in range(s.shape[0]):
+        lo, hi = s.indptr[r], s.indptr[r + 1]
+        cols, keys, positive = s.indices[lo:hi], key_e[lo:hi], s.data[lo:hi] > 0
+        best = _largest(cols[positive], keys[positive], k)
+        if len(best) < k:
+            fill = popular[: k + (hi - lo)]
+            fill = fill[~np.isin(fill, cols)][: k - len(best)]
+            best = np.concatenate([best, fill])
+        if len(best) < k:
+            best = np.concatenate([best, _largest(cols[~positive], keys[~positive], k - len(best))])
+        out[r] = best
+    return out
+
+
+def _largest(cols: np.ndarray, keys: np.ndarray, k: int) -> np.ndarray:
+    """The (at most) k columns with the largest keys, largest first."""
+    if len(cols) > k:
+        part = np.argpartition(keys, len(keys) - k)[len(keys) - k :]
+        cols, keys = cols[part], keys[part]
+    return cols[np.argsort(keys, kind="stable")[::-1]]
 
 
 def baseline_scores(
@@ -175,7 +246,7 @@ def baseline_scores(
     opts = opts or ScoreOptions()
     if name not in BASELINES:
         raise ValueError(name)
-    counts = np.asarray(counts, np.float64)
+    counts = np.asarray(counts)
     n_items = len(counts)
     pos = positions(test)
     scorer = _Scorer(name, train, n_items, k, sample)
@@ -184,14 +255,12 @@ def baseline_scores(
     topk = np.zeros((n, opts.k), np.int32)
     sampled = np.zeros(n, np.float32)
     rng = np.random.default_rng(seed)
-    step = _rows_per_block(n_items)
-    for lo in range(0, n, step):
-        block = slice(lo, min(n, lo + step))
-        primary = np.zeros((block.stop - lo, n_items)) if name == "pop" else scorer(test, pos, block).astype(np.float64)
+    for lo in range(0, n, ROWS_PER_BLOCK):
+        block = slice(lo, min(n, lo + ROWS_PER_BLOCK))
         prefix = _prefix_matrix(test, pos, block, n_items) if opts.exclude_seen else None
         negatives = rng.integers(0, n_items, (block.stop - lo, opts.n_sampled))
         ranks[block], topk[block], sampled[block] = _score_block(
-            primary, counts, pos.target[block], prefix, opts, negatives
+            scorer(test, pos, block), counts, pos.target[block], prefix, opts, negatives
         )
     return Scores(ranks, topk, sampled)
 

@@ -110,3 +110,38 @@ def test_lexicographic_ranks_with_flat_secondary_equal_plain_ranks(scores: list[
     for ties, want in plain.items():
         lex = lexicographic_ranks(primary, np.zeros(N), np.array([target]), ties)
         assert lex.tolist() == [want]
+
+
+@settings(deadline=None, max_examples=40)
+@given(
+    st.lists(st.lists(st.integers(0, N - 1), min_size=2, max_size=6), min_size=1, max_size=8),
+    st.lists(st.lists(st.integers(0, N - 1), min_size=2, max_size=6), min_size=1, max_size=5),
+    st.sampled_from(["pop", "spop", "markov", "iknn", "sknn"]),
+    st.booleans(),
+    st.sampled_from(["conservative", "optimistic", "median"]),
+)
+def test_sparse_scoring_equals_the_dense_comparison(train_l, test_l, name, exclude_seen, ties) -> None:
+    """Ranks, sampled ranks and top-k from the sparse scores equal those of the dense
+    (score, count) comparison over the whole catalogue, seen items excluded or not."""
+    from rnnrec_cli.baselines import _prefix_matrix, _Scorer, sort_keys
+
+    train, test = Sequences.from_lists(train_l), Sequences.from_lists(test_l)
+    counts = _counts(train)
+    opts = ScoreOptions(ties=ties, k=3, exclude_seen=exclude_seen, n_sampled=4)
+    got = baseline_scores(name, train, test, counts, opts, k=2, sample=3, seed=1)
+    pos = positions(test)
+    block = slice(0, len(pos.target))
+    dense = _Scorer(name, train, N, 2, 3)(test, pos, block).toarray().astype(np.float32)
+    seen = _prefix_matrix(test, pos, block, N).toarray() > 0
+    if exclude_seen:
+        dense[seen] = -np.inf
+    keys = sort_keys(dense, counts)
+    want = lexicographic_ranks(dense, counts, pos.target, ties)
+    if exclude_seen:
+        want[seen[np.arange(len(pos.target)), pos.target]] = np.inf
+    np.testing.assert_array_equal(got.ranks, want)
+    negatives = np.random.default_rng(1).integers(0, N, (len(pos.target), 4))
+    own = keys[np.arange(len(pos.target)), pos.target][:, None]
+    np.testing.assert_array_equal(got.sampled, 1 + (np.take_along_axis(keys, negatives, 1) >= own).sum(1))
+    best = -np.sort(-keys.astype(np.float64), axis=1)[:, :3]  # the 3 largest keys per row
+    np.testing.assert_array_equal(np.take_along_axis(keys, got.topk.astype(np.int64), 1).astype(np.float64), best)
