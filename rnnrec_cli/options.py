@@ -64,6 +64,7 @@ class ScoreOptions:
     sampled ranks, the item block of the full-catalogue scan, and the devices."""
 
     ties: Ties = "conservative"
+    # Top-K list length (0 = ranks only, as validation needs).
     k: int = HEADLINE_K
     exclude_seen: bool = False
     n_sampled: int = 0
@@ -74,7 +75,7 @@ class ScoreOptions:
 
     def __post_init__(self) -> None:
         check_choice("ties", self.ties, Ties)
-        check_positive("k", self.k)
+        check_positive("k", self.k, allow_zero=True)
         check_positive("item block", self.item_block)
 
 

@@ -61,20 +61,26 @@ def rank_step(
     def over_blocks(acc: tuple, xs: tuple) -> tuple[tuple, None]:
         higher, tied, top_v, top_i = acc
         w, b, start = xs
-        ids = start + jnp.arange(block)
-        s = jnp.where(ids < n_items, h @ w.T + b, -jnp.inf)
+        # Padding rows past the catalogue have bias -inf (see score_chunk): never above a target.
+        s = h @ w.T + b
         if opts.exclude_seen:
             local = jnp.where((seen >= start) & (seen < start + block), seen - start, block)
             s = s.at[rows[:, None], local].set(-jnp.inf, mode="drop")
+        # Count over the whole block, then take the target's own column back out: exact, with no
+        # write into the [B, block] scores.
         own = targets - start
-        own = jnp.where((own >= 0) & (own < block) & ~target_seen, own, block)
-        s = s.at[rows, own].set(ts, mode="drop")
-        higher = higher + jnp.sum(s > ts[:, None], axis=1)
-        tied = tied + jnp.sum(s == ts[:, None], axis=1)
-        cand_v = jnp.concatenate([top_v, s], axis=1)
-        cand_i = jnp.concatenate([top_i, jnp.broadcast_to(ids, s.shape)], axis=1)
-        top_v, j = jax.lax.top_k(cand_v, opts.k)
-        return (higher, tied, top_v, jnp.take_along_axis(cand_i, j, axis=1)), None
+        mine = (own >= 0) & (own < block)
+        s_own = jnp.take_along_axis(s, jnp.clip(own, 0, block - 1)[:, None], axis=1)[:, 0]
+        higher = higher + jnp.sum(s > ts[:, None], axis=1) - (mine & (s_own > ts))
+        tied = tied + jnp.sum(s == ts[:, None], axis=1) - (mine & (s_own == ts))
+        if opts.k:
+            # The block's own top-k first, then merged with the running one: ties keep the
+            # lower item id, as one top-k over the whole catalogue would.
+            v, j = jax.lax.top_k(s, opts.k)
+            cand_v, cand_i = jnp.concatenate([top_v, v], axis=1), jnp.concatenate([top_i, start + j], axis=1)
+            top_v, j = jax.lax.top_k(cand_v, opts.k)
+            top_i = jnp.take_along_axis(cand_i, j, axis=1)
+        return (higher, tied, top_v, top_i), None
 
     n_blocks = kernel_blocks.shape[0]
     init = (
@@ -85,7 +91,7 @@ def rank_step(
     )
     starts = jnp.arange(n_blocks, dtype=jnp.int32) * block
     (higher, tied, _, top_i), _ = jax.lax.scan(over_blocks, init, (kernel_blocks, bias_blocks, starts))
-    ranks = jnp.where(target_seen, jnp.inf, rank_with_ties(higher, tied - 1, opts.ties).astype(jnp.float32))
+    ranks = jnp.where(target_seen, jnp.inf, rank_with_ties(higher, tied, opts.ties).astype(jnp.float32))
     if opts.n_sampled:
         neg = jnp.einsum("bh,bnh->bn", h, kernel[negatives]) + bias[negatives]
         sampled = (1 + jnp.sum(neg >= ts[:, None], axis=1)).astype(jnp.float32)
@@ -114,11 +120,14 @@ def score_chunk(
     carry, hidden = model.run(params, cfg.model, carry, batch, None, features)
     kernel, bias = model.output_layer(params, cfg.model, features)
     n_items = kernel.shape[0]
-    block = min(opts.item_block, n_items)
-    n_blocks = -(-n_items // block)
+    # As few blocks as item_block allows, of equal size (a multiple of 128), so the padding
+    # past the catalogue stays small: 50k items are 2 blocks of 25,088, not 2 of 32,768.
+    n_blocks = -(-n_items // opts.item_block)
+    block = -(-n_items // n_blocks)
+    block = -(-block // 128) * 128 if block >= 1024 else block
     pad = n_blocks * block - n_items
     kernel_blocks = jnp.pad(kernel, ((0, pad), (0, 0))).reshape(n_blocks, block, -1)
-    bias_blocks = jnp.pad(bias, (0, pad)).reshape(n_blocks, block)
+    bias_blocks = jnp.pad(bias, (0, pad), constant_values=-jnp.inf).reshape(n_blocks, block)
     rows = jnp.arange(inputs.shape[1])
 
     def step(state: tuple[jax.Array, jax.Array], xs: tuple) -> tuple[tuple, StepOut]:
@@ -242,4 +251,4 @@ def model_ranks(
     features: dict[str, np.ndarray] | None = None,
 ) -> np.ndarray:
     """Full-catalogue ranks of every target event, in sequence order (see `sequences.positions`)."""
-    return model_scores(params, cfg, seqs, ScoreOptions(ties=ties, k=1), features=features).ranks
+    return model_scores(params, cfg, seqs, ScoreOptions(ties=ties, k=0), features=features).ranks

@@ -37,6 +37,7 @@ from rnnrec_cli.batches import (
     sampling_distribution,
     validation_subset,
 )
+from rnnrec_cli.checkpoint import Position, Trainer, make_trainer, restore_last, save_last
 from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnnrec_cli.errors import DataError, RunDirError, TrainingDiverged
 from rnnrec_cli.features import read_item_features
@@ -55,7 +56,7 @@ from rnnrec_cli.sequences import (
     positions,
     read_sequences,
 )
-from rnnrec_cli.step import ItemStats, TrainState, init_state, item_stats, make_optimizer, train_step
+from rnnrec_cli.step import ItemStats, TrainState, item_stats, make_optimizer, train_step
 
 log = logging.getLogger(__name__)
 
@@ -164,6 +165,22 @@ class EpochReport:
     seconds: float
     best: bool
     valid_seconds: float = 0.0
+    # The first step's seconds when it compiled the step (0 in later epochs), left out of
+    # events_per_s.
+    compile_seconds: float = 0.0
+
+
+class _EpochRun(NamedTuple):
+    """What `run_epoch` did: the state and position at its end (with the epoch's loss and target
+    sums), its seconds, the targets trained on, whether a checkpoint exists yet, and the
+    seconds of the first step when it compiled the step."""
+
+    state: TrainState
+    end: Position
+    seconds: float
+    n_trained: int
+    saved_once: bool
+    compile_seconds: float
 
 
 @dataclass(frozen=True)
@@ -173,63 +190,6 @@ class Progress:
     n_chunks: int
     loss: float | None
     events_per_s: float | None
-
-
-class _Position(NamedTuple):
-    """Where training resumes: chunk `chunk` of epoch `epoch`, with the epoch's running sums."""
-
-    epoch: int
-    chunk: int
-    carry: model.Carry
-    loss_sum: jax.Array
-    n_sum: jax.Array
-    best_value: float
-    bad_epochs: int
-
-
-class Trainer(NamedTuple):
-    """Where training runs and how host values move to and from it."""
-
-    placement: parallel.Placement
-    state_shardings: TrainState
-    carry_shardings: Any
-    n_items: int
-
-    def place_state(self, host: TrainState) -> TrainState:
-        rows = self.placement.item_rows(self.n_items)
-        padded = TrainState(parallel.pad_items(host.params, rows), parallel.pad_items(host.opt_state, rows), host.step)
-        return self.placement.put(padded, self.state_shardings)
-
-    def host_state(self, state: TrainState) -> TrainState:
-        """Gathered, without padding rows: what checkpoints hold, whatever the device count."""
-        host = parallel.to_host(state)
-        return TrainState(
-            parallel.unpad_items(host.params, self.n_items),
-            parallel.unpad_items(host.opt_state, self.n_items),
-            host.step,
-        )
-
-    def place_carry(self, host: model.Carry) -> model.Carry:
-        return self.placement.put(host, self.carry_shardings)
-
-    def batch(self, chunk: Batch, negatives: np.ndarray, batch_size: int) -> Batch:
-        """A host chunk on the devices, split along the slots, with the shared negatives."""
-        put = partial(self.placement.put_batch, batch_size=batch_size)
-        on_device = jax.tree.map(put, chunk._replace(target_pos=None))
-        return on_device._replace(negatives=self.placement.put(negatives, self.placement.replicated))
-
-
-def make_trainer(cfg: RunConfig, tx: optax.GradientTransformation) -> tuple[Trainer, TrainState]:
-    """The trainer and the initial host state (unpadded)."""
-    tc = cfg.train
-    placement = parallel.make_placement(tc.devices, tc.shard_items, tc.batch_size)
-    host = jax.device_get(init_state(cfg, tx))
-    # Shardings depend on which leaf is an item table, not on its (padded or not) length.
-    shardings = TrainState(
-        placement.state_shardings(host.params), placement.state_shardings(host.opt_state), placement.replicated
-    )
-    carry = jax.tree.map(lambda _: placement.rows, model.zero_carry(cfg.model, 1))
-    return Trainer(placement, shardings, carry, cfg.n_items), host
 
 
 def _step_and_sum(
@@ -246,36 +206,6 @@ def _step_and_sum(
     """The training step, adding its loss and target count to the epoch's running sums."""
     state, carry, m = train_step(state, carry, batch, stats, key, cfg=cfg, tx=tx)
     return state, carry, (sums[0] + m["loss_sum"], sums[1] + m["n"])
-
-
-def _position_tree(pos: _Position) -> dict[str, Any]:
-    """A position as checkpoint leaves (host values; the types a checkpoint has always held)."""
-    return {
-        "carry": parallel.to_host(pos.carry),
-        "epoch": np.int64(pos.epoch),
-        "chunk": np.int64(pos.chunk),
-        "loss_sum": np.asarray(parallel.to_host(pos.loss_sum), np.float32),
-        "n_sum": np.asarray(parallel.to_host(pos.n_sum), np.int32),
-        "best_value": np.float64(pos.best_value),
-        "bad_epochs": np.int64(pos.bad_epochs),
-    }
-
-
-def _save_last(run: RunDir, trainer: Trainer, state: TrainState, pos: _Position) -> None:
-    # Every process takes part in gathering; only the leader writes.
-    tree = {"state": trainer.host_state(state), **_position_tree(pos)}
-    if parallel.is_leader():
-        rundir.save_checkpoint(run, "last", tree)
-
-
-def _restore_last(run: RunDir, host: TrainState, carry: model.Carry) -> tuple[TrainState, _Position]:
-    zero = _Position(0, 0, carry, np.zeros((), np.float32), np.zeros((), np.int32), 0.0, 0)
-    saved = rundir.restore_checkpoint(run, "last", {"state": host, **_position_tree(zero)})
-    pos = _Position(
-        int(saved["epoch"]), int(saved["chunk"]), saved["carry"], saved["loss_sum"], saved["n_sum"],
-        float(saved["best_value"]), int(saved["bad_epochs"]),
-    )  # fmt: skip
-    return TrainState(*saved["state"]), pos
 
 
 class _Session(NamedTuple):
@@ -299,7 +229,7 @@ class _Session(NamedTuple):
     leader: bool
 
 
-def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainState, _Position]:
+def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainState, Position]:
     """Data, optimiser, placement, the jitted step, and the state and position to start from."""
     tc = cfg.train
     data_dir = Path(cfg.data_dir)
@@ -324,9 +254,9 @@ def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainSt
     if cfg.model.item_features and features is None:
         raise RunDirError(f"{data_dir} has no item_features.parquet, but the run's config uses item features")
     zero_host = jax.device_get(model.zero_carry(cfg.model, tc.batch_size))
-    pos = _Position(1, 0, zero_host, np.zeros((), np.float32), np.zeros((), np.int32), -math.inf, 0)
+    pos = Position(1, 0, zero_host, np.zeros((), np.float32), np.zeros((), np.int32), -math.inf, 0)
     if resume:
-        host, pos = _restore_last(run, host, zero_host)
+        host, pos = restore_last(run, host, zero_host)
         if parallel.is_leader():
             rundir.write_metrics(run, [r for r in rundir.read_metrics(run) if r["epoch"] < pos.epoch])
         log.info("resuming at epoch %d, chunk %d", pos.epoch, pos.chunk)
@@ -378,13 +308,14 @@ def fit(
     has_valid = bool(s.valid.n_targets)
     reports: list[EpochReport] = []
     stream: Stream | None = None
-    saved_once = resume
+    saved_once, compiled = resume, False
     for epoch in range(pos.epoch, tc.epochs + 1):
         if tc.patience and pos.bad_epochs >= tc.patience:
             break
         if stream is None or tc.shuffle:
             stream = epoch_stream(cfg, s.data, epoch, s.slots, s.plan)
-        state, end, seconds, n_trained, saved_once = run_epoch(s, state, stream, epoch, pos, saved_once, on_progress)
+        done = run_epoch(s, state, stream, epoch, pos, saved_once, compiled, on_progress)
+        state, end, seconds, saved_once, compiled = done.state, done.end, done.seconds, done.saved_once, True
         train_loss = float(end.loss_sum / max(int(end.n_sum), 1))
         if not math.isfinite(train_loss) or not _all_finite(state.params):
             raise TrainingDiverged(
@@ -402,12 +333,13 @@ def fit(
         best_value, bad_epochs = (value, 0) if improved else (pos.best_value, pos.bad_epochs + 1)
         if improved and s.leader:
             rundir.save_checkpoint(run, "best", {"params": params})
-        report = EpochReport(epoch, train_loss, valid, n_trained / seconds, seconds, improved, valid_seconds)
+        rate = done.n_trained / max(seconds - done.compile_seconds, 1e-9)
+        report = EpochReport(epoch, train_loss, valid, rate, seconds, improved, valid_seconds, done.compile_seconds)
         if s.leader:
             rundir.append_metrics(run, _record(report))
         zeros = (np.zeros((), np.float32), np.zeros((), np.int32))
-        pos = _Position(epoch + 1, 0, s.zero_carry, *zeros, best_value, bad_epochs)
-        _save_last(run, s.trainer, state, pos)
+        pos = Position(epoch + 1, 0, s.zero_carry, *zeros, best_value, bad_epochs)
+        save_last(run, s.trainer, state, pos)
         saved_once = True
         reports.append(report)
         if on_epoch is not None:
@@ -425,13 +357,13 @@ def run_epoch(
     state: TrainState,
     stream: Stream,
     epoch: int,
-    pos: _Position,
+    pos: Position,
     saved_once: bool,
+    compiled: bool,
     on_progress: Callable[[Progress], None] | None,
-) -> tuple[TrainState, _Position, float, int, bool]:
-    """One epoch from `pos` (its chunk, when the run resumes mid-epoch): returns the state, the
-    position at its end (with the epoch's loss and target sums), its seconds, the targets
-    trained on in this call, and whether a checkpoint has been written yet."""
+) -> _EpochRun:
+    """One epoch from `pos` (its chunk, when the run resumes mid-epoch). Until `compiled`, the
+    first step is waited for and timed: its compilation."""
     tc = s.cfg.train
     start = pos.chunk if epoch == pos.epoch else 0
     carry_host, loss_sum, n_sum = (pos.carry, pos.loss_sum, pos.n_sum) if start else (s.zero_carry, 0.0, 0)
@@ -448,9 +380,14 @@ def run_epoch(
 
     # Closed on the way out of an exception too (Ctrl-C): the prefetch thread must stop before
     # the interpreter does, or it runs on into a torn-down runtime.
+    compile_seconds = 0.0
     with closing(prefetch(batches(), tc.prefetch)) as chunks:
         for k, batch in chunks:
+            t_step = time.perf_counter()
             state, carry, sums = s.step_fn(state, carry, sums, batch, s.stats, s.base_key)
+            if not compiled:
+                jax.block_until_ready(sums)
+                compile_seconds, compiled = time.perf_counter() - t_step, True
             loss_sum, n_sum = sums
             if on_progress is not None and ((k + 1) % PROGRESS_EVERY == 0 or k + 1 == stream.n_chunks):
                 now, n_now = time.perf_counter(), int(n_sum)
@@ -462,11 +399,11 @@ def run_epoch(
             if tc.checkpoint_every and time.perf_counter() - t_ckpt >= every:
                 saved_once = True
                 if _all_finite(state.params) and math.isfinite(float(loss_sum)):
-                    here = _Position(epoch, k + 1, carry, loss_sum, n_sum, pos.best_value, pos.bad_epochs)
-                    _save_last(s.run, s.trainer, state, here)
+                    here = Position(epoch, k + 1, carry, loss_sum, n_sum, pos.best_value, pos.bad_epochs)
+                    save_last(s.run, s.trainer, state, here)
                 t_ckpt = time.perf_counter()
-    end = _Position(epoch, stream.n_chunks, carry, loss_sum, n_sum, pos.best_value, pos.bad_epochs)
-    return state, end, time.perf_counter() - t0, int(n_sum) - n_start, saved_once
+    end = Position(epoch, stream.n_chunks, carry, loss_sum, n_sum, pos.best_value, pos.bad_epochs)
+    return _EpochRun(state, end, time.perf_counter() - t0, int(n_sum) - n_start, saved_once, compile_seconds)
 
 
 def validate(
@@ -510,5 +447,6 @@ def _record(r: EpochReport) -> dict[str, Any]:
         "train/events_per_s": round(r.events_per_s, 1),
         "seconds": round(r.seconds, 3),
         "valid_seconds": round(r.valid_seconds, 3),
+        "compile_seconds": round(r.compile_seconds, 3),
         "best": r.best,
     }

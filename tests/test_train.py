@@ -10,6 +10,7 @@ import pytest
 from rnnrec_cli import model, rundir
 from rnnrec_cli import train as train_mod
 from rnnrec_cli.batches import Batch, session_parallel
+from rnnrec_cli.checkpoint import restore_last
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
 from rnnrec_cli.sequences import Sequences
 from rnnrec_cli.step import chunk_loss, init_state, item_stats, make_optimizer, train_step
@@ -202,7 +203,7 @@ def test_divergence_names_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path:
     # that follows is never saved: what was kept holds finite numbers only.
     tx = make_optimizer(cfg.train)
     state = init_state(cfg, tx)
-    restored, pos = train_mod._restore_last(run, state, model.zero_carry(cfg.model, cfg.train.batch_size))
+    restored, pos = restore_last(run, state, model.zero_carry(cfg.model, cfg.train.batch_size))
     assert pos.epoch == 1 and pos.chunk >= 1
     assert train_mod._all_finite(restored.params)
 
