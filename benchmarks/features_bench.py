@@ -56,11 +56,12 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--layers", default="100")
     p.add_argument("--workdir", type=Path, default=Path("/tmp/rnnrec-features"))
+    p.add_argument("--quick", action="store_true", help="a tiny synthetic log, to check that the script runs")
     args = p.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
     data = args.workdir / f"data-{args.data}"
     if args.data == "synthetic":
-        log, feats = synthetic(args.workdir)
+        log, feats = synthetic(args.workdir, 300, 10, 2000) if args.quick else synthetic(args.workdir)
         prep = [
             str(log),
             "--item-features",

@@ -1,25 +1,42 @@
-"""Training throughput: events/s of the jitted train step after compilation, and compile time.
+"""Training speed: the jitted step alone, and the whole `rnnrec train` epoch a user waits for.
 
-Usage: python benchmarks/train_bench.py [--items 50000] [--hidden 100,224] [--batch 64,256]
+Usage:
+  python benchmarks/train_bench.py [--sizes 100x64,224x80] [--items 50000] [--events 300000]
+  python benchmarks/train_bench.py --data DATA_DIR      (e.g. the prepared RetailRocket split)
+  python benchmarks/train_bench.py --quick              (tiny sizes: checks the script runs)
 
-Builds a synthetic session log (Zipf item popularity, sessions of 2-20 events) in memory and
-times `train_step` alone on its session-parallel stream, the way `rnnrec train` runs it.
+- step: `train_step` alone after compilation, on a synthetic session log (Zipf item popularity,
+  sessions of 2-20 events), batches prepared beforehand;
+- epoch: `train.fit` for 2 epochs on a prepared data directory (the synthetic log written as one,
+  or --data), as `rnnrec train` runs it: events/s of the second epoch, which excludes validation
+  and compilation, then the compile and validation seconds.
+
+Achieved GFLOP/s count XLA's own estimate of the step's floating-point work (`cost_analysis`),
+and the share of peak is against cores x clock x 32 FP32 FLOP/cycle (AVX2: two 8-wide FMA
+units), or --peak-gflops.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
+import tempfile
 import time
 from functools import partial
+from pathlib import Path
 
 import jax
 import numpy as np
+import polars as pl
 
-from rnnrec_cli import model
+from rnnrec_cli import model, rundir
 from rnnrec_cli.batches import Batch, session_parallel
-from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
-from rnnrec_cli.sequences import Sequences
+from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
+from rnnrec_cli.data import prepare
+from rnnrec_cli.sequences import Sequences, load_manifest
 from rnnrec_cli.step import init_state, item_stats, make_optimizer, train_step
+from rnnrec_cli.train import fit
 
 
 def synthetic_sequences(n_items: int, n_events: int, seed: int = 0) -> Sequences:
@@ -30,61 +47,99 @@ def synthetic_sequences(n_items: int, n_events: int, seed: int = 0) -> Sequences
     return Sequences(items=items.astype(np.int32), offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64))
 
 
-def bench(cfg: RunConfig, seqs: Sequences, max_chunks: int) -> tuple[float, float]:
+def peak_gflops() -> float:
+    """Cores x clock (GHz) x 32 FP32 FLOP per cycle."""
+    mhz = [float(line.split(":")[1]) for line in Path("/proc/cpuinfo").read_text().splitlines() if "MHz" in line]
+    return (os.cpu_count() or 1) * (max(mhz) / 1000 if mhz else 2.0) * 32
+
+
+def step_bench(cfg: RunConfig, seqs: Sequences, n_chunks: int) -> tuple[float, float, float]:
+    """(events/s, compile s, GFLOP per chunk) of the step alone."""
     tx = make_optimizer(cfg.train)
     state = init_state(cfg, tx)
     step = jax.jit(partial(train_step, cfg=cfg, tx=tx), donate_argnums=(0, 1))
     stream = session_parallel(seqs, cfg.train.batch_size, cfg.train.bptt)
-    chunks = [c._replace(target_pos=None) for _, c in zip(range(max_chunks + 1), stream.chunks(), strict=False)]
+    rng = np.random.default_rng(0)
+    batches: list[Batch] = [
+        c._replace(target_pos=None, negatives=rng.integers(0, cfg.n_items, cfg.train.n_sample, dtype=np.int32))
+        for _, c in zip(range(n_chunks + 1), stream.chunks(), strict=False)
+    ]
     carry = model.zero_carry(cfg.model, cfg.train.batch_size)
+    stats = item_stats(np.ones(cfg.n_items), cfg.train.sample_alpha)
     key = jax.random.key(0)
     t0 = time.perf_counter()
-    stats = item_stats(np.ones(cfg.n_items), cfg.train.sample_alpha)
-    rng = np.random.default_rng(0)
-    negs = rng.integers(0, cfg.n_items, (len(chunks), cfg.train.n_sample), dtype=np.int32)
-    batches: list[Batch] = [c._replace(negatives=negs[i]) for i, c in enumerate(chunks)]
-    state, carry, m = step(state, carry, batches[0], stats, key)
-    jax.block_until_ready(m)
+    compiled = step.lower(state, carry, batches[0], stats, key).compile()
     compile_s = time.perf_counter() - t0
-    events = 0
+    cost = compiled.cost_analysis()
+    flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+    state, carry, m = compiled(state, carry, batches[0], stats, key)
+    jax.block_until_ready(m)
+    events = sum(int(b.mask.sum()) for b in batches[1:])
     t0 = time.perf_counter()
-    for c in batches[1:]:
-        state, carry, m = step(state, carry, c, stats, key)
-        events += int(c.mask.sum())
+    for b in batches[1:]:
+        state, carry, m = compiled(state, carry, b, stats, key)
     jax.block_until_ready(state)
-    return events / (time.perf_counter() - t0), compile_s
+    seconds = time.perf_counter() - t0
+    return events / seconds, compile_s, flops / 1e9 * len(batches[1:]) / seconds
+
+
+def synthetic_data_dir(seqs: Sequences, root: Path) -> Path:
+    """The synthetic sequences as a prepared data directory (the last 10% of time for validation)."""
+    lengths = seqs.lengths
+    session = np.repeat(np.arange(len(lengths)), lengths)
+    # Sessions one after another, a minute between events: start order = file order.
+    ts = np.arange(len(seqs.items), dtype=np.int64) * 60 + session * 3600
+    csv = root / "events.csv"
+    pl.DataFrame({"session_id": session, "item_id": seqs.items, "ts": ts}).write_csv(csv)
+    cfg = PrepareConfig(session_col="session_id", split="time:0.05", valid="0.05", min_item_support=1)
+    prepare([str(csv)], root / "data", cfg, force=True)
+    return root / "data"
+
+
+def epoch_bench(cfg: RunConfig, root: Path) -> dict[str, float]:
+    run = rundir.create(root / f"run-{cfg.model.layers[0]}x{cfg.train.batch_size}", force=True)
+    fit(cfg, run)
+    records = [json.loads(line) for line in run.metrics.read_text().splitlines()]
+    return {
+        "events_per_s": records[-1]["train/events_per_s"],
+        "compile_s": records[0].get("compile_seconds", float("nan")),
+        "valid_s": records[-1]["valid_seconds"],
+    }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--sizes", default="100x64,224x80", help="GRU units x batch size, comma-separated")
     p.add_argument("--items", type=int, default=50_000)
     p.add_argument("--events", type=int, default=300_000)
-    p.add_argument("--hidden", default="100,224")
-    p.add_argument("--batch", default="64,256")
-    p.add_argument("--bptt", type=int, default=10)
-    p.add_argument("--chunks", type=int, default=30, help="timed chunks per setting")
-    p.add_argument("--unroll", default="1", help="scan unroll factors to compare, e.g. 1,4")
+    p.add_argument("--data", type=Path, help="a prepared data directory for the epoch part")
+    p.add_argument("--chunks", type=int, default=60, help="timed chunks of the step alone")
     p.add_argument("--n-sample", type=int, default=2048)
-    p.add_argument("--full-softmax", action="store_true")
+    p.add_argument("--peak-gflops", type=float, default=None)
+    p.add_argument("--quick", action="store_true", help="tiny sizes, to check that the script runs")
     args = p.parse_args()
+    if args.quick:
+        args.sizes, args.items, args.events, args.chunks, args.n_sample = "16x8", 300, 3000, 3, 32
+    peak = args.peak_gflops or peak_gflops()
     seqs = synthetic_sequences(args.items, args.events)
-    loss = "full-softmax CE" if args.full_softmax else f"CE over in-batch + {args.n_sample} shared negatives"
-    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {args.items:,} items; {loss}; bptt {args.bptt}")
-    print(f"{'hidden':>6} {'batch':>5} {'unroll':>6} {'events/s':>10} {'compile s':>9}")
-    for h in map(int, args.hidden.split(",")):
-        for b in map(int, args.batch.split(",")):
-            for unroll in map(int, args.unroll.split(",")):
-                model.SCAN_UNROLL = unroll
-                cfg = RunConfig(
-                    data_dir="-",
-                    n_items=args.items,
-                    model=ModelConfig(layers=(h,)),
-                    train=TrainConfig(
-                        batch_size=b, bptt=args.bptt, n_sample=args.n_sample, full_softmax=args.full_softmax
-                    ),
-                )
-                eps, comp = bench(cfg, seqs, args.chunks)
-                print(f"{h:>6} {b:>5} {unroll:>6} {eps:>10,.0f} {comp:>9.2f}", flush=True)
+    print(f"jax {jax.__version__} on {jax.devices()[0].platform}; CE over in-batch + {args.n_sample} shared negatives; "
+          f"bptt 10; peak taken as {peak:.0f} GFLOP/s")  # fmt: skip
+    with tempfile.TemporaryDirectory(prefix="rnnrec-train-bench-") as tmp:
+        data = args.data or synthetic_data_dir(seqs, Path(tmp))
+        n_items = int(load_manifest(data)["n_items"])
+        print(f"step: synthetic, {args.items:,} items; epoch: {data if args.data else 'synthetic'}, {n_items:,} items")
+        print(f"{'GRU':>4} {'batch':>5} | {'step ev/s':>9} {'GFLOP/s':>7} {'of peak':>7} {'compile s':>9} | "
+              f"{'epoch ev/s':>10} {'compile s':>9} {'valid s':>7}")  # fmt: skip
+        for size in args.sizes.split(","):
+            hidden, batch = map(int, size.split("x"))
+            train = TrainConfig(batch_size=batch, n_sample=args.n_sample, epochs=2, checkpoint_every=0)
+            step_cfg = RunConfig(data_dir="-", n_items=args.items, model=ModelConfig(layers=(hidden,)), train=train)
+            eps, comp, gflops = step_bench(step_cfg, seqs, args.chunks)
+            run_cfg = RunConfig(data_dir=str(data), n_items=n_items, model=ModelConfig(layers=(hidden,)), train=train)
+            ep = epoch_bench(run_cfg, Path(tmp))
+            step_part = f"{eps:>9,.0f} {gflops:>7.1f} {gflops / peak:>7.0%} {comp:>9.2f}"
+            epoch_part = f"{ep['events_per_s']:>10,.0f} {ep['compile_s']:>9.2f} {ep['valid_s']:>7.2f}"
+            print(f"{hidden:>4} {batch:>5} | {step_part} | {epoch_part}", flush=True)
 
 
 if __name__ == "__main__":

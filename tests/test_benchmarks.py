@@ -1,0 +1,47 @@
+"""Every benchmark script runs, once, at a tiny size: no timing is asserted, this only keeps the
+scripts from rotting as the code they measure changes."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO
+
+BENCH = REPO / "benchmarks"
+
+
+def _run(tmp_path: Path, script: str, *args: str) -> str:
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / script), *args], capture_output=True, text=True, env=env, cwd=tmp_path, timeout=600
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return proc.stdout
+
+
+CASES = {
+    "make_synthetic": ("make_synthetic.py", "--events", "3000", "--items", "200", "--categories", "10", "--out", "e.csv"),
+    "train_bench": ("train_bench.py", "--quick"),
+    "eval_bench": ("eval_bench.py", "--items", "300", "--events", "300", "--hidden", "16"),
+    "predict_bench": ("predict_bench.py", "--items", "300", "--sessions", "100", "--hidden", "16"),
+    "prepare_bench": ("prepare_bench.py", "--events", "3000", "--workdir", "pb"),
+    "scale_bench devices": ("scale_bench.py", "devices", "--events", "3000", "--layers", "8", "--batch", "8", "--workdir", "sc"),
+    "event_bench": ("event_bench.py", "--users", "60", "--items", "40", "--epochs", "1", "--layers", "16", "--workdir", "ev"),
+    "features_bench": ("features_bench.py", "--quick", "--epochs", "1", "--layers", "16", "--workdir", "fb"),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_benchmark_runs(tmp_path: Path, case: str) -> None:
+    out = _run(tmp_path, *CASES[case])
+    assert out.strip(), "a benchmark prints its numbers"
+
+
+def test_every_benchmark_script_is_run_here() -> None:
+    scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
+    assert scripts == {args[0] for args in CASES.values()}
