@@ -79,19 +79,41 @@ def split_warnings(manifest: dict[str, Any]) -> list[str]:
     return out
 
 
-def filter_until_stable(parts: list[Path], cfg: PrepareConfig) -> int:
-    """Item support and sequence length filters, iterated over the parts (rewritten in place)
-    until a round changes nothing. Returns the number of rounds that changed something."""
+# A part of the out-of-core pipeline: a Parquet file, or, when the whole log is one bucket, the
+# frame itself (no round trip through files).
+Part = Path | pl.DataFrame
+
+
+def _read(part: Part) -> pl.DataFrame:
+    return part if isinstance(part, pl.DataFrame) else pl.read_parquet(part)
+
+
+def _scan(parts: Sequence[Part]) -> pl.LazyFrame:
+    frames = [p.lazy() if isinstance(p, pl.DataFrame) else pl.scan_parquet(p) for p in parts]
+    return pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
+
+
+def _put(df: pl.DataFrame, path: Path, in_memory: bool) -> Part:
+    if in_memory:
+        return df
+    df.write_parquet(path)
+    return path
+
+
+def filter_until_stable(parts: list[Part], cfg: PrepareConfig) -> int:
+    """Item support and sequence length filters, iterated over the parts (files rewritten in
+    place, frames replaced in the list) until a round changes nothing. Returns the number of
+    rounds that changed something."""
     rounds = 0
     while True:
-        supported = supported_items(pl.scan_parquet(parts), cfg.min_item_support)
+        supported = supported_items(_scan(parts), cfg.min_item_support)
         changed = False
-        for path in parts:
-            df = pl.read_parquet(path)
+        for i, part in enumerate(parts):
+            df = _read(part)
             out = filter_round(df, supported, cfg)
             if out.height != df.height:
                 changed = True
-                out.write_parquet(path)
+                parts[i] = _put(out, part, False) if isinstance(part, Path) else out
         if not changed:
             return rounds
         rounds += 1
@@ -115,52 +137,51 @@ def _partition(lf: pl.LazyFrame, cfg: PrepareConfig, n_buckets: int, root: Path)
     """Stream the events to Parquet, hashed by sequence key into buckets (one streaming pass):
     a user's or session's events all land in one bucket, so buckets are cleaned independently."""
     root.mkdir(parents=True)
-    if n_buckets == 1:
-        lf.sink_parquet(root / "00000.parquet")
-        return [[root / "00000.parquet"]]
     bucket = pl.col(sequence_keys(cfg)[0]).hash(seed=0) % n_buckets
     lf.with_columns(_bucket=bucket).sink_parquet(pl.PartitionBy(root, key="_bucket", include_key=False))
     dirs = [root / f"_bucket={b}" for b in range(n_buckets)]
     return [sorted(d.glob("*.parquet")) for d in dirs if d.is_dir()]
 
 
-def _clean_parts(lf: pl.LazyFrame, cfg: PrepareConfig, n_buckets: int, root: Path, stages: dict) -> list[Path]:
-    """Filtered, cleaned, sessionized events as one Parquet part per bucket."""
+def _clean_parts(lf: pl.LazyFrame, cfg: PrepareConfig, n_buckets: int, root: Path, stages: dict) -> list[Part]:
+    """Filtered, cleaned, sessionized events as one part per bucket (one bucket: in memory)."""
+    stages.setdefault("events_read", 0)
+    if n_buckets == 1:
+        # Sorted by row so that which of two exact duplicates is kept does not depend on buckets.
+        df = filter_events(lf, cfg).collect(engine="streaming").sort("_row")
+        return [clean_events(df, cfg, stages)]
     sources = _partition(filter_events(lf, cfg), cfg, n_buckets, root / "raw")
     (root / "clean").mkdir()
-    stages.setdefault("events_read", 0)
-    parts = []
+    parts: list[Part] = []
     for b, files in enumerate(sources):
-        # Sorted by row so that which of two exact duplicates is kept does not depend on buckets.
         df = pl.read_parquet(files, hive_partitioning=False).sort("_row")
         path = root / "clean" / f"{b:05d}.parquet"
-        clean_events(df, cfg, stages, first_seq=b << 40).write_parquet(path)
-        parts.append(path)
+        parts.append(_put(clean_events(df, cfg, stages, first_seq=b << 40), path, False))
     shutil.rmtree(root / "raw")
     return parts
 
 
 def _map_parts(
-    parts: list[Path], roots: Sequence[Path], fn: Callable[[pl.DataFrame], tuple[pl.DataFrame, ...]]
-) -> list[list[Path]]:
-    """Apply `fn` to each part; its i-th output frame goes to roots[i]. Returns the new parts."""
-    for root in roots:
-        root.mkdir(parents=True)
-    out: list[list[Path]] = [[] for _ in roots]
-    for path in parts:
-        for i, (root, df) in enumerate(zip(roots, fn(pl.read_parquet(path)), strict=True)):
-            df.write_parquet(root / path.name)
-            out[i].append(root / path.name)
+    parts: list[Part], roots: Sequence[Path], fn: Callable[[pl.DataFrame], tuple[pl.DataFrame, ...]]
+) -> list[list[Part]]:
+    """Apply `fn` to each part; its i-th output frame goes to roots[i] (or stays in memory,
+    as the part came). Returns the new parts."""
+    out: list[list[Part]] = [[] for _ in roots]
+    for n, part in enumerate(parts):
+        in_memory = isinstance(part, pl.DataFrame)
+        for i, (root, df) in enumerate(zip(roots, fn(_read(part)), strict=True)):
+            root.mkdir(parents=True, exist_ok=True)
+            out[i].append(_put(df, root / f"{n:05d}.parquet", in_memory))
     return out
 
 
-def _rows(parts: list[Path]) -> int:
-    return pl.scan_parquet(parts).select(pl.len()).collect().item() if parts else 0
+def _rows(parts: list[Part]) -> int:
+    return _scan(parts).select(pl.len()).collect().item() if parts else 0
 
 
 def _restrict_parts(
-    parts: list[Path], vocab: pl.Series, cfg: PrepareConfig, root: Path
-) -> tuple[list[Path], dict[str, int]]:
+    parts: list[Part], vocab: pl.Series, cfg: PrepareConfig, root: Path
+) -> tuple[list[Part], dict[str, int]]:
     totals: dict[str, int] = {}
 
     def one(df: pl.DataFrame) -> tuple[pl.DataFrame]:
@@ -175,10 +196,13 @@ def _restrict_parts(
     }
 
 
-def _write_encoded(parts: list[Path], items: pl.DataFrame, root: Path, out: Path) -> None:
+def _write_encoded(parts: list[Part], items: pl.DataFrame, root: Path, out: Path) -> None:
     """Encode each part, then merge the parts (each sorted by the new sequence number) into one
     file in a streaming k-way merge: no step holds the whole split."""
-    starts = sequence_numbers(pl.scan_parquet(parts)) if parts else pl.DataFrame(schema={"seq": pl.Int64})
+    if len(parts) == 1 and isinstance(parts[0], pl.DataFrame):
+        encode(parts[0], items).write_parquet(out)
+        return
+    starts = sequence_numbers(_scan(parts)) if parts else pl.DataFrame(schema={"seq": pl.Int64})
 
     def one(df: pl.DataFrame) -> tuple[pl.DataFrame]:
         if df.is_empty():
@@ -187,7 +211,7 @@ def _write_encoded(parts: list[Path], items: pl.DataFrame, root: Path, out: Path
         return (encode(df, items, mine),)
 
     (encoded,) = _map_parts(parts, [root], one)
-    frames = [pl.scan_parquet(p).set_sorted("seq") for p in encoded]
+    frames = [_scan([p]).set_sorted("seq") for p in encoded]
     merged = functools.reduce(lambda a, b: a.merge_sorted(b, key="seq"), frames)
     merged.sink_parquet(out)
 
@@ -228,14 +252,14 @@ def build_splits(
     span = time_span(parts)
     stages["time_span"] = [t.isoformat() for t in span]
 
-    def by_time(src: list[Path], period: Period, name: str) -> tuple[list[Path], list[Path]]:
-        at = cutoff(pl.scan_parquet(src), period) if not period.empty and _rows(src) else None
+    def by_time(src: list[Part], period: Period, name: str) -> tuple[list[Part], list[Part]]:
+        at = cutoff(_scan(src), period) if not period.empty and _rows(src) else None
         before, after = _map_parts(
             src, [work / f"{name}-before", work / f"{name}-after"], lambda df: split_by_time(df, period, at)
         )
         return before, after
 
-    def auto(src: list[Path], name: str, chosen: Period) -> tuple[list[Path], list[Path], str]:
+    def auto(src: list[Part], name: str, chosen: Period) -> tuple[list[Part], list[Part], str]:
         """The time split of `src`; with the automatic rule, the fallback when the first leaves
         too small a split or nothing before it."""
         rule = AUTO_SPLIT[0]
@@ -279,7 +303,7 @@ def build_splits(
             + _latest_note(parts, span)
             + ". Use shorter periods, e.g. --split time:0.1 --valid 0.1"
         )
-    items = item_table(pl.scan_parquet(train))
+    items = item_table(_scan(train))
     vocab = items["item_id"]
     test, stages["test_cleaning"] = _restrict_parts(test, vocab, cfg, work / "test-known")
     valid, stages["valid_cleaning"] = _restrict_parts(valid, vocab, cfg, work / "valid-known")
@@ -299,12 +323,12 @@ def build_splits(
         )
     for name, part in zip(SPLITS, (train, valid, test), strict=True):
         _write_encoded(part, items, work / f"{name}-encoded", out / f"{name}.parquet")
-    shutil.rmtree(work)
+    shutil.rmtree(work, ignore_errors=True)
     return items, stages
 
 
-def time_span(parts: list[Path]) -> tuple[datetime, datetime]:
-    row = pl.scan_parquet(parts).select(pl.col("ts").min().alias("a"), pl.col("ts").max().alias("b")).collect()
+def time_span(parts: list[Part]) -> tuple[datetime, datetime]:
+    row = _scan(parts).select(pl.col("ts").min().alias("a"), pl.col("ts").max().alias("b")).collect()
     return row["a"][0], row["b"][0]
 
 
@@ -313,19 +337,19 @@ def _span_text(span: tuple[datetime, datetime]) -> str:
     return f"{span[0]:%Y-%m-%d %H:%M} to {span[1]:%Y-%m-%d %H:%M} ({days:,.1f} days)"
 
 
-def _latest_note(parts: list[Path], span: tuple[datetime, datetime]) -> str:
+def _latest_note(parts: list[Part], span: tuple[datetime, datetime]) -> str:
     """Names a far-future outlier, which makes every time split look empty."""
-    top = pl.scan_parquet(parts).select(pl.col("ts").unique().top_k(2)).collect()["ts"].sort()
+    top = _scan(parts).select(pl.col("ts").unique().top_k(2)).collect()["ts"].sort()
     if len(top) == 2 and (top[1] - top[0]).total_seconds() > 365 * 86400:
         return f"; its latest time {top[1]} is over a year after the next ({top[0]}): check that row"
     return ""
 
 
-def split_size(parts: list[Path]) -> tuple[int, int]:
+def split_size(parts: list[Part]) -> tuple[int, int]:
     """(targets, sequences) of a split held in parts."""
     if not parts:
         return 0, 0
-    st = split_stats(pl.scan_parquet(parts))
+    st = split_stats(_scan(parts))
     return st["targets"], st["sequences"]
 
 
