@@ -177,7 +177,8 @@ def restore_params(run: RunDir, cfg: RunConfig) -> Params:
 
     from rnnrec_cli import model
 
-    template = {"params": model.init_params(cfg.model, cfg.n_items, jax.random.key(0))}
+    # Shapes only: restoring needs the tree's structure, not initial values.
+    template = {"params": jax.eval_shape(lambda key: model.init_params(cfg.model, cfg.n_items, key), jax.random.key(0))}
     return jax.tree.map(jnp.asarray, restore_checkpoint(run, "best", template)["params"])
 
 

@@ -4,6 +4,7 @@ of the session-parallel stream. Jit it in the caller (train.fit); tests call it 
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, NamedTuple
 
 import jax
@@ -62,6 +63,13 @@ def make_optimizer(cfg: TrainConfig, total_steps: int = 1) -> optax.GradientTran
 
 
 def init_state(cfg: RunConfig, tx: optax.GradientTransformation) -> TrainState:
+    """The initial parameters and optimiser state, computed in one compiled call (run eagerly,
+    initialisation compiles a dozen small programs)."""
+    return _init_state(cfg, tx)
+
+
+@partial(jax.jit, static_argnums=(0, 1))
+def _init_state(cfg: RunConfig, tx: optax.GradientTransformation) -> TrainState:
     params = model.init_params(cfg.model, cfg.n_items, jax.random.key(cfg.train.seed))
     return TrainState(params, tx.init(params), jnp.zeros((), jnp.int32))
 

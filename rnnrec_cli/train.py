@@ -436,7 +436,13 @@ def validate(
 
 
 def _all_finite(tree: Any) -> bool:
-    return all(bool(jnp.all(jnp.isfinite(x))) for x in jax.tree.leaves(tree))
+    return bool(_finite(tree))
+
+
+@jax.jit
+def _finite(tree: Any) -> jax.Array:
+    """One compiled check of every leaf (eagerly, each leaf shape compiles its own programs)."""
+    return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(tree)]))
 
 
 def _record(r: EpochReport) -> dict[str, Any]:
