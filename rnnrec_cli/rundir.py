@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,15 +29,31 @@ if TYPE_CHECKING:
 @contextmanager
 def atomic_write(path: Path, suffix: str = "") -> Iterator[Path]:
     """Yield a temporary path beside `path`; on success it replaces `path`, on failure it goes.
-    `suffix` keeps an extension that a writer reads the format from (e.g. '.png')."""
+    `suffix` keeps an extension that a writer reads the format from (e.g. '.png').
+
+    The temporary file is created exclusively under a random name (never through a link planted
+    at a predictable one), with the mode the umask gives a new file."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f"{path.name}.tmp{suffix}")
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    tmp = Path(name)
     try:
+        os.fchmod(fd, 0o666 & ~_UMASK)
+        os.close(fd)
         yield tmp
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(path)
+
+
+def _read_umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import: setting the umask to read it is not thread-safe.
+_UMASK = _read_umask()
 
 
 def save_json(path: Path, values: dict[str, Any]) -> None:

@@ -1,5 +1,6 @@
 """Run-directory files: atomic writes, and checkpoints written before item tables moved."""
 
+import os
 from pathlib import Path
 
 import jax
@@ -35,3 +36,17 @@ def test_a_checkpoint_from_before_the_items_subtree_restores(tmp_path: Path, emb
     np.testing.assert_array_equal(restored["items"]["bias"], items["bias"] + 1.0)
     assert ("kernel" in restored["items"]) == bool(embedding)
     assert set(restored) == {"items", "cells"}
+
+
+def test_atomic_write_never_writes_through_a_planted_link(tmp_path: Path) -> None:
+    victim = tmp_path / "victim.txt"
+    victim.write_text("keep me")
+    target = tmp_path / "recs.csv"
+    (tmp_path / "recs.csv.tmp").symlink_to(victim)  # the old, predictable temporary name
+    with rundir.atomic_write(target) as tmp:
+        assert not tmp.is_symlink() and tmp.name != "recs.csv.tmp"
+        tmp.write_text("new")
+    assert victim.read_text() == "keep me" and target.read_text() == "new"
+    umask = os.umask(0)
+    os.umask(umask)
+    assert target.stat().st_mode & 0o777 == 0o666 & ~umask
