@@ -16,6 +16,8 @@ zero-score items would all tie with an unseen target.
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import numpy as np
 import scipy.sparse as sp
 
@@ -147,9 +149,23 @@ class _Scorer:
         return (weights @ self.sessions).tocsr()
 
 
+class _CountOrder(NamedTuple):
+    """The training counts as sort keys, once per evaluation: the keys, sorted, and the items
+    by popularity (ties: lower index first)."""
+
+    keys: np.ndarray
+    ascending: np.ndarray
+    popular: np.ndarray
+
+
+def _count_order(counts: np.ndarray) -> _CountOrder:
+    keys = _secondary_keys(counts)
+    return _CountOrder(keys, np.sort(keys), np.lexsort((np.arange(len(keys)), ~keys)))
+
+
 def _score_block(
     scores: sp.csr_matrix,
-    counts: np.ndarray,
+    order: _CountOrder,
     targets: np.ndarray,
     prefix: sp.csr_matrix | None,
     opts: ScoreOptions,
@@ -173,8 +189,7 @@ def _score_block(
         s = (
             unseen + sp.csr_matrix((np.full(seen.nnz, -np.inf, np.float32), seen.indices, seen.indptr), s.shape)
         ).tocsr()
-    counts = np.asarray(counts)
-    count_keys = _secondary_keys(counts)
+    count_keys = order.keys
     row_of = np.repeat(rows, np.diff(s.indptr))
     key_e = (_ordered_u32(s.data).astype(np.uint64) << np.uint64(32)) | count_keys[s.indices]
     p_t = np.asarray(s[rows, targets]).ravel().astype(np.float32)
@@ -185,7 +200,7 @@ def _score_block(
     # A target scoring 0: the items without an entry (all score 0) above or level with it are
     # those with a larger or equal count, found among all items by count, less the entries.
     zero = p_t == 0
-    by_count = np.sort(count_keys)
+    by_count = order.ascending
     c_t, c_e = count_keys[targets], count_keys[s.indices]
     above = n_items - np.searchsorted(by_count, c_t, side="right")
     level = np.searchsorted(by_count, c_t, side="right") - np.searchsorted(by_count, c_t, side="left")
@@ -193,7 +208,7 @@ def _score_block(
     tied += np.where(zero, level - 1 - per_row(c_e == c_t[row_of]), 0)
     ranks = np.asarray(rank_with_ties(higher, tied, opts.ties), np.float32)
     ranks[np.isneginf(p_t)] = np.inf
-    topk = _top_k(s, key_e, count_keys, min(opts.k, n_items))
+    topk = _top_k(s, key_e, order.popular, min(opts.k, n_items))
     sampled = np.zeros(n_rows, np.float32)
     if opts.n_sampled:
         vals = np.asarray(s[np.repeat(rows, opts.n_sampled), negatives.ravel()]).reshape(negatives.shape)
@@ -203,11 +218,10 @@ def _score_block(
     return ranks, topk, sampled
 
 
-def _top_k(s: sp.csr_matrix, key_e: np.ndarray, count_keys: np.ndarray, k: int) -> np.ndarray:
+def _top_k(s: sp.csr_matrix, key_e: np.ndarray, popular: np.ndarray, k: int) -> np.ndarray:
     """<int32>[rows, k]: each row's positive entries by key, then the most popular items
     without an entry (ties among equal counts: lower index first), then, when the catalogue
     runs out, the excluded (-inf) entries."""
-    popular = np.lexsort((np.arange(len(count_keys)), ~count_keys))
     out = np.zeros((s.shape[0], k), np.int32)
     for r in range(s.shape[0]):
         lo, hi = s.indptr[r], s.indptr[r + 1]
@@ -255,12 +269,13 @@ def baseline_scores(
     topk = np.zeros((n, opts.k), np.int32)
     sampled = np.zeros(n, np.float32)
     rng = np.random.default_rng(seed)
+    order = _count_order(counts)
     for lo in range(0, n, ROWS_PER_BLOCK):
         block = slice(lo, min(n, lo + ROWS_PER_BLOCK))
         prefix = _prefix_matrix(test, pos, block, n_items) if opts.exclude_seen else None
         negatives = rng.integers(0, n_items, (block.stop - lo, opts.n_sampled))
         ranks[block], topk[block], sampled[block] = _score_block(
-            scorer(test, pos, block), counts, pos.target[block], prefix, opts, negatives
+            scorer(test, pos, block), order, pos.target[block], prefix, opts, negatives
         )
     return Scores(ranks, topk, sampled)
 
