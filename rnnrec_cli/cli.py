@@ -21,11 +21,12 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import typer
 from rich.logging import RichHandler
+from typer.exceptions import TyperException
 
 from rnnrec_cli import __version__, render
 from rnnrec_cli import cliopts as o
 from rnnrec_cli.config import PrepareConfig
-from rnnrec_cli.errors import RnnrecError
+from rnnrec_cli.errors import RnnrecError, describe, first_line
 from rnnrec_cli.options import EvalOptions, PredictOptions
 from rnnrec_cli.render import err
 
@@ -39,24 +40,40 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 
 def handle_errors(fn: F) -> F:
-    """Expected failures -> one `Error:` line and exit 1; a closed stdout pipe -> quiet exit 0."""
+    """The error boundary: every failure -> one `Error:` line and a non-zero exit, never a
+    traceback. Expected failures exit 1, a closed stdout pipe exits 0 quietly, and anything
+    unforeseen exits 70 with a line saying it is a bug (the traceback only with -v)."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
+        except (typer.Exit, typer.Abort, TyperException):
+            raise
         except RnnrecError as exc:
             render.error_line(str(exc))
             raise typer.Exit(1) from None
+        except KeyboardInterrupt:
+            _interrupted("interrupted")
         except OSError as exc:
             # `rnnrec predict ... | head`: the reader left; that is not an error. (Polars' CSV
             # writer reports it as a plain OSError naming the broken pipe.)
-            if not (isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE or "Broken pipe" in str(exc)):
-                raise
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            raise typer.Exit(0) from None
-        except KeyboardInterrupt:
-            _interrupted("interrupted")
+            if isinstance(exc, BrokenPipeError) or exc.errno == errno.EPIPE or "Broken pipe" in str(exc):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+                raise typer.Exit(0) from None
+            render.error_line(describe(exc) or str(exc))
+            raise typer.Exit(1) from None
+        except Exception as exc:
+            known = describe(exc)
+            if known is not None:
+                render.error_line(known)
+                raise typer.Exit(1) from None
+            logging.getLogger("rnnrec").debug("unexpected failure", exc_info=True)
+            render.error_line(
+                f"unexpected {type(exc).__name__}: {first_line(exc)}. This is a bug in rnnrec; please "
+                "report it with the command that failed (run with -v to see where it happened)"
+            )
+            raise typer.Exit(70) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -241,8 +258,11 @@ def train(
             err.print(render.prepare_summary(started.manifest, started.run.path / "data"))
         render.warn(started.manifest.get("warnings", []) if leader else [])
         run, cfg = started.run, started.cfg
+    final = run.final_path
     if not quiet:
-        err.print(render.training_header(cfg, run.path, resume is not None))
+        err.print(render.training_header(cfg, final, resume is not None))
+        if run.replaces is not None:
+            err.print(f"Building the new run in {run.path}; it replaces {final} once training completes")
     try:
         with render.training_progress(quiet) as on_progress:
             fit(cfg, run, resume=resume is not None, on_progress=on_progress,
@@ -250,14 +270,20 @@ def train(
     except KeyboardInterrupt:
         if run.checkpoint("last").is_file():
             _interrupted(f"interrupted; continue where it stopped with: rnnrec train --resume {run.path}")
-        _interrupted(f"interrupted before the first checkpoint; start again (add --force to reuse {run.path})")
+        if leader:
+            rundir.discard_failed(run)
+        _interrupted("interrupted before the first checkpoint; nothing was kept, start again")
+    except BaseException:
+        if leader:
+            rundir.discard_failed(run)
+        raise
     if leader:
         if not quiet:
             err.print(
-                f"Wrote {run.path}: checkpoints/best.msgpack, metrics.jsonl, learning_curve.png. "
-                f"Next: rnnrec evaluate {run.path}"
+                f"Wrote {final}: checkpoints/best.msgpack, metrics.jsonl, learning_curve.png. "
+                f"Next: rnnrec evaluate {final}"
             )
-        typer.echo(str(run.path))
+        typer.echo(str(final))
 
 
 @app.command()
@@ -283,8 +309,8 @@ def evaluate(
 ) -> None:
     """Full-catalogue next-item evaluation of the best checkpoint beside simple baselines."""
     opts = o.make(EvalOptions, o.given(locals(), EvalOptions))
+    from rnnrec_cli import rundir
     from rnnrec_cli.evaluate import evaluate as run_evaluate
-    from rnnrec_cli.rundir import load_config, open_run
     from rnnrec_cli.sequences import is_data_dir
 
     if is_data_dir(target):
@@ -294,8 +320,9 @@ def evaluate(
                 "a data directory has no model: name --baselines to evaluate", param_hint="--baselines"
             )
     else:
-        run = open_run(target)
-        data_dir = Path(load_config(run).data_dir)
+        run = rundir.open_run(target)
+        data_dir = rundir.data_dir(run, rundir.load_config(run))
+        render.warn(rundir.unfinished(run))
     if opts.n_sampled:
         render.warn(
             [f"sampled metrics (target vs {opts.n_sampled} random items) are not comparable with full-ranking numbers"]
@@ -333,6 +360,7 @@ def predict(
     include: Annotated[Path | None, o.item_list("Recommend only these items (one id per line).")] = None,
     exclude: Annotated[Path | None, o.item_list("Never recommend these items (one id per line).")] = None,
     fallback: o.Fallback = None,
+    safe_csv: o.SafeCsv = None,
     task: o.PredictTask = None,
     candidates: Annotated[
         Path | None,
@@ -353,6 +381,7 @@ def predict(
     item_col: Annotated[str | None, typer.Option(help="Override the item column.")] = None,
     time_col: Annotated[str | None, typer.Option(help="Override the time column.")] = None,
     value_col: Annotated[str | None, typer.Option(help="Override the value column.")] = None,
+    encoding: o.Encoding = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
     quiet: o.Quiet = False,
 ) -> None:
@@ -361,27 +390,31 @@ def predict(
     from rnnrec_cli.config import AS_GIVEN
     from rnnrec_cli.predict import PredictStats, write_predictions
     from rnnrec_cli.predict import predict as run_predict
-    from rnnrec_cli.rundir import open_run
+    from rnnrec_cli.rundir import open_run, unfinished
 
     if candidates is not None and opts.task != "value":
         raise typer.BadParameter("--candidates goes with --task value", param_hint="--candidates")
     if opts.format == "parquet" and out == "-":
         raise typer.BadParameter("parquet needs a file: pass -o FILE", param_hint="--format")
     run = open_run(run_dir)
-    if out != "-" and Path(out).exists() and not force:
+    if out != "-" and (Path(out).exists() or Path(out).is_symlink()) and not force:
         raise RnnrecError(f"{out} already exists; pass --force to overwrite it")
+    if out != "-" and Path(out).is_dir():
+        raise RnnrecError(f"{out} is a directory; give a file path for -o")
+    render.warn(unfinished(run))
     # The preset's column mapping only: how sequences are cleaned is the run's.
     columns = dict(
-        session_col=session_col, user_col=user_col, item_col=item_col, time_col=time_col, value_col=value_col
-    )
+        session_col=session_col, user_col=user_col, item_col=item_col, time_col=time_col, value_col=value_col,
+        encoding=encoding,
+    )  # fmt: skip
     overrides = {**{k: v for k, v in o.preset_values(preset).items() if k not in AS_GIVEN}, **o.given(columns)}
     stats = PredictStats()
     frames = run_predict(run, events or ["-"], opts, stats, include=include, exclude=exclude,
                          candidates_file=candidates, overrides=overrides)  # fmt: skip
-    write_predictions(frames, out, opts.format)
+    write_predictions(frames, out, opts.format, safe_csv=opts.safe_csv, stats=stats)
     if not quiet:
         err.print(render.predict_summary(stats, candidates is not None, opts.task == "value" or not opts.fallback))
-    render.warn(render.predict_warnings(stats))
+    render.warn(render.predict_warnings(stats, opts.safe_csv))
 
 
 def main() -> None:

@@ -23,6 +23,8 @@ from rnnrec_cli.config import (
     ModelConfig,
     PrepareConfig,
     TrainConfig,
+    check_types,
+    json_type,
     parse_duration,
     task_train_defaults,
 )
@@ -72,6 +74,7 @@ Devices = Annotated[int | None, opt("Devices to split the sequences over (0 = al
 
 Format = Annotated[str | None, _data("auto, csv, parquet, jsonl or otto.", "format")]
 Sep = Annotated[str | None, _data("CSV separator ('::' works too). \\[default: sniffed]")]
+Encoding = Annotated[str | None, _data("Text encoding of CSV/JSON inputs, e.g. latin-1 or cp1252.")]
 UserCol = Annotated[str | None, _data("User id column.")]
 SessionCol = Annotated[str | None, _data("Session id column (sessions given).")]
 ItemCol = Annotated[str | None, _data("Item id column.")]
@@ -162,8 +165,9 @@ ItemSep = Annotated[str | None, opt("Separator of multi-valued categories.", FEA
 
 # The options of `prepare` that `train` also takes (for raw event files), by parameter name.
 SHARED_DATA_OPTIONS: dict[str, Any] = {
-    "preset": Preset, "format": Format, "sep": Sep, "user_col": UserCol, "session_col": SessionCol,
-    "item_col": ItemCol, "time_col": TimeCol, "event_col": EventCol, "value_col": ValueCol, "time_unit": TimeUnit,
+    "preset": Preset, "format": Format, "sep": Sep, "encoding": Encoding, "user_col": UserCol,
+    "session_col": SessionCol, "item_col": ItemCol, "time_col": TimeCol, "event_col": EventCol, "value_col": ValueCol,
+    "time_unit": TimeUnit,
     "session_gap": SessionGap, "split": Split, "valid": Valid, "test": Test, "allow_tiny_test": AllowTinyTest,
     "keep_repeats": KeepRepeats, "min_item_support": MinItemSupport, "min_session_length": MinSessionLength,
 }  # fmt: skip
@@ -338,6 +342,14 @@ EveryPosition = Annotated[
 Fallback = Annotated[
     bool | None, _p("Popular items for sessions with no known item.", "fallback", "--fallback/--no-fallback")
 ]
+SafeCsv = Annotated[
+    bool | None,
+    _p(
+        "Prefix ids that start with = + - @ (spreadsheet formulas) with ' in CSV output; by default ids stay exact.",
+        "safe_csv",
+        "--safe-csv",
+    ),
+]
 PredictTask = Annotated[
     str | None,
     _p(
@@ -498,14 +510,19 @@ def run_configs(config: Path | None, flags: dict[str, Any]) -> tuple[ModelConfig
         raise typer.BadParameter(
             f"unknown section(s) {', '.join(sorted(unknown))}; use 'model' and 'train'", param_hint="--config"
         )
+    for section, cls in (("model", ModelConfig), ("train", TrainConfig)):
+        if not isinstance(file_values.get(section, {}), dict):
+            raise typer.BadParameter(
+                f"{config}: {section!r} must be an object, not {json_type(file_values[section])}", param_hint="--config"
+            )
+        try:
+            check_types(cls, file_values.get(section, {}), f"{config} [{section}]")
+        except ConfigError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--config") from None
     from_file = {k: {n: tuple(v) if isinstance(v, list) else v for n, v in file_values.get(k, {}).items()}
                  for k in ("model", "train")}  # fmt: skip
     model_flags = given({k: v for k, v in flags.items() if k != "item_features"}, ModelConfig)
     train_flags = given(flags, TrainConfig)
-    for section, cls in (("model", ModelConfig), ("train", TrainConfig)):
-        bad = sorted(set(from_file[section]) - {f for f in cls.__dataclass_fields__})
-        if bad:
-            raise typer.BadParameter(f"{config} [{section}]: unknown key(s) {', '.join(bad)}", param_hint="--config")
     model_cfg = make(ModelConfig, {**from_file["model"], **model_flags})
     defaults = task_train_defaults(model_cfg, {*from_file["train"], *train_flags})
     return model_cfg, make(TrainConfig, {**defaults, **from_file["train"], **train_flags})

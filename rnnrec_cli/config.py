@@ -8,8 +8,11 @@ Precedence (resolved once, in the CLI): dataclass defaults < preset < --config f
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import re
+import types
+import typing
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from typing import Any, Literal, get_args
@@ -122,6 +125,8 @@ class PrepareConfig:
     preset: str | None = None
     format: InputFormat = "auto"
     sep: str | None = None
+    # Text encoding of CSV/JSON inputs (any Python codec name); other encodings are read via UTF-8.
+    encoding: str = "utf-8"
     # Files without a header row get these column names (default column_1, column_2, ...).
     header: bool = True
     columns: tuple[str, ...] = ()
@@ -167,6 +172,12 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         check_choice("--format", self.format, InputFormat)
         check_choice("--time-unit", self.time_unit, TimeUnit)
+        try:
+            codecs.lookup(self.encoding)
+        except LookupError:
+            raise ConfigError(
+                f"--encoding {self.encoding!r} is not a known text encoding; use e.g. utf-8, latin-1 or cp1252"
+            ) from None
         if self.sep is not None and len(self.sep) != 1 and self.sep != "::":
             raise ConfigError(f"--sep must be one character (or '::'), got {self.sep!r}")
         if self.time_offset_unit == "auto":
@@ -429,11 +440,67 @@ class RunConfig:
         return w[self.model.tasks.index(task)] if w else 1.0
 
 
-def _build(cls: type, values: dict[str, Any], where: str) -> Any:
-    names = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(values) - set(names))
+def json_type(value: Any) -> str:
+    """How JSON calls a value's type, for messages."""
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return "a boolean"
+    if isinstance(value, int | float):
+        return f"a number ({value})"
+    if isinstance(value, str):
+        return f"a string ({value!r})"
+    return "an array" if isinstance(value, list | tuple) else "an object"
+
+
+def _type_error(hint: Any, value: Any) -> str | None:
+    """Why `value` (from JSON) does not fit the annotation `hint`; None when it does. Strict:
+    1.5 is not an int, "1" is not a number, and true is not a number."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (types.UnionType, typing.Union):
+        reasons = [_type_error(a, value) for a in args]
+        return None if any(r is None for r in reasons) else next(r for r in reasons if r)
+    if hint is type(None):
+        return None if value is None else "null"
+    if origin is Literal:
+        return None if value in args else f"one of {', '.join(map(repr, args))}"
+    if origin is tuple:
+        if not isinstance(value, list | tuple):
+            return "an array"
+        inner = args[0] if len(args) == 2 and args[1] is Ellipsis else None
+        hints = [inner] * len(value) if inner is not None else list(args)
+        if len(hints) != len(value):
+            return f"an array of {len(hints)}"
+        bad = [r for h, v in zip(hints, value, strict=True) if (r := _type_error(h, v))]
+        return f"an array whose items are each {bad[0]}" if bad else None
+    if hint is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if hint is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "an integer"
+    if hint is float:
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else "a number"
+    if hint is str:
+        return None if isinstance(value, str) else "a string"
+    if dataclasses.is_dataclass(hint):
+        return None if isinstance(value, dict) else "an object"
+    return None
+
+
+def check_types(cls: type, values: dict[str, Any], where: str) -> None:
+    """Each value's JSON type against the field's annotation, naming the key and the type wanted."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(values) - names)
     if unknown:
         raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+    for key, value in values.items():
+        wanted = _type_error(hints[key], value)
+        if wanted is not None:
+            raise ConfigError(f"{where}: {key!r} must be {wanted}, not {json_type(value)}")
+
+
+def _build(cls: type, values: dict[str, Any], where: str) -> Any:
+    check_types(cls, values, where)
     out = {}
     for key, value in values.items():
         if isinstance(value, list):

@@ -10,7 +10,6 @@ from __future__ import annotations
 import functools
 import hashlib
 import shutil
-import tempfile
 from collections.abc import Callable, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
@@ -30,11 +29,11 @@ from rnnrec_cli.config import (
     parse_split,
     to_dict,
 )
-from rnnrec_cli.errors import DataError, RunDirError
+from rnnrec_cli.errors import DataError, RunDirError, escape
 from rnnrec_cli.features import ITEM_FEATURES, build_item_features
-from rnnrec_cli.ingest import COLUMN_FLAGS, compression, detect_format, materialized_inputs, scan_events
+from rnnrec_cli.ingest import COLUMN_FLAGS, compression, detect_format, materialized_inputs, read_failure, scan_events
 from rnnrec_cli.presets import PRESETS
-from rnnrec_cli.rundir import save_json
+from rnnrec_cli.rundir import replace_dir, save_json, temp_dir
 from rnnrec_cli.sequences import ITEMS, MANIFEST, SPLITS, split_targets
 from rnnrec_cli.transforms import (
     clean_events,
@@ -368,13 +367,14 @@ def prepare(
     """
     if out_dir.exists() and not force:
         raise RunDirError(f"{out_dir} already exists; pass --force to replace it")
+    if out_dir.exists() and not out_dir.is_dir():
+        raise RunDirError(f"{out_dir} exists and is not a directory; give another -o")
     given_files = {k: v for k, v in (given or {}).items() if v}
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
+    tmp = temp_dir(out_dir)
     try:
         with ExitStack() as stack:
-            paths = stack.enter_context(materialized_inputs(inputs))
-            given_paths = {k: stack.enter_context(materialized_inputs(v)) for k, v in given_files.items()}
+            paths = stack.enter_context(materialized_inputs(inputs, cfg.encoding))
+            given_paths = {k: stack.enter_context(materialized_inputs(v, cfg.encoding)) for k, v in given_files.items()}
             asked = cfg
             lf, cfg = scan_events(paths, cfg)
             given_lfs = {k: scan_events(v, cfg)[0] for k, v in given_paths.items()}
@@ -382,18 +382,12 @@ def prepare(
             try:
                 items, stages = build_splits(lf, cfg, given_lfs, out=tmp, buckets=buckets)
             except pl.exceptions.PolarsError as exc:
-                # Lazy scans fail only when collected: e.g. an id column that is numeric in the first
-                # 10,000 rows and text later, or a malformed row.
-                first = str(exc).strip().splitlines()[0]
-                raise DataError(
-                    f"cannot read {', '.join(map(str, paths))}: {first}. If a column mixes numbers and text, "
-                    "make it consistent (or convert the file to Parquet with explicit types)"
-                ) from None
+                raise read_failure(exc, paths, writing=out_dir) from None
             roles = [("train", paths)] + [(k, v) for k, v in given_paths.items()]
             input_info = [
                 {
                     "role": role,
-                    "path": "-" if q.name.startswith("rnnrec-stdin-") else str(q.resolve()),
+                    "path": _input_name(q),
                     "bytes": q.stat().st_size,
                     "sha256": _sha256(q),
                 }
@@ -433,13 +427,18 @@ def prepare(
             manifest["item_features"] = spec
         items.write_parquet(tmp / ITEMS)
         save_json(tmp / MANIFEST, manifest)
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
+        replace_dir(tmp, out_dir)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _input_name(path: Path) -> str:
+    """How the manifest names an input: '-' for stdin, the original file for a transcoded copy."""
+    if path.name.startswith("rnnrec-stdin-"):
+        return "-"
+    return escape(str(path.resolve()), limit=10_000)
 
 
 def describe_inputs(asked: PrepareConfig, cfg: PrepareConfig) -> dict[str, Any]:

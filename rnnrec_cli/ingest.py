@@ -8,14 +8,16 @@ for stdin alike.
 
 from __future__ import annotations
 
+import codecs
 import dataclasses
 import glob
 import gzip
 import io
+import os
 import shutil
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +25,7 @@ from typing import Any
 import polars as pl
 
 from rnnrec_cli.config import PrepareConfig
-from rnnrec_cli.errors import DataError
+from rnnrec_cli.errors import DataError, RnnrecError, alias, errno_in, first_line, os_error_text, unalias
 
 # Column names recognised without flags, compared lower-cased without '_' and '-'.
 _GUESSES: dict[str, tuple[str, ...]] = {
@@ -164,7 +166,8 @@ def _scan_one(path: Path, cfg: PrepareConfig) -> pl.LazyFrame:
             return _flatten_otto(lf, path) if fmt == "otto" else lf
         return _scan_csv(path, cfg, compressed)
     except (pl.exceptions.PolarsError, OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path} as {fmt}: {str(exc).splitlines()[0]}") from None
+        message = first_line(exc)
+        raise DataError(f"cannot read {path} as {fmt}: {message}{encoding_hint(message)}") from None
 
 
 def _scan_csv(path: Path, cfg: PrepareConfig, compressed: str | None) -> pl.LazyFrame:
@@ -186,20 +189,35 @@ def _flatten_otto(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:
 
 
 @contextmanager
-def materialized_inputs(paths: Sequence[str]) -> Iterator[list[Path]]:
-    """Yield real file paths; '-' (stdin) is spooled to a temporary file for lazy scanning."""
-    tmp: Path | None = None
+def materialized_inputs(paths: Sequence[str], encoding: str = "utf-8") -> Iterator[list[Path]]:
+    """Yield real file paths; '-' (stdin) is spooled to a temporary file for lazy scanning, and
+    text in another `encoding` is transcoded to UTF-8 (Polars reads only UTF-8). Messages name
+    such temporaries as the user knows them ('standard input', the original file)."""
+    temps: list[Path] = []
     out = []
+
+    def spool(source: Any, name: str, label: str) -> Path:
+        fd, tmp_name = tempfile.mkstemp(prefix=f"rnnrec-{name}-")
+        tmp = Path(tmp_name)
+        temps.append(tmp)
+        alias(tmp_name, label)
+        with open(fd, "wb") as f:
+            if is_utf8(encoding):
+                shutil.copyfileobj(source, f)
+            else:
+                text = io.TextIOWrapper(source, encoding=encoding, newline="")
+                while block := text.read(1 << 20):
+                    f.write(block.encode("utf-8"))
+        return tmp
+
     try:
         for p in paths:
             if p == "-":
-                if tmp is not None:
+                if any("stdin" in t.name for t in temps):
                     raise DataError("'-' (stdin) may be given only once")
-                fd, name = tempfile.mkstemp(prefix="rnnrec-stdin-")
-                tmp = Path(name)
-                with open(fd, "wb") as f:
-                    shutil.copyfileobj(sys.stdin.buffer, f)
-                out.append(tmp)
+                out.append(spool(sys.stdin.buffer, "stdin", "standard input"))
+                if not out[-1].stat().st_size:
+                    raise DataError("standard input is empty: pipe events into it, or give a file")
             elif any(ch in p for ch in "*?[") and not Path(p).exists():
                 matches = sorted(Path(m) for m in glob.glob(p))
                 files = [m for m in matches if m.is_file()]
@@ -211,10 +229,50 @@ def materialized_inputs(paths: Sequence[str]) -> Iterator[list[Path]]:
                 if not path.is_file():
                     raise DataError(f"input file {p} does not exist")
                 out.append(path)
+        if not is_utf8(encoding):
+            out = [_transcoded(q, spool) if q.name.find("rnnrec-stdin-") < 0 else q for q in out]
         yield out
     finally:
-        if tmp is not None:
+        for tmp in temps:
+            unalias(str(tmp))
             tmp.unlink(missing_ok=True)
+
+
+def is_utf8(encoding: str) -> bool:
+    return codecs.lookup(encoding).name == "utf-8"
+
+
+def _transcoded(path: Path, spool: Callable[[Any, str, str], Path]) -> Path:
+    if detect_format(path) == "parquet":
+        return path
+    opener = gzip.open if compression(path) == "gzip" else open
+    with opener(path, "rb") as f:
+        return spool(f, "text", str(path))
+
+
+def encoding_hint(message: str) -> str:
+    """The fix for text Polars could not decode (it reads UTF-8 only)."""
+    if "utf-8" in message.lower() or "utf8" in message.lower():
+        return "; it is not UTF-8 text: pass --encoding latin-1 (or cp1252, or the file's encoding), or convert it"
+    return ""
+
+
+def read_failure(exc: Exception, sources: Sequence[Path | str], writing: Path | None = None) -> RnnrecError:
+    """What a failed (lazy) read means: scans fail only when collected. A filesystem error while
+    writing `writing`, text that is not UTF-8, or a row that does not parse (e.g. an id column
+    numeric in the first 10,000 rows and text later)."""
+    message = first_line(exc)
+    code = errno_in(message)
+    if code is not None:
+        return DataError(os_error_text(OSError(code, os.strerror(code)), f"writing {writing}" if writing else ""))
+    inputs = ", ".join(map(str, sources))
+    hint = encoding_hint(message)
+    if hint:
+        return DataError(f"cannot read {inputs}{hint}")
+    return DataError(
+        f"cannot read {inputs}: {message}. If a column mixes numbers and text, "
+        "make it consistent (or convert the file to Parquet with explicit types)"
+    )
 
 
 def resolve_columns(
@@ -224,6 +282,12 @@ def resolve_columns(
 
     With `time_optional` (predict: the input is already in order), a missing time column is
     allowed and left None."""
+    twice = sorted({n.rsplit("_duplicated_", 1)[0] for n in names if "_duplicated_" in n} & set(names))
+    if twice:
+        raise DataError(
+            f"{source} has more than one column named {twice[0]!r}; rename them so each name is unique "
+            "(rnnrec will not guess which one you mean)"
+        )
     normalized = {n.lower().replace("_", "").replace("-", ""): n for n in names}
     if time_optional and cfg.time_col is not None and cfg.time_col not in names:
         cfg = dataclasses.replace(cfg, time_col=None, time_offset_col=None)
@@ -304,8 +368,7 @@ def canonicalize(
         return lf.with_columns(ts=pl.from_epoch(pl.col("_row").cast(pl.Int64), time_unit="us")), cfg
     ts_dtype = schema[cfg.time_col]
     if cfg.time_unit == "auto" and (ts_dtype.is_integer() or ts_dtype.is_float()):
-        top = lf.select(pl.col("ts").abs().max()).collect().item()
-        cfg = dataclasses.replace(cfg, time_unit=_guess_unit(float(top or 0)))  # type: ignore[arg-type]
+        cfg = dataclasses.replace(cfg, time_unit=_guess_units(lf, cfg, source))  # type: ignore[arg-type]
     ts = _time_expr(ts_dtype, cfg, source)
     if cfg.time_offset_col is not None:
         per_unit = MICROSECONDS[cfg.time_offset_unit]
@@ -351,6 +414,31 @@ def _parse_time_strings(col: pl.Expr) -> pl.Expr:
     return pl.coalesce(*aware, *naive)
 
 
+def _guess_units(lf: pl.LazyFrame, cfg: PrepareConfig, source: str) -> str:
+    """The unit of numeric times, from their magnitude; the smallest and the largest must agree,
+    else rows mix units (or one row is far off) and guessing would put some in the wrong century."""
+    size = pl.col("ts").cast(pl.Float64).abs()
+    nonzero = size > 0
+    row = lf.select(
+        hi=size.max(),
+        hi_row=pl.col("_row").get(size.arg_max()),
+        lo=size.filter(nonzero).min(),
+        lo_row=pl.col("_row").filter(nonzero).get(size.filter(nonzero).arg_min()),
+    ).collect().row(0, named=True)  # fmt: skip
+    hi, lo = row["hi"] or 0.0, row["lo"] or 0.0
+    unit = _guess_unit(hi)
+    if lo and _guess_unit(lo) != unit:
+        raise DataError(
+            f"the times in column {cfg.time_col!r} of {source} mix units: {lo:.0f} (data row {row['lo_row'] + 1}) "
+            f"reads as {_UNIT_NAMES[_guess_unit(lo)]} but {hi:.0f} (data row {row['hi_row'] + 1}) as "
+            f"{_UNIT_NAMES[unit]}. Fix the rows in the other unit, or pass --time-unit to say which one all rows use"
+        )
+    return unit
+
+
+_UNIT_NAMES = {"s": "seconds", "ms": "milliseconds", "us": "microseconds", "ns": "nanoseconds"}
+
+
 def _guess_unit(magnitude: float) -> str:
     # Unix seconds stay below 1e11 until the year 5138; ms, us and ns are 1e3 apart.
     if magnitude >= 1e17:
@@ -389,7 +477,11 @@ def iter_stdin_blocks(cfg: PrepareConfig, rows: int, stream: Any = None) -> Iter
     fmt = cfg.format if cfg.format != "auto" else "csv"
     if fmt == "parquet":
         raise DataError("Parquet cannot be streamed from stdin; pass the file path instead")
-    first = stream.readline()
+    if not is_utf8(cfg.encoding):
+        stream = (line.encode("utf-8") for line in io.TextIOWrapper(stream, encoding=cfg.encoding, newline=""))
+    else:
+        stream = iter(stream)
+    first = next(stream, b"")
     if not first:
         return
     is_json = fmt in ("jsonl", "otto") or first.lstrip().startswith(b"{")
@@ -405,7 +497,8 @@ def iter_stdin_blocks(cfg: PrepareConfig, rows: int, stream: Any = None) -> Iter
                 return _flatten_otto(df.lazy(), Path("<stdin>")).collect() if fmt == "otto" else df
             df = pl.read_csv(payload, **csv_options(sep, bool(header)), infer_schema_length=None)
         except pl.exceptions.PolarsError as exc:
-            raise DataError(f"cannot parse stdin: {str(exc).strip().splitlines()[0]}") from None
+            message = first_line(exc)
+            raise DataError(f"cannot parse standard input: {message}{encoding_hint(message)}") from None
         return _named(df, sep, dataclasses.replace(cfg, header=bool(header)))
 
     for line in stream:

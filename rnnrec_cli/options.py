@@ -94,6 +94,9 @@ class PredictOptions:
     # "value": the value of each event predicted from the events before it, or of candidate items.
     task: PredictTask = "next-item"
     format: OutputFormat = "csv"
+    # Ids are data: exact by default (joins and pipelines need them as given); a warning names
+    # formula-leading ones, and this quotes them for spreadsheets (OWASP's CSV-injection advice).
+    safe_csv: bool = False
     batch_size: int = 256  # sequences per jitted call
     block_rows: int = 100_000  # stdin rows per block
     seed: int = 0

@@ -21,10 +21,18 @@ import polars as pl
 from rnnrec_cli import model
 from rnnrec_cli.config import ModelConfig, PrepareConfig, from_dict
 from rnnrec_cli.errors import DataError
-from rnnrec_cli.ingest import canonicalize, check_times, iter_stdin_blocks, materialized_inputs, scan_events
+from rnnrec_cli.ingest import (
+    canonicalize,
+    check_times,
+    iter_stdin_blocks,
+    materialized_inputs,
+    read_failure,
+    scan_events,
+)
 from rnnrec_cli.options import PredictOptions
 from rnnrec_cli.recommend import left_padded, recommend, values_after_jit, values_every_jit
 from rnnrec_cli.rundir import RunDir, atomic_write, load_config, load_json, restore_model
+from rnnrec_cli.sequences import check_manifest
 from rnnrec_cli.transforms import drop_consecutive_repeats, sessionize
 
 
@@ -37,12 +45,14 @@ class PredictStats:
     unknown_events: int = 0
     empty_sequences: int = 0
     repeated_keys: int = 0
+    # CSV cells (ids) that start like a spreadsheet formula; quoted when `safe_csv`.
+    formula_cells: int = 0
     _emitted: set[Any] = field(default_factory=set, repr=False)
 
 
 def run_prepare_config(run: RunDir, overrides: dict[str, Any]) -> PrepareConfig:
     """The column mapping and sessionization the run was trained with, plus explicit overrides."""
-    manifest = load_json(run.data_manifest)
+    manifest = check_manifest(load_json(run.data_manifest), run.data_manifest)
     values = {**manifest["config"], **{k: v for k, v in overrides.items() if v is not None}}
     return from_dict(PrepareConfig, values, where=str(run.data_manifest))
 
@@ -305,9 +315,13 @@ def _canonical_blocks(
     if list(inputs) != ["-"]:
         if "-" in inputs:
             raise DataError("give either files or '-' (stdin), not both")
-        with materialized_inputs(inputs) as paths:
+        with materialized_inputs(inputs, pcfg.encoding) as paths:
             lf, pc = scan_events(paths, pcfg, time_optional=True)
-            yield check_times(lf.collect(), pc), pc
+            try:
+                df = lf.collect()
+            except pl.exceptions.PolarsError as exc:
+                raise read_failure(exc, paths) from None
+            yield check_times(df, pc), pc
         return
     key = "session" if pcfg.session_col is not None else "user"
     carry: pl.DataFrame | None = None
@@ -330,7 +344,9 @@ def _canonical_blocks(
         yield carry, pc
 
 
-def write_predictions(frames: Iterable[pl.DataFrame], out: str, fmt: str) -> None:
+def write_predictions(
+    frames: Iterable[pl.DataFrame], out: str, fmt: str, *, safe_csv: bool = False, stats: PredictStats | None = None
+) -> None:
     """Stream CSV/JSONL frames as they come, to stdout ('-') or to a file that appears only when
     complete; Parquet needs a file and is written at the end."""
     if fmt == "parquet":
@@ -340,18 +356,36 @@ def write_predictions(frames: Iterable[pl.DataFrame], out: str, fmt: str) -> Non
         with atomic_write(Path(out)) as tmp:
             (pl.concat(frames) if frames else pl.DataFrame()).write_parquet(tmp)
         return
+    stats = stats if stats is not None else PredictStats()
     if out == "-":
-        _write_stream(frames, sys.stdout.buffer, fmt)
+        _write_stream(frames, sys.stdout.buffer, fmt, safe_csv, stats)
         return
     with atomic_write(Path(out)) as tmp, open(tmp, "wb") as target:
-        _write_stream(frames, target, fmt)
+        _write_stream(frames, target, fmt, safe_csv, stats)
 
 
-def _write_stream(frames: Iterable[pl.DataFrame], target: Any, fmt: str) -> None:
+# What a spreadsheet reads as the start of a formula (OWASP: CSV injection).
+_FORMULA_START = r"^[=+\-@\t\r]"
+
+
+def _neutralised(df: pl.DataFrame, safe: bool, stats: PredictStats) -> pl.DataFrame:
+    text = [c for c, t in df.schema.items() if t == pl.String]
+    if not text:
+        return df
+    risky = {c: pl.col(c).str.contains(_FORMULA_START).fill_null(False) for c in text}
+    stats.formula_cells += int(df.select(pl.sum_horizontal(*(r.sum() for r in risky.values()))).item())
+    if not safe:
+        return df
+    return df.with_columns(
+        pl.when(r).then(pl.lit("'") + pl.col(c)).otherwise(pl.col(c)).alias(c) for c, r in risky.items()
+    )
+
+
+def _write_stream(frames: Iterable[pl.DataFrame], target: Any, fmt: str, safe_csv: bool, stats: PredictStats) -> None:
     first = True
     for df in frames:
         if fmt == "csv":
-            df.write_csv(target, include_header=first)
+            _neutralised(df, safe_csv, stats).write_csv(target, include_header=first)
         else:
             df.write_ndjson(target)
         first = False

@@ -11,11 +11,13 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rich.console import Console, Group
+from rich.markup import escape as markup_escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 from rich.text import Text
 
 from rnnrec_cli.config import MIN_TARGETS, RunConfig
+from rnnrec_cli.errors import escape
 
 if TYPE_CHECKING:
     from rnnrec_cli import train
@@ -27,7 +29,9 @@ err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, widt
 
 
 def error_line(message: str) -> None:
-    err.print(f"[bold red]Error:[/] {message}", markup=True, highlight=False, soft_wrap=True)
+    """One line, whatever the message quotes: user data is escaped (errors.escape) and never
+    read as Rich markup."""
+    err.print(f"[bold red]Error:[/] {markup_escape(escape(message))}", markup=True, highlight=False, soft_wrap=True)
 
 
 def status(message: str, quiet: bool) -> Any:
@@ -93,7 +97,7 @@ def prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Group:
 
 def warn(warnings: list[str]) -> None:
     for warning in warnings:
-        err.print(f"[yellow]Warning:[/] {warning}")
+        err.print(f"[yellow]Warning:[/] {markup_escape(escape(warning, limit=2000))}")
 
 
 # ---------------------------------------------------------------------------- train
@@ -290,10 +294,16 @@ def predict_summary(stats: PredictStats, candidates: bool, left_out: bool) -> st
     )
 
 
-def predict_warnings(stats: PredictStats) -> list[str]:
-    if not stats.repeated_keys:
-        return []
-    return [
-        f"{stats.repeated_keys:,} sessions were not contiguous on stdin and got recommendations more than once; "
-        "sort the input by session, or pass it as a file"
-    ]
+def predict_warnings(stats: PredictStats, safe_csv: bool = False) -> list[str]:
+    out = []
+    if stats.repeated_keys:
+        out.append(
+            f"{stats.repeated_keys:,} sessions were not contiguous on stdin and got recommendations more than once; "
+            "sort the input by session, or pass it as a file"
+        )
+    if stats.formula_cells and not safe_csv:
+        out.append(
+            f"{stats.formula_cells:,} ids in the CSV start with =, +, -, @ or a tab, which a spreadsheet may run as "
+            "a formula; they are written exactly as given. Pass --safe-csv before opening the file in a spreadsheet"
+        )
+    return out

@@ -10,7 +10,9 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,8 +21,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rnnrec_cli.config import RunConfig, from_dict, to_dict
-from rnnrec_cli.errors import ConfigError, RunDirError
+from rnnrec_cli.config import RunConfig, from_dict, json_type, to_dict
+from rnnrec_cli.errors import ConfigError, RunDirError, first_line, reading
 
 if TYPE_CHECKING:
     from rnnrec_cli.model import Params
@@ -32,9 +34,11 @@ def atomic_write(path: Path, suffix: str = "") -> Iterator[Path]:
     `suffix` keeps an extension that a writer reads the format from (e.g. '.png').
 
     The temporary file is created exclusively under a random name (never through a link planted
-    at a predictable one), with the mode the umask gives a new file."""
+    at a predictable one), with the mode the umask gives a new file; leftovers of killed
+    processes are removed first (`clean_stale`)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=f".tmp{suffix}")
+    clean_stale(path)
+    fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=f"{TEMP_SUFFIX}{suffix}")
     tmp = Path(name)
     try:
         os.fchmod(fd, 0o666 & ~_UMASK)
@@ -44,6 +48,53 @@ def atomic_write(path: Path, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(path)
+
+
+# Temporaries are named `.<target>.rnnrec-<host>-<pid>-<random>.tmp...`: exclusive, unguessable,
+# and telling which process made them, so a later run can remove those of dead processes.
+TEMP_SUFFIX = ".tmp"
+_HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40]
+
+
+def _temp_prefix(path: Path) -> str:
+    return f".{path.name}.rnnrec-{_HOST}-{os.getpid()}-"
+
+
+def temp_dir(path: Path) -> Path:
+    """A new empty directory beside `path` (for building `path` before it replaces anything),
+    with the mode the umask gives (mkdtemp's 0700 would survive the rename)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(path)
+    tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=_temp_prefix(path), suffix=TEMP_SUFFIX))
+    tmp.chmod(0o777 & ~_UMASK)
+    return tmp
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale(path: Path) -> None:
+    """Remove temporaries for `path` that a process on this host left when it was killed."""
+    pattern = re.compile(rf"^\.{re.escape(path.name)}\.rnnrec-{re.escape(_HOST)}-(\d+)-.*\{TEMP_SUFFIX}")
+    try:
+        entries = list(path.parent.iterdir())
+    except OSError:
+        return
+    for entry in entries:
+        m = pattern.match(entry.name)
+        if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.rmtree(entry, ignore_errors=True)
+        else:
+            entry.unlink(missing_ok=True)
 
 
 def _read_umask() -> int:
@@ -56,18 +107,44 @@ def _read_umask() -> int:
 _UMASK = _read_umask()
 
 
+def replace_dir(new: Path, target: Path) -> None:
+    """Put the complete directory `new` in place of `target`: the old one is moved aside, not
+    deleted, until the new one is in place."""
+    if not target.exists() and not target.is_symlink():
+        new.rename(target)
+        return
+    trash = temp_dir(target)
+    target.rename(trash / "old")
+    try:
+        new.rename(target)
+    except BaseException:
+        (trash / "old").rename(target)
+        raise
+    shutil.rmtree(trash, ignore_errors=True)
+
+
 def save_json(path: Path, values: dict[str, Any]) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(values, indent=2, sort_keys=False) + "\n")
 
 
 def load_json(path: Path) -> dict[str, Any]:
+    """A JSON object from `path`; anything else is one clear error naming the file."""
     try:
-        return json.loads(path.read_text())
+        text = path.read_bytes().decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist") from None
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
+        ) from None
+    try:
+        values = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    if not isinstance(values, dict):
+        raise ConfigError(f"{path} must hold a JSON object ({{...}}), not {json_type(values)}")
+    return values
 
 
 CONFIG = "config.json"
@@ -75,11 +152,26 @@ METRICS = "metrics.jsonl"
 DATA_MANIFEST = "data_manifest.json"
 ITEMS = "items.parquet"
 COMPLETE = "COMPLETE"
+REPLACES = "REPLACES"
 
 
 @dataclass(frozen=True)
 class RunDir:
+    """A run directory. `fresh`: this process created it (a failure before the first
+    checkpoint removes it again)."""
+
     path: Path
+    fresh: bool = False
+
+    @property
+    def replaces(self) -> Path | None:
+        """The finished run this one replaces once complete (`train --force`), if any."""
+        marker = self.path / REPLACES
+        return Path(marker.read_text().strip()) if marker.is_file() else None
+
+    @property
+    def final_path(self) -> Path:
+        return self.replaces or self.path
 
     @property
     def config(self) -> Path:
@@ -118,13 +210,45 @@ def default_path(cell: str) -> Path:
 
 
 def create(path: Path, *, force: bool) -> RunDir:
-    """A fresh run directory. An existing non-empty one is refused unless --force."""
+    """A fresh run directory. An existing non-empty one is refused unless --force; with --force
+    the new run is built beside it and replaces it only when complete (`finish`)."""
+    if path.exists() and not path.is_dir():
+        raise RunDirError(f"{path} exists and is not a directory; give another --out")
     if path.exists() and any(path.iterdir()):
         if not force:
             raise RunDirError(f"run directory {path} already exists; pass --force to replace it")
-        shutil.rmtree(path)
+        staging = temp_dir(path)
+        (staging / "checkpoints").mkdir()
+        (staging / REPLACES).write_text(f"{path.absolute()}\n")
+        return RunDir(staging, fresh=True)
+    clean_stale(path)
     (path / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return RunDir(path)
+    return RunDir(path, fresh=True)
+
+
+def finish(run: RunDir) -> RunDir:
+    """Mark the run complete; a run built to replace another (`--force`) takes its place now."""
+    mark_complete(run)
+    target = run.replaces
+    if target is None:
+        return run
+    (run.path / REPLACES).unlink()
+    replace_dir(run.path, target)
+    return RunDir(target)
+
+
+def discard_failed(run: RunDir) -> None:
+    """After a failure: remove a replacement that never finished, and a run this process
+    created that has no checkpoint to resume from. Anything resumable stays."""
+    resumable = run.checkpoint("last").is_file()
+    if run.replaces is not None or (run.fresh and not resumable):
+        shutil.rmtree(run.path, ignore_errors=True)
+
+
+def data_dir(run: RunDir, cfg: RunConfig) -> Path:
+    """The run's data: a relative `data_dir` (data prepared inside the run) is under the run."""
+    path = Path(cfg.data_dir)
+    return path if path.is_absolute() else run.path / path
 
 
 def open_run(path: Path) -> RunDir:
@@ -138,6 +262,18 @@ def open_run(path: Path) -> RunDir:
             "epoch. Run `rnnrec train` again"
         )
     return run
+
+
+def unfinished(run: RunDir) -> list[str]:
+    """A warning when the run's training never completed: its best checkpoint so far is used."""
+    if run.complete:
+        return []
+    improved = [r.get("epoch") for r in read_metrics(run) if r.get("best", True)]
+    epoch = f"epoch {improved[-1]}" if improved else "an unknown epoch"
+    return [
+        f"{run.path} did not finish training (no {COMPLETE} file): using its best checkpoint so far, from {epoch}; "
+        f"continue training with `rnnrec train --resume {run.path}`"
+    ]
 
 
 def save_config(run: RunDir, cfg: RunConfig) -> None:
@@ -177,14 +313,30 @@ def _nest_item_tables(tree: Any) -> Any:
 
 
 def restore_checkpoint(run: RunDir, name: str, template: Any) -> Any:
+    """The checkpoint, checked against `template` (built from config.json): the same tree and
+    every array the same shape, so a checkpoint of another model or catalogue is an error."""
+    import jax
     from flax import serialization
 
     path = run.checkpoint(name)
+    fix = f"train {run.path} again (or continue it with --resume)"
+    with reading(path, fix=fix):
+        raw = serialization.msgpack_restore(path.read_bytes())
     try:
-        raw = _nest_item_tables(serialization.msgpack_restore(path.read_bytes()))
-        return serialization.from_state_dict(template, raw)
-    except (ValueError, KeyError) as exc:
-        raise RunDirError(f"checkpoint {path} does not match config.json ({exc}); was the config edited?") from None
+        restored = serialization.from_state_dict(template, _nest_item_tables(raw))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RunDirError(f"checkpoint {path} does not match {run.config} ({first_line(exc)}); {fix}") from None
+    for (key, want), got in zip(
+        jax.tree_util.tree_flatten_with_path(template)[0], jax.tree.leaves(restored), strict=False
+    ):
+        want_shape, got_shape = tuple(getattr(want, "shape", ())), tuple(getattr(got, "shape", ()))
+        if want_shape != got_shape:
+            raise RunDirError(
+                f"checkpoint {path} does not match {run.config}: {jax.tree_util.keystr(key)} has shape "
+                f"{got_shape} there but {want_shape} for the configured model (another model's or another "
+                f"catalogue's checkpoint?); {fix}"
+            )
+    return restored
 
 
 def restore_params(run: RunDir, cfg: RunConfig) -> Params:
@@ -226,9 +378,22 @@ def save_data_files(run: RunDir, data_dir: Path) -> None:
 
 
 def read_metrics(run: RunDir) -> list[dict[str, Any]]:
+    """metrics.jsonl's records; a last line cut off by a kill is dropped, damage elsewhere is an error."""
     if not run.metrics.is_file():
         return []
-    return [json.loads(line) for line in run.metrics.read_text().splitlines() if line.strip()]
+    lines = [line for line in run.metrics.read_text(errors="replace").splitlines() if line.strip()]
+    records = []
+    for n, line in enumerate(lines, 1):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError:
+            if n == len(lines):
+                break
+            raise RunDirError(f"{run.metrics} line {n} is not a JSON record; remove that line or train again") from None
+        if not isinstance(record, dict):
+            raise RunDirError(f"{run.metrics} line {n} is not a JSON object; remove that line or train again")
+        records.append(record)
+    return records
 
 
 def write_metrics(run: RunDir, records: list[dict[str, Any]]) -> None:

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
-from rnnrec_cli.errors import DataError
+from rnnrec_cli.errors import DataError, reading
 from rnnrec_cli.rundir import load_json
 
 SPLITS = ("train", "valid", "test")
@@ -67,7 +67,37 @@ def is_data_dir(path: Path) -> bool:
 def load_manifest(data_dir: Path) -> dict[str, Any]:
     if not is_data_dir(data_dir):
         raise DataError(f"{data_dir} is not a prepared data directory (no {MANIFEST}); run `rnnrec prepare` first")
-    return load_json(data_dir / MANIFEST)
+    return check_manifest(load_json(data_dir / MANIFEST), data_dir / MANIFEST)
+
+
+_SPLIT_COUNTS = ("events", "sequences", "targets", "items")
+
+
+def check_manifest(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
+    """The keys rnnrec reads from a data manifest, with their types; a hand-edited or damaged one
+    is one error naming the key, not a crash later."""
+    from rnnrec_cli.config import PrepareConfig, from_dict, json_type
+
+    fix = "prepare the data again with `rnnrec prepare`"
+    n_items = manifest.get("n_items")
+    if not isinstance(n_items, int) or isinstance(n_items, bool) or n_items < 1:
+        raise DataError(f"{path}: 'n_items' must be a positive integer, not {json_type(n_items)}; {fix}")
+    if not isinstance(manifest.get("config"), dict):
+        raise DataError(f"{path}: 'config' must be an object, not {json_type(manifest.get('config'))}; {fix}")
+    from_dict(PrepareConfig, manifest["config"], where=f"{path} [config]")
+    splits = manifest.get("splits", {})
+    if not isinstance(splits, dict):
+        raise DataError(f"{path}: 'splits' must be an object, not {json_type(splits)}; {fix}")
+    for name, stats in splits.items():
+        bad = not isinstance(stats, dict) or any(
+            not isinstance(stats.get(k, 0), int) or isinstance(stats.get(k, 0), bool) for k in _SPLIT_COUNTS
+        )
+        if bad:
+            raise DataError(f"{path}: 'splits' [{name}] must hold integer counts ({', '.join(_SPLIT_COUNTS)}); {fix}")
+    for key in ("warnings",):
+        if not isinstance(manifest.get(key, []), list):
+            raise DataError(f"{path}: {key!r} must be an array, not {json_type(manifest[key])}; {fix}")
+    return manifest
 
 
 # Rows decoded per step when reading prepared splits: memory stays at the packed int32 items
@@ -86,16 +116,17 @@ def _runs(path: Path, columns: list[str]) -> Iterator[tuple[pl.DataFrame, np.nda
     """Stream the split in row batches, with each row's sequence number (0, 1, ... in file order;
     a sequence is a run of equal `seq` values)."""
     n_runs, prev = 0, None
-    for df in pl.scan_parquet(path).select(columns).collect_batches(chunk_size=READ_BATCH_ROWS):
-        if not df.height:
-            continue
-        seq = df["seq"].to_numpy()
-        new = np.empty(len(seq), bool)
-        new[0] = prev is None or seq[0] != prev
-        new[1:] = seq[1:] != seq[:-1]
-        run = n_runs - 1 + np.cumsum(new)
-        n_runs, prev = int(run[-1]) + 1, seq[-1]
-        yield df, run
+    with reading(path):
+        for df in pl.scan_parquet(path).select(columns).collect_batches(chunk_size=READ_BATCH_ROWS):
+            if not df.height:
+                continue
+            seq = df["seq"].to_numpy()
+            new = np.empty(len(seq), bool)
+            new[0] = prev is None or seq[0] != prev
+            new[1:] = seq[1:] != seq[:-1]
+            run = n_runs - 1 + np.cumsum(new)
+            n_runs, prev = int(run[-1]) + 1, seq[-1]
+            yield df, run
 
 
 def read_lengths(data_dir: Path, split: str) -> np.ndarray:
@@ -111,9 +142,10 @@ def read_lengths(data_dir: Path, split: str) -> np.ndarray:
 def event_types(data_dir: Path) -> tuple[str, ...]:
     """The event types of the training split, sorted (the vocabulary of event-type models)."""
     path = _split_path(data_dir, "train")
-    if "event" not in pl.read_parquet_schema(path):
+    if "event" not in _schema(path):
         raise DataError(f"{path} has no event-type column; prepare the data with --event-col (or --preset otto)")
-    types = pl.scan_parquet(path).select(pl.col("event").cast(pl.String).drop_nulls().unique()).collect()
+    with reading(path):
+        types = pl.scan_parquet(path).select(pl.col("event").cast(pl.String).drop_nulls().unique()).collect()
     return tuple(sorted(types["event"].to_list()))
 
 
@@ -130,7 +162,7 @@ def read_sequences(
     value column too; with `events` (a vocabulary) each event's type index (-1 = not in it)."""
     path = _split_path(data_dir, split)
     columns = ["seq", "item"]
-    schema = pl.read_parquet_schema(path)
+    schema = _schema(path)
     if values:
         if "value" not in schema:
             raise DataError(f"{path} has no value column; prepare the data with --value-col (e.g. --value-col rating)")
@@ -169,8 +201,14 @@ def read_sequences(
     return Sequences(items=items, offsets=np.r_[first, n].astype(np.int64), values=vals, events=evs)
 
 
+def _schema(path: Path) -> dict[str, Any]:
+    with reading(path):
+        return dict(pl.read_parquet_schema(path))
+
+
 def read_items(data_dir: Path) -> pl.DataFrame:
-    return pl.read_parquet(data_dir / ITEMS)
+    with reading(data_dir / ITEMS):
+        return pl.read_parquet(data_dir / ITEMS)
 
 
 def item_counts(data_dir: Path) -> np.ndarray:

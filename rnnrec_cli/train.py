@@ -113,19 +113,29 @@ def start_run(
         return StartedRun(RunDir(path), cfg, load_manifest(first), False)
     if prepared_dir:
         cfg = run_config(first.resolve(), model_cfg, train_cfg, item_features)
-        run = rundir.create(path, force=force)
-        manifest = load_manifest(first)
-    else:
-        run = rundir.create(path, force=force)
-        manifest = prepare(data, run.path / "data", prepare_cfg or PrepareConfig(), given=given)
-        cfg = run_config((run.path / "data").resolve(), model_cfg, train_cfg, item_features)
-    rundir.save_config(run, cfg)
-    rundir.save_data_files(run, Path(cfg.data_dir))
+    run = rundir.create(path, force=force)
+    try:
+        if prepared_dir:
+            manifest = load_manifest(first)
+        else:
+            manifest = prepare(data, run.path / "data", prepare_cfg or PrepareConfig(), given=given)
+            # Relative: the run directory may still move (a --force replacement takes its place).
+            cfg = run_config(run.path / "data", model_cfg, train_cfg, item_features, stored_as="data")
+        rundir.save_config(run, cfg)
+        rundir.save_data_files(run, rundir.data_dir(run, cfg))
+    except BaseException:
+        rundir.discard_failed(run)
+        raise
     return StartedRun(run, cfg, manifest, not prepared_dir)
 
 
 def run_config(
-    data_dir: Path, model_cfg: ModelConfig, train_cfg: TrainConfig, item_features: bool | None = None
+    data_dir: Path,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    item_features: bool | None = None,
+    *,
+    stored_as: str | None = None,
 ) -> RunConfig:
     """The run's config for `data_dir`: catalogue size, the value task's standardisation (from
     the training split), event types, item features (used when the data has them, unless
@@ -150,7 +160,8 @@ def run_config(
         model_cfg = dataclasses.replace(
             model_cfg, item_features=True, feature_codes=int(spec["n_codes"]), feature_numeric=int(spec["n_numeric"])
         )
-    return RunConfig(data_dir=str(data_dir), n_items=int(manifest["n_items"]), model=model_cfg, train=train_cfg)
+    n_items = int(manifest["n_items"])
+    return RunConfig(data_dir=stored_as or str(data_dir), n_items=n_items, model=model_cfg, train=train_cfg)
 
 
 # ---------------------------------------------------------------------------- training
@@ -232,7 +243,7 @@ class _Session(NamedTuple):
 def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainState, Position]:
     """Data, optimiser, placement, the jitted step, and the state and position to start from."""
     tc = cfg.train
-    data_dir = Path(cfg.data_dir)
+    data_dir = rundir.data_dir(run, cfg)
     counts = item_counts(data_dir)
     if len(counts) != cfg.n_items:
         raise RunDirError(f"{data_dir} has {len(counts)} items but the run's config says {cfg.n_items}")
@@ -348,7 +359,7 @@ def fit(
             log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch, tc.monitor, bad_epochs)
     if s.leader:
         learning_curve(rundir.read_metrics(run), run.path / "learning_curve.png", tc.monitor)
-        rundir.mark_complete(run)
+        rundir.finish(run)
     return reports
 
 
