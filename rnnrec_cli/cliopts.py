@@ -503,22 +503,16 @@ def readable_metavars(command: Any) -> Any:
 
 
 def run_configs(config: Path | None, flags: dict[str, Any]) -> tuple[ModelConfig, TrainConfig]:
-    """Model and training configs: defaults < the task's defaults < --config file < flags."""
+    """Model and training configs: defaults < the task's defaults < --config file < flags. What
+    is wrong inside the file is a ConfigError naming the file and key (exit 1)."""
     file_values = load_json(config) if config else {}
     unknown = set(file_values) - {"model", "train"}
     if unknown:
-        raise typer.BadParameter(
-            f"unknown section(s) {', '.join(sorted(unknown))}; use 'model' and 'train'", param_hint="--config"
-        )
+        raise ConfigError(f"{config}: unknown section(s) {', '.join(sorted(unknown))}; use 'model' and 'train'")
     for section, cls in (("model", ModelConfig), ("train", TrainConfig)):
         if not isinstance(file_values.get(section, {}), dict):
-            raise typer.BadParameter(
-                f"{config}: {section!r} must be an object, not {json_type(file_values[section])}", param_hint="--config"
-            )
-        try:
-            check_types(cls, file_values.get(section, {}), f"{config} [{section}]")
-        except ConfigError as exc:
-            raise typer.BadParameter(str(exc), param_hint="--config") from None
+            raise ConfigError(f"{config}: {section!r} must be an object, not {json_type(file_values[section])}")
+        check_types(cls, file_values.get(section, {}), f"{config} [{section}]")
     from_file = {k: {n: tuple(v) if isinstance(v, list) else v for n, v in file_values.get(k, {}).items()}
                  for k in ("model", "train")}  # fmt: skip
     model_flags = given({k: v for k, v in flags.items() if k != "item_features"}, ModelConfig)

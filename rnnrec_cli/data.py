@@ -241,6 +241,8 @@ def build_splits(
     rounds = filter_until_stable(parts, cfg) if parts and cfg.filters_items else 0
     stages["after_filtering"] = _rows(parts)
     stages["filter_rounds"] = rounds
+    if not stages["events_read"]:
+        raise DataError("the input holds no event rows (a header only?); check the file")
     if not stages["after_filtering"]:
         raise DataError(
             "no events left after filtering "
@@ -337,11 +339,17 @@ def _span_text(span: tuple[datetime, datetime]) -> str:
 
 
 def _latest_note(parts: list[Part], span: tuple[datetime, datetime]) -> str:
-    """Names a far-future outlier, which makes every time split look empty."""
-    top = _scan(parts).select(pl.col("ts").unique().top_k(2)).collect()["ts"].sort()
-    if len(top) == 2 and (top[1] - top[0]).total_seconds() > 365 * 86400:
-        return f"; its latest time {top[1]} is over a year after the next ({top[0]}): check that row"
-    return ""
+    """Names far-future outliers, which make every time split look empty: the latest distinct
+    times (up to 100) that come over a year after all earlier ones."""
+    top = _scan(parts).select(pl.col("ts").unique().top_k(101)).collect()["ts"].sort()
+    if len(top) < 2:
+        return ""
+    gaps = top.diff().dt.total_seconds().fill_null(0).to_numpy()
+    at = int(gaps.argmax())
+    if gaps[at] <= 365 * 86400:
+        return ""
+    late = f"{top[at]}" if at == len(top) - 1 else f"{top[at]} to {top[-1]}"
+    return f"; its latest times ({late}) come over a year after all others (which end {top[at - 1]}): check those rows"
 
 
 def split_size(parts: list[Part]) -> tuple[int, int]:

@@ -43,7 +43,7 @@ _FIXES = {
     errno.ENOTDIR: "a part of that path is a file, not a directory; fix the path",
     errno.EISDIR: "that is a directory; give a file path",
     errno.ENOTEMPTY: "that directory is not empty; give another path",
-    errno.EEXIST: "it exists already; give another path",
+    errno.EEXIST: "a file of that name is in the way; remove it or give another path",
     errno.ELOOP: "it is a loop of symbolic links; remove or fix the link",
     errno.ENOENT: "check the path",
     errno.ENAMETOOLONG: "use a shorter path",

@@ -226,6 +226,10 @@ def materialized_inputs(paths: Sequence[str], encoding: str = "utf-8") -> Iterat
                 out.extend(files)
             else:
                 path = Path(p)
+                if path.is_dir():
+                    raise DataError(f"{p} is a directory, not an event file; give the file(s) inside it")
+                if path.is_symlink() and not path.exists():
+                    raise DataError(f"{p} is a symbolic link to nothing (or a loop of links); fix the link")
                 if not path.is_file():
                     raise DataError(f"input file {p} does not exist")
                 out.append(path)
@@ -338,7 +342,10 @@ def scan_events(
     Datetime[us] (naive UTC).
     """
     frames = [_scan_one(p, cfg) for p in paths]
-    schemas = [f.collect_schema() for f in frames]
+    try:
+        schemas = [f.collect_schema() for f in frames]
+    except pl.exceptions.PolarsError as exc:
+        raise read_failure(exc, paths) from None
     names = schemas[0].names()
     source = str(paths[0]) if len(paths) == 1 else f"{paths[0]} (and {len(paths) - 1} more)"
     for p, s in zip(paths[1:], schemas[1:], strict=True):
@@ -348,7 +355,10 @@ def scan_events(
                 "all inputs must share one layout"
             )
     lf = pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
-    return canonicalize(lf, cfg, source, time_optional)
+    try:
+        return canonicalize(lf, cfg, source, time_optional)
+    except pl.exceptions.PolarsError as exc:
+        raise read_failure(exc, paths) from None
 
 
 def canonicalize(
