@@ -112,6 +112,8 @@ def start_run(
         cfg = run_config(first.resolve(), model_cfg, train_cfg, item_features)
         return StartedRun(RunDir(path), cfg, load_manifest(first), False)
     if prepared_dir:
+        if path.resolve() in first.resolve().parents or path.resolve() == first.resolve():
+            raise RunDirError(f"the data {first} lies inside {path}, which this run would replace; give another --out")
         cfg = run_config(first.resolve(), model_cfg, train_cfg, item_features)
     run = rundir.create(path, force=force)
     try:

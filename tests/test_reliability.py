@@ -400,6 +400,7 @@ CASES: list[tuple[str, Callable[[Path], None] | None, list[str], bytes | str | N
         None,
         1,
     ),
+    ("train-force-over-its-own-data", None, ["train", "{ws}/run/data", "-o", "{ws}/run", "--force", *TINY], None, 1),
     ("resume-a-finished-run", None, ["train", "--resume", "{ws}/run"], None, 1),
     (
         "metrics-damaged-mid-file",
@@ -565,6 +566,24 @@ def test_disk_full_is_one_line_and_leaves_nothing(ws: Path, full_disk: Path) -> 
         line = assert_one_error(_cli(args), 1)
         assert "No space left on device" in line, line
         assert _snapshot(full_disk) == before, args
+
+
+def test_read_only_filesystem_is_one_line(ws: Path, tmp_path: Path) -> None:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root")
+    ro = tmp_path / "ro"
+    ro.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(ro)], capture_output=True).returncode:
+        pytest.skip("this machine does not allow mounting a tmpfs")
+    try:
+        for args in (
+            ["prepare", str(ws / "events.csv"), "-o", str(ro / "data")],
+            ["predict", str(ws / "run"), str(ws / "events.csv"), "-o", str(ro / "recs.csv")],
+        ):
+            line = assert_one_error(_cli(args), 1)
+            assert "Read-only file system" in line and "write somewhere else" in line, line
+    finally:
+        subprocess.run(["umount", "-l", str(ro)], check=False)
 
 
 def test_planted_links_are_never_written_through(ws: Path) -> None:
