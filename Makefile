@@ -25,6 +25,8 @@ demo: install
 	$(RNNREC) predict $(DEMO)/run datasets/ml-latest-small/ratings.csv -o $(DEMO)/run/predictions/recs.csv -k 10
 	@echo "Recommendations (first rows) from $(DEMO)/run/predictions/recs.csv:"
 	@head -n 6 $(DEMO)/run/predictions/recs.csv
+	$(RNNREC) report $(DEMO)/run -o $(DEMO)/report.html
+	@echo "Report: $(DEMO)/report.html (open it in a browser)"
 
 test: install
 	JAX_PLATFORMS=cpu $(PY) -m pytest

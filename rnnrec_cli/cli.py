@@ -417,6 +417,56 @@ def predict(
     render.warn(render.predict_warnings(stats, opts.safe_csv))
 
 
+@app.command()
+@handle_errors
+def report(
+    paths: Annotated[list[Path], typer.Argument(help="Run directories (or `tune` study directories) to report on.")],
+    out: Annotated[
+        Path | None,
+        typer.Option("--out", "-o", help="The HTML file (default: RUN/report.html for one run, else report.html)."),
+    ] = None,
+) -> None:
+    """One self-contained HTML page (no network needed): what was run, learning curves, test metrics
+    with intervals beside the baselines, metric@K curves, breakdowns; several runs side by side."""
+    from rnnrec_cli.report import build_report
+    from rnnrec_cli.rundir import atomic_write
+
+    for path in paths:
+        if not path.is_dir():
+            raise RnnrecError(f"{path} is not a run directory; give the directories `rnnrec train` wrote")
+    target = out or (paths[0] / "report.html" if len(paths) == 1 else Path("report.html"))
+    if target.is_dir():
+        raise RnnrecError(f"{target} is a directory; give a file path for -o")
+    html = build_report(paths)
+    with atomic_write(target, ".html") as tmp:
+        tmp.write_text(html, encoding="utf-8")
+    err.print(f"Wrote {target} ({len(html) / 1024:,.0f} KiB); open it in a browser")
+    typer.echo(str(target))
+
+
+@app.command()
+@handle_errors
+def compare(
+    runs: Annotated[
+        list[Path], typer.Argument(help="Two or more evaluated runs; each later one is paired with the first.")
+    ],
+    metric: Annotated[str, typer.Option(help="The metric to test: recall@K, mrr@K or ndcg@K.")] = "mrr@20",
+    split: Annotated[str, typer.Option(help="The evaluated split: test or valid.")] = "test",
+    n_boot: Annotated[int, typer.Option("--bootstrap", min=100, help="Bootstrap resamples.")] = 1000,
+    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    as_json: o.AsJson = False,
+) -> None:
+    """Paired bootstrap of runs evaluated on the same targets: each run's metrics at K and its
+    difference from the first run, with a 95% interval and a two-sided p-value."""
+    from rnnrec_cli.compare import compare_runs
+
+    result = compare_runs(runs, metric, split, n_boot, seed)
+    if as_json:
+        typer.echo(json.dumps(result.to_json(), indent=2))
+        return
+    err.print(render.comparison(result))
+
+
 def main() -> None:
     o.readable_metavars(typer.main.get_command(app))(prog_name="rnnrec")
 

@@ -182,7 +182,27 @@ def evaluate(
         save_json(run.eval_dir / f"{opts.split}.json", result.to_json())
         if result.task == "next-item":
             _write_csv(run.eval_dir / f"{opts.split}.csv", {n: _row(result, n) for n in scored}, result.ci)
+            write_ranks(ranks_path(run, opts.split), tg, scored)
     return result
+
+
+def ranks_path(run: RunDir, split: str) -> Path:
+    return run.eval_dir / f"{split}_ranks.parquet"
+
+
+def write_ranks(path: Path, tg: _Targets, scored: dict[str, Scores]) -> None:
+    """Each scored target (sequence, position, item index) and its rank under the model and each
+    baseline: what `compare` pairs runs on and the report's metric@K curves come from."""
+    import polars as pl
+
+    columns = {
+        "seq": tg.seq.astype(np.int64),
+        "position": tg.prefix_len.astype(np.int32),
+        "item": tg.item.astype(np.int32),
+    }
+    table = pl.DataFrame({**columns, **{name: s.ranks.astype(np.float32) for name, s in scored.items()}})
+    with atomic_write(path, ".parquet") as tmp:
+        table.write_parquet(tmp)
 
 
 def _score_options(opts: EvalOptions) -> ScoreOptions:

@@ -21,6 +21,7 @@ from rnnrec_cli.errors import escape
 
 if TYPE_CHECKING:
     from rnnrec_cli import train
+    from rnnrec_cli.compare import Comparison
     from rnnrec_cli.evaluate import EvalResult
     from rnnrec_cli.predict import PredictStats
 
@@ -307,3 +308,31 @@ def predict_warnings(stats: PredictStats, safe_csv: bool = False) -> list[str]:
             "a formula; they are written exactly as given. Pass --safe-csv before opening the file in a spreadsheet"
         )
     return out
+
+
+# ---------------------------------------------------------------------------- compare
+
+
+def comparison(result: Comparison) -> Table:
+    """Each run's metrics at K; for each run after the first, its difference from the first with a
+    95% interval and p-value. The tested metric is bold."""
+    names = list(result.values[0])
+    table = Table(
+        title=f"{result.split}: {result.n_events:,} targets in {result.n_sequences:,} sequences, paired with "
+        f"{result.runs[0]} (second line: this run minus the first, 95% paired bootstrap interval, two-sided p)",
+        title_justify="left",
+    )
+    table.add_column("run")
+    table.add_column("model")
+    for name in names:
+        table.add_column(f"[bold]{name}[/]" if name == result.metric else name, justify="right")
+    for i, (run, model, values) in enumerate(zip(result.runs, result.models, result.values, strict=True)):
+        cells = []
+        for name in names:
+            cell = f"{values[name]:.4f}"
+            if i:
+                d = result.differences[i - 1][name]
+                cell += f"\n{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] p={d['p']:.3f}"
+            cells.append(f"[bold]{cell}[/]" if name == result.metric else cell)
+        table.add_row(markup_escape(run), model, *cells)
+    return table

@@ -1,0 +1,434 @@
+"""`report`: one self-contained HTML page for one run, several runs, or a tune study.
+
+`load_view` reads what a run directory already holds (config, data manifest, metrics.jsonl, each
+evaluation's JSON and per-target ranks); `build_report` turns views into the page's context
+(tables as rows of formatted cells, figures as inline SVG) and renders it with the Jinja2
+template beside this module. Nothing is fetched: the page opens offline.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnrec_cli import __version__
+from rnnrec_cli.errors import RunDirError, reading
+from rnnrec_cli.metrics import summarize
+from rnnrec_cli.rundir import COMPLETE, RunDir, load_json, read_metrics
+
+CURVE_KS = tuple(range(1, 51))
+ACCURACY = ("recall", "mrr", "ndcg")
+BEYOND = ("coverage", "gini", "pop", "tail")
+COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
+
+
+@dataclass(frozen=True)
+class RunView:
+    """What one run directory holds, read once."""
+
+    path: Path
+    label: str
+    config: dict[str, Any]
+    manifest: dict[str, Any]
+    metrics: list[dict[str, Any]]
+    evals: dict[str, dict[str, Any]]
+    ranks: dict[str, Any] = field(default_factory=dict)  # split -> polars DataFrame
+    complete: bool = True
+
+
+@dataclass(frozen=True)
+class StudyView:
+    """A `tune` study directory: its trials table (trials.csv) and best configuration."""
+
+    path: Path
+    trials: list[dict[str, str]]
+    best: dict[str, Any] | None
+
+
+def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
+    import polars as pl
+
+    if not (path / "config.json").is_file() and (path / "trials.csv").is_file():
+        with reading(path / "trials.csv", fix="run `rnnrec tune` again"):
+            trials = list(csv.DictReader(io.StringIO((path / "trials.csv").read_text())))
+        best = load_json(path / "best.json") if (path / "best.json").is_file() else None
+        return StudyView(path, trials, best)
+    run = RunDir(path)
+    if not run.config.is_file():
+        raise RunDirError(f"{path} is neither a run directory (no config.json) nor a tune study (no trials.csv)")
+    evals, ranks = {}, {}
+    for file in sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []:
+        evals[file.stem] = load_json(file)
+        ranks_file = run.eval_dir / f"{file.stem}_ranks.parquet"
+        if ranks_file.is_file():
+            with reading(ranks_file, fix=f"run `rnnrec evaluate {path}` again"):
+                ranks[file.stem] = pl.read_parquet(ranks_file)
+    manifest = load_json(run.data_manifest) if run.data_manifest.is_file() else {}
+    return RunView(
+        path=path,
+        label=label or path.name,
+        config=load_json(run.config),
+        manifest=manifest,
+        metrics=read_metrics(run),
+        evals=evals,
+        ranks=ranks,
+        complete=(path / COMPLETE).is_file(),
+    )
+
+
+# ---------------------------------------------------------------------------- formatting
+
+
+def num(x: Any, digits: int = 4) -> str:
+    """How every metric appears on the page (and how the tests look for it)."""
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "–"
+    if isinstance(x, int) and not isinstance(x, bool):
+        return f"{x:,}"
+    if isinstance(x, float):
+        return f"{x:.{digits}f}"
+    return str(x)
+
+
+def _interval(ci: Sequence[float] | None) -> str:
+    return f"[{num(ci[0])}, {num(ci[1])}]" if ci else ""
+
+
+def _flat(prefix: str, value: Any) -> dict[str, Any]:
+    if isinstance(value, dict):
+        out: dict[str, Any] = {}
+        for k, v in value.items():
+            out.update(_flat(f"{prefix}.{k}" if prefix else str(k), v))
+        return out
+    return {prefix: value}
+
+
+# ---------------------------------------------------------------------------- figures
+
+
+def _svg(fig: Any) -> str:
+    import matplotlib.pyplot as plt
+
+    buf = io.StringIO()
+    fig.savefig(buf, format="svg", bbox_inches="tight", metadata={"Date": None})
+    plt.close(fig)
+    text = buf.getvalue()
+    return re.sub(r"<metadata>.*?</metadata>", "", text[text.index("<svg") :], flags=re.S)
+
+
+def _figure(n_plots: int, width: float = 5.2, height: float = 3.2) -> tuple[Any, Any]:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "rnnrec", "font.size": 9})
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, n_plots, figsize=(width * n_plots, height), squeeze=False)
+    return fig, axes[0]
+
+
+def learning_figure(runs: Sequence[RunView]) -> str | None:
+    """Training loss and the monitored validation metric per epoch (best epoch starred), and
+    seconds per epoch."""
+    if not any(r.metrics for r in runs):
+        return None
+    fig, (loss_ax, valid_ax, time_ax) = _figure(3, width=4.2)
+    for i, run in enumerate(runs):
+        color = COLORS[i % len(COLORS)]
+        epochs = [m["epoch"] for m in run.metrics]
+        loss_ax.plot(epochs, [m.get("train/loss") for m in run.metrics], "o-", color=color, label=run.label, ms=3)
+        monitor = run.config.get("train", {}).get("monitor", "")
+        values = [m.get(f"valid/{monitor}") for m in run.metrics]
+        if any(v is not None for v in values):
+            valid_ax.plot(epochs, values, "o-", color=color, label=f"{run.label}: {monitor}", ms=3)
+            best = [e for e, m in zip(epochs, run.metrics, strict=True) if m.get("best")]
+            if best:
+                at = best[-1]
+                valid_ax.plot([at], [values[epochs.index(at)]], "*", color=color, ms=12, label=f"best epoch {at}")
+        time_ax.bar(
+            np.asarray(epochs) + (i - (len(runs) - 1) / 2) * 0.8 / len(runs),
+            [m.get("seconds", 0) for m in run.metrics],
+            width=0.8 / len(runs),
+            color=color,
+            label=run.label,
+        )
+    loss_ax.set(title="training loss", xlabel="epoch")
+    valid_ax.set(title="validation", xlabel="epoch")
+    time_ax.set(title="seconds per epoch", xlabel="epoch")
+    from matplotlib.ticker import MaxNLocator
+
+    for ax in (loss_ax, valid_ax, time_ax):
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+def _curves(ranks: np.ndarray) -> tuple[list[float], list[float]]:
+    m = summarize(ranks, CURVE_KS)
+    return [m[f"recall@{k}"] for k in CURVE_KS], [m[f"mrr@{k}"] for k in CURVE_KS]
+
+
+def k_curve_figure(lines: dict[str, np.ndarray], models: int = 1) -> str:
+    """Recall@K and MRR@K for K = 1..50, one line per model or baseline (the first `models`
+    lines are models: drawn thicker)."""
+    fig, (recall_ax, mrr_ax) = _figure(2)
+    for i, (name, ranks) in enumerate(lines.items()):
+        recall, mrr = _curves(ranks)
+        style = {"linestyle": "-" if i < len(COLORS) else "--", "linewidth": 2.4 if i < models else 1.2}
+        recall_ax.plot(CURVE_KS, recall, color=COLORS[i % len(COLORS)], label=name, **style)
+        mrr_ax.plot(CURVE_KS, mrr, color=COLORS[i % len(COLORS)], label=name, **style)
+    recall_ax.set(title="Recall@K", xlabel="K")
+    mrr_ax.set(title="MRR@K", xlabel="K")
+    for ax in (recall_ax, mrr_ax):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+def breakdown_figure(breakdown: dict[str, Any]) -> str | None:
+    """Recall@K by target popularity and by position in the sequence, model and baselines."""
+    parts = [(name, breakdown[name]) for name in ("popularity", "position") if breakdown.get(name)]
+    if not parts:
+        return None
+    fig, axes = _figure(len(parts))
+    for ax, (title, table) in zip(axes, parts, strict=True):
+        names = list(table)
+        groups = list(next(iter(table.values())))
+        width = 0.8 / len(names)
+        for i, name in enumerate(names):
+            key = next((k for k in next(iter(table[name].values())) if k.startswith("recall@")), None)
+            if key is None:
+                continue
+            heights = [table[name].get(g, {}).get(key, 0.0) for g in groups]
+            ax.bar(np.arange(len(groups)) + (i - (len(names) - 1) / 2) * width, heights, width, label=name,
+                   color=COLORS[i % len(COLORS)])  # fmt: skip
+            ax.set_ylabel(key)
+        ax.set_xticks(np.arange(len(groups)), groups)
+        ax.set(title=f"by {'target popularity' if title == 'popularity' else 'position in the sequence'}")
+        ax.grid(alpha=0.3, axis="y")
+        ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+def study_figure(trials: list[dict[str, str]]) -> str | None:
+    """Each finished trial's objective and the best so far."""
+    points = [(int(t["number"]), float(t["value"])) for t in trials if t.get("value") not in (None, "", "nan")]
+    if not points:
+        return None
+    fig, (ax,) = _figure(1, width=7)
+    xs, ys = zip(*sorted(points), strict=True)
+    ax.plot(xs, ys, "o", color=COLORS[0], label="trial")
+    ax.plot(xs, np.maximum.accumulate(ys), "-", color=COLORS[1], label="best so far")
+    ax.set(title="optimisation history", xlabel="trial", ylabel="objective")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7)
+    return _svg(fig)
+
+
+# ---------------------------------------------------------------------------- page context
+
+
+def _metric_table(result: dict[str, Any]) -> dict[str, Any]:
+    """Model and baselines, accuracy metrics at every K with their intervals."""
+    rows_in = {**({result["model"]: result["metrics"]} if result.get("metrics") else {}), **result.get("baselines", {})}
+    keys = [k for k in next(iter(rows_in.values()), {}) if k.split("@")[0] in ACCURACY]
+    ci = result.get("ci", {})
+    rows = [
+        {
+            "name": name,
+            "is_model": name == result.get("model"),
+            "cells": [{"value": num(values.get(k)), "ci": _interval(ci.get(name, {}).get(k))} for k in keys],
+        }
+        for name, values in rows_in.items()
+    ]
+    beyond_keys = [k for k in next(iter(rows_in.values()), {}) if k.split("@")[0] in BEYOND]
+    beyond = [{"name": n, "cells": [num(v.get(k)) for k in beyond_keys]} for n, v in rows_in.items()]
+    paired = result.get("paired")
+    paired_rows = []
+    if paired:
+        paired_rows = [
+            {"metric": k, "diff": num(paired["diff"][k]), "ci": _interval(paired["ci"][k]), "p": num(paired["p"][k], 3)}
+            for k in keys
+            if k in paired.get("diff", {})
+        ]
+    return {
+        "keys": keys,
+        "rows": rows,
+        "beyond_keys": beyond_keys,
+        "beyond": beyond,
+        "paired": paired,
+        "paired_rows": paired_rows,
+    }
+
+
+def _task_tables(result: dict[str, Any]) -> list[dict[str, Any]]:
+    """Value and event-type results: one table each, model beside its baselines."""
+    out = []
+    if result.get("value"):
+        table = result["value"]["metrics"]
+        keys = [k for k in next(iter(table.values())) if k != "n"]
+        out.append({
+            "title": "Value prediction (lower is better)",
+            "keys": keys,
+            "rows": [{"name": n, "cells": [num(v.get(k)) for k in keys]} for n, v in table.items()],
+        })  # fmt: skip
+    if result.get("event_type"):
+        acc = result["event_type"]["accuracy"]
+        out.append({
+            "title": "Event-type prediction (accuracy, higher is better)",
+            "keys": ["accuracy"],
+            "rows": [{"name": n, "cells": [num(v)]} for n, v in acc.items()],
+        })  # fmt: skip
+    return out
+
+
+def _data_summary(manifest: dict[str, Any]) -> dict[str, Any]:
+    splits = manifest.get("splits", {})
+    stages = manifest.get("stages", {})
+    rule = stages.get("split_rule", {})
+    return {
+        "splits": [
+            {
+                "name": name,
+                "events": num(st.get("events")),
+                "sequences": num(st.get("sequences")),
+                "targets": num(st.get("targets")),
+                "items": num(st.get("items")),
+                "from": (st.get("time_min") or "")[:16].replace("T", " "),
+                "to": (st.get("time_max") or "")[:16].replace("T", " "),
+                "rule": rule.get(name, ""),
+            }
+            for name, st in splits.items()
+        ],
+        "n_items": num(manifest.get("n_items")),
+        "inputs": [i.get("path", "") for i in manifest.get("inputs", [])],
+        "versions": {k: manifest[k] for k in ("rnnrec_version", "polars_version") if k in manifest},
+        "created": manifest.get("created", ""),
+    }
+
+
+def _run_section(run: RunView, index: int) -> dict[str, Any]:
+    evals = []
+    for split, result in run.evals.items():
+        section: dict[str, Any] = {"split": split, "task": result.get("task"), "result": result}
+        section["n_events"] = num(result.get("n_events"))
+        section["n_sequences"] = num(result.get("n_sequences"))
+        if result.get("task") == "next-item":
+            section["table"] = _metric_table(result)
+            if split in run.ranks:
+                table = run.ranks[split]
+                names = [c for c in table.columns if c not in ("seq", "position", "item")]
+                names.sort(key=lambda n: n != result.get("model"))
+                section["k_curves"] = k_curve_figure({n: table[n].to_numpy().astype(np.float64) for n in names})
+            section["breakdown"] = breakdown_figure(result.get("breakdown", {}))
+        else:
+            base = {
+                "metrics": result.get("metrics"),
+                "baselines": result.get("baselines", {}),
+                "model": result.get("model"),
+            }
+            keys = [k for k, v in (base["metrics"] or {}).items() if isinstance(v, int | float) and k != "n"]
+            section["plain"] = {
+                "keys": keys,
+                "rows": [{"name": base["model"], "cells": [num(base["metrics"].get(k)) for k in keys]}]
+                + [{"name": n, "cells": [num(v.get(k)) for k in keys]} for n, v in base["baselines"].items()],
+            }
+        section["tasks"] = _task_tables(result)
+        evals.append(section)
+    return {
+        "id": f"run-{index}",
+        "label": run.label,
+        "path": str(run.path),
+        "complete": run.complete,
+        "data": _data_summary(run.manifest),
+        "config": {k: v for k, v in _flat("", run.config).items()},
+        "epochs": len(run.metrics),
+        "evals": evals,
+    }
+
+
+def _comparison(runs: Sequence[RunView]) -> dict[str, Any]:
+    """Several runs: one row each (headline test metrics, epochs, time), the config keys whose
+    values differ, and the model curves overlaid."""
+    flats = [_flat("", r.config) for r in runs]
+    keys = sorted(set().union(*flats))
+    differ = {k for k in keys if len({repr(f.get(k)) for f in flats}) > 1}
+    headline = ["recall@20", "mrr@20", "ndcg@20"]
+    rows = []
+    for run in runs:
+        test = run.evals.get("test", {})
+        metrics = test.get("metrics") or {}
+        keys_here = headline if test.get("task") == "next-item" else [k for k in metrics if k != "n"][:3]
+        rows.append({
+            "label": run.label,
+            "model": test.get("model", run.config.get("model", {}).get("cell", "")),
+            "metrics": {k: num(metrics.get(k)) for k in keys_here},
+            "epochs": len(run.metrics),
+            "seconds": num(float(sum(m.get("seconds", 0.0) for m in run.metrics)), 1),
+        })  # fmt: skip
+    metric_keys = list(dict.fromkeys(k for r in rows for k in r["metrics"]))
+    lines = {}
+    for run in runs:
+        table = run.ranks.get("test")
+        model = run.evals.get("test", {}).get("model")
+        if table is not None and model in table.columns:
+            lines[f"{run.label} ({model})"] = table[model].to_numpy().astype(np.float64)
+    models = len(lines)
+    first = runs[0].ranks.get("test")
+    if first is not None:
+        for name in [
+            c for c in first.columns if c not in ("seq", "position", "item", runs[0].evals["test"].get("model"))
+        ]:
+            lines[name] = first[name].to_numpy().astype(np.float64)
+    return {
+        "rows": rows,
+        "metric_keys": metric_keys,
+        "config": [{"key": k, "values": [num(f.get(k)) for f in flats], "differs": k in differ} for k in keys],
+        "n_differ": len(differ),
+        "learning": learning_figure(runs),
+        "k_curves": k_curve_figure(lines, models) if lines else None,
+    }
+
+
+def build_report(paths: Sequence[Path]) -> str:
+    """The report's HTML for these run (or study) directories."""
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
+    labels = [p.name for p in paths]
+    if len(set(labels)) < len(labels):
+        labels = [str(p) for p in paths]
+    views = [load_view(p, label) for p, label in zip(paths, labels, strict=True)]
+    runs = [v for v in views if isinstance(v, RunView)]
+    studies = [v for v in views if isinstance(v, StudyView)]
+    env = Environment(loader=PackageLoader("rnnrec_cli", "templates"), autoescape=select_autoescape(["html", "j2"]))
+    from markupsafe import Markup
+
+    env.filters["svg"] = lambda text: Markup(text) if text else ""
+    context = {
+        "title": "rnnrec report: " + ", ".join(labels),
+        "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
+        "version": __version__,
+        "runs": [{**_run_section(r, i), "learning": learning_figure([r])} for i, r in enumerate(runs)],
+        "comparison": _comparison(runs) if len(runs) > 1 else None,
+        "studies": [
+            {
+                "path": str(s.path),
+                "columns": list(s.trials[0]) if s.trials else [],
+                "trials": s.trials,
+                "history": study_figure(s.trials),
+                "best": s.best,
+            }
+            for s in studies
+        ],
+    }
+    return env.get_template("report.html.j2").render(**context)

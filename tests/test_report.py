@@ -1,0 +1,187 @@
+"""`report` and `compare` end to end: the page's sections and numbers, the paired comparison, and
+the page in a real browser (headless Chromium)."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from rnnrec_cli.cli import app
+from rnnrec_cli.report import num
+
+from .conftest import synthetic_log
+from .test_tasks import _valued_log
+
+runner = CliRunner()
+TINY = ["--layers", "16", "--epochs", "2", "--batch-size", "16", "--bptt", "4", "-q"]
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+
+
+def _ok(args: list[str]) -> str:
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    tmp = tmp_path_factory.mktemp("report")
+    synthetic_log(n_users=80, n_items=40).write_csv(tmp / "events.csv")
+    _ok(["prepare", str(tmp / "events.csv"), "-o", str(tmp / "data"), "--split", "time:0.2", "--valid", "0.1", "-q"])
+    _ok(["train", str(tmp / "data"), "-o", str(tmp / "gru"), "--seed", "0", *TINY])
+    _ok(["train", str(tmp / "data"), "-o", str(tmp / "lstm"), "--seed", "1", "--cell", "lstm", *TINY])
+    for run in ("gru", "lstm"):
+        _ok(["evaluate", str(tmp / run), "-q"])
+    _valued_log(tmp / "ratings.csv")
+    _ok(["prepare", str(tmp / "ratings.csv"), "-o", str(tmp / "vdata"), "--split", "time:0.2", "--valid", "0.1",
+         "--min-item-support", "2", "-q"])  # fmt: skip
+    _ok(["train", str(tmp / "vdata"), "-o", str(tmp / "value"), "--task", "value", *TINY])
+    _ok(["evaluate", str(tmp / "value"), "-q"])
+    return {"root": tmp, "gru": tmp / "gru", "lstm": tmp / "lstm", "value": tmp / "value"}
+
+
+def _report(paths: list[Path], out: Path) -> str:
+    assert _ok(["report", *map(str, paths), "-o", str(out)]).strip() == str(out)
+    return out.read_text()
+
+
+def _cells(html: str) -> str:
+    """The page's text with tags removed, so numbers can be found in order."""
+    return re.sub(r"\s+", " ", re.sub(r"<[^>]+>", " ", html))
+
+
+def test_next_item_report_has_every_section_and_the_evaluated_numbers(runs, tmp_path: Path) -> None:
+    html = _report([runs["gru"]], tmp_path / "r.html")
+    result = json.loads((runs["gru"] / "eval" / "test.json").read_text())
+    for section in ("run-0-what", "run-0-learning", "run-0-test-metrics", "run-0-test-paired", "run-0-test-curves",
+                    "run-0-test-breakdown", "run-0-test-beyond"):  # fmt: skip
+        assert f'id="{section}"' in html, section
+    text = _cells(html)
+    for name, metrics in {result["model"]: result["metrics"], **result["baselines"]}.items():
+        row = text[text.index(f" {name} ", text.index("Test metrics")) :]
+        for key in ("recall@20", "mrr@20", "ndcg@20"):
+            assert num(metrics[key]) in row[:2000], (name, key)
+    ci = result["ci"][result["model"]]["mrr@20"]
+    assert f"[{num(ci[0])}, {num(ci[1])}]" in text
+    paired = result["paired"]
+    assert paired["against"] in text and num(paired["diff"]["mrr@20"]) in text
+    # Offline: no script, stylesheet, image or font fetched from anywhere.
+    assert "<script" not in html and "<link" not in html and not re.search(r'(src|href)="(https?:)?//', html)
+    assert html.count("<svg") >= 3  # learning curves, metric@K curves, breakdowns
+
+
+def test_value_run_report_shows_its_metrics_and_baselines(runs, tmp_path: Path) -> None:
+    html = _report([runs["value"]], tmp_path / "v.html")
+    result = json.loads((runs["value"] / "eval" / "test.json").read_text())
+    assert result["task"] == "value"
+    text = _cells(html)
+    assert "Value prediction" in text
+    for name, errors in result["value"]["metrics"].items():
+        assert name in text and num(errors["rmse"]) in text and num(errors["mae"]) in text, name
+
+
+def test_two_run_report_compares_and_highlights_config_differences(runs, tmp_path: Path) -> None:
+    html = _report([runs["gru"], runs["lstm"]], tmp_path / "two.html")
+    assert 'id="comparison"' in html and 'id="run-0"' in html and 'id="run-1"' in html
+    differing = re.findall(r'<tr class="differs"><td class="name">([^<]+)</td>', html)
+    assert "model.cell" in differing and "train.seed" in differing and "model.layers" not in differing
+    for run in ("gru", "lstm"):
+        metrics = json.loads((runs[run] / "eval" / "test.json").read_text())["metrics"]
+        assert num(metrics["mrr@20"]) in html
+
+
+def test_compare_pairs_runs_on_the_same_targets(runs) -> None:
+    out = json.loads(_ok(["compare", str(runs["gru"]), str(runs["lstm"]), "--metric", "recall@10", "--json"]))
+    first, second = out["runs"]
+    assert out["metric"] == "recall@10" and first["model"] == "gru" and second["model"] == "lstm"
+    for metric in ("recall@10", "mrr@10", "ndcg@10"):
+        d = second["vs_first"][metric]
+        assert d["diff"] == pytest.approx(second["metrics"][metric] - first["metrics"][metric], abs=1e-9)
+        assert d["ci"][0] <= d["diff"] <= d["ci"][1] and 0 <= d["p"] <= 1
+    # The table on stderr names both runs and the tested metric.
+    table = runner.invoke(app, ["compare", str(runs["gru"]), str(runs["lstm"])])
+    assert table.exit_code == 0 and "lstm" in table.output and "mrr@20" in table.output and "p=" in table.output
+
+
+def test_compare_refuses_runs_evaluated_on_other_targets(runs) -> None:
+    result = runner.invoke(app, ["compare", str(runs["gru"]), str(runs["value"])])
+    assert result.exit_code == 1
+    assert (
+        "Error:" in result.output and "no test evaluation with ranks" in result.output
+    ) or "other test targets" in result.output
+    other = runs["root"] / "gru-valid-only"
+    shutil.copytree(runs["gru"], other)
+    _ok(["evaluate", str(other), "--split", "valid", "-q"])
+    (other / "eval" / "test_ranks.parquet").replace(other / "eval" / "keep.parquet")
+    (other / "eval" / "valid_ranks.parquet").replace(other / "eval" / "test_ranks.parquet")
+    result = runner.invoke(app, ["compare", str(runs["gru"]), str(other)])
+    assert result.exit_code == 1 and "other test targets" in result.output, result.output
+    bad = runner.invoke(app, ["compare", str(runs["gru"]), str(runs["lstm"]), "--metric", "auc"])
+    assert bad.exit_code == 1 and "recall@K" in bad.output
+
+
+def test_study_directory_report(tmp_path: Path) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "trials.csv").write_text(
+        "number,value,state,params_lr\n0,0.12,COMPLETE,0.05\n1,,PRUNED,0.5\n2,0.15,COMPLETE,0.1\n"
+    )
+    (study / "best.json").write_text(json.dumps({"model": {"layers": [64]}, "train": {"lr": 0.1}}))
+    html = _report([study], tmp_path / "s.html")
+    assert 'id="study-0"' in html and "optimisation history" in html and "PRUNED" in html and "0.15" in html
+
+
+def _browser() -> str | None:
+    for path in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or ""):
+        if path and Path(path).is_file():
+            return path
+    return None
+
+
+def test_report_in_a_real_browser(runs, tmp_path: Path) -> None:
+    """Headless Chromium opens the page from disk: no console errors, no failed request, and a
+    screenshot that is not blank (kept in tests/artifacts/ for the README)."""
+    chromium = _browser()
+    if chromium is None:
+        if os.environ.get("CI"):
+            pytest.fail("CI must have Chromium (.ci/run installs the distribution's package)")
+        pytest.skip("no Chromium here; .ci/run installs it")
+    from playwright.sync_api import sync_playwright
+
+    page_file = tmp_path / "report.html"
+    _report([runs["gru"], runs["lstm"]], page_file)
+    problems: list[str] = []
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(
+            executable_path=chromium,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+                  "--disable-sync", "--no-first-run"],
+        )  # fmt: skip
+        page = browser.new_page(viewport={"width": 1280, "height": 1000})
+        page.on(
+            "console",
+            lambda m: problems.append(f"console {m.type}: {m.text}") if m.type in ("error", "warning") else None,
+        )
+        page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
+        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
+        page.goto(page_file.as_uri(), wait_until="load")
+        assert page.title().startswith("rnnrec report")
+        assert page.locator("svg").count() >= 5
+        page.screenshot(path=str(shot), full_page=False)
+        browser.close()
+    assert not problems, problems
+    import matplotlib.image
+
+    pixels = matplotlib.image.imread(shot)
+    assert pixels.shape[0] >= 900 and pixels.std() > 0.05, "the screenshot is blank"
+    assert (pixels[..., :3].mean(axis=2) < 0.5).mean() > 0.01, "nothing dark (text, lines) was drawn"
+    np.testing.assert_array_less(0, pixels.shape)
