@@ -390,14 +390,14 @@ def predict(
     from rnnrec_cli.config import AS_GIVEN
     from rnnrec_cli.predict import PredictStats, write_predictions
     from rnnrec_cli.predict import predict as run_predict
-    from rnnrec_cli.rundir import open_run, unfinished
+    from rnnrec_cli.rundir import exists, is_special, open_run, unfinished
 
     if candidates is not None and opts.task != "value":
         raise typer.BadParameter("--candidates goes with --task value", param_hint="--candidates")
     if opts.format == "parquet" and out == "-":
         raise typer.BadParameter("parquet needs a file: pass -o FILE", param_hint="--format")
     run = open_run(run_dir)
-    if out != "-" and (Path(out).exists() or Path(out).is_symlink()) and not force:
+    if out != "-" and not is_special(Path(out)) and exists(Path(out)) and not force:
         raise RnnrecError(f"{out} already exists; pass --force to overwrite it")
     if out != "-" and Path(out).is_dir():
         raise RnnrecError(f"{out} is a directory; give a file path for -o")

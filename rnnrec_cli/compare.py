@@ -53,7 +53,7 @@ def load_ranks(path: Path, split: str) -> RunRanks:
     summary = RunDir(path).eval_dir / f"{split}.json"
     if not file.is_file() or not summary.is_file():
         raise RunDirError(f"{path} has no {split} evaluation with ranks; run `rnnrec evaluate {path}` first")
-    model = load_json(summary).get("model")
+    model = load_json(summary, finite=False).get("model")
     with reading(file, fix=f"run `rnnrec evaluate {path}` again"):
         table = pl.read_parquet(file)
     if not isinstance(model, str) or model not in table.columns:

@@ -8,8 +8,8 @@ Precedence (resolved once, in the CLI): dataclass defaults < preset < --config f
 
 from __future__ import annotations
 
-import codecs
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -86,6 +86,16 @@ def check_choice(name: str, value: Any, literal: Any) -> None:
     choices = get_args(literal)
     if value not in choices:
         raise ConfigError(f"{name} {value!r} is not one of: {', '.join(map(str, choices))}")
+
+
+def check_finite(cfg: Any) -> None:
+    """Every float of a config (also inside tuples) is a number: NaN and infinity are not
+    settings, they only surface later as a diverged loss or an empty output."""
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        for v in value if isinstance(value, tuple) else (value,):
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"--{f.name.replace('_', '-')} must be a finite number, got {v}")
 
 
 def check_positive(name: str, value: float, *, allow_zero: bool = False) -> None:
@@ -172,8 +182,11 @@ class PrepareConfig:
     def __post_init__(self) -> None:
         check_choice("--format", self.format, InputFormat)
         check_choice("--time-unit", self.time_unit, TimeUnit)
+        check_finite(self)
+        if self.columns and self.header:
+            raise ConfigError("--columns names the columns of a file without a header row; add --no-header")
         try:
-            codecs.lookup(self.encoding)
+            "x".encode(self.encoding)  # a text encoding: codecs.lookup alone accepts rot13, base64 ...
         except LookupError:
             raise ConfigError(
                 f"--encoding {self.encoding!r} is not a known text encoding; use e.g. utf-8, latin-1 or cp1252"
@@ -250,6 +263,7 @@ class ModelConfig:
     feature_output: bool = False
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_choice("--cell", self.cell, Cell)
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
             raise ConfigError(
@@ -353,6 +367,8 @@ class TrainConfig:
     prefetch: int = 2
 
     def __post_init__(self) -> None:
+        check_finite(self)
+        check_positive("--seed", self.seed, allow_zero=True)
         check_choice("--loss", self.loss, Loss)
         check_choice("--value-loss", self.value_loss, ValueLoss)
         check_positive("--target-weighting", self.target_weighting, allow_zero=True)

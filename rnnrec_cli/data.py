@@ -7,6 +7,7 @@ files is ingest.py's job; reading the result is sequences.py's.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import hashlib
 import shutil
@@ -33,7 +34,7 @@ from rnnrec_cli.errors import DataError, RunDirError, escape
 from rnnrec_cli.features import ITEM_FEATURES, build_item_features
 from rnnrec_cli.ingest import COLUMN_FLAGS, compression, detect_format, materialized_inputs, read_failure, scan_events
 from rnnrec_cli.presets import PRESETS
-from rnnrec_cli.rundir import replace_dir, save_json, temp_dir
+from rnnrec_cli.rundir import exists, replace_dir, save_json, temp_dir
 from rnnrec_cli.sequences import ITEMS, MANIFEST, SPLITS, split_targets
 from rnnrec_cli.transforms import (
     clean_events,
@@ -58,6 +59,27 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
+
+
+def input_warnings(manifest: dict[str, Any]) -> list[str]:
+    """Rows dropped for a missing id or time (empty fields, short rows), and a split file that is
+    the training file itself."""
+    out = []
+    stages = manifest.get("stages", {})
+    read, kept = stages.get("events_read", 0), stages.get("after_dropping_nulls", 0)
+    if read and kept < read:
+        out.append(
+            f"{read - kept:,} of {read:,} rows ({(read - kept) / read:.1%}) lack an id or a time (empty fields, short "
+            "rows) and were dropped; check the input if that is unexpected"
+        )
+    train = {i["sha256"] for i in manifest.get("inputs", []) if i.get("role") == "train"}
+    for given in manifest.get("inputs", []):
+        if given.get("role") != "train" and given.get("sha256") in train:
+            out.append(
+                f"the {given['role']} file {given['path']} has the same content as a training input: its metrics "
+                "measure memory, not prediction"
+            )
+    return out
 
 
 def split_warnings(manifest: dict[str, Any]) -> list[str]:
@@ -373,9 +395,9 @@ def prepare(
 
     `given` maps "test"/"valid" to the user's own split files, used instead of the time split.
     """
-    if out_dir.exists() and not force:
+    if exists(out_dir) and not force:
         raise RunDirError(f"{out_dir} already exists; pass --force to replace it")
-    if out_dir.exists() and not out_dir.is_dir():
+    if exists(out_dir) and not out_dir.is_dir():
         raise RunDirError(f"{out_dir} exists and is not a directory; give another -o")
     given_files = {k: v for k, v in (given or {}).items() if v}
     tmp = temp_dir(out_dir)
@@ -385,7 +407,7 @@ def prepare(
             given_paths = {k: stack.enter_context(materialized_inputs(v, cfg.encoding)) for k, v in given_files.items()}
             asked = cfg
             lf, cfg = scan_events(paths, cfg)
-            given_lfs = {k: scan_events(v, cfg)[0] for k, v in given_paths.items()}
+            given_lfs = {k: _scan_given(v, asked, cfg) for k, v in given_paths.items()}
             buckets = cfg.buckets or auto_buckets(paths)
             try:
                 items, stages = build_splits(lf, cfg, given_lfs, out=tmp, buckets=buckets)
@@ -425,7 +447,7 @@ def prepare(
                 ),
             ],
         }
-        manifest["warnings"] += split_warnings(manifest)
+        manifest["warnings"] += split_warnings(manifest) + input_warnings(manifest)
         if cfg.item_features:
             table, spec = build_item_features(
                 Path(cfg.item_features), cfg.item_key or "item_id", items, categorical=cfg.item_categorical,
@@ -440,6 +462,18 @@ def prepare(
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return manifest
+
+
+def _scan_given(paths: Sequence[Path], asked: PrepareConfig, cfg: PrepareConfig) -> pl.LazyFrame:
+    """A given split file, read with the training file's columns; a time unit that was guessed
+    is guessed (and checked) for this file too, and must agree."""
+    lf, own = scan_events(paths, dataclasses.replace(cfg, time_unit=asked.time_unit))
+    if own.time_unit != cfg.time_unit:
+        raise DataError(
+            f"the times of {', '.join(map(str, paths))} read as {own.time_unit} but those of the training "
+            f"events as {cfg.time_unit}; give every file in one unit, or pass --time-unit"
+        )
+    return lf
 
 
 def _input_name(path: Path) -> str:

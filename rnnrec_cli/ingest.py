@@ -17,6 +17,7 @@ import os
 import shutil
 import sys
 import tempfile
+import zlib
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
@@ -84,8 +85,8 @@ def _head_text(path: Path, n_bytes: int = 65536) -> str:
             case _:
                 with open(path, "rb") as f:
                     raw = f.read(n_bytes)
-    except (OSError, EOFError) as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+    except (OSError, EOFError, zlib.error) as exc:
+        raise DataError(f"cannot read {path}: {exc}; is the compressed file damaged?") from None
     return raw.decode("utf-8", errors="replace")
 
 
@@ -165,7 +166,7 @@ def _scan_one(path: Path, cfg: PrepareConfig) -> pl.LazyFrame:
             lf = pl.read_ndjson(path).lazy() if compressed else pl.scan_ndjson(path)
             return _flatten_otto(lf, path) if fmt == "otto" else lf
         return _scan_csv(path, cfg, compressed)
-    except (pl.exceptions.PolarsError, OSError, EOFError) as exc:
+    except (pl.exceptions.PolarsError, OSError, EOFError, zlib.error) as exc:
         message = first_line(exc)
         raise DataError(f"cannot read {path} as {fmt}: {message}{encoding_hint(message)}") from None
 
@@ -190,34 +191,38 @@ def _flatten_otto(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:
 
 @contextmanager
 def materialized_inputs(paths: Sequence[str], encoding: str = "utf-8") -> Iterator[list[Path]]:
-    """Yield real file paths; '-' (stdin) is spooled to a temporary file for lazy scanning, and
-    text in another `encoding` is transcoded to UTF-8 (Polars reads only UTF-8). Messages name
-    such temporaries as the user knows them ('standard input', the original file)."""
+    """Yield real file paths. '-' (stdin) and pipes or devices (`<(zcat log.gz)`) are spooled to
+    temporary files for lazy scanning; text in another encoding (`encoding`, or the one a
+    byte-order mark declares) is transcoded to UTF-8, which is all Polars reads. Messages name
+    such temporaries as the user knows them ('standard input', the original path)."""
     temps: list[Path] = []
-    out = []
+    labels: dict[Path, str] = {}
 
-    def spool(source: Any, name: str, label: str) -> Path:
+    def spool(source: Any, name: str, label: str, text_encoding: str | None = None) -> Path:
         fd, tmp_name = tempfile.mkstemp(prefix=f"rnnrec-{name}-")
         tmp = Path(tmp_name)
         temps.append(tmp)
+        labels[tmp] = label
         alias(tmp_name, label)
         with open(fd, "wb") as f:
-            if is_utf8(encoding):
+            if text_encoding is None:
                 shutil.copyfileobj(source, f)
             else:
-                text = io.TextIOWrapper(source, encoding=encoding, newline="")
+                text = io.TextIOWrapper(source, encoding=text_encoding, newline="")
                 while block := text.read(1 << 20):
                     f.write(block.encode("utf-8"))
+        if not tmp.stat().st_size:
+            hint = "pipe events into it, or give a file" if label == "standard input" else "check where it comes from"
+            raise DataError(f"{label} is empty: {hint}")
         return tmp
 
+    out: list[Path] = []
     try:
         for p in paths:
             if p == "-":
-                if any("stdin" in t.name for t in temps):
+                if any(label == "standard input" for label in labels.values()):
                     raise DataError("'-' (stdin) may be given only once")
                 out.append(spool(sys.stdin.buffer, "stdin", "standard input"))
-                if not out[-1].stat().st_size:
-                    raise DataError("standard input is empty: pipe events into it, or give a file")
             elif any(ch in p for ch in "*?[") and not Path(p).exists():
                 matches = sorted(Path(m) for m in glob.glob(p))
                 files = [m for m in matches if m.is_file()]
@@ -225,33 +230,51 @@ def materialized_inputs(paths: Sequence[str], encoding: str = "utf-8") -> Iterat
                     raise DataError(f"no input file matches {p}")
                 out.extend(files)
             else:
-                path = Path(p)
-                if path.is_dir():
-                    raise DataError(f"{p} is a directory, not an event file; give the file(s) inside it")
-                if path.is_symlink() and not path.exists():
-                    raise DataError(f"{p} is a symbolic link to nothing (or a loop of links); fix the link")
-                if not path.is_file():
-                    raise DataError(f"input file {p} does not exist")
-                out.append(path)
-        if not is_utf8(encoding):
-            out = [_transcoded(q, spool) if q.name.find("rnnrec-stdin-") < 0 else q for q in out]
-        yield out
+                out.append(_input_file(Path(p), spool))
+        transcoded = []
+        for q in out:
+            enc = _bom_encoding(q) or encoding
+            if is_utf8(enc) or detect_format(q) == "parquet":
+                transcoded.append(q)
+                continue
+            opener = gzip.open if compression(q) == "gzip" else open
+            with opener(q, "rb") as f:
+                transcoded.append(spool(f, "text", labels.get(q, str(q)), enc))
+        yield transcoded
     finally:
         for tmp in temps:
             unalias(str(tmp))
             tmp.unlink(missing_ok=True)
 
 
+def _input_file(path: Path, spool: Callable[..., Path]) -> Path:
+    if path.is_dir():
+        raise DataError(f"{path} is a directory, not an event file; give the file(s) inside it")
+    if path.is_symlink() and not path.exists():
+        raise DataError(f"{path} is a symbolic link to nothing (or a loop of links); fix the link")
+    if not path.exists():
+        raise DataError(f"input file {path} does not exist")
+    if not path.is_file():  # a pipe or device: read once, like stdin
+        with open(path, "rb") as f:
+            return spool(f, "pipe", str(path))
+    return path
+
+
+_BOMS = ((codecs.BOM_UTF8, "utf-8-sig"), (codecs.BOM_UTF16_LE, "utf-16"), (codecs.BOM_UTF16_BE, "utf-16"))
+
+
+def _bom_encoding(path: Path) -> str | None:
+    """The encoding a byte-order mark at the start of a text file declares (it wins over
+    --encoding: the mark is unambiguous)."""
+    if compression(path) is not None:
+        return None
+    with open(path, "rb") as f:
+        head = f.read(4)
+    return next((enc for bom, enc in _BOMS if head.startswith(bom)), None)
+
+
 def is_utf8(encoding: str) -> bool:
     return codecs.lookup(encoding).name == "utf-8"
-
-
-def _transcoded(path: Path, spool: Callable[[Any, str, str], Path]) -> Path:
-    if detect_format(path) == "parquet":
-        return path
-    opener = gzip.open if compression(path) == "gzip" else open
-    with opener(path, "rb") as f:
-        return spool(f, "text", str(path))
 
 
 def encoding_hint(message: str) -> str:
@@ -273,10 +296,12 @@ def read_failure(exc: Exception, sources: Sequence[Path | str], writing: Path | 
     hint = encoding_hint(message)
     if hint:
         return DataError(f"cannot read {inputs}{hint}")
-    return DataError(
-        f"cannot read {inputs}: {message}. If a column mixes numbers and text, "
-        "make it consistent (or convert the file to Parquet with explicit types)"
-    )
+    if any(word in message.lower() for word in ("parse", "cast", "dtype", "type")):
+        return DataError(
+            f"cannot read {inputs}: {message}. If a column mixes numbers and text, "
+            "make it consistent (or convert the file to Parquet with explicit types)"
+        )
+    return DataError(f"cannot read {inputs}: {message}; check its format (--format, --sep, --no-header)")
 
 
 def resolve_columns(
@@ -370,6 +395,13 @@ def canonicalize(
     microseconds, so order holds and no inactivity gap ever splits a sequence."""
     schema = lf.collect_schema()
     cfg = resolve_columns(cfg, schema.names(), source, time_optional)
+    for key in ("user_col", "session_col", "item_col", "event_col", "time_col"):
+        name = getattr(cfg, key)
+        if name is not None and schema[name].is_nested():
+            raise DataError(
+                f"column {name!r} of {source} holds {schema[name]} values; ids, event types and times must be "
+                "plain values (explode or flatten the column first)"
+            )
     selected = [
         pl.col(getattr(cfg, key)).alias(canon) for key, canon in _CANON.items() if getattr(cfg, key) is not None
     ]

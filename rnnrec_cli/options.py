@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from rnnrec_cli.config import HEADLINE_K, Ties, check_choice, check_positive
+from rnnrec_cli.config import HEADLINE_K, Ties, check_choice, check_finite, check_positive
 from rnnrec_cli.errors import ConfigError
 
 Split = Literal["test", "valid"]
@@ -41,6 +41,8 @@ class EvalOptions:
     target_events: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        check_finite(self)
+        check_positive("--seed", self.seed, allow_zero=True)
         check_choice("--split", self.split, Split)
         check_choice("--ties", self.ties, Ties)
         if not self.ks or any(k < 1 for k in self.ks):
@@ -74,6 +76,7 @@ class ScoreOptions:
     devices: int = 0
 
     def __post_init__(self) -> None:
+        check_finite(self)
         check_choice("ties", self.ties, Ties)
         check_positive("k", self.k, allow_zero=True)
         check_positive("item block", self.item_block)
@@ -102,6 +105,8 @@ class PredictOptions:
     seed: int = 0
 
     def __post_init__(self) -> None:
+        check_finite(self)
+        check_positive("--seed", self.seed, allow_zero=True)
         check_positive("-k", self.k)
         check_positive("--generate", self.generate, allow_zero=True)
         check_positive("--batch-size", self.batch_size)

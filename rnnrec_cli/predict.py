@@ -31,7 +31,15 @@ from rnnrec_cli.ingest import (
 )
 from rnnrec_cli.options import PredictOptions
 from rnnrec_cli.recommend import left_padded, recommend, values_after_jit, values_every_jit
-from rnnrec_cli.rundir import RunDir, atomic_write, load_config, load_json, restore_model
+from rnnrec_cli.rundir import (
+    RunDir,
+    atomic_write,
+    is_special,
+    load_config,
+    load_json,
+    read_vocabulary,
+    restore_model,
+)
 from rnnrec_cli.sequences import check_manifest
 from rnnrec_cli.transforms import drop_consecutive_repeats, sessionize
 
@@ -54,6 +62,10 @@ def run_prepare_config(run: RunDir, overrides: dict[str, Any]) -> PrepareConfig:
     """The column mapping and sessionization the run was trained with, plus explicit overrides."""
     manifest = check_manifest(load_json(run.data_manifest), run.data_manifest)
     values = {**manifest["config"], **{k: v for k, v in overrides.items() if v is not None}}
+    unit = manifest.get("recognised", {}).get("time_unit", {})
+    if isinstance(unit, dict) and unit.get("how") == "guessed from the magnitude":
+        # Guessed for the training data, so guessed (and checked for mixed units) again here.
+        values["time_unit"] = "auto"
     return from_dict(PrepareConfig, values, where=str(run.data_manifest))
 
 
@@ -191,7 +203,7 @@ def predict(
     """Yield recommendation rows block by block (see the module docstring for the three modes)."""
     cfg = load_config(run)
     pcfg = run_prepare_config(run, overrides or {})
-    vocab = pl.read_parquet(run.items).sort("idx")
+    vocab = read_vocabulary(run, cfg.n_items)
     if opts.generate == 0 and opts.k > cfg.n_items:
         raise DataError(f"-k {opts.k} is larger than the catalogue ({cfg.n_items} items); lower -k")
     allowed = np.ones(cfg.n_items, bool)
@@ -359,6 +371,10 @@ def write_predictions(
     stats = stats if stats is not None else PredictStats()
     if out == "-":
         _write_stream(frames, sys.stdout.buffer, fmt, safe_csv, stats)
+        return
+    if is_special(Path(out)):  # /dev/null, a named pipe: a stream, never replaced
+        with open(out, "wb") as target:
+            _write_stream(frames, target, fmt, safe_csv, stats)
         return
     with atomic_write(Path(out)) as tmp, open(tmp, "wb") as target:
         _write_stream(frames, target, fmt, safe_csv, stats)

@@ -60,14 +60,14 @@ def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
     if not (path / "config.json").is_file() and (path / "trials.csv").is_file():
         with reading(path / "trials.csv", fix="run `rnnrec tune` again"):
             trials = list(csv.DictReader(io.StringIO((path / "trials.csv").read_text())))
-        best = load_json(path / "best.json") if (path / "best.json").is_file() else None
+        best = load_json(path / "best.json", finite=False) if (path / "best.json").is_file() else None
         return StudyView(path, trials, best)
     run = RunDir(path)
     if not run.config.is_file():
         raise RunDirError(f"{path} is neither a run directory (no config.json) nor a tune study (no trials.csv)")
     evals, ranks = {}, {}
     for file in sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []:
-        evals[file.stem] = load_json(file)
+        evals[file.stem] = load_json(file, finite=False)
         ranks_file = run.eval_dir / f"{file.stem}_ranks.parquet"
         if ranks_file.is_file():
             with reading(ranks_file, fix=f"run `rnnrec evaluate {path}` again"):

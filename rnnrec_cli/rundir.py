@@ -36,6 +36,8 @@ def atomic_write(path: Path, suffix: str = "") -> Iterator[Path]:
     The temporary file is created exclusively under a random name (never through a link planted
     at a predictable one), with the mode the umask gives a new file; leftovers of killed
     processes are removed first (`clean_stale`)."""
+    if is_special(path):
+        raise RunDirError(f"{path} is a device, pipe or socket, not a file rnnrec may replace; give a file path")
     path.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(path)
     fd, name = tempfile.mkstemp(dir=path.parent, prefix=_temp_prefix(path), suffix=f"{TEMP_SUFFIX}{suffix}")
@@ -48,6 +50,16 @@ def atomic_write(path: Path, suffix: str = "") -> Iterator[Path]:
         tmp.unlink(missing_ok=True)
         raise
     tmp.replace(path)
+
+
+def is_special(path: Path) -> bool:
+    """A device, pipe or socket: written into as a stream, never replaced."""
+    return path.exists() and not path.is_file() and not path.is_dir()
+
+
+def exists(path: Path) -> bool:
+    """Something is at `path`: a dangling link or a loop of links counts (it would be replaced)."""
+    return path.exists() or path.is_symlink()
 
 
 # Temporaries are named `.<target>.rnnrec-<host>-<pid>-<random>.tmp...`: exclusive, unguessable,
@@ -123,15 +135,38 @@ def replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+MAX_JSON_BYTES = 64 << 20
+
+
+def _not_a_number(token: str) -> Any:
+    raise ValueError(f"{token} is not a JSON number; give a finite number")
+
+
+def _unique_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in out:
+            raise ValueError(f"key {key!r} appears twice in one object; keep one")
+        out[key] = value
+    return out
+
+
 def save_json(path: Path, values: dict[str, Any]) -> None:
     with atomic_write(path) as tmp:
         tmp.write_text(json.dumps(values, indent=2, sort_keys=False) + "\n")
 
 
-def load_json(path: Path) -> dict[str, Any]:
-    """A JSON object from `path`; anything else is one clear error naming the file."""
+def load_json(path: Path, *, finite: bool = True) -> dict[str, Any]:
+    """A JSON object from `path`; anything else is one clear error naming the file. With
+    `finite` (configs, manifests) NaN and Infinity are refused; results may hold NaN."""
+    if path.exists() and not path.is_file():
+        raise ConfigError(f"{path} is not a regular file; give a JSON file")
     try:
-        text = path.read_bytes().decode("utf-8")
+        with open(path, "rb") as f:
+            raw = f.read(MAX_JSON_BYTES + 1)
+        if len(raw) > MAX_JSON_BYTES:
+            raise ConfigError(f"{path} is over {MAX_JSON_BYTES >> 20} MiB: not a config or manifest rnnrec wrote")
+        text = raw.decode("utf-8")
     except FileNotFoundError:
         raise ConfigError(f"{path} does not exist") from None
     except UnicodeDecodeError as exc:
@@ -139,9 +174,14 @@ def load_json(path: Path) -> dict[str, Any]:
             f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
         ) from None
     try:
-        values = json.loads(text)
+        constants = {"parse_constant": _not_a_number} if finite else {}
+        values = json.loads(text, object_pairs_hook=_unique_keys, **constants)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None
+    except ValueError as exc:
+        raise ConfigError(f"{path}: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path} is nested too deeply to be a config or manifest") from None
     if not isinstance(values, dict):
         raise ConfigError(f"{path} must hold a JSON object ({{...}}), not {json_type(values)}")
     return values
@@ -212,7 +252,7 @@ def default_path(cell: str) -> Path:
 def create(path: Path, *, force: bool) -> RunDir:
     """A fresh run directory. An existing non-empty one is refused unless --force; with --force
     the new run is built beside it and replaces it only when complete (`finish`)."""
-    if path.exists() and not path.is_dir():
+    if exists(path) and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a directory; give another --out")
     if path.exists() and any(path.iterdir()):
         if not force:
@@ -262,6 +302,26 @@ def open_run(path: Path) -> RunDir:
             "epoch. Run `rnnrec train` again"
         )
     return run
+
+
+def read_vocabulary(run: RunDir, n_items: int) -> Any:
+    """The run's items.parquet (index -> original id), checked against the run's catalogue: one
+    row per index 0..n_items-1, ids unique. A damaged or edited vocabulary would map every
+    recommendation to the wrong item without a sound."""
+    import numpy as np
+    import polars as pl
+
+    fix = f"copy it again from the data directory, or train {run.path} again"
+    with reading(run.items, fix=fix):
+        vocab = pl.read_parquet(run.items)
+    if not {"idx", "item_id"} <= set(vocab.columns):
+        raise RunDirError(f"{run.items} lacks its idx/item_id columns; {fix}")
+    vocab = vocab.sort("idx")
+    if vocab.height != n_items or not np.array_equal(vocab["idx"].to_numpy(), np.arange(n_items)):
+        raise RunDirError(f"{run.items} does not index the run's {n_items:,} items as 0..{n_items - 1}; {fix}")
+    if vocab["item_id"].dtype.is_nested() or vocab["item_id"].n_unique() != n_items:
+        raise RunDirError(f"{run.items} maps two indices to one item id (or holds lists); {fix}")
+    return vocab
 
 
 def unfinished(run: RunDir) -> list[str]:

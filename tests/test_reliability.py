@@ -8,6 +8,7 @@ half-written left behind). The fault tests kill -9 writers mid-way, fill a disk,
 
 from __future__ import annotations
 
+import codecs
 import hashlib
 import json
 import os
@@ -131,6 +132,25 @@ FAR_FUTURE = (
     + "u0,3,253402300000\nu0,4,253402300060\n"
 )
 DUPLICATE = "user_id,item_id,item_id,timestamp\nu1,1,2,1700000000\nu1,2,3,1700000060\n"
+
+
+def _corrupt_gzip() -> bytes:
+    import gzip
+
+    good = gzip.compress(("user_id,item_id,timestamp\n" + "u1,1,1700000000\n" * 5000).encode())
+    return good[:40] + bytes(b ^ 0x5A for b in good[40:80]) + good[80:]
+
+
+def _rewrite_items(ws: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
+    path = ws / "run" / "items.parquet"
+    change(pl.read_parquet(path)).write_parquet(path)
+
+
+def _rows_of_unit(scale: int) -> str:
+    return "".join(
+        f"u{u},{i % 7},{(1_700_000_000 + 86400 * u + 60 * i) * scale}\n" for u in range(30) for i in range(8)
+    )
+
 
 # (id, setup, args with {ws} for the workspace, stdin, exit code)
 CASES: list[tuple[str, Callable[[Path], None] | None, list[str], bytes | str | None, int]] = [
@@ -401,6 +421,104 @@ CASES: list[tuple[str, Callable[[Path], None] | None, list[str], bytes | str | N
         1,
     ),
     ("train-force-over-its-own-data", None, ["train", "{ws}/run/data", "-o", "{ws}/run", "--force", *TINY], None, 1),
+    # -- found by a hostile run of ~300 more cases
+    (
+        "prepare-out-dangling-link",
+        _symlink("gone", "/nonexistent/data"),
+        ["prepare", "{ws}/events.csv", "-o", "{ws}/gone"],
+        None,
+        1,
+    ),
+    (
+        "corrupt-gzip",
+        lambda w: (w / "bad.csv.gz").write_bytes(_corrupt_gzip()),
+        ["prepare", "{ws}/bad.csv.gz", "-o", "{ws}/d2"],
+        None,
+        1,
+    ),
+    ("encoding-not-text", None, ["prepare", "{ws}/events.csv", "-o", "{ws}/d2", "--encoding", "rot13"], None, 2),
+    ("seed-negative", None, ["train", "{ws}/data", "-o", "{ws}/r2", "--seed", "-1", *TINY], None, 2),
+    ("lr-nan", None, ["train", "{ws}/data", "-o", "{ws}/r2", "--lr", "nan", *TINY], None, 2),
+    ("clip-norm-inf", None, ["train", "{ws}/data", "-o", "{ws}/r2", "--clip-norm", "inf", *TINY], None, 2),
+    (
+        "temperature-nan",
+        None,
+        ["predict", "{ws}/run", "{ws}/events.csv", "--generate", "3", "--strategy", "sample", "--temperature", "nan"],
+        None,
+        2,
+    ),
+    ("columns-without-no-header", None, ["prepare", "{ws}/events.csv", "-o", "{ws}/d2", "--columns", "a,b,c"], None, 2),
+    (
+        "user-config-nan",
+        _write("c.json", '{"train": {"lr": NaN}}'),
+        ["train", "{ws}/data", "-o", "{ws}/r2", "--config", "{ws}/c.json"],
+        None,
+        1,
+    ),
+    (
+        "user-config-duplicate-key",
+        _write("c.json", '{"train": {"epochs": 2}, "train": {"epochs": 3}}'),
+        ["train", "{ws}/data", "-o", "{ws}/r2", "--config", "{ws}/c.json"],
+        None,
+        1,
+    ),
+    (
+        "user-config-deeply-nested",
+        _write("c.json", "[" * 100_000 + "]" * 100_000),
+        ["train", "{ws}/data", "-o", "{ws}/r2", "--config", "{ws}/c.json"],
+        None,
+        1,
+    ),
+    ("user-config-endless-device", None, ["train", "{ws}/data", "-o", "{ws}/r2", "--config", "/dev/zero"], None, 1),
+    (
+        "run-items-truncated",
+        _truncate("run/items.parquet", 0.3),
+        ["predict", "{ws}/run", "{ws}/events.csv", "-q"],
+        None,
+        1,
+    ),
+    (
+        "run-items-rows-missing",
+        lambda w: _rewrite_items(w, lambda v: v.head(30)),
+        ["predict", "{ws}/run", "{ws}/events.csv", "-q"],
+        None,
+        1,
+    ),
+    (
+        "run-items-duplicate-ids",
+        lambda w: _rewrite_items(w, lambda v: v.with_columns(item_id=v["item_id"].first())),
+        ["predict", "{ws}/run", "{ws}/events.csv", "-q"],
+        None,
+        1,
+    ),
+    (
+        "run-items-shifted",
+        lambda w: _rewrite_items(w, lambda v: v.with_columns(idx=v["idx"] + 100)),
+        ["predict", "{ws}/run", "{ws}/events.csv", "-q"],
+        None,
+        1,
+    ),
+    (
+        "list-item-column",
+        lambda w: pl.DataFrame({"user_id": ["a", "a"], "item_id": [["x"], ["y"]], "timestamp": [1, 2]}).write_parquet(
+            w / "lists.parquet"
+        ),
+        ["prepare", "{ws}/lists.parquet", "-o", "{ws}/d2"],
+        None,
+        1,
+    ),
+    ("predict-mixed-units", _write("mixed.csv", MIXED_UNITS), ["predict", "{ws}/run", "{ws}/mixed.csv", "-q"], None, 1),
+    (
+        "given-valid-in-other-unit",
+        _both(
+            _write("s.csv", MIXED_UNITS.split("\n", 1)[0] + "\n" + _rows_of_unit(1)),
+            _write("ms.csv", MIXED_UNITS.split("\n", 1)[0] + "\n" + _rows_of_unit(1000)),
+        ),
+        ["prepare", "{ws}/s.csv", "--valid", "{ws}/ms.csv", "--split", "time:0.2", "-o", "{ws}/d2"],
+        None,
+        1,
+    ),
+    ("input-empty-device", None, ["prepare", "/dev/null", "-o", "{ws}/d2"], None, 1),
     ("resume-a-finished-run", None, ["train", "--resume", "{ws}/run"], None, 1),
     (
         "metrics-damaged-mid-file",
@@ -656,6 +774,40 @@ def test_outputs_get_the_umask_permissions(ws: Path, umask: int) -> None:
         ws / "run" / "checkpoints" / "best.msgpack",
     ):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_devices_and_pipes_are_written_into_never_replaced(ws: Path) -> None:
+    result = _cli(["predict", str(ws / "run"), str(ws / "events.csv"), "-o", "/dev/null", "--force", "-q"])
+    assert result.exit_code == 0, result.output
+    assert Path("/dev/null").is_char_device()
+    fifo = ws / "fifo"
+    os.mkfifo(fifo)
+    reader = subprocess.Popen(["cat", str(fifo)], stdout=subprocess.PIPE)
+    assert _cli(["predict", str(ws / "run"), str(ws / "events.csv"), "-o", str(fifo), "-k", "2", "-q"]).exit_code == 0
+    assert reader.communicate(timeout=60)[0].startswith(b"session_id,rank,item_id")
+    assert fifo.is_fifo()
+
+
+def test_inputs_from_pipes_and_with_byte_order_marks(ws: Path) -> None:
+    text = (ws / "events.csv").read_text()
+    (ws / "utf16.csv").write_bytes(text.encode("utf-16"))  # with its BOM
+    (ws / "bom.csv").write_bytes(codecs.BOM_UTF8 + text.encode())
+    for name in ("utf16.csv", "bom.csv"):
+        done = _cli(["prepare", str(ws / name), "-o", str(ws / f"d-{name}"), "--split", "time:0.2", "-q"])
+        assert done.exit_code == 0, (name, done.output)
+        assert json.loads((ws / f"d-{name}" / "manifest.json").read_text())["n_items"] == 40
+    piped = _rnnrec("prepare", "/dev/stdin", "-o", str(ws / "d-pipe"), "--split", "time:0.2", "-q", input=text)
+    assert piped.returncode == 0, piped.stderr
+
+
+def test_dropped_rows_and_a_test_file_equal_to_training_are_warned(ws: Path) -> None:
+    lines = (ws / "events.csv").read_text().splitlines()
+    short = [ln if i % 7 or not i else ln.rsplit(",", 1)[0] + "," for i, ln in enumerate(lines)]
+    (ws / "short.csv").write_text("\n".join(short) + "\n")
+    result = _cli(["prepare", str(ws / "short.csv"), "-o", str(ws / "d2"), "--split", "time:0.2"])
+    assert result.exit_code == 0 and "lack an id or a time" in result.output, result.output
+    result = _cli(["prepare", str(ws / "events.csv"), "--test", str(ws / "events.csv"), "-o", str(ws / "d3")])
+    assert result.exit_code == 0 and "same content as a training input" in result.output, result.output
 
 
 def test_unfinished_run_warns_on_evaluate_and_predict(ws: Path) -> None:
