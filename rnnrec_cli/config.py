@@ -183,7 +183,8 @@ class PrepareConfig:
         check_choice("--format", self.format, InputFormat)
         check_choice("--time-unit", self.time_unit, TimeUnit)
         check_finite(self)
-        if self.columns and self.header:
+        if self.columns and self.header and self.preset is None:
+            # (A preset may name the columns of its header-less variant, e.g. MovieLens .dat files.)
             raise ConfigError("--columns names the columns of a file without a header row; add --no-header")
         try:
             "x".encode(self.encoding)  # a text encoding: codecs.lookup alone accepts rot13, base64 ...
