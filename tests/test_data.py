@@ -249,7 +249,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 def _scan_preset(name: str, file: str, **over) -> tuple[pl.DataFrame, PrepareConfig]:
     from rnnrec_cli.presets import PRESETS
 
-    lf, cfg = scan_events([FIXTURES / file], PrepareConfig(**{**PRESETS[name], **over}))
+    lf, cfg = scan_events([FIXTURES / file], PrepareConfig(**{"preset": name, **PRESETS[name], **over}))
     return check_times(lf.collect(), cfg), cfg
 
 
