@@ -144,7 +144,7 @@ def test_movielens_preset_on_bundled_data(tmp_path: Path) -> None:
     src = pl.read_csv(REPO / "datasets/ml-latest-small/ratings.csv", n_rows=20000)
     p = tmp_path / "ratings.csv"
     src.write_csv(p)
-    result = prepare([str(p)], tmp_path / "ml", PrepareConfig(**PRESETS["movielens"]))
+    result = prepare([str(p)], tmp_path / "ml", PrepareConfig(preset="movielens", **PRESETS["movielens"]))
     assert result["stages"]["events_read"] == 20000
     assert result["splits"]["test"]["sequences"] > 0
 
