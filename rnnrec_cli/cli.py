@@ -423,13 +423,18 @@ def report(
     paths: Annotated[list[Path], typer.Argument(help="Run directories (or `tune` study directories) to report on.")],
     out: Annotated[
         Path | None,
-        typer.Option("--out", "-o", help="The HTML file (default: RUN/report.html for one run, else report.html)."),
+        typer.Option(
+            "--out",
+            "-o",
+            help="The HTML file, or - for stdout (default: RUN/report.html for one run, else report.html).",
+        ),
     ] = None,
+    force: Annotated[bool, typer.Option("--force", help="Replace an existing file that is not a report.")] = False,
 ) -> None:
     """One self-contained HTML page (no network needed): what was run, learning curves, test metrics
     with intervals beside the baselines, metric@K curves, breakdowns; several runs side by side."""
     from rnnrec_cli.report import build_report
-    from rnnrec_cli.rundir import atomic_write
+    from rnnrec_cli.rundir import atomic_write, exists
 
     for path in paths:
         if not path.is_dir():
@@ -438,10 +443,24 @@ def report(
     if target.is_dir():
         raise RnnrecError(f"{target} is a directory; give a file path for -o")
     html = build_report(paths)
+    if str(target) == "-":
+        typer.echo(html)
+        return
+    if exists(target) and not force and not _is_report(target):
+        raise RnnrecError(f"{target} exists and is not an rnnrec report; pass --force to replace it")
     with atomic_write(target, ".html") as tmp:
         tmp.write_text(html, encoding="utf-8")
     err.print(f"Wrote {target} ({len(html) / 1024:,.0f} KiB); open it in a browser")
     typer.echo(str(target))
+
+
+def _is_report(path: Path) -> bool:
+    """A report this tool wrote earlier (replaced without --force, like a run's own files)."""
+    try:
+        with open(path, "rb") as f:
+            return b"<title>rnnrec report" in f.read(4096)
+    except OSError:
+        return False
 
 
 @app.command()
@@ -452,7 +471,7 @@ def compare(
     ],
     metric: Annotated[str, typer.Option(help="The metric to test: recall@K, mrr@K or ndcg@K.")] = "mrr@20",
     split: Annotated[str, typer.Option(help="The evaluated split: test or valid.")] = "test",
-    n_boot: Annotated[int, typer.Option("--bootstrap", min=100, help="Bootstrap resamples.")] = 1000,
+    n_boot: Annotated[int, typer.Option("--bootstrap", min=100, max=100_000, help="Bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
     as_json: o.AsJson = False,
 ) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 
 from rnnrec_cli.errors import ConfigError, RunDirError
 from rnnrec_cli.metrics import paired_bootstrap, per_sequence_sums, summarize
-from rnnrec_cli.rundir import RunDir, load_json, open_run
+from rnnrec_cli.rundir import open_run
 
 _METRIC = re.compile(r"^(recall|mrr|ndcg)@([1-9][0-9]*)$")
 TARGET_COLUMNS = ("seq", "position", "item")
@@ -33,33 +33,30 @@ def parse_metric(text: str) -> tuple[str, int]:
 
 @dataclass(frozen=True)
 class RunRanks:
-    """One evaluated run: its label, the model's name, and the ranks of its targets."""
+    """One evaluated run: its label, the model's name, how it was evaluated, and the ranks of
+    its targets."""
 
     label: str
     model: str
+    protocol: dict[str, Any]
     targets: dict[str, np.ndarray]
     ranks: np.ndarray
 
 
 def load_ranks(path: Path, split: str) -> RunRanks:
     """The model's rank of each target of `split`, from the run's last `rnnrec evaluate`."""
-    import polars as pl
-
-    from rnnrec_cli.errors import reading
-    from rnnrec_cli.evaluate import ranks_path
+    from rnnrec_cli.evaluate import read_ranks, read_result
+    from rnnrec_cli.rundir import load_config
 
     run = open_run(path)
-    file = ranks_path(run, split)
-    summary = RunDir(path).eval_dir / f"{split}.json"
-    if not file.is_file() or not summary.is_file():
-        raise RunDirError(f"{path} has no {split} evaluation with ranks; run `rnnrec evaluate {path}` first")
-    model = load_json(summary, finite=False).get("model")
-    with reading(file, fix=f"run `rnnrec evaluate {path}` again"):
-        table = pl.read_parquet(file)
-    if not isinstance(model, str) or model not in table.columns:
-        raise RunDirError(f"{summary} names no model whose ranks are in {file}; run `rnnrec evaluate {path}` again")
+    load_config(run)  # a damaged config.json is an error here too
+    result = read_result(run, split)
+    if not result.get("model"):
+        raise RunDirError(f"{run.path}'s {split} evaluation has no model; evaluate the run, not its data")
+    table = read_ranks(run, split, result)
+    protocol = {"ties": result.get("ties"), **result.get("protocol", {})}
     targets = {c: table[c].to_numpy() for c in TARGET_COLUMNS}
-    return RunRanks(str(path), model, targets, table[model].to_numpy().astype(np.float64))
+    return RunRanks(str(path), result["model"], protocol, targets, table[result["model"]].to_numpy().astype(np.float64))
 
 
 def same_targets(a: RunRanks, b: RunRanks) -> bool:
@@ -106,9 +103,20 @@ def compare_runs(
     if len(paths) < 2:
         raise ConfigError("compare needs at least two runs")
     _, k = parse_metric(metric)
+    resolved = [p.resolve() for p in paths]
+    if len(set(resolved)) < len(resolved):
+        raise ConfigError("the same run is given twice; compare different runs")
     runs = [load_ranks(p, split) for p in paths]
     first = runs[0]
     for other in runs[1:]:
+        if other.protocol != first.protocol:
+            differ = sorted(
+                k for k in {*first.protocol, *other.protocol} if first.protocol.get(k) != other.protocol.get(k)
+            )
+            raise RunDirError(
+                f"{other.label} was evaluated with other options than {first.label} ({', '.join(differ)}); "
+                "evaluate both the same way"
+            )
         if not same_targets(first, other):
             raise RunDirError(
                 f"{other.label} was evaluated on other {split} targets than {first.label} "

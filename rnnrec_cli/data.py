@@ -106,11 +106,11 @@ Part = Path | pl.DataFrame
 
 
 def _read(part: Part) -> pl.DataFrame:
-    return part if isinstance(part, pl.DataFrame) else pl.read_parquet(part)
+    return part if isinstance(part, pl.DataFrame) else pl.read_parquet(part, glob=False)
 
 
 def _scan(parts: Sequence[Part]) -> pl.LazyFrame:
-    frames = [p.lazy() if isinstance(p, pl.DataFrame) else pl.scan_parquet(p) for p in parts]
+    frames = [p.lazy() if isinstance(p, pl.DataFrame) else pl.scan_parquet(p, glob=False) for p in parts]
     return pl.concat(frames, how="vertical_relaxed") if len(frames) > 1 else frames[0]
 
 
@@ -175,7 +175,7 @@ def _clean_parts(lf: pl.LazyFrame, cfg: PrepareConfig, n_buckets: int, root: Pat
     (root / "clean").mkdir()
     parts: list[Part] = []
     for b, files in enumerate(sources):
-        df = pl.read_parquet(files, hive_partitioning=False).sort("_row")
+        df = pl.read_parquet(files, hive_partitioning=False, glob=False).sort("_row")
         path = root / "clean" / f"{b:05d}.parquet"
         parts.append(_put(clean_events(df, cfg, stages, first_seq=b << 40), path, False))
     shutil.rmtree(root / "raw")
@@ -433,7 +433,7 @@ def prepare(
             "recognised": describe_inputs(asked, cfg),
             "buckets": buckets,
             "stages": stages,
-            "splits": {name: split_stats(pl.scan_parquet(tmp / f"{name}.parquet")) for name in SPLITS},
+            "splits": {name: split_stats(pl.scan_parquet(tmp / f"{name}.parquet", glob=False)) for name in SPLITS},
             "n_items": items.height,
             "warnings": [
                 *(

@@ -13,16 +13,17 @@ from __future__ import annotations
 
 import csv
 import dataclasses
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import numpy as np
 
 from rnnrec_cli.baselines import VALUE_BASELINES, baseline_scores, value_baseline
 from rnnrec_cli.config import RunConfig
-from rnnrec_cli.errors import DataError
+from rnnrec_cli.errors import DataError, RunDirError, reading
 from rnnrec_cli.metrics import (
     Scores,
     beyond_accuracy,
@@ -37,7 +38,7 @@ from rnnrec_cli.metrics import (
 )
 from rnnrec_cli.model import Params
 from rnnrec_cli.options import EvalOptions, ScoreOptions
-from rnnrec_cli.rundir import RunDir, atomic_write, load_config, restore_model, save_json
+from rnnrec_cli.rundir import RunDir, atomic_write, load_config, load_json, restore_model, save_json
 from rnnrec_cli.scoring import head_predictions, model_scores
 from rnnrec_cli.sequences import (
     Sequences,
@@ -388,3 +389,115 @@ def _write_csv(path: Path, table: dict[str, dict[str, float]], ci: dict[str, dic
                     *(ci[name][m][1] for m in ci_names),
                 ]
             )
+
+
+# ---------------------------------------------------------------------------- reading results back
+
+_BOUNDED = re.compile(r"^(recall|mrr|ndcg|coverage|gini|pop|tail)@[1-9][0-9]*$")
+_TARGETS = ("seq", "position", "item")
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def read_result(run: RunDir, split: str) -> dict[str, Any]:
+    """eval/<split>.json as `evaluate` wrote it, checked (report and compare read it back): a
+    damaged or hand-edited file is one error, never a wrong number on a page."""
+    path = run.eval_dir / f"{split}.json"
+    again = f"rnnrec evaluate {run.path}" + ("" if split == "test" else f" --split {split}")
+    if not path.is_file():
+        raise RunDirError(f"{run.path} has no {split} evaluation; run `{again}` first")
+    result = load_json(path, finite=False)
+
+    def bad(what: str) -> NoReturn:
+        raise RunDirError(f"{path}: {what}; the file was damaged or edited: run `{again}` again")
+
+    if result.get("split") != split:
+        bad(f"'split' is {result.get('split')!r}, not {split!r}")
+    if result.get("task") not in ("next-item", "value", "event-type"):
+        bad("'task' is not next-item, value or event-type")
+    for key in ("n_events", "n_sequences", "n_items"):
+        if not _number(result.get(key)) or not isinstance(result[key], int) or result[key] < 1:
+            bad(f"{key!r} is not a positive count")
+    model = result.get("model")
+    if model is not None and (not isinstance(model, str) or not isinstance(result.get("metrics"), dict)):
+        bad("'model' or its 'metrics' are missing or of the wrong type")
+    baselines = result.get("baselines", {})
+    if not isinstance(baselines, dict) or not all(isinstance(v, dict) for v in baselines.values()):
+        bad("'baselines' is not an object of metric tables")
+    for name, table in {**({model: result["metrics"]} if model else {}), **baselines}.items():
+        for key, value in table.items():
+            if _BOUNDED.match(key) and not (_number(value) and 0 <= value <= 1):
+                bad(f"{name}'s {key} is {value!r}, not a share in [0, 1]")
+            if key in ("rmse", "mae", "accuracy") and not (_number(value) and (value != value or value >= 0)):
+                bad(f"{name}'s {key} is {value!r}, not a non-negative number")
+    ci = result.get("ci", {})
+    if not isinstance(ci, dict) or any(
+        not isinstance(t, dict)
+        or any(not (isinstance(b, list) and len(b) == 2 and all(map(_number, b))) for b in t.values())
+        for t in ci.values()
+    ):
+        bad("'ci' is not an object of [low, high] intervals")
+    for kind in ("breakdown",):
+        section = result.get(kind, {})
+        if not isinstance(section, dict) or any(
+            not isinstance(per_name, dict)
+            or any(
+                not isinstance(groups, dict)
+                or any(not isinstance(g, dict) or not all(map(_number, g.values())) for g in groups.values())
+                for groups in per_name.values()
+            )
+            for per_name in section.values()
+        ):
+            bad(f"{kind!r} is not an object of per-group numbers")
+    paired = result.get("paired")
+    if paired is not None and (
+        not isinstance(paired, dict)
+        or not isinstance(paired.get("against"), str)
+        or not all(isinstance(paired.get(k), dict) for k in ("diff", "ci", "p"))
+    ):
+        bad("'paired' is not a paired test")
+    return result
+
+
+def read_ranks(run: RunDir, split: str, result: dict[str, Any]) -> Any:
+    """eval/<split>_ranks.parquet, checked against its result: one row per target, every scored
+    name a column, every rank in [1, n_items] (or infinite: excluded as seen)."""
+    import polars as pl
+
+    path = ranks_path(run, split)
+    again = f"rnnrec evaluate {run.path}" + ("" if split == "test" else f" --split {split}")
+    if result["task"] != "next-item":
+        raise RunDirError(f"{run.path} ranks no items (its task is {result['task']}); only next-item runs have ranks")
+    if not path.is_file():
+        raise RunDirError(f"{run.path} has no {split} ranks ({path.name}); run `{again}` again")
+    with reading(path, fix=f"run `{again}` again"):
+        table = pl.read_parquet(path, glob=False)
+    names = ([result["model"]] if result.get("model") else []) + list(result.get("baselines", {}))
+
+    def bad(what: str) -> NoReturn:
+        raise RunDirError(f"{path}: {what}; the file was damaged or edited: run `{again}` again")
+
+    if table.height != result["n_events"]:
+        bad(f"{table.height:,} rows for {result['n_events']:,} targets")
+    for column in (*_TARGETS, *names):
+        if column not in table.columns:
+            bad(f"no column {column!r}")
+    for column in _TARGETS:
+        if not table[column].dtype.is_integer() or table[column].null_count():
+            bad(f"column {column!r} is not whole numbers")
+    for name in names:
+        col = table[name]
+        if not col.dtype.is_numeric() or col.null_count():
+            bad(f"the ranks of {name!r} are not numbers")
+        ranks = col.cast(pl.Float64).to_numpy()
+        finite = ranks[np.isfinite(ranks)]
+        if (
+            np.isnan(ranks).any()
+            or (ranks == -np.inf).any()
+            or (finite < 1).any()
+            or (finite > result["n_items"]).any()
+        ):
+            bad(f"the ranks of {name!r} are not all in [1, {result['n_items']:,}]")
+    return table

@@ -25,8 +25,10 @@ MAX_AUTO_CATEGORIES = 1000
 def _read_table(path: Path) -> pl.DataFrame:
     try:
         if path.suffix == ".parquet":
-            return pl.read_parquet(path)
-        return pl.read_csv(path, separator="\t" if path.suffix in (".tsv", ".tab") else ",", infer_schema_length=10000)
+            return pl.read_parquet(path, glob=False)
+        return pl.read_csv(
+            path, separator="\t" if path.suffix in (".tsv", ".tab") else ",", infer_schema_length=10000, glob=False
+        )
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise DataError(f"cannot read item features {path}: {str(exc).strip().splitlines()[0]}") from None
 
@@ -133,7 +135,7 @@ def read_item_features(directory: Path) -> dict[str, np.ndarray] | None:
     path = directory / ITEM_FEATURES
     if not path.is_file():
         return None
-    df = pl.read_parquet(path).sort("idx")
+    df = pl.read_parquet(path, glob=False).sort("idx")
     lists = df["codes"].to_list()
     width = max(1, max((len(c) for c in lists), default=0))
     codes = np.full((len(lists), width), -1, np.int32)

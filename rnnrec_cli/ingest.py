@@ -94,8 +94,9 @@ def _zstd_head(path: Path, n_bytes: int) -> bytes:
     # Polars decompresses zstd itself; for sniffing, read a small eager sample through it.
     try:
         df = pl.read_csv(
-            path, has_header=False, n_rows=50, separator="\x1f", infer_schema=False, truncate_ragged_lines=True
-        )
+            path, has_header=False, n_rows=50, separator="\x1f", infer_schema=False, truncate_ragged_lines=True,
+            glob=False,
+        )  # fmt: skip
     except pl.exceptions.PolarsError as exc:
         raise OSError(str(exc).splitlines()[0]) from None
     return "\n".join(df.to_series(0).to_list()).encode()[:n_bytes]
@@ -161,9 +162,9 @@ def _scan_one(path: Path, cfg: PrepareConfig) -> pl.LazyFrame:
     compressed = compression(path)
     try:
         if fmt == "parquet":
-            return pl.scan_parquet(path)
+            return pl.scan_parquet(path, glob=False)
         if fmt in ("jsonl", "otto"):
-            lf = pl.read_ndjson(path).lazy() if compressed else pl.scan_ndjson(path)
+            lf = pl.read_ndjson(path).lazy() if compressed or _has_glob(path) else pl.scan_ndjson(path)
             return _flatten_otto(lf, path) if fmt == "otto" else lf
         return _scan_csv(path, cfg, compressed)
     except (pl.exceptions.PolarsError, OSError, EOFError, zlib.error) as exc:
@@ -175,8 +176,13 @@ def _scan_csv(path: Path, cfg: PrepareConfig, compressed: str | None) -> pl.Lazy
     sep = cfg.sep or sniff_separator(path)
     options = {**csv_options(sep, cfg.header), "infer_schema_length": 10000}
     # Polars decompresses only in its eager reader.
-    lf = pl.read_csv(path, **options).lazy() if compressed else pl.scan_csv(path, **options)
+    lf = pl.read_csv(path, **options, glob=False).lazy() if compressed else pl.scan_csv(path, **options, glob=False)
     return _named(lf, sep, cfg)
+
+
+def _has_glob(path: Path) -> bool:
+    """Polars' ndjson scan reads `*?[` in a path as a pattern (and has no switch for it)."""
+    return any(ch in str(path) for ch in "*?[")
 
 
 def _flatten_otto(lf: pl.LazyFrame, path: Path) -> pl.LazyFrame:

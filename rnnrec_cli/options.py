@@ -13,6 +13,8 @@ from rnnrec_cli.config import HEADLINE_K, Ties, check_choice, check_finite, chec
 from rnnrec_cli.errors import ConfigError
 
 Split = Literal["test", "valid"]
+# Resamples beyond this change an interval's bounds by less than they vary between seeds.
+MAX_BOOTSTRAP = 100_000
 Strategy = Literal["greedy", "beam", "sample"]
 PredictTask = Literal["next-item", "value"]
 OutputFormat = Literal["csv", "jsonl", "parquet"]
@@ -57,6 +59,8 @@ class EvalOptions:
         check_positive("--knn", self.knn)
         check_positive("--knn-sample", self.knn_sample)
         check_positive("--bootstrap", self.n_boot)
+        if self.n_boot > MAX_BOOTSTRAP:
+            raise ConfigError(f"--bootstrap {self.n_boot} is more resamples than useful; use at most {MAX_BOOTSTRAP:,}")
         check_positive("--devices", self.devices, allow_zero=True)
 
 
@@ -118,3 +122,5 @@ class PredictOptions:
         check_positive("--temperature", self.temperature)
         if self.every_position and self.generate:
             raise ConfigError("--every-position and --generate do not combine")
+        if not self.generate and (self.strategy != "greedy" or self.temperature != 1.0 or self.beams != 5):
+            raise ConfigError("--strategy, --beams and --temperature shape --generate N; add --generate")

@@ -254,7 +254,7 @@ def read_candidates(path: Path, vocab: pl.DataFrame, stats: PredictStats) -> dic
     """(sequence key, item id) pairs from a CSV with a header -> {key as text: item indices};
     pairs with items unknown to the model are skipped and counted."""
     try:
-        df = pl.read_csv(path, infer_schema=False)
+        df = pl.read_csv(path, infer_schema=False, glob=False)
     except (OSError, pl.exceptions.PolarsError) as exc:
         raise DataError(f"cannot read candidates {path}: {str(exc).splitlines()[0]}") from None
     if df.width < 2:

@@ -12,6 +12,7 @@ import csv
 import io
 import math
 import re
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -55,34 +56,57 @@ class StudyView:
 
 
 def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
-    import polars as pl
+    """A run's (or study's) files, each checked as it is read: a damaged or hand-edited file is
+    one error naming it, never a wrong number on the page."""
+    from rnnrec_cli.config import to_dict
+    from rnnrec_cli.evaluate import ranks_path, read_ranks, read_result
+    from rnnrec_cli.rundir import load_config
+    from rnnrec_cli.sequences import check_manifest
 
     if not (path / "config.json").is_file() and (path / "trials.csv").is_file():
-        with reading(path / "trials.csv", fix="run `rnnrec tune` again"):
-            trials = list(csv.DictReader(io.StringIO((path / "trials.csv").read_text())))
-        best = load_json(path / "best.json", finite=False) if (path / "best.json").is_file() else None
-        return StudyView(path, trials, best)
+        return StudyView(path, _read_trials(path / "trials.csv"), _read_best(path / "best.json"))
     run = RunDir(path)
     if not run.config.is_file():
         raise RunDirError(f"{path} is neither a run directory (no config.json) nor a tune study (no trials.csv)")
+    config = to_dict(load_config(run))
     evals, ranks = {}, {}
-    for file in sorted(run.eval_dir.glob("*.json")) if run.eval_dir.is_dir() else []:
-        evals[file.stem] = load_json(file, finite=False)
-        ranks_file = run.eval_dir / f"{file.stem}_ranks.parquet"
-        if ranks_file.is_file():
-            with reading(ranks_file, fix=f"run `rnnrec evaluate {path}` again"):
-                ranks[file.stem] = pl.read_parquet(ranks_file)
-    manifest = load_json(run.data_manifest) if run.data_manifest.is_file() else {}
+    for split in ("test", "valid"):
+        if (run.eval_dir / f"{split}.json").is_file():
+            evals[split] = read_result(run, split)
+            if evals[split]["task"] == "next-item" and ranks_path(run, split).is_file():
+                ranks[split] = read_ranks(run, split, evals[split])
+    manifest = {}
+    if run.data_manifest.is_file():
+        manifest = check_manifest(load_json(run.data_manifest), run.data_manifest)
     return RunView(
         path=path,
         label=label or path.name,
-        config=load_json(run.config),
+        config=config,
         manifest=manifest,
         metrics=read_metrics(run),
         evals=evals,
         ranks=ranks,
         complete=(path / COMPLETE).is_file(),
     )
+
+
+def _read_trials(path: Path) -> list[dict[str, str]]:
+    """A `tune` study's trials.csv: a trial number, state and objective value per row."""
+    with reading(path, fix="run `rnnrec tune` again"):
+        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
+    if rows and not {"number", "state", "value"} <= set(rows[0]):
+        raise RunDirError(f"{path} lacks the number/state/value columns `rnnrec tune` writes")
+    for n, row in enumerate(rows, 2):
+        try:
+            int(row["number"])
+            float(row["value"]) if row["value"] not in ("", None) else None
+        except (TypeError, ValueError):
+            raise RunDirError(f"{path} line {n}: the trial number or value is not a number") from None
+    return rows
+
+
+def _read_best(path: Path) -> dict[str, Any] | None:
+    return load_json(path) if path.is_file() else None
 
 
 # ---------------------------------------------------------------------------- formatting
@@ -402,12 +426,19 @@ def _comparison(runs: Sequence[RunView]) -> dict[str, Any]:
 
 def build_report(paths: Sequence[Path]) -> str:
     """The report's HTML for these run (or study) directories."""
-    from jinja2 import Environment, PackageLoader, select_autoescape
-
     labels = [p.name for p in paths]
     if len(set(labels)) < len(labels):
         labels = [str(p) for p in paths]
     views = [load_view(p, label) for p, label in zip(paths, labels, strict=True)]
+    with warnings.catch_warnings():
+        # A figure of odd but valid numbers (one epoch, equal values) is still a figure.
+        warnings.simplefilter("ignore")
+        return _render(labels, views)
+
+
+def _render(labels: list[str], views: list[RunView | StudyView]) -> str:
+    from jinja2 import Environment, PackageLoader, select_autoescape
+
     runs = [v for v in views if isinstance(v, RunView)]
     studies = [v for v in views if isinstance(v, StudyView)]
     env = Environment(loader=PackageLoader("rnnrec_cli", "templates"), autoescape=select_autoescape(["html", "j2"]))

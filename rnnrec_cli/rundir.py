@@ -313,14 +313,17 @@ def read_vocabulary(run: RunDir, n_items: int) -> Any:
 
     fix = f"copy it again from the data directory, or train {run.path} again"
     with reading(run.items, fix=fix):
-        vocab = pl.read_parquet(run.items)
+        vocab = pl.read_parquet(run.items, glob=False)
     if not {"idx", "item_id"} <= set(vocab.columns):
         raise RunDirError(f"{run.items} lacks its idx/item_id columns; {fix}")
     vocab = vocab.sort("idx")
     if vocab.height != n_items or not np.array_equal(vocab["idx"].to_numpy(), np.arange(n_items)):
         raise RunDirError(f"{run.items} does not index the run's {n_items:,} items as 0..{n_items - 1}; {fix}")
-    if vocab["item_id"].dtype.is_nested() or vocab["item_id"].n_unique() != n_items:
-        raise RunDirError(f"{run.items} maps two indices to one item id (or holds lists); {fix}")
+    ids = vocab["item_id"]
+    if ids.dtype.is_nested() or ids.null_count() or ids.n_unique() != n_items:
+        raise RunDirError(f"{run.items} maps two indices to one item id (or holds empty ids or lists); {fix}")
+    if "count" in vocab.columns and (vocab["count"].null_count() or (vocab["count"] < 0).any()):
+        raise RunDirError(f"{run.items} holds negative or missing training counts; {fix}")
     return vocab
 
 
@@ -445,13 +448,22 @@ def read_metrics(run: RunDir) -> list[dict[str, Any]]:
     records = []
     for n, line in enumerate(lines, 1):
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_unique_keys)
         except json.JSONDecodeError:
             if n == len(lines):
                 break
             raise RunDirError(f"{run.metrics} line {n} is not a JSON record; remove that line or train again") from None
-        if not isinstance(record, dict):
-            raise RunDirError(f"{run.metrics} line {n} is not a JSON object; remove that line or train again")
+        except ValueError as exc:
+            raise RunDirError(f"{run.metrics} line {n}: {exc}") from None
+        epoch = record.get("epoch") if isinstance(record, dict) else None
+        fields_ok = isinstance(record, dict) and all(
+            isinstance(v, int | float | bool) or v is None for k, v in record.items() if k != "epoch"
+        )
+        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1 and fields_ok):
+            raise RunDirError(
+                f"{run.metrics} line {n} is not an epoch record (a whole epoch >= 1 and numbers); remove that line "
+                "or train again"
+            )
         records.append(record)
     return records
 

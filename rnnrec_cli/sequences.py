@@ -94,6 +94,9 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
         )
         if bad:
             raise DataError(f"{path}: 'splits' [{name}] must hold integer counts ({', '.join(_SPLIT_COUNTS)}); {fix}")
+    inputs = manifest.get("inputs", [])
+    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
+        raise DataError(f"{path}: 'inputs' must be an array of objects; {fix}")
     for key in ("warnings",):
         if not isinstance(manifest.get(key, []), list):
             raise DataError(f"{path}: {key!r} must be an array, not {json_type(manifest[key])}; {fix}")
@@ -117,7 +120,7 @@ def _runs(path: Path, columns: list[str]) -> Iterator[tuple[pl.DataFrame, np.nda
     a sequence is a run of equal `seq` values)."""
     n_runs, prev = 0, None
     with reading(path):
-        for df in pl.scan_parquet(path).select(columns).collect_batches(chunk_size=READ_BATCH_ROWS):
+        for df in pl.scan_parquet(path, glob=False).select(columns).collect_batches(chunk_size=READ_BATCH_ROWS):
             if not df.height:
                 continue
             seq = df["seq"].to_numpy()
@@ -145,7 +148,9 @@ def event_types(data_dir: Path) -> tuple[str, ...]:
     if "event" not in _schema(path):
         raise DataError(f"{path} has no event-type column; prepare the data with --event-col (or --preset otto)")
     with reading(path):
-        types = pl.scan_parquet(path).select(pl.col("event").cast(pl.String).drop_nulls().unique()).collect()
+        types = (
+            pl.scan_parquet(path, glob=False).select(pl.col("event").cast(pl.String).drop_nulls().unique()).collect()
+        )
     return tuple(sorted(types["event"].to_list()))
 
 
@@ -203,12 +208,12 @@ def read_sequences(
 
 def _schema(path: Path) -> dict[str, Any]:
     with reading(path):
-        return dict(pl.read_parquet_schema(path))
+        return dict(pl.scan_parquet(path, glob=False).collect_schema())
 
 
 def read_items(data_dir: Path) -> pl.DataFrame:
     with reading(data_dir / ITEMS):
-        return pl.read_parquet(data_dir / ITEMS)
+        return pl.read_parquet(data_dir / ITEMS, glob=False)
 
 
 def item_counts(data_dir: Path) -> np.ndarray:

@@ -59,6 +59,9 @@ def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
         ["prepare", str(root / "events.csv"), "-o", str(root / "data"), "--split", "time:0.2", "--valid", "0.1", "-q"],
         ["train", str(root / "data"), "-o", str(root / "run"), "--seed", "0", *TINY],
         ["predict", str(root / "run"), str(root / "events.csv"), "-o", str(root / "recs.csv"), "-k", "3", "-q"],
+        ["train", str(root / "data"), "-o", str(root / "run2"), "--seed", "1", "--cell", "lstm", *TINY],
+        ["evaluate", str(root / "run"), "-q", "--bootstrap", "100"],
+        ["evaluate", str(root / "run2"), "-q", "--bootstrap", "100"],
     ):
         result = _cli(args)
         assert result.exit_code == 0, result.output
@@ -70,9 +73,10 @@ def ws(base: Path, tmp_path: Path) -> Path:
     work = tmp_path / "ws"
     shutil.copytree(base, work, symlinks=True)
     # config.json names the data directory by its absolute path: point it at this copy.
-    cfg = json.loads((work / "run" / "config.json").read_text())
-    cfg["data_dir"] = str(work / "data")
-    (work / "run" / "config.json").write_text(json.dumps(cfg))
+    for run in ("run", "run2"):
+        cfg = json.loads((work / run / "config.json").read_text())
+        cfg["data_dir"] = str(work / "data")
+        (work / run / "config.json").write_text(json.dumps(cfg))
     return work
 
 
@@ -144,6 +148,14 @@ def _corrupt_gzip() -> bytes:
 def _rewrite_items(ws: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> None:
     path = ws / "run" / "items.parquet"
     change(pl.read_parquet(path)).write_parquet(path)
+
+
+def _rewrite_ranks(ws: Path, change, rows: int | None = None) -> None:
+    path = ws / "run2" / "eval" / "test_ranks.parquet"
+    table = pl.read_parquet(path)
+    if change is not None:
+        table = table.with_columns(change(pl.col("lstm")).alias("lstm"))
+    table.head(rows if rows is not None else table.height).write_parquet(path)
 
 
 def _rows_of_unit(scale: int) -> str:
@@ -519,6 +531,179 @@ CASES: list[tuple[str, Callable[[Path], None] | None, list[str], bytes | str | N
         1,
     ),
     ("input-empty-device", None, ["prepare", "/dev/null", "-o", "{ws}/d2"], None, 1),
+    # -- report and compare: what they read back is checked (found by a second hostile run)
+    ("evaluate-bootstrap-huge", None, ["evaluate", "{ws}/run", "--bootstrap", "99999999999999999999"], None, 2),
+    ("compare-bootstrap-huge", None, ["compare", "{ws}/run", "{ws}/run2", "--bootstrap", "99999999999"], None, 2),
+    ("compare-one-run", None, ["compare", "{ws}/run"], None, 1),
+    ("compare-same-run-twice", None, ["compare", "{ws}/run", "{ws}/run/"], None, 1),
+    ("compare-bad-metric", None, ["compare", "{ws}/run", "{ws}/run2", "--metric", "auc"], None, 1),
+    (
+        "compare-other-protocol",
+        lambda w: _cli(["evaluate", str(w / "run2"), "--exclude-seen", "-q", "--bootstrap", "100"]),
+        ["compare", "{ws}/run", "{ws}/run2"],
+        None,
+        1,
+    ),
+    ("compare-data-dir", None, ["compare", "{ws}/run", "{ws}/data"], None, 1),
+    ("compare-config-array", _write("run/config.json", "[]"), ["compare", "{ws}/run", "{ws}/run2"], None, 1),
+    (
+        "compare-split-edited",
+        _edit_json("run/eval/test.json", lambda r: r.update(split="valid")),
+        ["compare", "{ws}/run", "{ws}/run2"],
+        None,
+        1,
+    ),
+    (
+        "compare-ranks-nan",
+        lambda w: _rewrite_ranks(w, lambda c: c * float("nan")),
+        ["compare", "{ws}/run", "{ws}/run2"],
+        None,
+        1,
+    ),
+    (
+        "compare-ranks-negative",
+        lambda w: _rewrite_ranks(w, lambda c: c * 0 - 7),
+        ["compare", "{ws}/run", "{ws}/run2"],
+        None,
+        1,
+    ),
+    (
+        "compare-ranks-half",
+        lambda w: _rewrite_ranks(w, lambda c: c * 0 + 0.5),
+        ["compare", "{ws}/run", "{ws}/run2"],
+        None,
+        1,
+    ),
+    (
+        "compare-ranks-beyond-catalogue",
+        lambda w: _rewrite_ranks(w, lambda c: c * 0 + 1e6),
+        ["compare", "{ws}/run", "{ws}/run2"],
+        None,
+        1,
+    ),
+    (
+        "compare-ranks-list-column",
+        lambda w: _rewrite_ranks(w, lambda c: c.cast(pl.String).str.split(".")),
+        ["compare", "{ws}/run", "{ws}/run2"],
+        None,
+        1,
+    ),
+    (
+        "compare-ranks-rows-missing",
+        lambda w: _rewrite_ranks(w, None, rows=10),
+        ["compare", "{ws}/run", "{ws}/run2"],
+        None,
+        1,
+    ),
+    (
+        "report-ci-junk",
+        _edit_json("run/eval/test.json", lambda r: r.update(ci="junk")),
+        ["report", "{ws}/run"],
+        None,
+        1,
+    ),
+    (
+        "report-metric-out-of-range",
+        _edit_json("run/eval/test.json", lambda r: r["metrics"].update({"recall@20": 3})),
+        ["report", "{ws}/run"],
+        None,
+        1,
+    ),
+    (
+        "report-metric-text",
+        _edit_json("run/eval/test.json", lambda r: r["metrics"].update({"mrr@20": "abc"})),
+        ["report", "{ws}/run"],
+        None,
+        1,
+    ),
+    (
+        "report-metrics-missing",
+        _edit_json("run/eval/test.json", lambda r: r.update(metrics=None)),
+        ["report", "{ws}/run"],
+        None,
+        1,
+    ),
+    (
+        "report-negative-count",
+        _edit_json("run/eval/test.json", lambda r: r.update(n_events=-5)),
+        ["report", "{ws}/run"],
+        None,
+        1,
+    ),
+    (
+        "report-breakdown-text",
+        _edit_json("run/eval/test.json", lambda r: r.update(breakdown={"position": {"gru": {"1": {"n": "x"}}}})),
+        ["report", "{ws}/run"],
+        None,
+        1,
+    ),
+    (
+        "report-metrics-line-text",
+        lambda w: (w / "run" / "metrics.jsonl").open("a").write('{"epoch": "<b>x</b>", "seconds": 1}\n'),
+        ["report", "{ws}/run"],
+        None,
+        1,
+    ),
+    (
+        "report-metrics-duplicate-key",
+        lambda w: (w / "run" / "metrics.jsonl").open("a").write('{"epoch": 3, "epoch": 4}\n{"epoch": 5}\n'),
+        ["report", "{ws}/run"],
+        None,
+        1,
+    ),
+    (
+        "report-manifest-inputs-text",
+        _edit_json("run/data_manifest.json", lambda m: m.update(inputs="x")),
+        ["report", "{ws}/run"],
+        None,
+        1,
+    ),
+    (
+        "report-study-without-numbers",
+        _write("study/trials.csv", "trial,value\n0,nan\n"),
+        ["report", "{ws}/study"],
+        None,
+        1,
+    ),
+    (
+        "report-study-bad-value",
+        _write("study/trials.csv", "number,state,value\n0,COMPLETE,abc\n"),
+        ["report", "{ws}/study"],
+        None,
+        1,
+    ),
+    ("report-out-existing-file", None, ["report", "{ws}/run", "-o", "{ws}/recs.csv"], None, 1),
+    (
+        "report-out-dangling-link",
+        _symlink("gone.html", "/nonexistent/x.html"),
+        ["report", "{ws}/run", "-o", "{ws}/gone.html"],
+        None,
+        1,
+    ),
+    ("report-not-a-run", None, ["report", "{ws}/data"], None, 1),
+    (
+        "predict-items-null-id",
+        lambda w: _rewrite_items(
+            w, lambda v: v.with_columns(item_id=pl.when(v["idx"] == 3).then(None).otherwise(v["item_id"]))
+        ),
+        ["predict", "{ws}/run", "{ws}/events.csv", "-q"],
+        None,
+        1,
+    ),
+    (
+        "predict-items-negative-count",
+        lambda w: _rewrite_items(w, lambda v: v.with_columns(count=-v["count"])),
+        ["predict", "{ws}/run", "{ws}/events.csv", "-q"],
+        None,
+        1,
+    ),
+    (
+        "predict-temperature-without-generate",
+        None,
+        ["predict", "{ws}/run", "{ws}/events.csv", "--temperature", "0.5"],
+        None,
+        2,
+    ),
     ("resume-a-finished-run", None, ["train", "--resume", "{ws}/run"], None, 1),
     (
         "metrics-damaged-mid-file",
@@ -774,6 +959,20 @@ def test_outputs_get_the_umask_permissions(ws: Path, umask: int) -> None:
         ws / "run" / "checkpoints" / "best.msgpack",
     ):
         assert path.stat().st_mode & 0o777 == 0o666 & ~umask, path
+
+
+def test_paths_with_pattern_characters_are_read_as_given(ws: Path) -> None:
+    """`[`, `*` and `?` in a path are characters, not patterns: the file itself is read, alone."""
+    shutil.copytree(ws / "run", ws / "run[1]")
+    shutil.copy(ws / "events.csv", ws / "ev[1]*.csv")
+    (ws / "ev[1]X.csv").write_text("user_id,item_id,timestamp\nzz,999,1700000000\n")
+    done = _cli(["prepare", str(ws / "ev[1]*.csv"), "-o", str(ws / "d[2]"), "--split", "time:0.2", "-q"])
+    assert done.exit_code == 0, done.output
+    assert json.loads((ws / "d[2]" / "manifest.json").read_text())["n_items"] == 40  # not item 999
+    for args in (["predict", str(ws / "run[1]"), str(ws / "ev[1]*.csv"), "-q"], ["report", str(ws / "run[1]")],
+                 ["compare", str(ws / "run[1]"), str(ws / "run2")], ["evaluate", str(ws / "d[2]"), "--baselines", "pop", "-q"]):  # fmt: skip
+        result = _cli(args)
+        assert result.exit_code == 0, (args, result.output)
 
 
 def test_devices_and_pipes_are_written_into_never_replaced(ws: Path) -> None:
