@@ -9,6 +9,7 @@ predictions); everything for people goes to stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import json
@@ -33,7 +34,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
-    help="Next-item recommendation with recurrent neural networks: prepare, train, evaluate, predict.",
+    help="Next-item recommendation with recurrent neural networks: prepare, train, evaluate, predict, tune.",
 )
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -434,9 +435,10 @@ def tune(
 
     wait = parse_duration(timeout, "--timeout") if timeout else None
     opts = t.TuneOptions(**o.given(dict(trials=trials, metric=metric, storage=storage, study=study, pruning=pruning,
-                                        prune_after=prune_after, seed=seed, timeout=wait)))  # fmt: skip
+                                        prune_after=prune_after, timeout=wait)))  # fmt: skip
     t.check_data(data)
     model_cfg, train_cfg = o.run_configs(config, {**flags, "monitor": opts.metric})
+    opts = dataclasses.replace(opts, seed=train_cfg.seed)  # one --seed: the sampler's and every trial's
     fixed = set(o.given(flags, ModelConfig)) | set(o.given(flags, TrainConfig))
     dims = t.parse_space(t.without(t.load_space(train_cfg.loss, space), fixed), f"--space {space or train_cfg.loss}")
     t.check_space(dims, model_cfg, train_cfg, f"--space {space or train_cfg.loss}")
@@ -444,8 +446,11 @@ def tune(
     found = t.open_study(opts, out, searched, t.fixed_settings(model_cfg, train_cfg, dims))
     if not quiet:
         err.print(render.tune_header(found, opts, searched, out))
-    with render.tune_progress(quiet, opts.metric) as (on_trial, on_progress):
-        t.run_study(data, out, model_cfg, train_cfg, dims, opts, found, on_trial=on_trial, on_progress=on_progress)
+    try:
+        with render.tune_progress(quiet, opts.metric) as (on_trial, on_progress):
+            t.run_study(data, out, model_cfg, train_cfg, dims, opts, found, on_trial=on_trial, on_progress=on_progress)
+    except KeyboardInterrupt:
+        _interrupted("interrupted; the running trial is marked failed. Continue the study with the same command")
     notes = t.write_plots(found, out)
     if not quiet:
         err.print(render.tune_table(t.top_rows(found), opts.metric, f"Top trials of study {found.study_name!r}"))

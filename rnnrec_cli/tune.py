@@ -278,13 +278,16 @@ def open_study(opts: TuneOptions, out: Path, space: dict[str, Any], fixed: dict[
     _claim(out, name, url)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-            storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-        study = optuna.create_study(
-            storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-            pruner=_pruner(opts), sampler=_sampler(opts, 0),
-        )  # fmt: skip
+        for attempt in range(3):
+            try:
+                study = _create(opts, url, name)
+                break
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Workers starting together race to create the tables or the study; the loser
+                # finds them made a moment later.
+                if attempt == 2:
+                    raise
+                time.sleep(1.0 + attempt)
         recorded = study.user_attrs
         if "space" not in recorded:
             study.set_user_attr("space", space)
@@ -308,6 +311,19 @@ def open_study(opts: TuneOptions, out: Path, space: dict[str, Any], fixed: dict[
                 f"({detail}); run the same command as before, or start a new study with --study NAME or another -o"
             )
     return study
+
+
+def _create(opts: TuneOptions, url: str, name: str) -> optuna.Study:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # The heartbeat lets a worker on another host fail the trials of one that died.
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    return optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+        pruner=_pruner(opts), sampler=_sampler(opts, 0),
+    )  # fmt: skip
 
 
 def _claim(out: Path, name: str, url: str) -> None:
@@ -339,12 +355,11 @@ def _differences(recorded: dict[str, Any], space: dict[str, Any], fixed: dict[st
     return "; ".join(out[:4]) + (f"; {len(out) - 4} more" if len(out) > 4 else "")
 
 
-def _sampler(opts: TuneOptions, n_trials: int) -> optuna.samplers.BaseSampler:
-    """TPE seeded with --seed plus the trials the study holds: a fresh study is reproducible,
-    and a resumed one (after a kill) draws new startup points instead of repeating old ones."""
+def _sampler(opts: TuneOptions, number: int) -> optuna.samplers.BaseSampler:
+    """TPE seeded with --seed plus the number of the trial it samples."""
     import optuna
 
-    return optuna.samplers.TPESampler(seed=opts.seed + n_trials, n_startup_trials=opts.startup_trials)
+    return optuna.samplers.TPESampler(seed=opts.seed + number, n_startup_trials=opts.startup_trials)
 
 
 def _pruner(opts: TuneOptions) -> optuna.pruners.BasePruner:
@@ -435,7 +450,7 @@ def run_study(
     import optuna
 
     deadline = time.monotonic() + opts.timeout if opts.timeout else None
-    objective = _objective(data_dir, out, model, train, dims, opts.metric, on_progress, on_epoch)
+    objective = _objective(data_dir, out, model, train, dims, opts, on_progress, on_epoch)
     while True:
         fail_dead_trials(study)
         finished, running = count_trials(study)
@@ -445,7 +460,6 @@ def run_study(
             best, best_number = _best(study)
             eta = _eta(study, opts.trials - finished, deadline)
             on_trial(TrialEvent(len(study.trials), finished, opts.trials, best, best_number, eta))
-        study.sampler = _sampler(opts, len(study.trials))
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
             # A diverging trial is a bad point of the space, not a broken study: it is marked
@@ -470,7 +484,7 @@ def _objective(
     model: ModelConfig,
     train: TrainConfig,
     dims: list[Dim],
-    metric: str,
+    opts: TuneOptions,
     on_progress: Callable[[Progress], None] | None,
     on_epoch: Callable[[EpochReport], None] | None,
 ) -> Callable[[optuna.Trial], float]:
@@ -479,7 +493,13 @@ def _objective(
     from rnnrec_cli.plots import learning_curve
     from rnnrec_cli.train import fit, start_run
 
+    metric = opts.metric
+
     def objective(trial: optuna.Trial) -> float:
+        # Seeded by the trial's number, which the storage hands out once: a study run again
+        # after a kill, or by several workers at once, draws new points rather than the same
+        # ones, and one worker's study is reproducible. (Optuna samples at the first suggest.)
+        trial.study.sampler = _sampler(opts, trial.number)
         trial.set_user_attr("worker", WORKER)
         path = out / "trials" / f"{trial.number:04d}"
         trial.set_user_attr("run_dir", str(path.resolve()))
