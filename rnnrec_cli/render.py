@@ -322,6 +322,8 @@ def _study_state(ev: tune.TrialEvent, metric: str) -> str:
 def trial_line(row: dict[str, Any], ev: tune.TrialEvent, metric: str) -> str:
     """One finished trial, with where the study stands: printed on every output, TTY or not."""
     value = f"{metric} {row['value']:.4f}" if row["value"] is not None else "no value"
+    if row["reason"]:
+        value += f" ({row['reason']})"
     return (
         f"trial {row['number']} {row['state'].lower()}: {value} after {row['epochs']} epoch(s) in "
         f"{_duration(row['seconds'])}; {_params_text(row['params'])}  [{ev.finished} of {ev.total} done; "

@@ -275,8 +275,10 @@ def open_study(opts: TuneOptions, out: Path, space: dict[str, Any], fixed: dict[
 
     url = storage_url(opts, out)
     name = opts.study or out.resolve().name
-    _claim(out, name, url)
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # Optuna's own log lines (and a failed trial's traceback) would repeat what the progress
+    # shows; a failed trial's reason is in trials.csv and its line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    out.mkdir(parents=True, exist_ok=True)
     try:
         for attempt in range(3):
             try:
@@ -302,6 +304,7 @@ def open_study(opts: TuneOptions, out: Path, space: dict[str, Any], fixed: dict[
     except sqlalchemy.exc.SQLAlchemyError as exc:
         reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
         raise StorageError(f"cannot use the study storage {shown_url(url)}: {reason}") from None
+    _claim(out, name, url)
     if "space" in recorded:
         differs = [k for k, v in (("space", space), ("fixed", fixed), ("metric", opts.metric)) if recorded.get(k) != v]
         if differs:
@@ -339,7 +342,6 @@ def _claim(out: Path, name: str, url: str) -> None:
                 f"{mine['storage']}; use another -o for another study"
             )
         return
-    out.mkdir(parents=True, exist_ok=True)
     rundir.save_json(path, mine)
 
 
@@ -524,6 +526,9 @@ def _objective(
             learning_curve(rundir.read_metrics(run), run.path / "learning_curve.png", cfg.train.monitor)
             rundir.mark_complete(run)
             raise
+        except TrainingDiverged as exc:
+            trial.set_user_attr("error", str(exc))
+            raise
         return max(r.valid[metric] for r in reports)
 
     return objective
@@ -572,6 +577,7 @@ def _row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
         "epochs": len(t.intermediate_values),
         "seconds": round(seconds, 1) if seconds is not None else None,
         "params": _rounded(t.params),
+        "reason": t.user_attrs.get("error", ""),
         "worker": t.user_attrs.get("worker", ""),
         "run_dir": t.user_attrs.get("run_dir", ""),
     }
@@ -601,7 +607,7 @@ def write_results(study: optuna.Study, out: Path, model: ModelConfig, train: Tra
                              *(r["params"].get(n, "") for n in names), r["worker"], r["run_dir"]])  # fmt: skip
     _, number = _best(study)
     if number is not None:
-        best = study.trials[number]
+        best = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
         model_cfg, train_cfg = apply(model, train, _rounded(best.params))
         rundir.save_json(out / "best.json", {"model": to_dict(model_cfg), "train": to_dict(train_cfg)})
 
