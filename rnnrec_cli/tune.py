@@ -600,11 +600,12 @@ def write_results(study: optuna.Study, out: Path, model: ModelConfig, train: Tra
     names = sorted({k for r in rows for k in r["params"]})
     with rundir.atomic_write(out / "trials.csv") as tmp, tmp.open("w", newline="") as f:
         writer = csv.writer(f)
-        writer.writerow(["number", "state", "value", "epochs", "seconds", *names, "worker", "run_dir"])
+        writer.writerow(["number", "state", "value", "epochs", "seconds", *names, "worker", "run_dir", "error"])
         for r in rows:
             value = "" if r["value"] is None else f"{r['value']:.6f}"
-            writer.writerow([r["number"], r["state"], value, r["epochs"], r["seconds"] or "",
-                             *(r["params"].get(n, "") for n in names), r["worker"], r["run_dir"]])  # fmt: skip
+            params = [r["params"].get(n, "") for n in names]
+            writer.writerow([r["number"], r["state"], value, r["epochs"], r["seconds"] or "", *params, r["worker"],
+                             r["run_dir"], r["reason"]])  # fmt: skip
     _, number = _best(study)
     if number is not None:
         best = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
