@@ -632,6 +632,8 @@ def write_plots(study: optuna.Study, out: Path) -> list[str]:
     for name, plot in plots:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # "too few trials to compute importances": said below, as a note.
+            warnings.simplefilter("ignore", UserWarning)
             try:
                 ax = plot(study)
             except (ValueError, RuntimeError, ZeroDivisionError) as exc:
