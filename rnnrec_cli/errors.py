@@ -19,3 +19,7 @@ class RunDirError(RnnrecError):
 
 class TrainingDiverged(RnnrecError):
     """The loss became NaN or infinite."""
+
+
+class StorageError(RnnrecError):
+    """A tuning study's database cannot be reached or used."""

@@ -24,16 +24,12 @@ from typing import TYPE_CHECKING, Any
 
 from rnnrec_cli import rundir
 from rnnrec_cli.config import ModelConfig, TrainConfig, to_dict
-from rnnrec_cli.errors import ConfigError, DataError, RnnrecError, TrainingDiverged
+from rnnrec_cli.errors import ConfigError, DataError, StorageError, TrainingDiverged
 
 if TYPE_CHECKING:
     import optuna
 
     from rnnrec_cli.train import EpochReport, Progress
-
-
-class StorageError(RnnrecError):
-    """The study's storage cannot be reached or used."""
 
 
 # ---------------------------------------------------------------------------- search space
