@@ -9,6 +9,7 @@ predictions); everything for people goes to stderr.
 
 from __future__ import annotations
 
+import dataclasses
 import errno
 import functools
 import json
@@ -25,7 +26,7 @@ from typer.exceptions import TyperException
 
 from rnnrec_cli import __version__, render
 from rnnrec_cli import cliopts as o
-from rnnrec_cli.config import PrepareConfig
+from rnnrec_cli.config import ModelConfig, PrepareConfig, TrainConfig
 from rnnrec_cli.errors import RnnrecError, describe, first_line
 from rnnrec_cli.options import EvalOptions, PredictOptions
 from rnnrec_cli.render import err
@@ -34,7 +35,7 @@ app = typer.Typer(
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,
-    help="Next-item recommendation with recurrent neural networks: prepare, train, evaluate, predict.",
+    help="Next-item recommendation with recurrent neural networks: prepare, train, evaluate, predict, tune.",
 )
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -484,6 +485,79 @@ def compare(
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
     err.print(render.comparison(result))
+
+
+@app.command()
+@handle_errors
+def tune(
+    data: Annotated[Path, typer.Argument(help="A prepared data directory with a validation split.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Study directory: trials/, best.json, trials.csv, plots.")],
+    trials: o.Trials = None,
+    timeout: o.Timeout = None,
+    metric: o.Metric = None,
+    space: o.SpaceFile = None,
+    storage: o.Storage = None,
+    study: o.StudyName = None,
+    pruning: o.Pruning = None,
+    prune_after: o.PruneAfter = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections: every trial's base."),
+    ] = None,
+    cell: o.Cell = None,
+    layers: o.Layers = None,
+    embedding: o.Embedding = None,
+    dropout_embed: o.DropoutEmbed = None,
+    dropout_hidden: o.DropoutHidden = None,
+    loss: o.Loss = None,
+    n_sample: o.NSample = None,
+    sample_alpha: o.SampleAlpha = None,
+    full_softmax: o.FullSoftmax = None,
+    logq: o.LogQ = None,
+    bpreg: o.BprReg = None,
+    elu: o.Elu = None,
+    epochs: o.Epochs = None,
+    batch_size: o.BatchSize = None,
+    bptt: o.Bptt = None,
+    shuffle: o.Shuffle = None,
+    optimizer: o.Optimizer = None,
+    lr: o.Lr = None,
+    lr_schedule: o.LrSchedule = None,
+    momentum: o.Momentum = None,
+    clip_norm: o.ClipNorm = None,
+    seed: o.Seed = None,
+    checkpoint_every: o.CheckpointEvery = None,
+    valid_sample: o.ValidSample = None,
+    quiet: o.Quiet = False,
+) -> None:
+    """Search training settings with Optuna (TPE, median pruning); each trial is a run in STUDY_DIR/trials/."""
+    flags = dict(locals())
+    from rnnrec_cli import tune as t
+    from rnnrec_cli.config import parse_duration
+
+    wait = parse_duration(timeout, "--timeout") if timeout else None
+    opts = t.TuneOptions(**o.given(dict(trials=trials, metric=metric, storage=storage, study=study, pruning=pruning,
+                                        prune_after=prune_after, timeout=wait)))  # fmt: skip
+    t.check_data(data)
+    model_cfg, train_cfg = o.run_configs(config, {**flags, "monitor": opts.metric})
+    opts = dataclasses.replace(opts, seed=train_cfg.seed)  # one --seed: the sampler's and every trial's
+    fixed = set(o.given(flags, ModelConfig)) | set(o.given(flags, TrainConfig))
+    dims = t.parse_space(t.without(t.load_space(train_cfg.loss, space), fixed), f"--space {space or train_cfg.loss}")
+    t.check_space(dims, model_cfg, train_cfg, f"--space {space or train_cfg.loss}")
+    searched = {d.name: d.to_json() for d in dims}
+    found = t.open_study(opts, out, searched, t.fixed_settings(model_cfg, train_cfg, dims))
+    if not quiet:
+        err.print(render.tune_header(found, opts, searched, out))
+    try:
+        with render.tune_progress(quiet, opts.metric) as (on_trial, on_progress):
+            t.run_study(data, out, model_cfg, train_cfg, dims, opts, found, on_trial=on_trial, on_progress=on_progress)
+    except KeyboardInterrupt:
+        _interrupted("interrupted; the running trial is marked failed. Continue the study with the same command")
+    notes = t.write_plots(found, out)
+    if not quiet:
+        err.print(render.tune_table(t.top_rows(found), opts.metric, f"Top trials of study {found.study_name!r}"))
+        err.print(render.tune_footer(out, notes))
+    typer.echo(str(out / "best.json"))
 
 
 def main() -> None:

@@ -520,3 +520,44 @@ def run_configs(config: Path | None, flags: dict[str, Any]) -> tuple[ModelConfig
     model_cfg = make(ModelConfig, {**from_file["model"], **model_flags})
     defaults = task_train_defaults(model_cfg, {*from_file["train"], *train_flags})
     return model_cfg, make(TrainConfig, {**defaults, **from_file["train"], **train_flags})
+
+
+# ---------------------------------------------------------------------------- tune
+
+TUNE = "Search"
+Trials = Annotated[
+    int | None, opt("Finished trials the study should hold (a rerun continues it). \\[default: 100]", TUNE)
+]
+Timeout = Annotated[
+    str | None, opt("Start no trial after this long (e.g. 45m, 2h); the running one finishes. \\[default: none]", TUNE)
+]
+Metric = Annotated[str | None, opt("Validation metric to maximise: mrr@K or recall@K. \\[default: mrr@20]", TUNE)]
+SpaceFile = Annotated[
+    Path | None,
+    typer.Option(
+        "--space",
+        exists=True,
+        dir_okay=False,
+        metavar="FILE",
+        help='JSON {"params": {NAME: {"low", "high", "step"|"log"} or {"choices": [...]} or null}, "base": '
+        '"ce"|"bpr-max"|"none"}: changes the shipped space of --loss (null drops a parameter; base none replaces it).',
+        rich_help_panel=TUNE,
+    ),
+]
+Storage = Annotated[
+    str | None,
+    opt(
+        "SQLAlchemy URL of the study's database, e.g. postgresql://user:pw@host/db for several workers. "
+        "\\[default: sqlite in STUDY_DIR/study.db]",
+        TUNE,
+    ),
+]
+StudyName = Annotated[
+    str | None, opt("Study name in the storage. \\[default: the name of STUDY_DIR]", TUNE, None, "--study")
+]
+Pruning = Annotated[
+    bool | None,
+    opt("Stop trials whose epoch metric is below the median of earlier trials. \\[default: on]", TUNE, None,
+        "--pruning/--no-pruning"),
+]  # fmt: skip
+PruneAfter = Annotated[int | None, opt("Finished trials before pruning starts. \\[default: 3]", TUNE)]

@@ -33,6 +33,10 @@ class TrainingDiverged(RnnrecError):
     """The loss became NaN or infinite."""
 
 
+class StorageError(RnnrecError):
+    """A tuning study's database cannot be reached or used."""
+
+
 # What to do about each filesystem error, by errno.
 _FIXES = {
     errno.ENOSPC: "free some space on that filesystem, or write somewhere else",

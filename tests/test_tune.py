@@ -1,0 +1,328 @@
+"""`rnnrec tune`: the search space, a tiny study end to end, pruning, resuming after kill -9,
+bad input, and two workers on one study in a real PostgreSQL server."""
+
+from __future__ import annotations
+
+import csv
+import glob
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from rnnrec_cli.cli import app
+from rnnrec_cli.config import ModelConfig, TrainConfig
+from rnnrec_cli.errors import ConfigError
+from rnnrec_cli.tune import SPACES, TuneOptions, apply, check_space, load_space, parse_space, suggest
+
+from .conftest import synthetic_log
+
+runner = CliRunner()
+# Tiny trials: a few seconds each, most of it compiling.
+TINY = ["--layers", "32", "--batch-size", "16", "--bptt", "4", "--epochs", "2"]
+
+
+@pytest.fixture(scope="module")
+def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    tmp = tmp_path_factory.mktemp("tune")
+    log = tmp / "events.csv"
+    synthetic_log(n_users=100, n_items=150).write_csv(log)
+    out = tmp / "data"
+    result = runner.invoke(app, ["prepare", str(log), "-o", str(out), "--split", "time:0.2", "--valid", "0.1", "-q"])
+    assert result.exit_code == 0, result.output
+    return out
+
+
+def _tune(data: Path, out: Path, *args: str) -> str:
+    result = runner.invoke(app, ["tune", str(data), "-o", str(out), *args])
+    assert result.exit_code == 0, result.output
+    return result.stdout
+
+
+def _study(out: Path, storage: str | None = None):
+    import optuna
+
+    return optuna.load_study(study_name=out.name, storage=storage or f"sqlite:///{out / 'study.db'}")
+
+
+def _space_file(tmp: Path, values: dict) -> Path:
+    path = tmp / f"space-{len(list(tmp.glob('space-*')))}.json"
+    path.write_text(json.dumps(values))
+    return path
+
+
+# ---------------------------------------------------------------------------- the space (unit)
+
+
+def test_shipped_spaces_are_valid_and_loss_specific() -> None:
+    for loss, space in SPACES.items():
+        dims = parse_space(space, loss)
+        check_space(dims, ModelConfig(), TrainConfig(loss=loss), loss)
+    assert "logq" in SPACES["ce"] and "bpreg" not in SPACES["ce"]
+    assert {"bpreg", "elu"} <= set(SPACES["bpr-max"]) and "logq" not in SPACES["bpr-max"]
+
+
+def test_space_file_narrows_drops_or_replaces(tmp_path: Path) -> None:
+    narrowed = load_space("ce", _space_file(tmp_path, {"params": {"layers": {"low": 64, "high": 128}, "logq": None}}))
+    assert narrowed["layers"] == {"low": 64, "high": 128} and "logq" not in narrowed and "lr" in narrowed
+    assert load_space("ce", _space_file(tmp_path, {"base": "none", "params": {"lr": 0.1}})) == {"lr": 0.1}
+    assert "bpreg" in load_space("ce", _space_file(tmp_path, {"base": "bpr-max", "params": {}}))
+
+
+@pytest.mark.parametrize(
+    ("space", "message"),
+    [
+        ({"lrr": {"low": 0.1, "high": 0.2}}, "unknown parameter(s) lrr"),
+        ({"lr": {"low": 0.2, "high": 0.1}}, "lr has an empty range (low 0.2 > high 0.1)"),
+        ({"lr": {"choices": []}}, "lr.choices must be a non-empty list"),
+        ({"layers": {"low": 64.5, "high": 128}}, "layers.low must be an integer"),
+        ({"lr": {"low": 0.0, "high": 0.1, "log": True}}, "lr with log needs low > 0"),
+        ({"lr": {"lo": 0.1, "high": 0.2}}, "lr has unknown key(s) lo"),
+    ],
+)
+def test_bad_spaces_name_the_problem(space: dict, message: str) -> None:
+    with pytest.raises(ConfigError) as exc:
+        parse_space(space, "--space s.json")
+    assert message in str(exc.value)
+
+
+def test_space_values_are_checked_against_the_configs() -> None:
+    dims = parse_space({"dropout_hidden": {"low": 0.0, "high": 1.0}}, "--space s.json")
+    with pytest.raises(ConfigError, match=r"dropout_hidden = 1\.0 is invalid"):
+        check_space(dims, ModelConfig(), TrainConfig(), "--space s.json")
+
+
+def test_trial_values_become_configs() -> None:
+    import optuna
+
+    dims = parse_space({**SPACES["ce"], "n_sample": 512}, "ce")
+    trial = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=1)).ask()
+    params = suggest(trial, dims)
+    model, train = apply(ModelConfig(), TrainConfig(), params)
+    assert model.layers == (params["layers"],) and 64 <= params["layers"] <= 512 and params["layers"] % 32 == 0
+    assert train.lr == params["lr"] and train.n_sample == 512 and train.logq in (0.0, 1.0)
+
+
+def test_metric_must_be_computed() -> None:
+    with pytest.raises(ConfigError, match="'ndcg@20' is not a validation metric"):
+        TuneOptions(metric="ndcg@20")
+
+
+# ---------------------------------------------------------------------------- end to end
+
+
+def test_tiny_study_end_to_end(data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "study"
+    stdout = _tune(data, out, "--trials", "3", *TINY, "--seed", "1")
+    assert stdout.strip().splitlines()[-1] == str(out / "best.json")
+    for name in ("best.json", "trials.csv", "history.png", "importances.png", "study.db"):
+        assert (out / name).is_file(), name
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert [r["number"] for r in rows] == ["0", "1", "2"] and all(r["state"] == "COMPLETE" for r in rows)
+    assert {"lr", "dropout_embed", "momentum", "logq"} <= set(rows[0]) and "layers" not in rows[0]  # fixed by a flag
+    for r in rows:
+        run = Path(r["run_dir"])
+        assert run == (out / "trials" / f"{int(r['number']):04d}").resolve() and (run / "COMPLETE").is_file()
+        assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
+
+    # best.json is the best trial's settings, and `train --config` takes it.
+    best = max(rows, key=lambda r: float(r["value"]))
+    cfg = json.loads((out / "best.json").read_text())
+    assert cfg["train"]["lr"] == float(best["lr"]) and cfg["model"]["layers"] == [32]
+    assert cfg["train"]["epochs"] == 2 and cfg["train"]["monitor"] == "mrr@20"
+    run = tmp_path / "retrained"
+    result = runner.invoke(app, ["train", str(data), "--config", str(out / "best.json"), "-o", str(run), "-q"])
+    assert result.exit_code == 0, result.output
+    assert json.loads((run / "config.json").read_text())["train"]["lr"] == float(best["lr"])
+    # Any trial is an ordinary run directory.
+    result = runner.invoke(app, ["evaluate", best["run_dir"], "--baselines", "pop", "--json", "-q"])
+    assert result.exit_code == 0, result.output
+
+    # The same command again: the study has its trials, nothing runs or repeats.
+    again = runner.invoke(app, ["tune", str(data), "-o", str(out), "--trials", "3", *TINY, "--seed", "1"])
+    assert again.exit_code == 0, again.output
+    assert "continuing with 3 finished" in again.stderr
+    assert len(_study(out).trials) == 3
+
+
+def test_pruning_stops_a_trial_with_a_bad_first_epoch(data: Path, tmp_path: Path) -> None:
+    """Two good trials, then one whose learning rate leaves the model untrained after its first
+    epoch: the median pruner stops it there, and it stays a finished run directory."""
+    import optuna
+
+    out = tmp_path / "study"
+    out.mkdir()
+    study = optuna.create_study(study_name=out.name, storage=f"sqlite:///{out / 'study.db'}", direction="maximize")
+    for lr in (0.3, 0.2, 1e-5):
+        study.enqueue_trial({"lr": lr})
+    space = _space_file(tmp_path, {"base": "none", "params": {"lr": {"low": 1e-5, "high": 0.5, "log": True}}})
+    _tune(data, out, "--trials", "3", "--space", str(space), "--prune-after", "2", *TINY, "--epochs", "3", "-q")
+    trials = _study(out).trials
+    states = [t.state.name for t in trials]
+    assert states == ["COMPLETE", "COMPLETE", "PRUNED"], [(t.params, t.intermediate_values) for t in trials]
+    assert list(trials[2].intermediate_values) == [1] and list(trials[0].intermediate_values) == [1, 2, 3]
+    pruned = out / "trials" / "0002"
+    assert len((pruned / "metrics.jsonl").read_text().splitlines()) == 1
+    assert (pruned / "COMPLETE").is_file() and (pruned / "checkpoints" / "best.msgpack").is_file()
+    rows = list(csv.DictReader((out / "trials.csv").open()))
+    assert rows[2]["state"] == "PRUNED" and rows[2]["epochs"] == "1"
+
+
+def test_kill_9_then_the_same_command_continues(data: Path, tmp_path: Path) -> None:
+    """A real SIGKILL during the second trial; running the command again marks that trial
+    failed, keeps the first, and runs new trials up to the count."""
+    from optuna.trial import TrialState
+
+    out = tmp_path / "study"
+    args = ["tune", str(data), "-o", str(out), "--trials", "3", *TINY, "--epochs", "3", "-q"]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "rnnrec_cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    deadline = time.time() + 240
+    while time.time() < deadline and proc.poll() is None and not (out / "trials" / "0001" / "config.json").is_file():
+        time.sleep(0.05)
+    time.sleep(0.5)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert proc.returncode == -signal.SIGKILL, proc.stderr.read().decode() if proc.stderr else ""
+    before = _study(out).trials
+    if len(before) < 2 or before[1].state != TrialState.RUNNING:
+        pytest.skip("the second trial was not running when the kill came")
+    assert before[0].state == TrialState.COMPLETE
+    first_metrics = (out / "trials" / "0000" / "metrics.jsonl").read_text()
+
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    after = _study(out).trials
+    assert [t.state.name for t in after] == ["COMPLETE", "FAIL", "COMPLETE", "COMPLETE"]
+    assert [t.number for t in after] == [0, 1, 2, 3]
+    assert after[0].datetime_complete == before[0].datetime_complete and after[0].value == before[0].value
+    assert (out / "trials" / "0000" / "metrics.jsonl").read_text() == first_metrics
+    # A resumed study draws new points, not the first trials' again.
+    assert after[2].params != after[0].params
+
+
+# ---------------------------------------------------------------------------- bad input
+
+
+def _one_error_line(result) -> str:
+    assert result.exit_code in (1, 2), result.output
+    assert "Traceback" not in result.output
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: "), result.stderr
+    return lines[0]
+
+
+def test_bad_input_is_one_error_line(data: Path, tmp_path: Path) -> None:
+    def tune(*args: str, out: Path | None = None) -> str:
+        target = out or tmp_path / f"s{len(list(tmp_path.iterdir()))}"
+        return _one_error_line(runner.invoke(app, ["tune", str(data), "-o", str(target), *TINY, *args]))
+
+    unknown = _space_file(tmp_path, {"params": {"lrr": {"low": 0.1, "high": 0.2}}})
+    assert "unknown parameter(s) lrr" in tune("--space", str(unknown))
+    empty = _space_file(tmp_path, {"params": {"lr": {"low": 0.3, "high": 0.1}}})
+    assert "lr has an empty range (low 0.3 > high 0.1)" in tune("--space", str(empty))
+    assert "--metric 'ndcg@20' is not a validation metric" in tune("--metric", "ndcg@20")
+    line = tune("--storage", "postgresql://rnnrec:secret@127.0.0.1:1/nothing")
+    assert line.startswith("Error: cannot use the study storage postgresql://rnnrec:***@127.0.0.1:1/nothing")
+    assert "secret" not in line
+    assert "is not a database URL" in tune("--storage", "not a url")
+
+    # An existing study made with another space.
+    out = tmp_path / "study"
+    first = _space_file(tmp_path, {"base": "none", "params": {"lr": {"low": 0.1, "high": 0.2}}})
+    _tune(data, out, "--trials", "1", "--space", str(first), *TINY, "-q")
+    other = _space_file(tmp_path, {"base": "none", "params": {"lr": {"low": 0.1, "high": 0.3}}})
+    line = tune("--trials", "2", "--space", str(other), out=out)
+    assert "was created with a different space" in line and "lr:" in line
+
+    # No validation split: choosing on the test split would leak it.
+    no_valid = tmp_path / "data-no-valid"
+    shutil.copytree(data, no_valid)
+    manifest = json.loads((no_valid / "manifest.json").read_text())
+    manifest["splits"]["valid"] = {**manifest["splits"]["valid"], "events": 0, "sequences": 0, "targets": 0}
+    (no_valid / "manifest.json").write_text(json.dumps(manifest))
+    line = _one_error_line(runner.invoke(app, ["tune", str(no_valid), "-o", str(tmp_path / "nv"), *TINY]))
+    assert "has no validation split" in line
+
+
+# ---------------------------------------------------------------------------- PostgreSQL, two workers
+
+
+def _postgres_bin() -> Path | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).resolve().parent if initdb else None
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def postgres_url():
+    """A throwaway PostgreSQL cluster on a free local port, stopped afterwards. PostgreSQL
+    refuses to run as root, so as root the cluster belongs to the `postgres` user."""
+    bindir = _postgres_bin()
+    if bindir is None:
+        if os.environ.get("CI") or os.environ.get("RNNREC_TEST_POSTGRES"):
+            pytest.fail("PostgreSQL (initdb, pg_ctl) is not installed; .ci/run installs the distribution's package")
+        pytest.skip("PostgreSQL is not installed (apt-get install postgresql)")
+    as_user: list[str] = []
+    root = tempfile.mkdtemp(prefix="rnnrec-pg-")
+    if os.geteuid() == 0:
+        import pwd
+
+        user = pwd.getpwnam("postgres")
+        os.chown(root, user.pw_uid, user.pw_gid)
+        os.chmod(root, 0o755)
+        as_user = ["runuser", "-u", "postgres", "--"]
+    port = _free_port()
+    pgdata = f"{root}/data"
+
+    def run(*cmd: str) -> None:
+        subprocess.run([*as_user, *cmd], check=True, capture_output=True, timeout=120)
+
+    run(str(bindir / "initdb"), "-D", pgdata, "-U", "postgres", "--auth=trust", "-E", "UTF8")
+    run(str(bindir / "pg_ctl"), "-D", pgdata, "-l", f"{root}/log", "-w", "-t", "60", "start",
+        "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1")  # fmt: skip
+    try:
+        yield f"postgresql://postgres@127.0.0.1:{port}/postgres"
+    finally:
+        run(str(bindir / "pg_ctl"), "-D", pgdata, "-m", "immediate", "-w", "stop")
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_two_workers_share_a_postgres_study(data: Path, tmp_path: Path, postgres_url: str) -> None:
+    out = tmp_path / "study"
+    cmd = [sys.executable, "-m", "rnnrec_cli", "tune", str(data), "-o", str(out), "--storage", postgres_url,
+           "--study", "shared", "--trials", "6", *TINY, "-q"]  # fmt: skip
+    workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
+    for w in workers:
+        stdout, stderr = w.communicate(timeout=600)
+        assert w.returncode == 0, stderr.decode()
+        assert stdout.decode().strip().endswith("best.json")
+    import optuna
+
+    trials = optuna.load_study(study_name="shared", storage=postgres_url).trials
+    finished = [t for t in trials if t.state.name in ("COMPLETE", "PRUNED")]
+    assert len(finished) >= 6
+    numbers = [t.number for t in trials]
+    assert len(numbers) == len(set(numbers))
+    pids = {str(w.pid) for w in workers}
+    assert {t.user_attrs["worker"].rpartition(":")[2] for t in finished} == pids, "both workers ran trials"
+    assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)
+    assert (out / "best.json").is_file()
