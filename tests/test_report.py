@@ -113,14 +113,15 @@ def test_compare_pairs_runs_on_the_same_targets(runs) -> None:
 def test_compare_refuses_runs_evaluated_on_other_targets(runs) -> None:
     result = runner.invoke(app, ["compare", str(runs["gru"]), str(runs["value"])])
     assert result.exit_code == 1
-    assert (
-        "Error:" in result.output and "no test evaluation with ranks" in result.output
-    ) or "other test targets" in result.output
-    other = runs["root"] / "gru-valid-only"
-    shutil.copytree(runs["gru"], other)
-    _ok(["evaluate", str(other), "--split", "valid", "-q"])
-    (other / "eval" / "test_ranks.parquet").replace(other / "eval" / "keep.parquet")
-    (other / "eval" / "valid_ranks.parquet").replace(other / "eval" / "test_ranks.parquet")
+    assert "Error:" in result.output and "ranks no items (its task is value)" in result.output, result.output
+    # Another split of the same events: other test targets, each run consistent with itself.
+    root = runs["root"]
+    _ok(
+        ["prepare", str(root / "events.csv"), "-o", str(root / "data30"), "--split", "time:0.3", "--valid", "0.1", "-q"]
+    )
+    other = root / "gru-other-split"
+    _ok(["train", str(root / "data30"), "-o", str(other), "--seed", "0", *TINY])
+    _ok(["evaluate", str(other), "-q", "--bootstrap", "100"])
     result = runner.invoke(app, ["compare", str(runs["gru"]), str(other)])
     assert result.exit_code == 1 and "other test targets" in result.output, result.output
     bad = runner.invoke(app, ["compare", str(runs["gru"]), str(runs["lstm"]), "--metric", "auc"])
