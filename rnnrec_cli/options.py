@@ -84,6 +84,8 @@ class ScoreOptions:
         check_choice("ties", self.ties, Ties)
         check_positive("k", self.k, allow_zero=True)
         check_positive("item block", self.item_block)
+        if self.item_block >= 1 << 24:
+            raise ConfigError("item block must stay below 2**24 items (per-block counts are summed in float32)")
 
 
 @dataclass(frozen=True, kw_only=True)
