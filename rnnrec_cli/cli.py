@@ -228,6 +228,9 @@ def train(
     parallel.init_distributed(coordinator, num_processes, process_id)
     leader = parallel.is_leader()
     quiet = quiet or not leader
+    if quiet:
+        # -q: warnings and errors only (the loop's progress notes are info).
+        logging.getLogger("rnnrec_cli").setLevel(logging.WARNING)
     if resume is not None:
         # Every process reads the run directory (a shared filesystem); only process 0 writes.
         run = rundir.open_for_resume(resume)

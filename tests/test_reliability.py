@@ -1009,6 +1009,13 @@ def test_dropped_rows_and_a_test_file_equal_to_training_are_warned(ws: Path) -> 
     assert result.exit_code == 0 and "same content as a training input" in result.output, result.output
 
 
+def test_quiet_resume_prints_nothing_but_the_run(ws: Path) -> None:
+    (ws / "run" / "COMPLETE").unlink()
+    done = _rnnrec("train", "--resume", str(ws / "run"), "-q")
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.strip() == "" and done.stdout.strip() == str(ws / "run")
+
+
 def test_unfinished_run_warns_on_evaluate_and_predict(ws: Path) -> None:
     (ws / "run" / "COMPLETE").unlink()
     for args in (["evaluate", str(ws / "run"), "-q"], ["predict", str(ws / "run"), str(ws / "events.csv"), "-q"]):
