@@ -401,11 +401,16 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
+def _evaluate_command(run: RunDir, split: str) -> str:
+    """The command that writes `split`'s evaluation files again (named in every error about them)."""
+    return f"rnnrec evaluate {run.path}" + ("" if split == "test" else f" --split {split}")
+
+
 def read_result(run: RunDir, split: str) -> dict[str, Any]:
     """eval/<split>.json as `evaluate` wrote it, checked (report and compare read it back): a
     damaged or hand-edited file is one error, never a wrong number on a page."""
     path = run.eval_dir / f"{split}.json"
-    again = f"rnnrec evaluate {run.path}" + ("" if split == "test" else f" --split {split}")
+    again = _evaluate_command(run, split)
     if not path.is_file():
         raise RunDirError(f"{run.path} has no {split} evaluation; run `{again}` first")
     result = load_json(path, finite=False)
@@ -467,7 +472,7 @@ def read_ranks(run: RunDir, split: str, result: dict[str, Any]) -> Any:
     import polars as pl
 
     path = ranks_path(run, split)
-    again = f"rnnrec evaluate {run.path}" + ("" if split == "test" else f" --split {split}")
+    again = _evaluate_command(run, split)
     if result["task"] != "next-item":
         raise RunDirError(f"{run.path} ranks no items (its task is {result['task']}); only next-item runs have ranks")
     if not path.is_file():

@@ -82,7 +82,8 @@ def temp_dir(path: Path) -> Path:
     return tmp
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
+    """Whether a process of this host with this pid exists (a temporary's or a trial's owner)."""
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -101,7 +102,7 @@ def clean_stale(path: Path) -> None:
         return
     for entry in entries:
         m = pattern.match(entry.name)
-        if m is None or int(m.group(1)) == os.getpid() or _alive(int(m.group(1))):
+        if m is None or int(m.group(1)) == os.getpid() or alive(int(m.group(1))):
             continue
         if entry.is_dir() and not entry.is_symlink():
             shutil.rmtree(entry, ignore_errors=True)

@@ -378,20 +378,10 @@ def fail_dead_trials(study: optuna.Study) -> list[int]:
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         worker = t.user_attrs.get("worker", "")
         w_host, _, pid = worker.rpartition(":")
-        if w_host == host and pid.isdigit() and not _alive(int(pid)):
+        if w_host == host and pid.isdigit() and not rundir.alive(int(pid)):
             study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
             failed.append(t.number)
     return failed
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 def count_trials(study: optuna.Study) -> tuple[int, int]:
