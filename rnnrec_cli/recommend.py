@@ -12,7 +12,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnrec_cli import model
+from rnnrec_cli import model, scoring
 from rnnrec_cli.batches import Batch
 from rnnrec_cli.config import ModelConfig
 from rnnrec_cli.options import PredictOptions, Strategy
@@ -49,29 +49,30 @@ def top_k(
 
     allowed: <bool>[N] candidate items.
     """
+    # Scores over the catalogue padded to whole groups of the two-pass top-k (padding: -inf).
+    kernel, bias = scoring.pad_catalogue(*model.output_layer(params, cfg, features), scoring.TOP_K_GROUP)
+    n_cols = kernel.shape[0]
+    allowed = jnp.pad(allowed, (0, n_cols - allowed.shape[0]))
     if not every_position:
         carry, _ = _run(params, cfg, x, features)
-        scores = model.scores(params, cfg, model.last_hidden(cfg, carry), features)
-        scores = jnp.where(allowed[None, :], scores, -jnp.inf)
+        scores = jnp.where(allowed[None, :], model.last_hidden(cfg, carry) @ kernel.T + bias, -jnp.inf)
         if exclude_seen:
-            scores = jnp.where(_seen_mask(x.inputs, x.mask, scores.shape[1]), -jnp.inf, scores)
-        return jax.lax.top_k(scores, k)
+            scores = jnp.where(_seen_mask(x.inputs, x.mask, n_cols), -jnp.inf, scores)
+        return scoring.top_k(scores, k)
     batch = x.inputs.shape[1]
     _, hidden = _run(params, cfg, x, features)
-    kernel, bias = model.output_layer(params, cfg, features)
-    n_items = kernel.shape[0]
     rows = jnp.arange(batch)
 
     def step(seen: jax.Array, xs: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, tuple]:
         h, x, r, v = xs
         seen = jnp.where(r[:, None], False, seen)
-        seen = seen.at[rows, jnp.where(v, x, n_items)].set(True, mode="drop")
+        seen = seen.at[rows, jnp.where(v, x, n_cols)].set(True, mode="drop")
         s = jnp.where(allowed[None, :], h @ kernel.T + bias, -jnp.inf)
         if exclude_seen:
             s = jnp.where(seen, -jnp.inf, s)
-        return seen, jax.lax.top_k(s, k)
+        return seen, scoring.top_k(s, k)
 
-    _, (scores, items) = jax.lax.scan(step, jnp.zeros((batch, n_items), bool), (hidden, x.inputs, x.reset, x.mask))
+    _, (scores, items) = jax.lax.scan(step, jnp.zeros((batch, n_cols), bool), (hidden, x.inputs, x.reset, x.mask))
     return scores, items
 
 

@@ -7,6 +7,7 @@ target's score, so the comparison counts it once as a tie, never as higher.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from functools import partial
 from typing import NamedTuple
 
@@ -37,6 +38,37 @@ def _count(mask: jax.Array) -> jax.Array:
     return jnp.sum(mask.astype(jnp.float32), axis=1).astype(jnp.int32)
 
 
+# Items per group of the two-pass top-k: a multiple of the SIMD width, small enough that the
+# k best groups are few candidates.
+TOP_K_GROUP = 128
+
+
+def top_k(s: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
+    """`jax.lax.top_k` over the last axis (ties: the lower index first), in two passes, which
+    XLA's CPU backend runs several times faster on wide rows: the k groups of TOP_K_GROUP
+    columns with the highest maxima hold the top k (any column outside them is beaten by those
+    k maxima, on value or, tied, on index), so one top-k runs over the group maxima and one over
+    those k groups' columns, taken in index order. Other widths (pad the scores' source with
+    `pad_catalogue`: padding the scores themselves costs more than it saves) and narrow
+    rows take one `lax.top_k`."""
+    n = s.shape[-1]
+    if n % TOP_K_GROUP or n // TOP_K_GROUP < 4 * k:
+        return jax.lax.top_k(s, k)
+    groups = s.reshape(*s.shape[:-1], n // TOP_K_GROUP, TOP_K_GROUP)
+    _, best = jax.lax.top_k(groups.max(axis=-1), k)
+    cols = (jnp.sort(best, axis=-1)[..., None] * TOP_K_GROUP + jnp.arange(TOP_K_GROUP)).reshape(*s.shape[:-1], -1)
+    v, j = jax.lax.top_k(jnp.take_along_axis(s, cols, axis=-1), k)
+    return v, jnp.take_along_axis(cols, j, axis=-1)
+
+
+def pad_catalogue(kernel: jax.Array, bias: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
+    """The output layer's [N, H] weights and [N] bias with zero rows of bias -inf appended up to
+    a multiple of `multiple`: scores over them come in whole top-k groups or item blocks, and
+    the padding columns, after every item and never above one, change no rank or top-k."""
+    pad = -kernel.shape[0] % multiple
+    return jnp.pad(kernel, ((0, pad), (0, 0))), jnp.pad(bias, (0, pad), constant_values=-jnp.inf)
+
+
 def rank_step(
     h: jax.Array,
     targets: jax.Array,
@@ -44,23 +76,22 @@ def rank_step(
     negatives: jax.Array,
     kernel_blocks: jax.Array,
     bias_blocks: jax.Array,
-    kernel: jax.Array,
-    bias: jax.Array,
     *,
     opts: ScoreOptions,
-    n_items: int,
 ) -> StepOut:
-    """Ranks and top-k of one step.
+    """Ranks and top-k of a batch of rows (one target each).
 
     Args:
-      h: <float32>[B, H] hidden states; targets: <int32>[B].
-      seen: <int32>[B, L] items seen so far in each sequence (-1 = empty slot).
-      negatives: <int32>[B, n_sampled] items for sampled ranks.
+      h: <float32>[R, H] hidden states; targets: <int32>[R].
+      seen: <int32>[R, L] items seen before each target (-1 = none), used with exclude_seen.
+      negatives: <int32>[R, n_sampled] items for sampled ranks.
       kernel_blocks, bias_blocks: [n_blocks, block, H] and [n_blocks, block], the item matrix
-        padded to whole blocks.
+        padded to whole blocks (padding rows have bias -inf: never above a target).
     """
     batch = h.shape[0]
     block = kernel_blocks.shape[1]
+    kernel = kernel_blocks.reshape(-1, kernel_blocks.shape[2])
+    bias = bias_blocks.reshape(-1)
     rows = jnp.arange(batch)
     ts = jnp.sum(h * kernel[targets], axis=-1) + bias[targets]
     target_seen = jnp.any(seen == targets[:, None], axis=1) if opts.exclude_seen else jnp.zeros(batch, bool)
@@ -68,13 +99,12 @@ def rank_step(
     def over_blocks(acc: tuple, xs: tuple) -> tuple[tuple, None]:
         higher, tied, top_v, top_i = acc
         w, b, start = xs
-        # Padding rows past the catalogue have bias -inf (see score_chunk): never above a target.
         s = h @ w.T + b
         if opts.exclude_seen:
             local = jnp.where((seen >= start) & (seen < start + block), seen - start, block)
             s = s.at[rows[:, None], local].set(-jnp.inf, mode="drop")
         # Count over the whole block, then take the target's own column back out: exact, with no
-        # write into the [B, block] scores.
+        # write into the [R, block] scores.
         own = targets - start
         mine = (own >= 0) & (own < block)
         s_own = jnp.take_along_axis(s, jnp.clip(own, 0, block - 1)[:, None], axis=1)[:, 0]
@@ -83,7 +113,7 @@ def rank_step(
         if opts.k:
             # The block's own top-k first, then merged with the running one: ties keep the
             # lower item id, as one top-k over the whole catalogue would.
-            v, j = jax.lax.top_k(s, opts.k)
+            v, j = top_k(s, opts.k)
             cand_v, cand_i = jnp.concatenate([top_v, v], axis=1), jnp.concatenate([top_i, start + j], axis=1)
             top_v, j = jax.lax.top_k(cand_v, opts.k)
             top_i = jnp.take_along_axis(cand_i, j, axis=1)
@@ -107,54 +137,91 @@ def rank_step(
     return StepOut(ranks, top_i, sampled)
 
 
-def score_chunk(
-    params: model.Params,
-    carry: model.Carry,
+# Targets are scored SCORE_ROWS at a time, up to SCORE_CALL of those per jitted call: inside one
+# call XLA reuses the [rows, block] buffers, where separate calls each allocate them afresh
+# (twice as slow on CPU).
+SCORE_ROWS = 128
+SCORE_CALL = 16
+
+
+@partial(jax.jit, static_argnames=("opts",))
+def _rank_rows(
+    n: jax.Array,
+    h: jax.Array,
+    targets: jax.Array,
     seen: jax.Array,
-    seen_n: jax.Array,
-    batch: Batch,
-    features: model.Features,
+    negatives: jax.Array,
+    kernel_blocks: jax.Array,
+    bias_blocks: jax.Array,
     *,
-    cfg: RunConfig,
     opts: ScoreOptions,
-) -> tuple[model.Carry, jax.Array, jax.Array, StepOut]:
-    """Run the model over a [T, B] chunk and score every step. Pure; jitted below.
+) -> StepOut:
+    """`rank_step` over the first `n` of S batches of rows ([S, R, ...] inputs; the rest is
+    padding, left as zeros in the output)."""
+    s, r = targets.shape
+    out = StepOut(jnp.zeros((s, r)), jnp.zeros((s, r, opts.k), jnp.int32), jnp.zeros((s, r)))
 
-    Reads the batch's inputs, targets, reset, side inputs and negatives <int32>[T, B, n_sampled].
-    `seen`/`seen_n` carry each slot's seen items across chunks (used only with exclude_seen).
-    """
-    inputs, targets, reset, negatives = batch.inputs, batch.targets, batch.reset, batch.negatives
-    carry, hidden = model.run(params, cfg.model, carry, batch, None, features)
+    def one(i: jax.Array, out: StepOut) -> StepOut:
+        o = rank_step(h[i], targets[i], seen[i], negatives[i], kernel_blocks, bias_blocks, opts=opts)
+        return jax.tree.map(lambda a, b: a.at[i].set(b), out, o)
+
+    return jax.lax.fori_loop(0, n, one, out)
+
+
+@partial(jax.jit, static_argnames=("cfg", "item_block"))
+def item_blocks(
+    params: model.Params, features: model.Features, *, cfg: RunConfig, item_block: int
+) -> tuple[jax.Array, jax.Array]:
+    """The output layer as [n_blocks, block, H] weights and [n_blocks, block] biases: as few
+    blocks as `item_block` allows, of equal size (a multiple of 128), so the padding past the
+    catalogue stays small (50k items are 2 blocks of 25,088, not 2 of 32,768). Padding rows have
+    bias -inf."""
     kernel, bias = model.output_layer(params, cfg.model, features)
-    n_items = kernel.shape[0]
-    # As few blocks as item_block allows, of equal size (a multiple of 128), so the padding
-    # past the catalogue stays small: 50k items are 2 blocks of 25,088, not 2 of 32,768.
-    n_blocks = -(-n_items // opts.item_block)
-    block = -(-n_items // n_blocks)
-    block = -(-block // 128) * 128 if block >= 1024 else block
-    pad = n_blocks * block - n_items
-    kernel_blocks = jnp.pad(kernel, ((0, pad), (0, 0))).reshape(n_blocks, block, -1)
-    bias_blocks = jnp.pad(bias, (0, pad), constant_values=-jnp.inf).reshape(n_blocks, block)
-    rows = jnp.arange(inputs.shape[1])
-
-    def step(state: tuple[jax.Array, jax.Array], xs: tuple) -> tuple[tuple, StepOut]:
-        seen, seen_n = state
-        h, x, t, r, neg = xs
-        if opts.exclude_seen:
-            seen = jnp.where(r[:, None], -1, seen)
-            seen_n = jnp.where(r, 0, seen_n)
-            present = jnp.any(seen == x[:, None], axis=1)
-            slot = jnp.where(present, seen.shape[1], seen_n)
-            seen = seen.at[rows, slot].set(x, mode="drop")
-            seen_n = seen_n + (~present).astype(jnp.int32)
-        out = rank_step(h, t, seen, neg, kernel_blocks, bias_blocks, kernel, bias, opts=opts, n_items=n_items)
-        return (seen, seen_n), out
-
-    (seen, seen_n), out = jax.lax.scan(step, (seen, seen_n), (hidden, inputs, targets, reset, negatives))
-    return carry, seen, seen_n, out
+    n_blocks = -(-kernel.shape[0] // item_block)
+    block = -(-kernel.shape[0] // n_blocks)
+    block = -(-block // TOP_K_GROUP) * TOP_K_GROUP if block >= 1024 else block
+    kernel, bias = pad_catalogue(kernel, bias, n_blocks * block)
+    return kernel.reshape(n_blocks, block, -1), bias.reshape(n_blocks, block)
 
 
-_score_chunk = jax.jit(score_chunk, static_argnames=("cfg", "opts"), donate_argnums=(1, 2, 3))
+@partial(jax.jit, static_argnames=("cfg",), donate_argnums=(1,))
+def _hidden_chunk(
+    params: model.Params, carry: model.Carry, batch: Batch, features: model.Features, *, cfg: RunConfig
+) -> tuple[model.Carry, jax.Array]:
+    return model.run(params, cfg.model, carry, batch, None, features)
+
+
+def _hidden_rows(
+    place: parallel.Placement,
+    batch: int,
+    params: model.Params,
+    stream: Stream,
+    carry: model.Carry,
+    features: model.Features,
+    cfg: RunConfig,
+) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+    """(<float32>[m, H] hidden states, <int64>[m] positions in the items of the targets they
+    predict), chunk by chunk: the recurrence alone, the next chunk already running while the
+    host reads one."""
+    pending: tuple[jax.Array, Batch] | None = None
+    for chunk in stream.chunks():
+        carry, hidden = _hidden_chunk(params, carry, _put(place, chunk, batch), features, cfg=cfg)
+        if pending is not None:
+            yield np.asarray(pending[0])[pending[1].mask], pending[1].target_pos[pending[1].mask]
+        pending = (hidden, chunk)
+    if pending is not None:
+        yield np.asarray(pending[0])[pending[1].mask], pending[1].target_pos[pending[1].mask]
+
+
+def _seen_before(seqs: Sequences, pos: np.ndarray) -> np.ndarray:
+    """<int32>[R, L] the items before each target at `pos` in its sequence, -1 past them. L is
+    a power of two (at least 8), so few shapes are compiled."""
+    first = seqs.offsets[np.searchsorted(seqs.offsets, pos, side="right") - 1]
+    n_seen = pos - first
+    width = max(8, 1 << int(n_seen.max() - 1).bit_length()) if len(pos) else 8
+    col = np.arange(width)
+    idx = np.minimum(first[:, None] + col, len(seqs.items) - 1)
+    return np.where(col < n_seen[:, None], seqs.items[idx], -1).astype(np.int32)
 
 
 def model_scores(
@@ -167,24 +234,58 @@ def model_scores(
 ) -> Scores:
     """Score every target of `seqs` (positions 2..L of each sequence) with the model.
 
-    With several devices the batch of sequences is split over them (parameters replicated)."""
+    The recurrence runs session-parallel; its hidden states are then scored in full batches of
+    targets, however few slots still held a sequence (long sequences leave most slots idle
+    towards the end). With several devices those rows are split over them (parameters
+    replicated)."""
     place, batch, params, stream, carry, features = _placed_stream(params, cfg, seqs, opts.devices, features)
-    seen_len = int(seqs.lengths.max()) if opts.exclude_seen and len(seqs) else 1
-    seen = place.put(np.full((batch, seen_len), -1, np.int32), place.rows)
-    seen_n = place.put(np.zeros(batch, np.int32), place.rows)
+    blocks = item_blocks(params, features, cfg=cfg, item_block=opts.item_block)
+    rows = -(-SCORE_ROWS // place.n_devices) * place.n_devices
+    per_call = rows * SCORE_CALL
     n = len(seqs.items)
     ranks = np.zeros(n, np.float32)
     topk = np.zeros((n, opts.k), np.int32)
     sampled = np.zeros(n, np.float32)
     rng = np.random.default_rng(seed)
-    for chunk in stream.chunks():
-        negs = rng.integers(0, cfg.n_items, (EVAL_BPTT, batch, opts.n_sampled), dtype=np.int32)
-        on_device = _put(place, chunk._replace(negatives=negs), batch)
-        carry, seen, seen_n, out = _score_chunk(params, carry, seen, seen_n, on_device, features, cfg=cfg, opts=opts)
-        pos = chunk.target_pos[chunk.mask]
-        ranks[pos] = np.asarray(out.ranks)[chunk.mask]
-        topk[pos] = np.asarray(out.topk)[chunk.mask]
-        sampled[pos] = np.asarray(out.sampled)[chunk.mask]
+    running: list[tuple[np.ndarray, StepOut]] = []
+
+    def collect() -> None:
+        for pos, out in running:
+            m = len(pos)
+            ranks[pos] = np.asarray(out.ranks).reshape(-1)[:m]
+            topk[pos] = np.asarray(out.topk).reshape(per_call, opts.k)[:m]
+            sampled[pos] = np.asarray(out.sampled).reshape(-1)[:m]
+        running.clear()
+
+    def score(h: np.ndarray, pos: np.ndarray) -> None:
+        pad = per_call - len(pos)
+        seen = _seen_before(seqs, pos) if opts.exclude_seen else np.zeros((len(pos), 1), np.int32) - 1
+        host = (
+            np.pad(h, ((0, pad), (0, 0))),
+            np.pad(seqs.items[pos], (0, pad)).astype(np.int32),
+            np.pad(seen, ((0, pad), (0, 0)), constant_values=-1),
+            rng.integers(0, cfg.n_items, (per_call, opts.n_sampled), dtype=np.int32),
+        )
+        host = tuple(x.reshape(SCORE_CALL, rows, *x.shape[1:]) for x in host)
+        used = np.int32(-(-len(pos) // rows))
+        out = _rank_rows(place.put(used, place.replicated), *place.put(host, place.batch), *blocks, opts=opts)
+        collect()  # the previous call's results, read while this one runs
+        running.append((pos, out))
+
+    held_h: list[np.ndarray] = []
+    held_pos: list[np.ndarray] = []
+    for h, pos in _hidden_rows(place, batch, params, stream, carry, features, cfg):
+        held_h.append(h)
+        held_pos.append(pos)
+        if sum(map(len, held_pos)) >= per_call:
+            all_h, all_pos = np.concatenate(held_h), np.concatenate(held_pos)
+            cut = len(all_pos) - len(all_pos) % per_call
+            for i in range(0, cut, per_call):
+                score(all_h[i : i + per_call], all_pos[i : i + per_call])
+            held_h, held_pos = [all_h[cut:]], [all_pos[cut:]]
+    if sum(map(len, held_pos)):
+        score(np.concatenate(held_h), np.concatenate(held_pos))
+    collect()
     keep = positions(seqs).end
     return Scores(ranks[keep], topk[keep], sampled[keep])
 
@@ -192,11 +293,12 @@ def model_scores(
 def _placed_stream(
     params: model.Params, cfg: RunConfig, seqs: Sequences, devices: int, features: dict[str, np.ndarray] | None
 ) -> tuple[parallel.Placement, int, model.Params, Stream, model.Carry, model.Features]:
-    """The evaluation stream over `devices` local devices (0 = all): (placement, batch size
-    rounded up to a multiple of the device count, replicated params, stream, zero carry,
+    """The evaluation stream over `devices` local devices (0 = all): (placement, slots (at most
+    eval_batch_size, rounded up to a multiple of the device count), replicated params, stream, zero carry,
     replicated item features)."""
     n_dev = devices or len(jax.local_devices())
-    batch = -(-cfg.train.eval_batch_size // n_dev) * n_dev
+    # No wider than the split needs: idle slots would run the recurrence for nothing.
+    batch = -(-min(cfg.train.eval_batch_size, max(1, len(seqs))) // n_dev) * n_dev
     place = parallel.make_placement(n_dev, False, batch, local=True)
     params = place.put(parallel.to_host(params), place.replicated)
     features = None if features is None else place.put(features, place.replicated)

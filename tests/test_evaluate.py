@@ -3,6 +3,8 @@ import itertools
 import jax
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rnnrec_cli import model
 from rnnrec_cli.baselines import baseline_scores
@@ -10,7 +12,7 @@ from rnnrec_cli.batches import Batch
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
 from rnnrec_cli.metrics import beyond_accuracy, bootstrap_ci, gini, paired_bootstrap, per_sequence_sums
 from rnnrec_cli.options import ScoreOptions
-from rnnrec_cli.scoring import model_ranks, model_scores
+from rnnrec_cli.scoring import TOP_K_GROUP, model_ranks, model_scores, top_k
 from rnnrec_cli.sequences import Sequences, positions
 
 N_ITEMS = 15
@@ -116,3 +118,52 @@ def test_bootstrap_interval_contains_the_estimate_and_paired_test() -> None:
     assert diff[mrr] > 0 and diff_ci[mrr, 0] > 0 and p[mrr] < 0.01
     same = paired_bootstrap(sums_g, sums_g, n, 200)
     assert same[0][mrr] == 0 and same[2][mrr] == 1.0
+
+
+def test_model_scores_over_several_calls_and_grouped_top_k_equal_a_reference() -> None:
+    """More targets than one scoring call holds, a catalogue wide enough for the two-pass top-k,
+    and fewer slots than sequences; every target ranked against the full catalogue."""
+    n_items, length = 3072, 30  # 24 groups of 128: the two-pass top-k for k = 5
+    cfg = RunConfig(
+        data_dir="x", n_items=n_items, model=ModelConfig(layers=(8,)), train=TrainConfig(eval_batch_size=16)
+    )
+    params = model.init_params(cfg.model, n_items, jax.random.key(7))
+    rng = np.random.default_rng(3)
+    lists = [rng.integers(0, n_items, length).tolist() for _ in range(80)]
+    got = model_scores(params, cfg, Sequences.from_lists(lists), ScoreOptions(k=5))
+    kernel, bias = model.output_layer(params, cfg.model)
+    want_ranks, want_top = [], []
+    for s in lists:
+        _, h = model.run(
+            params,
+            cfg.model,
+            model.zero_carry(cfg.model, 1),
+            Batch(np.array(s)[:-1, None], reset=np.zeros((length - 1, 1), bool)),
+        )
+        scores = np.asarray(h[:, 0] @ kernel.T + bias)
+        for row, t in zip(scores, s[1:], strict=True):
+            want_ranks.append(float((row > row[t]).sum() + (row == row[t]).sum()))
+            want_top.append(np.argsort(-row, kind="stable")[:5].tolist())
+    assert got.ranks.tolist() == want_ranks
+    assert got.topk.tolist() == want_top
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    groups=st.integers(1, 12),
+    short=st.integers(0, TOP_K_GROUP - 1),
+    k=st.integers(1, 3),
+    rows=st.integers(1, 4),
+    levels=st.integers(1, 4),
+    seed=st.integers(0, 2**31 - 1),
+)
+def test_two_pass_top_k_equals_lax_top_k(groups: int, short: int, k: int, rows: int, levels: int, seed: int) -> None:
+    """Values, indices and tie order (lower index first), with few distinct values, -inf, and
+    rows that do not fill whole groups."""
+    rng = np.random.default_rng(seed)
+    s = rng.integers(0, levels, (rows, max(k, groups * TOP_K_GROUP - short))).astype(np.float32)
+    s[rng.random(s.shape) < 0.3] = -np.inf
+    want = jax.lax.top_k(s, k)
+    got = top_k(s, k)
+    np.testing.assert_array_equal(np.asarray(got[0]), np.asarray(want[0]))
+    np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
