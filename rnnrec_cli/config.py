@@ -354,6 +354,8 @@ class TrainConfig:
     # Early stopping: stop after this many epochs without improvement of `monitor` (0 = never).
     patience: int = 0
     monitor: str = f"mrr@{HEADLINE_K}"
+    # Sequences the evaluation recurrence runs side by side (fewer when a split has fewer); the
+    # targets are then scored in batches of their own (scoring.SCORE_ROWS).
     eval_batch_size: int = 256
     # Validate on at most this many sequences, a seeded random subset (0 = the whole split):
     # full-catalogue ranking of a large validation split can cost more than the epoch.
