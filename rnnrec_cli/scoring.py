@@ -142,6 +142,8 @@ def rank_step(
 # (twice as slow on CPU).
 SCORE_ROWS = 128
 SCORE_CALL = 16
+# At most this many entries in one call's seen-item array (--exclude-seen): 64 MiB of int32.
+SEEN_ENTRIES = 1 << 24
 
 
 @partial(jax.jit, static_argnames=("opts",))
@@ -213,15 +215,19 @@ def _hidden_rows(
         yield np.asarray(pending[0])[pending[1].mask], pending[1].target_pos[pending[1].mask]
 
 
-def _seen_before(seqs: Sequences, pos: np.ndarray) -> np.ndarray:
-    """<int32>[R, L] the items before each target at `pos` in its sequence, -1 past them. L is
-    a power of two (at least 8), so few shapes are compiled."""
+def _seen_before(seqs: Sequences, pos: np.ndarray, width: int) -> np.ndarray:
+    """<int32>[R, width] the items before each target at `pos` in its sequence, -1 past them."""
     first = seqs.offsets[np.searchsorted(seqs.offsets, pos, side="right") - 1]
-    n_seen = pos - first
-    width = max(8, 1 << int(n_seen.max() - 1).bit_length()) if len(pos) else 8
     col = np.arange(width)
     idx = np.minimum(first[:, None] + col, len(seqs.items) - 1)
-    return np.where(col < n_seen[:, None], seqs.items[idx], -1).astype(np.int32)
+    return np.where(col < (pos - first)[:, None], seqs.items[idx], -1).astype(np.int32)
+
+
+def _seen_width(seqs: Sequences, pos: np.ndarray) -> int:
+    """The longest history before a target at `pos`, rounded up to a power of two (at least 8),
+    so few shapes are compiled."""
+    longest = int((pos - seqs.offsets[np.searchsorted(seqs.offsets, pos, side="right") - 1]).max())
+    return max(8, 1 << (longest - 1).bit_length())
 
 
 def model_scores(
@@ -253,24 +259,31 @@ def model_scores(
         for pos, out in running:
             m = len(pos)
             ranks[pos] = np.asarray(out.ranks).reshape(-1)[:m]
-            topk[pos] = np.asarray(out.topk).reshape(per_call, opts.k)[:m]
+            topk[pos] = np.asarray(out.topk).reshape(out.ranks.size, opts.k)[:m]
             sampled[pos] = np.asarray(out.sampled).reshape(-1)[:m]
         running.clear()
 
     def score(h: np.ndarray, pos: np.ndarray) -> None:
-        pad = per_call - len(pos)
-        seen = _seen_before(seqs, pos) if opts.exclude_seen else np.zeros((len(pos), 1), np.int32) - 1
-        host = (
-            np.pad(h, ((0, pad), (0, 0))),
-            np.pad(seqs.items[pos], (0, pad)).astype(np.int32),
-            np.pad(seen, ((0, pad), (0, 0)), constant_values=-1),
-            rng.integers(0, cfg.n_items, (per_call, opts.n_sampled), dtype=np.int32),
-        )
-        host = tuple(x.reshape(SCORE_CALL, rows, *x.shape[1:]) for x in host)
-        used = np.int32(-(-len(pos) // rows))
-        out = _rank_rows(place.put(used, place.replicated), *place.put(host, place.batch), *blocks, opts=opts)
-        collect()  # the previous call's results, read while this one runs
-        running.append((pos, out))
+        # With --exclude-seen each target carries its history: fewer batches per call when
+        # histories are long keep that array within SEEN_ENTRIES.
+        width = _seen_width(seqs, pos) if opts.exclude_seen else 1
+        n_batches = max(1, min(SCORE_CALL, SEEN_ENTRIES // (rows * width)))
+        size = rows * n_batches
+        for i in range(0, len(pos), size):
+            part = pos[i : i + size]
+            pad = size - len(part)
+            seen = _seen_before(seqs, part, width) if opts.exclude_seen else np.full((len(part), 1), -1, np.int32)
+            host = (
+                np.pad(h[i : i + size], ((0, pad), (0, 0))),
+                np.pad(seqs.items[part], (0, pad)).astype(np.int32),
+                np.pad(seen, ((0, pad), (0, 0)), constant_values=-1),
+                rng.integers(0, cfg.n_items, (size, opts.n_sampled), dtype=np.int32),
+            )
+            host = tuple(x.reshape(n_batches, rows, *x.shape[1:]) for x in host)
+            used = np.int32(-(-len(part) // rows))
+            out = _rank_rows(place.put(used, place.replicated), *place.put(host, place.batch), *blocks, opts=opts)
+            collect()  # the previous call's results, read while this one runs
+            running.append((part, out))
 
     held_h: list[np.ndarray] = []
     held_pos: list[np.ndarray] = []

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnrec_cli import model
+from rnnrec_cli import model, scoring
 from rnnrec_cli.baselines import baseline_scores
 from rnnrec_cli.batches import Batch
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
@@ -120,17 +120,23 @@ def test_bootstrap_interval_contains_the_estimate_and_paired_test() -> None:
     assert same[0][mrr] == 0 and same[2][mrr] == 1.0
 
 
-def test_model_scores_over_several_calls_and_grouped_top_k_equal_a_reference() -> None:
+@pytest.mark.parametrize("exclude_seen", [False, True])
+def test_model_scores_over_several_calls_and_grouped_top_k_equal_a_reference(
+    exclude_seen: bool, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """More targets than one scoring call holds, a catalogue wide enough for the two-pass top-k,
-    and fewer slots than sequences; every target ranked against the full catalogue."""
+    and fewer slots than sequences; every target ranked against the full catalogue. With
+    exclude_seen, a seen-item budget small enough to force one batch per call."""
+    monkeypatch.setattr(scoring, "SEEN_ENTRIES", scoring.SCORE_ROWS * 32)
     n_items, length = 3072, 30  # 24 groups of 128: the two-pass top-k for k = 5
     cfg = RunConfig(
         data_dir="x", n_items=n_items, model=ModelConfig(layers=(8,)), train=TrainConfig(eval_batch_size=16)
     )
     params = model.init_params(cfg.model, n_items, jax.random.key(7))
     rng = np.random.default_rng(3)
-    lists = [rng.integers(0, n_items, length).tolist() for _ in range(80)]
-    got = model_scores(params, cfg, Sequences.from_lists(lists), ScoreOptions(k=5))
+    # Repeats within a sequence, so some targets were seen before.
+    lists = [rng.integers(0, 200 if i % 2 else n_items, length).tolist() for i in range(80)]
+    got = model_scores(params, cfg, Sequences.from_lists(lists), ScoreOptions(k=5, exclude_seen=exclude_seen))
     kernel, bias = model.output_layer(params, cfg.model)
     want_ranks, want_top = [], []
     for s in lists:
@@ -140,12 +146,21 @@ def test_model_scores_over_several_calls_and_grouped_top_k_equal_a_reference() -
             model.zero_carry(cfg.model, 1),
             Batch(np.array(s)[:-1, None], reset=np.zeros((length - 1, 1), bool)),
         )
-        scores = np.asarray(h[:, 0] @ kernel.T + bias)
-        for row, t in zip(scores, s[1:], strict=True):
+        scores = np.array(h[:, 0] @ kernel.T + bias)
+        for i, (row, t) in enumerate(zip(scores, s[1:], strict=True)):
+            if exclude_seen:
+                row[s[: i + 1]] = -np.inf
+                if t in s[: i + 1]:
+                    want_ranks.append(np.inf)
+                    want_top.append(None)
+                    continue
             want_ranks.append(float((row > row[t]).sum() + (row == row[t]).sum()))
             want_top.append(np.argsort(-row, kind="stable")[:5].tolist())
     assert got.ranks.tolist() == want_ranks
-    assert got.topk.tolist() == want_top
+    assert exclude_seen == any(np.isinf(want_ranks))
+    assert [g for g, w in zip(got.topk.tolist(), want_top, strict=True) if w is not None] == [
+        w for w in want_top if w is not None
+    ]
 
 
 @settings(max_examples=40, deadline=None)
