@@ -151,7 +151,9 @@ def evaluate(
             heads["event_type"] = _event_metrics(params, cfg, data_dir, tg, opts.devices, features)
         if cfg.model.predicts_items:
             note("scoring the model")
-            scored[cfg.model.cell] = model_scores(params, cfg, tg.seqs, _score_options(opts), opts.seed, features)
+            scored[cfg.model.cell] = model_scores(
+                params, cfg, tg.seqs, _score_options(opts, cfg.n_items), opts.seed, features
+            )
     n_sequences = int(np.count_nonzero(np.bincount(tg.seq, minlength=len(tg.seqs))))
     common = {
         "split": opts.split,
@@ -174,7 +176,14 @@ def evaluate(
         for name in opts.baselines:
             note(f"scoring baseline {name}")
             scored[name] = baseline_scores(
-                name, train, tg.seqs, counts, _score_options(opts), k=opts.knn, sample=opts.knn_sample, seed=opts.seed
+                name,
+                train,
+                tg.seqs,
+                counts,
+                _score_options(opts, len(counts)),
+                k=opts.knn,
+                sample=opts.knn_sample,
+                seed=opts.seed,
             )
         note("summarising")
         scored = {name: Scores(s.ranks[tg.keep], s.topk[tg.keep], s.sampled[tg.keep]) for name, s in scored.items()}
@@ -206,9 +215,11 @@ def write_ranks(path: Path, tg: _Targets, scored: dict[str, Scores]) -> None:
         table.write_parquet(tmp)
 
 
-def _score_options(opts: EvalOptions) -> ScoreOptions:
+def _score_options(opts: EvalOptions, n_items: int) -> ScoreOptions:
+    # Top-K lists longer than the catalogue hold every item: metrics at such K read them whole.
+    k = min(max(opts.ks), n_items)
     return ScoreOptions(
-        ties=opts.ties, k=max(opts.ks), exclude_seen=opts.exclude_seen, n_sampled=opts.n_sampled, devices=opts.devices
+        ties=opts.ties, k=k, exclude_seen=opts.exclude_seen, n_sampled=opts.n_sampled, devices=opts.devices
     )
 
 

@@ -45,20 +45,31 @@ TOP_K_GROUP = 128
 
 def top_k(s: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     """`jax.lax.top_k` over the last axis (ties: the lower index first), in two passes, which
-    XLA's CPU backend runs several times faster on wide rows: the k groups of TOP_K_GROUP
-    columns with the highest maxima hold the top k (any column outside them is beaten by those
-    k maxima, on value or, tied, on index), so one top-k runs over the group maxima and one over
-    those k groups' columns, taken in index order. Other widths (pad the scores' source with
-    `pad_catalogue`: padding the scores themselves costs more than it saves) and narrow
-    rows take one `lax.top_k`."""
+    XLA's CPU backend runs 2-4x faster on wide rows: the k groups of TOP_K_GROUP columns with
+    the highest maxima hold the top k (any column outside them is beaten by those k maxima, on
+    value or, tied, on index), so one top-k runs over the group maxima and one over those k
+    groups' columns, taken in index order. Other widths (pad the scores' source with
+    `pad_catalogue`: padding the scores themselves costs more than it saves) and narrow rows
+    take one `lax.top_k`, as do scores where a group holds a NaN or has a zero maximum: top_k
+    orders -0.0 below +0.0 and NaN above inf, which a float maximum does not see (an
+    integer-key maximum would, at 3x the cost of the whole top-k)."""
     n = s.shape[-1]
     if n % TOP_K_GROUP or n // TOP_K_GROUP < 4 * k:
         return jax.lax.top_k(s, k)
+
     groups = s.reshape(*s.shape[:-1], n // TOP_K_GROUP, TOP_K_GROUP)
-    _, best = jax.lax.top_k(groups.max(axis=-1), k)
-    cols = (jnp.sort(best, axis=-1)[..., None] * TOP_K_GROUP + jnp.arange(TOP_K_GROUP)).reshape(*s.shape[:-1], -1)
-    v, j = jax.lax.top_k(jnp.take_along_axis(s, cols, axis=-1), k)
-    return v, jnp.take_along_axis(cols, j, axis=-1)
+    maxima = groups.max(axis=-1)
+
+    def two_pass(s: jax.Array) -> tuple[jax.Array, jax.Array]:
+        _, best = jax.lax.top_k(maxima, k)
+        cols = (jnp.sort(best, axis=-1)[..., None] * TOP_K_GROUP + jnp.arange(TOP_K_GROUP)).reshape(*s.shape[:-1], -1)
+        v, j = jax.lax.top_k(jnp.take_along_axis(s, cols, axis=-1), k)
+        return v, jnp.take_along_axis(cols, j, axis=-1)
+
+    # A NaN makes its group's sum NaN (the CPU maximum may skip it); a group whose maximum is
+    # a zero may hold both zeros.
+    special = jnp.any(jnp.isnan(groups.sum(axis=-1)) | (maxima == 0))
+    return jax.lax.cond(special, lambda s: tuple(jax.lax.top_k(s, k)), two_pass, s)
 
 
 def pad_catalogue(kernel: jax.Array, bias: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
@@ -246,7 +257,9 @@ def model_scores(
     replicated)."""
     place, batch, params, stream, carry, features = _placed_stream(params, cfg, seqs, opts.devices, features)
     blocks = item_blocks(params, features, cfg=cfg, item_block=opts.item_block)
-    rows = -(-SCORE_ROWS // place.n_devices) * place.n_devices
+    # SCORE_ROWS per device: each device scores batches of the shape one device would, so the
+    # float results, and the ranks of near-ties, do not depend on the device count.
+    rows = SCORE_ROWS * place.n_devices
     per_call = rows * SCORE_CALL
     n = len(seqs.items)
     ranks = np.zeros(n, np.float32)

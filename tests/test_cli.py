@@ -57,6 +57,15 @@ def test_evaluate_json_beats_random(trained) -> None:
     assert (run / "eval" / "test.json").is_file()
 
 
+def test_evaluate_with_k_beyond_the_catalogue(trained) -> None:
+    """Cut-offs past the catalogue: lists hold every item, so every target is found."""
+    _, _, run = trained
+    result = json.loads(_ok(["evaluate", str(run), "--json", "-q", "--k", "1,5,1000", "--baselines", "pop,sknn"]))
+    assert result["n_items"] < 1000
+    for metrics in [result["metrics"], *result["baselines"].values()]:
+        assert metrics["recall@1000"] == 1.0 and metrics["coverage@1000"] == 1.0
+
+
 def test_evaluate_table_on_stderr(trained) -> None:
     _, _, run = trained
     result = runner.invoke(app, ["evaluate", str(run), "--k", "5,20"])
