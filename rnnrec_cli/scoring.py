@@ -7,6 +7,7 @@ target's score, so the comparison counts it once as a tie, never as higher.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from functools import partial
 from typing import NamedTuple
@@ -217,28 +218,22 @@ def _hidden_rows(
     predict), chunk by chunk: the recurrence alone, the next chunk already running while the
     host reads one."""
     pending: tuple[jax.Array, Batch] | None = None
-    for chunk in stream.chunks():
-        carry, hidden = _hidden_chunk(params, carry, _put(place, chunk, batch), features, cfg=cfg)
+    for chunk in itertools.chain(stream.chunks(), [None]):  # None: read the last chunk
+        if chunk is not None:
+            carry, hidden = _hidden_chunk(params, carry, _put(place, chunk, batch), features, cfg=cfg)
         if pending is not None:
-            yield np.asarray(pending[0])[pending[1].mask], pending[1].target_pos[pending[1].mask]
-        pending = (hidden, chunk)
-    if pending is not None:
-        yield np.asarray(pending[0])[pending[1].mask], pending[1].target_pos[pending[1].mask]
+            done_hidden, done = pending
+            yield np.asarray(done_hidden)[done.mask], done.target_pos[done.mask]
+        pending = None if chunk is None else (hidden, chunk)
 
 
-def _seen_before(seqs: Sequences, pos: np.ndarray, width: int) -> np.ndarray:
-    """<int32>[R, width] the items before each target at `pos` in its sequence, -1 past them."""
-    first = seqs.offsets[np.searchsorted(seqs.offsets, pos, side="right") - 1]
+def _seen_before(items: np.ndarray, first: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
+    """<int32>[R, width] the items from `first` up to (not including) each target at `pos`, -1
+    past them. `width` is a power of two (at least 8) that holds the longest, so few shapes
+    are compiled."""
     col = np.arange(width)
-    idx = np.minimum(first[:, None] + col, len(seqs.items) - 1)
-    return np.where(col < (pos - first)[:, None], seqs.items[idx], -1).astype(np.int32)
-
-
-def _seen_width(seqs: Sequences, pos: np.ndarray) -> int:
-    """The longest history before a target at `pos`, rounded up to a power of two (at least 8),
-    so few shapes are compiled."""
-    longest = int((pos - seqs.offsets[np.searchsorted(seqs.offsets, pos, side="right") - 1]).max())
-    return max(8, 1 << (longest - 1).bit_length())
+    idx = np.minimum(first[:, None] + col, len(items) - 1)
+    return np.where(col < (pos - first)[:, None], items[idx], -1).astype(np.int32)
 
 
 def model_scores(
@@ -266,6 +261,8 @@ def model_scores(
     topk = np.zeros((n, opts.k), np.int32)
     sampled = np.zeros(n, np.float32)
     rng = np.random.default_rng(seed)
+    # Each item's sequence start, for the histories --exclude-seen takes out.
+    first = np.repeat(seqs.offsets[:-1], seqs.lengths) if opts.exclude_seen else np.zeros(0, np.int64)
     running: list[tuple[np.ndarray, StepOut]] = []
 
     def collect() -> None:
@@ -279,13 +276,16 @@ def model_scores(
     def score(h: np.ndarray, pos: np.ndarray) -> None:
         # With --exclude-seen each target carries its history: fewer batches per call when
         # histories are long keep that array within SEEN_ENTRIES.
-        width = _seen_width(seqs, pos) if opts.exclude_seen else 1
+        width = max(8, 1 << int((pos - first[pos]).max() - 1).bit_length()) if opts.exclude_seen else 1
         n_batches = max(1, min(SCORE_CALL, SEEN_ENTRIES // (rows * width)))
         size = rows * n_batches
         for i in range(0, len(pos), size):
             part = pos[i : i + size]
             pad = size - len(part)
-            seen = _seen_before(seqs, part, width) if opts.exclude_seen else np.full((len(part), 1), -1, np.int32)
+            if opts.exclude_seen:
+                seen = _seen_before(seqs.items, first[part], part, width)
+            else:
+                seen = np.full((len(part), 1), -1, np.int32)
             host = (
                 np.pad(h[i : i + size], ((0, pad), (0, 0))),
                 np.pad(seqs.items[part], (0, pad)).astype(np.int32),
