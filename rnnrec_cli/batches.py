@@ -247,8 +247,9 @@ def validation_subset(seqs: Sequences, n: int, seed: int) -> Sequences:
     )
     values = None if seqs.values is None else seqs.values[idx]
     events = None if seqs.events is None else seqs.events[idx]
+    scored = None if seqs.scored is None else seqs.scored[idx]
     offsets = np.r_[0, np.cumsum(lengths)].astype(np.int64)
-    return Sequences(items=seqs.items[idx], offsets=offsets, values=values, events=events)
+    return Sequences(items=seqs.items[idx], offsets=offsets, values=values, events=events, scored=scored)
 
 
 def chunk_negatives(cfg: RunConfig, cdf: np.ndarray, epoch: int, chunk: int) -> np.ndarray:

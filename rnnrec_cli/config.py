@@ -216,6 +216,14 @@ class PrepareConfig:
         return self.split == "loo"
 
     @property
+    def global_cutoff(self) -> bool:
+        """Whether a time split cuts every sequence at one cutoff (events before it are context
+        only) instead of moving sequences whole: for user histories, which span years, so that a
+        whole history ending after the cutoff would make targets of events long before it.
+        Sessions (given, or cut by an inactivity gap) keep GRU4Rec's whole-session rule."""
+        return self.session_col is None and self.session_gap is None and not self.leave_one_out
+
+    @property
     def filters_items(self) -> bool:
         """Whether the support/length filter changes anything beyond short sequences: with
         support 1 and repeats kept, training sequences stay as given (one event long included,

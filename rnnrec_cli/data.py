@@ -46,6 +46,7 @@ from rnnrec_cli.transforms import (
     restrict_to_vocabulary,
     sequence_keys,
     sequence_numbers,
+    split_at_cutoff,
     split_by_time,
     split_leave_one_out,
     split_stats,
@@ -213,7 +214,13 @@ def _restrict_parts(
 
     (out,) = _map_parts(parts, [root], one)
     return out, {
-        k: totals.get(k, 0) for k in ("events_on_unseen_items", "events_in_short_sequences", "sequences_dropped")
+        k: totals.get(k, 0)
+        for k in (
+            "events_on_unseen_items",
+            "events_in_short_sequences",
+            "events_in_sequences_without_targets",
+            "sequences_dropped",
+        )
     }
 
 
@@ -277,9 +284,12 @@ def build_splits(
 
     def by_time(src: list[Part], period: Period, name: str) -> tuple[list[Part], list[Part]]:
         at = cutoff(_scan(src), period) if not period.empty and _rows(src) else None
+        split = split_at_cutoff if cfg.global_cutoff else split_by_time
         before, after = _map_parts(
-            src, [work / f"{name}-before", work / f"{name}-after"], lambda df: split_by_time(df, period, at)
+            src, [work / f"{name}-before", work / f"{name}-after"], lambda df: split(df, period, at)
         )
+        if at is not None:
+            stages[f"{name}_cutoff"] = at.isoformat()
         return before, after
 
     def auto(src: list[Part], name: str, chosen: Period) -> tuple[list[Part], list[Part], str]:
@@ -319,6 +329,13 @@ def build_splits(
         else:
             train, valid, rules["valid"] = auto(rest, "valid", cfg.valid_period)
         stages["split_rule"] = {k: v or (cfg.split if k == "test" else cfg.valid) for k, v in rules.items()}
+        if cfg.global_cutoff and set(rules.values()) != {"given file"}:
+            stages["split_scheme"] = (
+                "one cutoff for every user history: the targets of a split are its events after the cutoff, "
+                "every earlier event is only context (fed to the network, never scored), so every scored test "
+                "target is later than every training event (whole histories span years: moving them whole would "
+                "score events from before the training data ends)"
+            )
     if not _rows(train):
         raise DataError(
             f"the test split ({stages['split_rule']['test']}) and validation split ({stages['split_rule']['valid']}) "

@@ -48,6 +48,7 @@ from rnnrec_cli.sequences import (
     last_target_mask,
     positions,
     read_sequences,
+    scored_mask,
 )
 
 POSITION_BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 9, "5-9"), (10, 19, "10-19"), (20, 10**12, "20+"))
@@ -105,7 +106,8 @@ def _targets(data_dir: Path, opts: EvalOptions, cfg: RunConfig | None) -> _Targe
     if seqs.n_targets == 0:
         raise DataError(f"the {opts.split} split of {data_dir} has no sequences to evaluate; pick another --split")
     pos = positions(seqs)
-    keep = last_target_mask(seqs) if opts.last_only else np.ones(len(pos.target), bool)
+    # Context events of a split cut at one cutoff are never scored, whatever the protocol.
+    keep = scored_mask(seqs) & (last_target_mask(seqs) if opts.last_only else True)
     kinds = seqs.events[pos.end] if seqs.events is not None else None
     if opts.target_events:
         assert types is not None and kinds is not None

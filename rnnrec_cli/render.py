@@ -63,6 +63,13 @@ def prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Group:
     rules = st.get("split_rule")
     if rules:
         lines.append(f"split: test = {rules['test']}, validation = {rules['valid']}")
+    if "split_scheme" in st:
+        cut = ", ".join(
+            f"{name} after {st[f'{name}_cutoff'][:16].replace('T', ' ')}"
+            for name in ("test", "valid")
+            if f"{name}_cutoff" in st
+        )
+        lines.append(f"split rule: {st['split_scheme']}" + (f"; cutoffs: {cut}" if cut else ""))
     for name in ("test", "valid"):
         if f"{name}_split_note" in st:
             lines.append(f"note: {st[f'{name}_split_note']}")
@@ -75,23 +82,28 @@ def prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Group:
     for split in ("test", "valid"):
         c = st.get(f"{split}_cleaning", {})
         if any(c.values()):
+            without = c.get("events_in_sequences_without_targets", 0)
             lines.append(
                 f"{split}: removed {c['events_on_unseen_items']:,} events on items not in training, "
-                f"{c['sequences_dropped']:,} sequences left too short"
+                f"{c['sequences_dropped']:,} sequences left too short" + (" or without a target" if without else "")
             )
     table = Table(title=f"Prepared {out_dir} ({manifest['n_items']:,} items)", title_justify="left")
+    # With a global cutoff a split's sequences begin with context: its time range is its targets'.
+    marked = any("target_time_min" in sp for sp in manifest["splits"].values())
     for col in ("split", "events", "sequences", "targets", "items", "from", "to"):
-        table.add_column(col, justify="left" if col in ("split", "from", "to") else "right")
+        title = f"targets {col}" if marked and col in ("from", "to") else col
+        table.add_column(title, justify="left" if col in ("split", "from", "to") else "right")
     for name, sp in manifest["splits"].items():
         targets = split_targets(sp)
+        first, last = ("target_time_min", "target_time_max") if "target_time_min" in sp else ("time_min", "time_max")
         table.add_row(
             name,
             f"{sp['events']:,}",
             f"{sp['sequences']:,}",
             f"{targets:,}",
             f"{sp['items']:,}",
-            (sp["time_min"] or "-")[:10],
-            (sp["time_max"] or "-")[:10],
+            (sp[first] or "-")[:10],
+            (sp[last] or "-")[:10],
         )
     return Group(Text("\n".join(lines)), table)
 

@@ -34,13 +34,16 @@ class Sequences:
 
     items: <int32>[n_events]; offsets: <int64>[n_sequences + 1]; values: <float32>[n_events],
     the value attached to each event (rating, price, ...), when read; events: <int32>[n_events],
-    each event's type as an index into a vocabulary (-1 = not in it), when read.
+    each event's type as an index into a vocabulary (-1 = not in it), when read; scored:
+    <bool>[n_events], which events are targets, in a split cut at one cutoff whose earlier events
+    are context only (None: every event but a sequence's first).
     """
 
     items: np.ndarray
     offsets: np.ndarray
     values: np.ndarray | None = None
     events: np.ndarray | None = None
+    scored: np.ndarray | None = None
 
     @property
     def lengths(self) -> np.ndarray:
@@ -178,9 +181,13 @@ def read_sequences(
             raise DataError(f"{path} has no event-type column; prepare the data with --event-col")
         columns.append("event")
         codes = {name: i for i, name in enumerate(events)}
+    marked = "target" in schema
+    if marked:
+        columns.append("target")
     parts: list[np.ndarray] = []
     value_parts: list[np.ndarray] = []
     event_parts: list[np.ndarray] = []
+    scored_parts: list[np.ndarray] = []
     starts: list[np.ndarray] = []
     n, last = 0, -1
     for df, run in _runs(path, columns):
@@ -191,6 +198,8 @@ def read_sequences(
         if events is not None:
             ev = df["event"].cast(pl.String).replace_strict(codes, default=-1, return_dtype=pl.Int32)
             event_parts.append(ev.to_numpy()[keep])
+        if marked:
+            scored_parts.append(df["target"].fill_null(False).to_numpy()[keep])
         if not len(run):
             continue
         new = np.r_[run[0] != last, run[1:] != run[:-1]]
@@ -203,7 +212,8 @@ def read_sequences(
     evs = None
     if events is not None:
         evs = np.concatenate(event_parts).astype(np.int32) if event_parts else np.zeros(0, np.int32)
-    return Sequences(items=items, offsets=np.r_[first, n].astype(np.int64), values=vals, events=evs)
+    scored = (np.concatenate(scored_parts).astype(bool) if scored_parts else np.zeros(0, bool)) if marked else None
+    return Sequences(items=items, offsets=np.r_[first, n].astype(np.int64), values=vals, events=evs, scored=scored)
 
 
 def _schema(path: Path) -> dict[str, Any]:
@@ -249,6 +259,14 @@ def positions(seqs: Sequences) -> Positions:
     first = np.repeat(seqs.offsets[:-1], n)
     end = first + 1 + (np.arange(n.sum()) - np.repeat(np.cumsum(n) - n, n))
     return Positions(seq=seq, current=seqs.items[end - 1], target=seqs.items[end], start=first, end=end)
+
+
+def scored_mask(seqs: Sequences) -> np.ndarray:
+    """<bool>[n_targets]: the target is scored (sequence order); in a split with context, only
+    the events after its cutoff are."""
+    if seqs.scored is None:
+        return np.ones(seqs.n_targets, bool)
+    return seqs.scored[positions(seqs).end]
 
 
 def last_target_mask(seqs: Sequences) -> np.ndarray:

@@ -55,6 +55,7 @@ from rnnrec_cli.sequences import (
     load_manifest,
     positions,
     read_sequences,
+    scored_mask,
 )
 from rnnrec_cli.step import ItemStats, TrainState, item_stats, make_optimizer, train_step
 
@@ -290,7 +291,7 @@ def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainSt
         plan=plan,
         slots=placement.local_slots(tc.batch_size),
         valid=valid,
-        valid_last=last_target_mask(valid) if is_leave_one_out(data_dir) else None,
+        valid_last=_valid_mask(valid, is_leave_one_out(data_dir)),
         features=features,
         zero_carry=zero_host,
         leader=parallel.is_leader(),
@@ -417,6 +418,14 @@ def run_epoch(
                 t_ckpt = time.perf_counter()
     end = Position(epoch, stream.n_chunks, carry, loss_sum, n_sum, pos.best_value, pos.bad_epochs)
     return _EpochRun(state, end, time.perf_counter() - t0, int(n_sum) - n_start, saved_once, compile_seconds)
+
+
+def _valid_mask(seqs: Sequences, leave_one_out: bool) -> np.ndarray | None:
+    """The validation targets that are scored: the last of each sequence (leave-one-out), the
+    events after the cutoff (a split with context), or all (None)."""
+    if leave_one_out:
+        return last_target_mask(seqs)
+    return None if seqs.scored is None else scored_mask(seqs)
 
 
 def validate(

@@ -78,6 +78,28 @@ def split_by_time(df: pl.DataFrame, period: Period, at: datetime | None = None) 
     return df.filter(~is_late), df.filter(is_late)
 
 
+def split_at_cutoff(df: pl.DataFrame, period: Period, at: datetime | None = None) -> tuple[pl.DataFrame, pl.DataFrame]:
+    """(before, after) at one cutoff for every sequence (the global time split of user histories).
+
+    `before` holds every event up to the cutoff, so the early part of a history that goes on
+    past it still trains. `after` holds each sequence with an event past the cutoff, whole:
+    its earlier events are context fed to the network, and only the events past the cutoff are
+    targets (`target`; never a sequence's first event, which has nothing to predict it from).
+    Every target is then later than every event in `before`.
+    """
+    if period.empty or df.is_empty():
+        return df, df.clear().with_columns(target=pl.lit(False))
+    at = cutoff(df.lazy(), period) if at is None else at
+    later = pl.col("ts") > at
+    after = df.filter(_late(df, at)).with_columns(target=later & _not_first())
+    return df.filter(~later), after
+
+
+def _not_first() -> pl.Expr:
+    """Whether a row is not its sequence's first (rows of a sequence together, in time order)."""
+    return pl.int_range(pl.len()).over("seq") > 0
+
+
 def _late(df: pl.DataFrame, at: datetime) -> pl.Series | pl.Expr:
     """Whether each row's sequence ends after `at`. Cleaned parts hold each sequence's rows
     together, in increasing `seq`: then one pass over the runs of `seq` finds each sequence's
@@ -101,9 +123,15 @@ def restrict_to_vocabulary(
     if cfg.dedupe_consecutive:
         df = drop_consecutive_repeats(df)
     df = df.filter(pl.len().over("seq") >= cfg.min_session_length)
+    n2 = df.height
+    if "target" in df.columns:
+        # A dropped first event leaves a new first event, which has nothing to predict it from;
+        # a sequence left with context only is scored nowhere.
+        df = df.with_columns(target=pl.col("target") & _not_first()).filter(pl.col("target").any().over("seq"))
     return df, {
         "events_on_unseen_items": n0 - n1,
-        "events_in_short_sequences": n1 - df.height,
+        "events_in_short_sequences": n1 - n2,
+        "events_in_sequences_without_targets": n2 - df.height,
         "sequences_dropped": s0 - df["seq"].n_unique(),
     }
 
@@ -141,7 +169,7 @@ def encode(df: pl.DataFrame, items: pl.DataFrame, starts: pl.DataFrame | None = 
     mapping = items.select(pl.col("item_id").alias("item"), pl.col("idx"))
     df = df.join(mapping, on="item", how="left")
     starts = sequence_numbers(df.lazy()) if starts is None else starts
-    extra = [c for c in ("user", "session", "event", "value") if c in df.columns]
+    extra = [c for c in ("user", "session", "event", "value", "target") if c in df.columns]
     return (
         df.join(starts, on="seq")
         .sort(["new_seq", "ts", "_row"])
@@ -150,6 +178,18 @@ def encode(df: pl.DataFrame, items: pl.DataFrame, starts: pl.DataFrame | None = 
 
 
 def split_stats(lf: pl.LazyFrame) -> dict[str, Any]:
+    """Counts and time range of a split. A split with context (a `target` column, see
+    `split_at_cutoff`) counts only its marked targets, and adds the time range of those."""
+    marked = "target" in lf.collect_schema().names()
+    extra = (
+        {
+            "targets": pl.col("target").sum(),
+            "target_time_min": pl.col("ts").filter(pl.col("target")).min(),
+            "target_time_max": pl.col("ts").filter(pl.col("target")).max(),
+        }
+        if marked
+        else {}
+    )
     row = (
         lf.select(
             events=pl.len(),
@@ -157,17 +197,18 @@ def split_stats(lf: pl.LazyFrame) -> dict[str, Any]:
             items=pl.col("item").n_unique(),
             time_min=pl.col("ts").min(),
             time_max=pl.col("ts").max(),
+            **extra,
         )
         .collect(engine="streaming")
         .row(0, named=True)
     )
     if not row["events"]:
         return {"events": 0, "sequences": 0, "targets": 0, "items": 0, "time_min": None, "time_max": None}
+    times = {k: row[k].isoformat() if row[k] is not None else None for k in row if k.endswith(("_min", "_max"))}
     return {
         **row,
-        "targets": row["events"] - row["sequences"],
-        "time_min": row["time_min"].isoformat(),
-        "time_max": row["time_max"].isoformat(),
+        "targets": int(row["targets"]) if marked else row["events"] - row["sequences"],
+        **times,
     }
 
 

@@ -12,8 +12,16 @@ from rnnrec_cli.config import PrepareConfig
 from rnnrec_cli.data import build_splits, filter_until_stable, prepare
 from rnnrec_cli.errors import DataError, RunDirError
 from rnnrec_cli.ingest import check_times, resolve_columns, scan_events, sniff_separator
-from rnnrec_cli.sequences import read_items, read_sequences
-from rnnrec_cli.transforms import drop_consecutive_repeats, encode, item_table, sessionize, split_by_time
+from rnnrec_cli.sequences import read_items, read_sequences, scored_mask
+from rnnrec_cli.transforms import (
+    cutoff,
+    drop_consecutive_repeats,
+    encode,
+    item_table,
+    sessionize,
+    split_at_cutoff,
+    split_by_time,
+)
 
 from .conftest import REPO, cli_ok, synthetic_log
 
@@ -405,3 +413,55 @@ def test_given_split_is_used_exactly_as_given(tmp_path: Path) -> None:
     assert m["config"]["dedupe_consecutive"] is True
     # Two repeats collapsed, and the one-event session goes with the sequence-length filter.
     assert m["splits"]["train"]["events"] == len(train) - 3
+
+
+# ------------------------------------------------------------------ one cutoff for user histories
+
+
+@settings(deadline=None, max_examples=60)
+@given(_rows, st.sampled_from(["time:3000s", "time:0.3", "time:1d"]))
+def test_global_cutoff_scores_only_events_after_it(rows: list[tuple], split: str) -> None:
+    df = sessionize(_events(rows).lazy(), PrepareConfig(user_col="user", session_gap=None)).collect()
+    period = PrepareConfig(split=split).test_period
+    before, after = split_at_cutoff(df, period)
+    at = cutoff(df.lazy(), period)
+    # Training keeps every event up to the cutoff; the test split holds the sequences that go on
+    # past it, whole, and only events past it are targets (never a sequence's first).
+    assert sorted(before["_row"]) == sorted(df.filter(pl.col("ts") <= at)["_row"])
+    assert set(after["seq"]) == set(df.filter(pl.col("ts") > at)["seq"])
+    assert after.height == df.filter(pl.col("seq").is_in(after["seq"].implode())).height
+    first = pl.int_range(pl.len()).over("seq") == 0
+    expected = after.select((pl.col("ts") > at) & ~first)["ts"]
+    assert after["target"].to_list() == expected.to_list()
+    if before.height and after["target"].any():
+        assert after.filter("target")["ts"].min() > before["ts"].max()
+
+
+def test_histories_get_one_cutoff_and_keep_their_past_as_context(tmp_path: Path) -> None:
+    log = tmp_path / "events.csv"
+    # Every user active over the whole timeline, one event a day: histories that straddle cutoffs.
+    rows = [(f"u{u}", (u + 3 * j) % 17, 1_700_000_000 + j * 86400 + u * 60) for u in range(40) for j in range(15)]
+    pl.DataFrame(rows, schema=["user", "item", "ts"], orient="row").write_csv(log)
+    m = prepare([str(log)], tmp_path / "d", PrepareConfig(session_gap=None, split="time:0.2", valid="0.1"))
+    assert "one cutoff for every user history" in m["stages"]["split_scheme"]
+    train, valid, test = (pl.read_parquet(tmp_path / "d" / f"{s}.parquet") for s in ("train", "valid", "test"))
+    assert "target" not in train.columns
+    for later, earlier in ((test, train), (test, valid), (valid, train)):
+        assert later.filter("target")["ts"].min() > earlier["ts"].max()
+    # Test users' earlier events are context there and training data here (same users).
+    assert (~test["target"]).sum() > 0 and set(test["user"]) & set(train["user"])
+    for name, split in (("test", test), ("valid", valid)):
+        seqs = read_sequences(tmp_path / "d", name)
+        assert seqs.scored is not None and int(scored_mask(seqs).sum()) == m["splits"][name]["targets"]
+        assert m["splits"][name]["targets"] == int(split["target"].sum())
+        assert m["splits"][name]["target_time_min"] > m["splits"]["train"]["time_max"]
+        # A sequence's first event is never a target.
+        assert not split.group_by("seq", maintain_order=True).agg(pl.col("target").first())["target"].any()
+
+
+def test_sessions_keep_the_whole_session_rule(log_csv: Path, tmp_path: Path) -> None:
+    m = prepare([str(log_csv)], tmp_path / "s", PrepareConfig(split="time:0.2", valid="0.1"))
+    assert "split_scheme" not in m["stages"]
+    test = pl.read_parquet(tmp_path / "s" / "test.parquet")
+    assert "target" not in test.columns
+    assert m["splits"]["test"]["targets"] == m["splits"]["test"]["events"] - m["splits"]["test"]["sequences"]

@@ -190,3 +190,36 @@ def test_two_pass_top_k_equals_lax_top_k(
     got = top_k(s, k)
     np.testing.assert_array_equal(np.asarray(got[0]).view(np.int32), np.asarray(want[0]).view(np.int32))
     np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
+
+
+def test_a_split_with_context_scores_only_its_targets_for_model_baselines_and_validation(tmp_path) -> None:
+    """User histories cut at one cutoff: the model and every baseline score exactly the events
+    after it (the manifest's count), with the earlier events fed as context."""
+    import json
+
+    import polars as pl
+
+    from rnnrec_cli.evaluate import evaluate
+    from rnnrec_cli.options import EvalOptions
+    from rnnrec_cli.rundir import RunDir, read_metrics
+    from rnnrec_cli.sequences import read_sequences, scored_mask
+    from rnnrec_cli.train import _valid_mask
+
+    from .conftest import cli_ok
+
+    rows = [(f"u{u}", (u + 3 * j) % 17, 1_700_000_000 + j * 86400 + u * 60) for u in range(40) for j in range(15)]
+    pl.DataFrame(rows, schema=["user", "item", "ts"], orient="row").write_csv(tmp_path / "events.csv")
+    data, run = tmp_path / "data", tmp_path / "run"
+    cli_ok(["prepare", str(tmp_path / "events.csv"), "-o", str(data), "--session-gap", "none",
+            "--split", "time:0.2", "--valid", "0.1", "-q"])  # fmt: skip
+    manifest = json.loads((data / "manifest.json").read_text())
+    test = read_sequences(data, "test")
+    assert 0 < manifest["splits"]["test"]["targets"] < test.n_targets  # context is not scored
+    valid = read_sequences(data, "valid")
+    mask = _valid_mask(valid, leave_one_out=False)
+    assert mask is not None and int(mask.sum()) == manifest["splits"]["valid"]["targets"]
+    cli_ok(["train", str(data), "-o", str(run), "--layers", "8", "--epochs", "1", "--batch-size", "8", "-q"])
+    assert "valid/mrr@20" in read_metrics(RunDir(run))[-1]
+    result = evaluate(data, EvalOptions(baselines=("pop", "markov", "sknn"), n_boot=10), run=RunDir(run))
+    assert result.n_events == manifest["splits"]["test"]["targets"] == int(scored_mask(test).sum())
+    assert set(result.baselines) == {"pop", "markov", "sknn"}
