@@ -82,6 +82,20 @@ TimeCol = Annotated[str | None, _data("Timestamp column.")]
 EventCol = Annotated[str | None, _data("Event type column.")]
 ValueCol = Annotated[str | None, _data("Value column (rating, price, ...).")]
 TimeUnit = Annotated[str | None, _data("Unit of numeric times: s, ms, us or ns. \\[default: from the magnitude]")]
+OrderCol = Annotated[
+    str | None,
+    _data("A column of positions (0, 1, 2, ...) that orders each sequence's events, for logs without times."),
+]
+SplitCol = Annotated[
+    str | None,
+    _data(
+        "Column naming each row's split (train/valid/test), used as given like --test; 'none' ignores a "
+        "column named split, set or fold. \\[default: such a column, when present]"
+    ),
+]
+SplitValues = Annotated[
+    str | None, _data("The split column's values for train, valid and test, e.g. tr,va,te.", None, "--split-values")
+]
 SessionGap = Annotated[
     str | None,
     _data(
@@ -167,7 +181,7 @@ ItemSep = Annotated[str | None, opt("Separator of multi-valued categories.", FEA
 SHARED_DATA_OPTIONS: dict[str, Any] = {
     "preset": Preset, "format": Format, "sep": Sep, "encoding": Encoding, "user_col": UserCol,
     "session_col": SessionCol, "item_col": ItemCol, "time_col": TimeCol, "event_col": EventCol, "value_col": ValueCol,
-    "time_unit": TimeUnit,
+    "time_unit": TimeUnit, "order_col": OrderCol, "split_col": SplitCol, "split_values": SplitValues,
     "session_gap": SessionGap, "split": Split, "valid": Valid, "test": Test, "allow_tiny_test": AllowTinyTest,
     "keep_repeats": KeepRepeats, "min_item_support": MinItemSupport, "min_session_length": MinSessionLength,
 }  # fmt: skip
@@ -418,6 +432,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "baselines": (_baselines, "--baselines"),
     "target_events": (_LIST, "--target-events"),
     "columns": (_LIST, "--columns"),
+    "split_values": (_LIST, "--split-values"),
     "events": (_LIST, "--events"),
     "item_categorical": (_LIST, "--item-categorical"),
     "item_numeric": (_LIST, "--item-numeric"),

@@ -121,6 +121,13 @@ TINY_TEST_TARGETS = 10
 # validation, the default top-K of predict and the largest default cut-off of evaluate.
 HEADLINE_K = 20
 
+# The values of a split column read as train, valid and test, compared lower-cased.
+SPLIT_VALUES: dict[str, tuple[str, ...]] = {
+    "train": ("train", "training", "trn"),
+    "valid": ("valid", "validation", "val", "dev", "development"),
+    "test": ("test", "testing", "tst", "eval"),
+}
+
 # A split the user gives (--test FILE, or GRU4Rec's own format) is used as given: published
 # numbers are measured on it exactly, repeats included (the easiest targets), with every
 # training item in the catalogue and no validation period cut out of the training file.
@@ -147,6 +154,14 @@ class PrepareConfig:
     event_col: str | None = None
     value_col: str | None = None
     time_unit: TimeUnit = "auto"
+    # A column of positions that order each sequence's events when the log has no times (e.g. 0, 1,
+    # 2, ... within each session): events are ordered by it, and no time split can be made.
+    order_col: str | None = None
+    # A column naming each row's split, used as given like --test/--valid files; "none" ignores
+    # a column that would be recognised by its name (split, set, fold).
+    split_col: str | None = None
+    # Its values for train, valid and test, in that order (default: SPLIT_VALUES).
+    split_values: tuple[str, ...] = ()
     # A date (or time) column plus an offset column, e.g. Diginetica's eventdate + timeframe (ms).
     time_offset_col: str | None = None
     time_offset_unit: TimeUnit = "ms"
@@ -205,6 +220,13 @@ class PrepareConfig:
             raise ConfigError(
                 f"--min-session-length must be >= 2 (a sequence of one event has no "
                 f"next item to predict), got {self.min_session_length}"
+            )
+        if self.split_values and (
+            len(self.split_values) != 3 or len(set(self.split_values)) != 3 or not all(self.split_values)
+        ):
+            raise ConfigError(
+                f"--split-values needs three distinct names for train, valid and test, e.g. train,valid,test; "
+                f"got {','.join(self.split_values)}"
             )
         if self.split not in ("loo", "auto"):
             parse_split(self.split)

@@ -21,9 +21,11 @@ import polars as pl
 
 from rnnrec_cli import __version__
 from rnnrec_cli.config import (
+    AS_GIVEN,
     AUTO_SPLIT,
     MIN_SEQUENCES,
     MIN_TARGETS,
+    SPLIT_VALUES,
     TINY_TEST_TARGETS,
     Period,
     PrepareConfig,
@@ -32,7 +34,15 @@ from rnnrec_cli.config import (
 )
 from rnnrec_cli.errors import DataError, RunDirError, escape
 from rnnrec_cli.features import ITEM_FEATURES, build_item_features
-from rnnrec_cli.ingest import COLUMN_FLAGS, compression, detect_format, materialized_inputs, read_failure, scan_events
+from rnnrec_cli.ingest import (
+    COLUMN_FLAGS,
+    NO_COLUMN,
+    compression,
+    detect_format,
+    materialized_inputs,
+    read_failure,
+    scan_events,
+)
 from rnnrec_cli.presets import PRESETS
 from rnnrec_cli.rundir import exists, replace_dir, save_json, temp_dir
 from rnnrec_cli.sequences import ITEMS, MANIFEST, SPLITS, split_targets
@@ -251,6 +261,8 @@ def build_splits(
     *,
     out: Path,
     buckets: int = 1,
+    given_by: str = "given file",
+    detect_order: bool = True,
 ) -> tuple[pl.DataFrame, dict[str, Any]]:
     """Canonical events -> out/{train,valid,test}.parquet; returns (item table, stage counts).
 
@@ -281,6 +293,14 @@ def build_splits(
 
     span = time_span(parts)
     stages["time_span"] = [t.isoformat() for t in span]
+    if cfg.order_col is not None or (detect_order and _starts_at_zero(parts, span)):
+        _check_order_split(cfg, given)
+        column = cfg.order_col or cfg.time_col
+        stages["order_note"] = (
+            f"column {column!r} orders each sequence's events (positions, not times): "
+            + ("as asked with --order-col" if cfg.order_col else "its values restart at 0 in every sequence")
+            + "; no time is used, so no time split is made"
+        )
 
     def by_time(src: list[Part], period: Period, name: str) -> tuple[list[Part], list[Part]]:
         at = cutoff(_scan(src), period) if not period.empty and _rows(src) else None
@@ -320,16 +340,16 @@ def build_splits(
         rules = {}
         if "test" in given:
             rest, test = parts, _clean_parts(given["test"], cfg, 1, work / "given-test", {})
-            rules["test"] = "given file"
+            rules["test"] = given_by
         else:
             rest, test, rules["test"] = auto(parts, "test", cfg.test_period)
         if "valid" in given:
             train, valid = rest, _clean_parts(given["valid"], cfg, 1, work / "given-valid", {})
-            rules["valid"] = "given file"
+            rules["valid"] = given_by
         else:
             train, valid, rules["valid"] = auto(rest, "valid", cfg.valid_period)
         stages["split_rule"] = {k: v or (cfg.split if k == "test" else cfg.valid) for k, v in rules.items()}
-        if cfg.global_cutoff and set(rules.values()) != {"given file"}:
+        if cfg.global_cutoff and set(rules.values()) != {given_by}:
             stages["split_scheme"] = (
                 "one cutoff for every user history: the targets of a split are its events after the cutoff, "
                 "every earlier event is only context (fed to the network, never scored), so every scored test "
@@ -365,6 +385,35 @@ def build_splits(
         _write_encoded(part, items, work / f"{name}-encoded", out / f"{name}.parquet")
     shutil.rmtree(work, ignore_errors=True)
     return items, stages
+
+
+_EPOCH = datetime(1970, 1, 1)
+
+
+def _starts_at_zero(parts: list[Part], span: tuple[datetime, datetime]) -> bool:
+    """Whether every sequence (two or more) starts at time 0: its "times" are positions 0, 1, 2,
+    ... (an SR-GNN-style file), which no real clock gives."""
+    if span[0] != _EPOCH:
+        return False
+    starts = _scan(parts).group_by("seq").agg(pl.col("ts").min()).collect(engine="streaming")["ts"]
+    return len(starts) >= 2 and bool((starts == _EPOCH).all())
+
+
+def _check_order_split(cfg: PrepareConfig, given: dict[str, pl.LazyFrame]) -> None:
+    """Positions order events but say nothing about time: a time split on them would cut at an
+    arbitrary position. Refuse, naming the ways out."""
+    column = cfg.order_col or cfg.time_col
+    if cfg.leave_one_out:
+        return
+    periods = {"test": ("test", cfg.test_period), "valid": ("validation", cfg.valid_period)}
+    timed = [label for key, (label, period) in periods.items() if key not in given and not period.empty]
+    if timed:
+        what = "positions in each sequence" if cfg.order_col else "positions that restart at 0 in every sequence"
+        raise DataError(
+            f"column {column!r} holds {what} (0, 1, 2, ...), not times, so a time split ({' and '.join(timed)}) "
+            "would be meaningless. Give the split (--split-col NAME, --test FILE, or --split loo, and --valid 0 "
+            f"or --valid FILE), and pass --order-col {column}; or pass --time-unit if they really are times"
+        )
 
 
 def time_span(parts: list[Part]) -> tuple[datetime, datetime]:
@@ -425,9 +474,14 @@ def prepare(
             asked = cfg
             lf, cfg = scan_events(paths, cfg)
             given_lfs = {k: _scan_given(v, asked, cfg) for k, v in given_paths.items()}
+            lf, cfg, by_column = _split_column(lf, cfg, asked, given_lfs, _input_name(paths[0]))
+            given_lfs.update(by_column)
             buckets = cfg.buckets or auto_buckets(paths)
             try:
-                items, stages = build_splits(lf, cfg, given_lfs, out=tmp, buckets=buckets)
+                items, stages = build_splits(
+                    lf, cfg, given_lfs, out=tmp, buckets=buckets, given_by=_given_by(cfg, by_column),
+                    detect_order=asked.time_unit == "auto",
+                )  # fmt: skip
             except pl.exceptions.PolarsError as exc:
                 raise read_failure(exc, paths, writing=out_dir) from None
             roles = [("train", paths)] + [(k, v) for k, v in given_paths.items()]
@@ -447,7 +501,7 @@ def prepare(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "inputs": input_info,
             "config": to_dict(cfg),
-            "recognised": describe_inputs(asked, cfg),
+            "recognised": describe_inputs(asked, cfg, ordered="order_note" in stages),
             "buckets": buckets,
             "stages": stages,
             "splits": {name: split_stats(pl.scan_parquet(tmp / f"{name}.parquet", glob=False)) for name in SPLITS},
@@ -481,6 +535,62 @@ def prepare(
     return manifest
 
 
+def _given_by(cfg: PrepareConfig, by_column: dict[str, pl.LazyFrame]) -> str:
+    return f"split column {cfg.split_col!r}" if by_column else "given file"
+
+
+def _split_column(
+    lf: pl.LazyFrame, cfg: PrepareConfig, asked: PrepareConfig, given: dict[str, pl.LazyFrame], source: str
+) -> tuple[pl.LazyFrame, PrepareConfig, dict[str, pl.LazyFrame]]:
+    """The training events and the given valid/test events of a log with a split column (asked
+    for with --split-col, or recognised by its name). The split is then used as given, like
+    --test/--valid files: AS_GIVEN replaces the defaults the user did not set."""
+    if cfg.split_col in (None, NO_COLUMN):
+        return lf, cfg, {}
+    explicit = asked.split_col is not None
+    other = "--test" if "test" in given else ("--split" if cfg.split != "auto" else None)
+    if other is not None:
+        if explicit:
+            raise DataError(f"--split-col {cfg.split_col} and {other} both give the test split; pass one of them")
+        # A recognised column yields to a split the user asked for; it is dropped, not read.
+        return lf.drop("_split"), dataclasses.replace(cfg, split_col=NO_COLUMN), {}
+    names = dict(zip(SPLITS, cfg.split_values, strict=True)) if cfg.split_values else None
+    values = (
+        lf.select(pl.col("_split").cast(pl.String).alias("v"))
+        .group_by("v")
+        .agg(row=pl.col("v").len())
+        .collect(engine="streaming")["v"]
+        .to_list()
+    )
+    role = {}
+    for v in values:
+        text = None if v is None else v.strip() if names else v.strip().lower()
+        match = [s for s in SPLITS if (text == names[s] if names else text in SPLIT_VALUES[s])]
+        if not match:
+            row = lf.select(pl.col("_row").filter(pl.col("_split").cast(pl.String).eq_missing(v)).first()).collect()
+            known = ", ".join(cfg.split_values) if names else "train, valid or test"
+            raise DataError(
+                f"the split column {cfg.split_col!r} of {source} holds {v!r} (data row {row.item() + 1}), not {known}; "
+                "name your values with --split-values TRAIN,VALID,TEST, or pass --split-col none to ignore the column"
+            )
+        role[v] = match[0]
+    parts = {s: [v for v, r in role.items() if r == s] for s in SPLITS}
+    if not parts["test"]:
+        raise DataError(
+            f"the split column {cfg.split_col!r} of {source} marks no row as test (values: "
+            f"{', '.join(map(str, values))}); name the test value with --split-values TRAIN,VALID,TEST"
+        )
+
+    def rows(split: str) -> pl.LazyFrame:
+        return lf.filter(pl.col("_split").cast(pl.String).is_in(parts[split])).drop("_split")
+
+    defaults = PrepareConfig()
+    preset = PRESETS.get(asked.preset or "", {})
+    as_given = {k: v for k, v in AS_GIVEN.items() if getattr(asked, k) == getattr(defaults, k) and k not in preset}
+    out = {"test": rows("test")} | ({"valid": rows("valid")} if parts["valid"] else {})
+    return rows("train"), dataclasses.replace(cfg, **as_given), out
+
+
 def _scan_given(paths: Sequence[Path], asked: PrepareConfig, cfg: PrepareConfig) -> pl.LazyFrame:
     """A given split file, read with the training file's columns; a time unit that was guessed
     is guessed (and checked) for this file too, and must agree."""
@@ -500,7 +610,7 @@ def _input_name(path: Path) -> str:
     return escape(str(path.resolve()), limit=10_000)
 
 
-def describe_inputs(asked: PrepareConfig, cfg: PrepareConfig) -> dict[str, Any]:
+def describe_inputs(asked: PrepareConfig, cfg: PrepareConfig, ordered: bool = False) -> dict[str, Any]:
     """How each column and the time unit were decided: by an option, by the preset, or guessed
     (a recognised column name; the unit from the magnitude of the times)."""
     preset = PRESETS.get(asked.preset or "", {})
@@ -521,4 +631,11 @@ def describe_inputs(asked: PrepareConfig, cfg: PrepareConfig) -> dict[str, Any]:
         sequences = "each user's whole history"
     else:
         sequences = f"a user's events cut where {cfg.session_gap / 60:g} minutes pass without an event"
-    return {"columns": columns, "time_unit": {"unit": cfg.time_unit, "how": how("time_unit")}, "sequences": sequences}
+    unit = {"unit": cfg.time_unit, "how": how("time_unit")}
+    if cfg.order_col is not None or ordered:
+        if cfg.session_col is None:
+            sequences = "each user's events, in the order column's order"
+        how_order = "option" if cfg.order_col is not None else "values restart at 0 in every sequence"
+        columns["order"] = {"column": columns.pop("time")["column"], "how": how_order}
+        unit = {"unit": "order", "how": how_order}
+    return {"columns": columns, "time_unit": unit, "sequences": sequences}

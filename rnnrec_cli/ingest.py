@@ -36,6 +36,7 @@ _GUESSES: dict[str, tuple[str, ...]] = {
     "session_col": ("sessionid", "session"),
     "event_col": ("eventtype", "event", "type", "action"),
     "value_col": ("rating", "value", "score"),
+    "split_col": ("split", "set", "fold"),
 }
 COLUMN_FLAGS = {
     "item_col": "--item-col",
@@ -44,6 +45,7 @@ COLUMN_FLAGS = {
     "session_col": "--session-col",
     "event_col": "--event-col",
     "value_col": "--value-col",
+    "split_col": "--split-col",
 }
 _CANON = {
     "user_col": "user",
@@ -52,8 +54,11 @@ _CANON = {
     "time_col": "ts",
     "event_col": "event",
     "value_col": "value",
+    "split_col": "_split",
     "time_offset_col": "_offset",
 }
+# --split-col none: no split column, even one with a recognised name.
+NO_COLUMN = "none"
 _SEPARATORS = (",", "\t", ";", "|")
 # Microseconds per unit of a numeric time column.
 MICROSECONDS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
@@ -324,6 +329,16 @@ def resolve_columns(
             "(rnnrec will not guess which one you mean)"
         )
     normalized = {n.lower().replace("_", "").replace("-", ""): n for n in names}
+    if time_optional and cfg.order_col is not None and cfg.order_col not in names:
+        cfg = dataclasses.replace(cfg, order_col=None, time_col=None)
+    if cfg.order_col is not None:
+        if cfg.order_col not in names:
+            raise DataError(
+                f"column {cfg.order_col!r} not in {source} (found: {', '.join(names)}). Pass --order-col with one "
+                "of those."
+            )
+        # Positions are read as microseconds: they order events and never exceed a session gap.
+        cfg = dataclasses.replace(cfg, time_col=cfg.order_col, time_unit="us", time_offset_col=None)
     if time_optional and cfg.time_col is not None and cfg.time_col not in names:
         cfg = dataclasses.replace(cfg, time_col=None, time_offset_col=None)
     updates: dict[str, str] = {}
@@ -332,7 +347,11 @@ def resolve_columns(
             f"column {cfg.time_offset_col!r} not in {source} (found: {', '.join(names)}). "
             "Pass --time-offset-col with one of those."
         )
-    missing = [key for key in _GUESSES if getattr(cfg, key) is not None and getattr(cfg, key) not in names]
+    missing = [
+        key
+        for key in _GUESSES
+        if getattr(cfg, key) not in (None, NO_COLUMN if key == "split_col" else None) and getattr(cfg, key) not in names
+    ]
     if len(missing) == 1:
         raise DataError(
             f"column {getattr(cfg, missing[0])!r} not in {source} (found: {', '.join(names)}). "
@@ -409,7 +428,9 @@ def canonicalize(
                 "plain values (explode or flatten the column first)"
             )
     selected = [
-        pl.col(getattr(cfg, key)).alias(canon) for key, canon in _CANON.items() if getattr(cfg, key) is not None
+        pl.col(getattr(cfg, key)).alias(canon)
+        for key, canon in _CANON.items()
+        if getattr(cfg, key) is not None and not (key == "split_col" and cfg.split_col == NO_COLUMN)
     ]
     lf = lf.select(selected).with_row_index("_row")
     if cfg.time_col is None:

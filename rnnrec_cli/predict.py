@@ -22,6 +22,7 @@ from rnnrec_cli import model
 from rnnrec_cli.config import ModelConfig, PrepareConfig, from_dict
 from rnnrec_cli.errors import DataError
 from rnnrec_cli.ingest import (
+    NO_COLUMN,
     canonicalize,
     check_times,
     iter_stdin_blocks,
@@ -62,6 +63,8 @@ def run_prepare_config(run: RunDir, overrides: dict[str, Any]) -> PrepareConfig:
     """The column mapping and sessionization the run was trained with, plus explicit overrides."""
     manifest = check_manifest(load_json(run.data_manifest), run.data_manifest)
     values = {**manifest["config"], **{k: v for k, v in overrides.items() if v is not None}}
+    # Histories to predict from have no split: a split column of the training log is not needed.
+    values["split_col"] = NO_COLUMN
     unit = manifest.get("recognised", {}).get("time_unit", {})
     if isinstance(unit, dict) and unit.get("how") == "guessed from the magnitude":
         # Guessed for the training data, so guessed (and checked for mixed units) again here.

@@ -54,10 +54,14 @@ def prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Group:
     if rec:
         cols = ", ".join(f"{role} = {c['column']!r} ({c['how']})" for role, c in rec["columns"].items())
         unit = rec["time_unit"]
-        unit_text = "text or dates" if unit["unit"] == "auto" else f"unix {unit['unit']} ({unit['how']})"
+        unit_text = {"auto": "text or dates", "order": "none (events in the order column's order)"}.get(
+            unit["unit"], f"unix {unit['unit']} ({unit['how']})"
+        )
         lines.append(f"columns: {cols}; times: {unit_text}")
         lines.append(f"sequences: {rec['sequences']}")
-    if "time_span" in st:
+    if "order_note" in st:
+        lines.append(f"order: {st['order_note']}")
+    elif "time_span" in st:
         a, b = st["time_span"]
         lines.append(f"time span: {a[:16].replace('T', ' ')} to {b[:16].replace('T', ' ')}")
     rules = st.get("split_rule")
@@ -102,8 +106,8 @@ def prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Group:
             f"{sp['sequences']:,}",
             f"{targets:,}",
             f"{sp['items']:,}",
-            (sp[first] or "-")[:10],
-            (sp[last] or "-")[:10],
+            "-" if "order_note" in st else (sp[first] or "-")[:10],
+            "-" if "order_note" in st else (sp[last] or "-")[:10],
         )
     return Group(Text("\n".join(lines)), table)
 

@@ -7,7 +7,9 @@ import polars as pl
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from typer.testing import CliRunner
 
+from rnnrec_cli.cli import app
 from rnnrec_cli.config import PrepareConfig
 from rnnrec_cli.data import build_splits, filter_until_stable, prepare
 from rnnrec_cli.errors import DataError, RunDirError
@@ -465,3 +467,68 @@ def test_sessions_keep_the_whole_session_rule(log_csv: Path, tmp_path: Path) -> 
     test = pl.read_parquet(tmp_path / "s" / "test.parquet")
     assert "target" not in test.columns
     assert m["splits"]["test"]["targets"] == m["splits"]["test"]["events"] - m["splits"]["test"]["sequences"]
+
+
+# ------------------------------------------------------------------ split and order columns
+
+
+def _srgnn(path: Path, split: bool = True, values: tuple[str, str] = ("train", "test")) -> Path:
+    """An SR-GNN-style log: the 'timestamp' is the position inside a session (0, 1, 2, ...)."""
+    rng = np.random.default_rng(0)
+    lines = ["user_id,item_id,timestamp" + (",split" if split else "")]
+    for s in range(120):
+        first = int(rng.integers(12))
+        for p in range(int(rng.integers(2, 7))):
+            lines.append(f"{s},{(first + p) % 12},{p}" + (f",{values[s >= 90]}" if split else ""))
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def test_a_split_column_gives_the_split_it_names_as_given(tmp_path: Path) -> None:
+    src = _srgnn(tmp_path / "events.csv")
+    raw = pl.read_csv(src)
+    cli_ok(["prepare", str(src), "-o", str(tmp_path / "d"), "-q"])
+    m = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert m["recognised"]["columns"]["split"] == {"column": "split", "how": "recognised name"}
+    assert m["stages"]["split_rule"] == {"test": "split column 'split'", "valid": "0"}
+    # As given: every row of each split, repeats and rare items kept, no validation cut.
+    assert m["splits"]["train"]["events"] == raw.filter(pl.col("split") == "train").height
+    assert m["splits"]["test"]["events"] == raw.filter(pl.col("split") == "test").height
+    assert m["splits"]["valid"]["events"] == 0
+    assert m["config"]["min_item_support"] == 1 and not m["config"]["dedupe_consecutive"]
+    # Positions are read as an order, with a note: never a 1970 time split.
+    assert "restart at 0" in m["stages"]["order_note"] and m["recognised"]["time_unit"]["unit"] == "order"
+    test = read_sequences(tmp_path / "d", "test")
+    items = read_items(tmp_path / "d").sort("idx")["item_id"].to_list()
+    first = raw.filter(pl.col("split") == "test").group_by("user_id", maintain_order=True).agg("item_id")
+    assert [items[i] for i in test.items[: test.offsets[1]]] == first["item_id"][0].to_list()
+
+
+def test_split_values_and_bad_split_values(tmp_path: Path) -> None:
+    src = _srgnn(tmp_path / "events.csv", values=("tr", "te"))
+    result = CliRunner().invoke(app, ["prepare", str(src), "-o", str(tmp_path / "x")])
+    assert result.exit_code == 1
+    assert "split column 'split'" in result.output and "'tr'" in result.output and "--split-values" in result.output
+    out = cli_ok(["prepare", str(src), "-o", str(tmp_path / "d"), "--split-values", "tr,va,te", "-q"])
+    assert out.strip() == str(tmp_path / "d")
+    result = CliRunner().invoke(app, ["prepare", str(src), "-o", str(tmp_path / "y"), "--split-values", "a,b"])
+    assert result.exit_code == 2 and "three distinct names" in result.output
+    # An explicit --split-col with another split is a conflict; --split-col none ignores the column.
+    result = CliRunner().invoke(app, ["prepare", str(src), "-o", str(tmp_path / "z"), "--split-col", "split",
+                                      "--split", "time:0.1"])  # fmt: skip
+    assert result.exit_code == 1 and "both give the test split" in result.output
+
+
+def test_positions_without_a_split_are_refused_not_read_as_1970(tmp_path: Path) -> None:
+    src = _srgnn(tmp_path / "events.csv", split=False)
+    result = CliRunner().invoke(app, ["prepare", str(src), "-o", str(tmp_path / "x")])
+    assert result.exit_code == 1 and not (tmp_path / "x").exists()
+    assert "restart at 0" in result.output and "--order-col timestamp" in result.output
+    assert "--time-unit" in result.output
+    # Leave-one-out needs no time; --order-col says what the column is.
+    cli_ok(["prepare", str(src), "-o", str(tmp_path / "d"), "--split", "loo", "--order-col", "timestamp", "-q"])
+    m = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert m["recognised"]["columns"]["order"] == {"column": "timestamp", "how": "option"}
+    # --time-unit says they are times: a time split is made as asked.
+    cli_ok(["prepare", str(src), "-o", str(tmp_path / "t"), "--time-unit", "s", "--split", "time:0.5",
+            "--valid", "0", "--allow-tiny-test", "-q"])  # fmt: skip
