@@ -555,13 +555,7 @@ def _split_column(
         # A recognised column yields to a split the user asked for; it is dropped, not read.
         return lf.drop("_split"), dataclasses.replace(cfg, split_col=NO_COLUMN), {}
     names = dict(zip(SPLITS, cfg.split_values, strict=True)) if cfg.split_values else None
-    values = (
-        lf.select(pl.col("_split").cast(pl.String).alias("v"))
-        .group_by("v")
-        .agg(row=pl.col("v").len())
-        .collect(engine="streaming")["v"]
-        .to_list()
-    )
+    values = lf.select(pl.col("_split").cast(pl.String).unique()).collect(engine="streaming")["_split"].to_list()
     role = {}
     for v in values:
         text = None if v is None else v.strip() if names else v.strip().lower()
