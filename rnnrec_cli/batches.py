@@ -6,7 +6,10 @@ truncated back-propagation; the hidden state is carried across chunks by the cal
 very end of the stream, where slots run dry, is padded (mask False).
 
 The layout (which slot and start step each sequence gets) is computed once from the sequence
-lengths alone; chunks are then built one at a time, so an epoch never exists as [steps, B]
+lengths alone. Slots are numbered by when they run dry, latest first, so the slots still running
+at any step are a prefix: the end of an epoch, where the longest sequences outlast the others,
+runs on a narrower batch (`chunk_widths`) instead of computing idle slots, as GRU4Rec's batch
+shrinks. Chunks are built one at a time, so an epoch never exists as [steps, B]
 arrays in memory, and a process of a multi-host run can build just its own slots from just its
 own sequences.
 """
@@ -27,6 +30,13 @@ from rnnrec_cli.config import RunConfig
 from rnnrec_cli.sequences import Sequences, read_lengths, read_sequences
 
 T = TypeVar("T")
+
+# The narrowest batch the end of an epoch shrinks to: below this a step costs about the same.
+NARROWEST = 8
+# Chunks a narrower width must run to be worth its compilation: at GRU 100 x 64 halving the
+# batch saves about 12 ms a chunk on a 2-core CPU, and a compilation costs 2-3 s, so 20 chunks
+# pay for it within 10 epochs.
+MIN_CHUNKS = 20
 
 
 class Batch(NamedTuple):
@@ -60,8 +70,9 @@ class Batch(NamedTuple):
 @dataclass(frozen=True)
 class Layout:
     """Where each sequence runs: per laid-out sequence (sorted by slot, then start step) its
-    index in the input `Sequences`, slot, first step and number of (input, target) pairs; and
-    the sort key slot * (n_steps + 1) + start, to find the sequence running at (step, slot)."""
+    index in the input `Sequences`, slot, first step and number of (input, target) pairs; the
+    sort key slot * (n_steps + 1) + start, to find the sequence running at (step, slot); and per
+    slot the step it runs dry at (non-increasing: slots are numbered latest first)."""
 
     seq: np.ndarray
     slot: np.ndarray
@@ -70,6 +81,7 @@ class Layout:
     batch_size: int
     n_steps: int
     key: np.ndarray
+    ends: np.ndarray
 
     def sequences_in(self, slots: range) -> np.ndarray:
         """Indices of the sequences that run in `slots` (what a process must read)."""
@@ -84,11 +96,48 @@ def layout(lengths: np.ndarray, batch_size: int, bptt: int, order: np.ndarray | 
     idx = idx[lengths[idx] >= 2]
     n_pairs = lengths[idx] - 1
     slot, start = assign_slots(n_pairs, batch_size)
-    end = int((start + n_pairs).max()) if len(idx) else 0
-    n_steps = max(1, -(-end // bptt)) * bptt
+    ends = np.zeros(batch_size, np.int64)
+    np.maximum.at(ends, slot, start + n_pairs)
+    # Renumber the slots by when they run dry, latest first (ties keep their order): a slot is
+    # busy from step 0 until its end, so the slots running at any step are then a prefix.
+    by_end = np.argsort(-ends, kind="stable")
+    renumber = np.empty(batch_size, np.int64)
+    renumber[by_end] = np.arange(batch_size)
+    slot, ends = renumber[slot], ends[by_end]
+    n_steps = max(1, -(-int(ends[0]) // bptt)) * bptt
     by_slot = np.lexsort((start, slot))
     slot, start = slot[by_slot], start[by_slot]
-    return Layout(idx[by_slot], slot, start, n_pairs[by_slot], batch_size, n_steps, slot * (n_steps + 1) + start)
+    key = slot * (n_steps + 1) + start
+    return Layout(idx[by_slot], slot, start, n_pairs[by_slot], batch_size, n_steps, key, ends)
+
+
+def chunk_widths(
+    plan: Layout, bptt: int, multiple: int = 1, narrowest: int | None = None, min_chunks: int | None = None
+) -> np.ndarray:
+    """<int64>[n_chunks] the batch width each chunk runs at: the slots still running (a prefix,
+    see `layout`), rounded up to B halved as often as they allow, but never below `narrowest`
+    and always a multiple of `multiple` (the devices the batch is split over). Halving keeps the
+    number of compiled widths to log2(B / narrowest) while the idle slots computed stay below
+    half; a width that fewer than `min_chunks` chunks would use is left out."""
+    narrowest = NARROWEST if narrowest is None else narrowest
+    min_chunks = MIN_CHUNKS if min_chunks is None else min_chunks
+    b = plan.batch_size
+    sizes = {b}
+    w = b
+    while w // 2 >= max(narrowest, multiple):
+        w //= 2
+        sizes.add(-(-w // multiple) * multiple)
+    widths = np.array(sorted(sizes), np.int64)
+    starts = np.arange(plan.n_steps // bptt, dtype=np.int64) * bptt
+    running = np.searchsorted(-plan.ends, -starts, side="left")  # slots with ends > start
+    chosen = widths[np.minimum(np.searchsorted(widths, running), len(widths) - 1)]
+    # A width costs a compilation (seconds): one that would run only a few chunks gives them to
+    # the next wider one instead.
+    for w in widths[:-1]:
+        here = chosen == w
+        if here.sum() < min_chunks:
+            chosen[here] = widths[np.searchsorted(widths, w) + 1]
+    return chosen
 
 
 @dataclass(frozen=True)
@@ -106,15 +155,20 @@ class Stream:
     slots: range
     values: np.ndarray | None = None
     events: np.ndarray | None = None
+    # Per chunk, how many of `slots` (from the first) it holds; None = all of them.
+    widths: np.ndarray | None = None
 
     @property
     def n_chunks(self) -> int:
         return self.plan.n_steps // self.bptt
 
+    def width(self, k: int) -> int:
+        return len(self.slots) if self.widths is None else int(self.widths[k])
+
     def chunk(self, k: int) -> Batch:
         p, t = self.plan, self.bptt
         steps = np.arange(k * t, (k + 1) * t, dtype=np.int64)[:, None]
-        slots = np.arange(self.slots.start, self.slots.stop, dtype=np.int64)[None, :]
+        slots = np.arange(self.slots.start, self.slots.start + self.width(k), dtype=np.int64)[None, :]
         if not len(p.seq):
             empty = np.zeros((t, slots.shape[1]), np.int32)
             no_values = None if self.values is None else empty.astype(np.float32)
@@ -213,10 +267,19 @@ def load_train_data(
     return TrainData(data_dir, seqs.lengths, seqs, values, events)
 
 
-def epoch_stream(cfg: RunConfig, data: TrainData, epoch: int, slots: range, plan: Layout | None = None) -> Stream:
+def epoch_stream(
+    cfg: RunConfig,
+    data: TrainData,
+    epoch: int,
+    slots: range,
+    plan: Layout | None = None,
+    narrow_by: int | None = None,
+) -> Stream:
     """The epoch's stream for `slots`: a function of (seed, epoch) alone, so a resumed run
     replays exactly the batches an uninterrupted one would see, and every process agrees on
-    the layout without talking to the others. `plan`: the unshuffled layout, if already made."""
+    the layout without talking to the others. `plan`: the unshuffled layout, if already made.
+    `narrow_by`: run the epoch's tail on narrower batches, in multiples of this (the device
+    count; the caller passes it only where one process holds all slots)."""
     tc = cfg.train
     if tc.shuffle:
         order = np.random.default_rng([tc.seed, epoch]).permutation(len(data.lengths))
@@ -224,14 +287,16 @@ def epoch_stream(cfg: RunConfig, data: TrainData, epoch: int, slots: range, plan
     elif plan is None:
         # Prepared sequences are stored by start time; GRU4Rec trains in that order.
         plan = layout(data.lengths, tc.batch_size, tc.bptt)
+    widths = None if narrow_by is None else chunk_widths(plan, tc.bptt, narrow_by)
     if data.seqs is not None:
-        return Stream(plan, data.seqs.items, data.seqs.offsets[:-1], tc.bptt, slots, data.seqs.values, data.seqs.events)
+        seqs = data.seqs
+        return Stream(plan, seqs.items, seqs.offsets[:-1], tc.bptt, slots, seqs.values, seqs.events, widths)
     wanted = np.zeros(len(data.lengths), bool)
     wanted[plan.sequences_in(slots)] = True
     mine = read_sequences(data.data_dir, "train", wanted, values=data.values, events=data.events)
     first = np.full(len(data.lengths), -1, np.int64)
     first[wanted] = mine.offsets[:-1]
-    return Stream(plan, mine.items, first, tc.bptt, slots, mine.values, mine.events)
+    return Stream(plan, mine.items, first, tc.bptt, slots, mine.values, mine.events, widths)
 
 
 def validation_subset(seqs: Sequences, n: int, seed: int) -> Sequences:

@@ -213,6 +213,7 @@ def train(
     devices: o.TrainDevices = None,
     shard_items: o.ShardItems = None,
     prefetch: o.Prefetch = None,
+    narrow_tail: o.NarrowTail = None,
     coordinator: o.Coordinator = None,
     num_processes: o.NumProcesses = None,
     process_id: o.ProcessId = None,

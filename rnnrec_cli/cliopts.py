@@ -302,6 +302,10 @@ TrainDevices = Annotated[
 ]
 ShardItems = Annotated[bool | None, _t("Also split the item tables over the devices by rows.", "shard_items", SCALE)]
 Prefetch = Annotated[int | None, _t("Chunks assembled ahead in a background thread (0 = off).", "prefetch", SCALE)]
+NarrowTail = Annotated[
+    bool | None,
+    _t("Run each epoch's end on a batch halved as slots run dry (off: full width).", "narrow_tail", SCALE),
+]
 Coordinator = Annotated[
     str | None, opt("Multi-process run: process 0's HOST:PORT, or 'auto' to read the cluster's environment.", SCALE)
 ]

@@ -398,6 +398,9 @@ class TrainConfig:
     shard_items: bool = False
     # Chunks prepared ahead by a background thread while the device runs the current one.
     prefetch: int = 2
+    # Run the end of each epoch, where the longest sequences outlast the others, on a batch
+    # halved as slots run dry (GRU4Rec's batch shrinks there) instead of computing idle slots.
+    narrow_tail: bool = True
 
     def __post_init__(self) -> None:
         check_finite(self)

@@ -60,6 +60,21 @@ def zero_carry(cfg: ModelConfig, batch: int) -> Carry:
     return tuple(out)
 
 
+def resize_carry(carry: Carry, width: int) -> Carry:
+    """The hidden state of the first `width` slots: cut (the slots after them have run dry), or
+    padded with zeros (checkpoints always hold the full batch)."""
+
+    def one(x: jax.Array) -> jax.Array:
+        n = x.shape[0]
+        return x[:width] if width <= n else jnp.pad(x, ((0, width - n), (0, 0)))
+
+    return jax.tree.map(one, carry)
+
+
+def carry_width(carry: Carry) -> int:
+    return int(jax.tree.leaves(carry)[0].shape[0])
+
+
 def init_params(cfg: ModelConfig, n_items: int, key: jax.Array) -> Params:
     k_emb, k_out, *k_cells = jax.random.split(key, 2 + len(cfg.layers))
     items = {

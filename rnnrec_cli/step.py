@@ -106,7 +106,8 @@ def chunk_loss(
     carry, hidden = model.run(params, cfg.model, carry, batch, key, features)
     mask = batch.mask.reshape(-1)
     n = jnp.sum(mask)
-    per_step = 1.0 / batch.mask.shape[1]  # the nominal batch size, however many slots are active
+    # The nominal batch size, however many slots are active or the chunk is narrowed to.
+    per_step = 1.0 / cfg.train.batch_size
     loss = jnp.zeros(())
     if cfg.model.predicts_items:
         per_row = _next_item_loss(params, cfg, hidden, batch, stats)
@@ -189,8 +190,11 @@ def scatter_item_rows(tree: Any, sub: Any, rows: jax.Array) -> Any:
 
 
 def touched_rows(batch: Batch, n_items: int) -> jax.Array:
-    """Sorted unique item ids a chunk reads (inputs, targets, negatives), padded with n_items."""
-    ids = jnp.concatenate([batch.inputs.ravel(), batch.targets.ravel(), batch.negatives])
+    """Sorted unique item ids a chunk reads (inputs, targets, negatives), padded with n_items.
+    Padding steps read none: their id 0 would count item 0 as touched, and with momentum a
+    touched row moves even with a zero gradient."""
+    real = lambda ids: jnp.where(batch.mask, ids, n_items).ravel()  # noqa: E731
+    ids = jnp.concatenate([real(batch.inputs), real(batch.targets), batch.negatives])
     return jnp.unique(ids, size=ids.shape[0], fill_value=n_items)
 
 
@@ -236,4 +240,4 @@ def train_step(
     # The state flows into the next chunk, but gradients stop at the chunk boundary (TBPTT).
     carry = jax.lax.stop_gradient(carry)
     # Reported per target: the chunk's loss is a sum over its targets divided by B.
-    return TrainState(params, opt_state, state.step + 1), carry, {"loss_sum": loss * batch.mask.shape[1], "n": n}
+    return TrainState(params, opt_state, state.step + 1), carry, {"loss_sum": loss * cfg.train.batch_size, "n": n}

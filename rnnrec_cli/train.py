@@ -12,7 +12,8 @@ import logging
 import math
 import time
 from collections.abc import Callable, Iterator, Sequence
-from contextlib import closing
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import closing, contextmanager, suppress
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -179,15 +180,15 @@ class EpochReport:
     seconds: float
     best: bool
     valid_seconds: float = 0.0
-    # The first step's seconds when it compiled the step (0 in later epochs), left out of
-    # events_per_s.
+    # Seconds of the steps that compiled it (the first at each batch width; 0 in later epochs),
+    # left out of events_per_s.
     compile_seconds: float = 0.0
 
 
 class _EpochRun(NamedTuple):
     """What `run_epoch` did: the state and position at its end (with the epoch's loss and target
     sums), its seconds, the targets trained on, whether a checkpoint exists yet, and the
-    seconds of the first step when it compiled the step."""
+    seconds of the steps that compiled it."""
 
     state: TrainState
     end: Position
@@ -241,6 +242,8 @@ class _Session(NamedTuple):
     features: dict[str, np.ndarray] | None
     zero_carry: model.Carry
     leader: bool
+    # Narrow the epoch's tail in multiples of this (the device count), or None: full width.
+    narrow_by: int | None
 
 
 def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainState, Position]:
@@ -295,6 +298,8 @@ def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainSt
         features=features,
         zero_carry=zero_host,
         leader=parallel.is_leader(),
+        # A process of a multi-host run supplies a fixed share of the slots: keep the full width.
+        narrow_by=placement.n_devices if tc.narrow_tail and jax.process_count() == 1 else None,
     )
     return session, trainer.place_state(host), pos
 
@@ -322,14 +327,14 @@ def fit(
     has_valid = bool(s.valid.n_targets)
     reports: list[EpochReport] = []
     stream: Stream | None = None
-    saved_once, compiled = resume, False
+    saved_once, compiled = resume, set[int]()
     for epoch in range(pos.epoch, tc.epochs + 1):
         if tc.patience and pos.bad_epochs >= tc.patience:
             break
         if stream is None or tc.shuffle:
-            stream = epoch_stream(cfg, s.data, epoch, s.slots, s.plan)
+            stream = epoch_stream(cfg, s.data, epoch, s.slots, s.plan, s.narrow_by)
         done = run_epoch(s, state, stream, epoch, pos, saved_once, compiled, on_progress)
-        state, end, seconds, saved_once, compiled = done.state, done.end, done.seconds, done.saved_once, True
+        state, end, seconds, saved_once = done.state, done.end, done.seconds, done.saved_once
         train_loss = float(end.loss_sum / max(int(end.n_sum), 1))
         if not math.isfinite(train_loss) or not _all_finite(state.params):
             raise TrainingDiverged(
@@ -373,11 +378,11 @@ def run_epoch(
     epoch: int,
     pos: Position,
     saved_once: bool,
-    compiled: bool,
+    compiled: set[int],
     on_progress: Callable[[Progress], None] | None,
 ) -> _EpochRun:
-    """One epoch from `pos` (its chunk, when the run resumes mid-epoch). Until `compiled`, the
-    first step is waited for and timed: its compilation."""
+    """One epoch from `pos` (its chunk, when the run resumes mid-epoch). The first step at each
+    batch width not yet in `compiled` (updated) is waited for and timed: its compilation."""
     tc = s.cfg.train
     start = pos.chunk if epoch == pos.epoch else 0
     carry_host, loss_sum, n_sum = (pos.carry, pos.loss_sum, pos.n_sum) if start else (s.zero_carry, 0.0, 0)
@@ -388,20 +393,32 @@ def run_epoch(
     sums = s.trainer.placement.put((np.float32(loss_sum), np.int32(n_sum)), s.trainer.placement.replicated)
     t0 = t_ckpt = t_last = time.perf_counter()
 
+    def device_chunk(k: int) -> Batch:
+        width = tc.batch_size if stream.widths is None else stream.width(k)
+        return s.trainer.batch(stream.chunk(k), chunk_negatives(s.cfg, s.cdf, epoch, k), width)
+
     def batches() -> Iterator[tuple[int, Batch]]:
         for k in range(start, stream.n_chunks):
-            yield k, s.trainer.batch(stream.chunk(k), chunk_negatives(s.cfg, s.cdf, epoch, k), tc.batch_size)
+            yield k, device_chunk(k)
+
+    pending = _compile_ahead(s, (state, carry, sums), stream, start, compiled, device_chunk)
 
     # Closed on the way out of an exception too (Ctrl-C): the prefetch thread must stop before
     # the interpreter does, or it runs on into a torn-down runtime.
     compile_seconds = 0.0
-    with closing(prefetch(batches(), tc.prefetch)) as chunks:
+    with _shut_down(pending), closing(prefetch(batches(), tc.prefetch)) as chunks:
         for k, batch in chunks:
+            width = batch.mask.shape[1]
+            if width != model.carry_width(carry):
+                carry = model.resize_carry(carry, width)  # the slots after `width` have run dry
             t_step = time.perf_counter()
+            if width in pending:
+                pending.pop(width).result()  # waiting for it is compile time too
             state, carry, sums = s.step_fn(state, carry, sums, batch, s.stats, s.base_key)
-            if not compiled:
+            if width not in compiled:
                 jax.block_until_ready(sums)
-                compile_seconds, compiled = time.perf_counter() - t_step, True
+                compile_seconds += time.perf_counter() - t_step
+                compiled.add(width)
             loss_sum, n_sum = sums
             if on_progress is not None and ((k + 1) % PROGRESS_EVERY == 0 or k + 1 == stream.n_chunks):
                 now, n_now = time.perf_counter(), int(n_sum)
@@ -413,11 +430,63 @@ def run_epoch(
             if tc.checkpoint_every and time.perf_counter() - t_ckpt >= every:
                 saved_once = True
                 if _all_finite(state.params) and math.isfinite(float(loss_sum)):
-                    here = Position(epoch, k + 1, carry, loss_sum, n_sum, pos.best_value, pos.bad_epochs)
+                    full = model.resize_carry(carry, tc.batch_size)
+                    here = Position(epoch, k + 1, full, loss_sum, n_sum, pos.best_value, pos.bad_epochs)
                     save_last(s.run, s.trainer, state, here)
                 t_ckpt = time.perf_counter()
-    end = Position(epoch, stream.n_chunks, carry, loss_sum, n_sum, pos.best_value, pos.bad_epochs)
+    full = model.resize_carry(carry, tc.batch_size)
+    end = Position(epoch, stream.n_chunks, full, loss_sum, n_sum, pos.best_value, pos.bad_epochs)
     return _EpochRun(state, end, time.perf_counter() - t0, int(n_sum) - n_start, saved_once, compile_seconds)
+
+
+def _compile_ahead(
+    s: _Session,
+    args: tuple[TrainState, model.Carry, Any],
+    stream: Stream,
+    start: int,
+    compiled: set[int],
+    device_chunk: Callable[[int], Batch],
+) -> dict[int, Future[Any]]:
+    """Compile the step for the narrower widths of the epoch's tail in a background thread while
+    the full-width chunks run (a compilation costs seconds, the tail of a short epoch not much
+    more). jit's cache is shared: the first call at a width compiled here does not compile.
+    Returns a future per width, to wait for before its first step."""
+    if stream.widths is None:
+        return {}
+    firsts = {int(w): start + int(i) for w, i in zip(*np.unique(stream.widths[start:], return_index=True), strict=True)}
+    todo = sorted((w for w in firsts if w not in compiled and firsts[w] > start), reverse=True)
+    if not todo:
+        return {}
+    state, carry, sums = args
+
+    def spec(x: jax.Array, shape: tuple[int, ...] | None = None) -> jax.ShapeDtypeStruct:
+        return jax.ShapeDtypeStruct(x.shape if shape is None else shape, x.dtype, sharding=x.sharding)
+
+    # Shapes and placements are taken here, on the loop's thread: the loop donates these arrays.
+    fixed = jax.tree.map(spec, (state, sums, s.stats, s.base_key))
+    calls = {}
+    for w in todo:
+        narrow_carry = jax.tree.map(lambda x, w=w: spec(x, (w, *x.shape[1:])), carry)
+        calls[w] = (fixed[0], narrow_carry, fixed[1], jax.tree.map(spec, device_chunk(firsts[w])), *fixed[2:])
+    pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="rnnrec-compile")
+    futures = {w: pool.submit(lambda a: s.step_fn.lower(*a).compile(), calls[w]) for w in todo}
+    pool.shutdown(wait=False)
+    return futures
+
+
+@contextmanager
+def _shut_down(pending: dict[int, Future[Any]]) -> Iterator[None]:
+    """On the way out (an error, Ctrl-C), compilations not started are dropped and a running one
+    is waited for, so that no thread outlives the loop into a torn-down runtime."""
+    try:
+        yield
+    finally:
+        for f in pending.values():
+            f.cancel()
+        for f in pending.values():
+            if not f.cancelled():
+                with suppress(Exception):  # the loop's own exception is the one that counts
+                    f.result()
 
 
 def _valid_mask(seqs: Sequences, leave_one_out: bool) -> np.ndarray | None:

@@ -639,9 +639,9 @@ def write_plots(study: optuna.Study, out: Path) -> list[str]:
 def fixed_settings(model: ModelConfig, train: TrainConfig, dims: list[Dim]) -> dict[str, Any]:
     """The settings every trial shares (what is not searched), as JSON: a study must not mix
     trials of different epochs, cells or data. Fields that change no result (checkpoint
-    timing, devices, prefetch) are left out, so a worker may set them its own way."""
+    timing, devices, prefetch, the narrowed tail) are left out, so a worker may set them its own way."""
     searched = {d.name for d in dims}
-    io_only = {"checkpoint_every", "devices", "shard_items", "prefetch", "eval_batch_size"}
+    io_only = {"checkpoint_every", "devices", "shard_items", "prefetch", "narrow_tail", "eval_batch_size"}
     out = {f"model.{k}": v for k, v in to_dict(model).items() if k not in searched}
     out |= {f"train.{k}": v for k, v in to_dict(train).items() if k not in searched | io_only}
     return json.loads(json.dumps(out))
