@@ -474,6 +474,7 @@ def prepare(
             given_paths = {k: stack.enter_context(materialized_inputs(v, cfg.encoding)) for k, v in given_files.items()}
             asked = cfg
             lf, cfg = scan_events(paths, cfg)
+            typed = typed_header(paths[0], asked)
             given_lfs = {k: _scan_given(v, asked, cfg) for k, v in given_paths.items()}
             lf, cfg, by_column = _split_column(lf, cfg, asked, given_lfs, _input_name(paths[0]))
             given_lfs.update(by_column)
@@ -502,9 +503,7 @@ def prepare(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "inputs": input_info,
             "config": to_dict(cfg),
-            "recognised": describe_inputs(
-                asked, cfg, ordered="order_note" in stages, typed=typed_header(paths[0], asked)
-            ),
+            "recognised": describe_inputs(asked, cfg, ordered="order_note" in stages, typed=typed),
             "buckets": buckets,
             "stages": stages,
             "splits": {name: split_stats(pl.scan_parquet(tmp / f"{name}.parquet", glob=False)) for name in SPLITS},
