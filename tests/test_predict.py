@@ -185,6 +185,15 @@ def test_headerless_stdin_and_file_with_columns(run_dir: Path, tmp_path: Path) -
     assert pl.read_csv(result.stdout.encode()).equals(timed)
 
 
+def test_input_format_names_the_format_a_file_name_does_not(run_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "current.txt"
+    pl.read_csv(SESSION.encode()).write_ndjson(path)
+    assert runner.invoke(app, ["predict", str(run_dir), str(path), "-q"]).exit_code == 1  # read as CSV
+    result = runner.invoke(app, ["predict", str(run_dir), str(path), "-k", "3", "-q", "--input-format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(result.stdout.encode()).equals(_predict(run_dir, SESSION, "-k", "3"))
+
+
 def test_headerless_input_is_a_one_line_error_naming_the_fix(run_dir: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["predict", str(run_dir), "-"], input=HEADERLESS_TSV.replace("x", "7"))
     assert result.exit_code == 1 and "Traceback" not in result.output
