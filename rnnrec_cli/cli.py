@@ -386,6 +386,10 @@ def predict(
     item_col: Annotated[str | None, typer.Option(help="Override the item column.")] = None,
     time_col: Annotated[str | None, typer.Option(help="Override the time column.")] = None,
     value_col: Annotated[str | None, typer.Option(help="Override the value column.")] = None,
+    input_format: o.InputFormat = None,
+    sep: o.Sep = None,
+    no_header: o.NoHeader = None,
+    columns: o.Columns = None,
     encoding: o.Encoding = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing output file.")] = False,
     quiet: o.Quiet = False,
@@ -407,12 +411,13 @@ def predict(
     if out != "-" and Path(out).is_dir():
         raise RnnrecError(f"{out} is a directory; give a file path for -o")
     render.warn(unfinished(run))
-    # The preset's column mapping only: how sequences are cleaned is the run's.
-    columns = dict(
+    # The preset's column mapping and input format only: how sequences are cleaned is the run's.
+    reading = dict(
         session_col=session_col, user_col=user_col, item_col=item_col, time_col=time_col, value_col=value_col,
-        encoding=encoding,
+        format=input_format, sep=sep, columns=columns, encoding=encoding,
+        header=None if no_header is None else not no_header,
     )  # fmt: skip
-    overrides = {**{k: v for k, v in o.preset_values(preset).items() if k not in AS_GIVEN}, **o.given(columns)}
+    overrides = {**{k: v for k, v in o.preset_values(preset).items() if k not in AS_GIVEN}, **o.given(reading)}
     stats = PredictStats()
     frames = run_predict(run, events or ["-"], opts, stats, include=include, exclude=exclude,
                          candidates_file=candidates, overrides=overrides)  # fmt: skip

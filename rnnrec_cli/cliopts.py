@@ -72,8 +72,9 @@ Devices = Annotated[int | None, opt("Devices to split the sequences over (0 = al
 
 # ---------------------------------------------------------------------------- data (prepare, train)
 
-Format = Annotated[str | None, _data("auto, csv, parquet, jsonl or otto.", "format")]
-Sep = Annotated[str | None, _data("CSV separator ('::' works too). \\[default: sniffed]")]
+_FORMATS = "auto, csv, parquet, jsonl or otto."
+Format = Annotated[str | None, _data(_FORMATS, "format")]
+Sep = Annotated[str | None, _data("CSV separator ('\\t' or tab for a tab; '::' works too). \\[default: sniffed]")]
 Encoding = Annotated[str | None, _data("Text encoding of CSV/JSON inputs, e.g. latin-1 or cp1252.")]
 UserCol = Annotated[str | None, _data("User id column.")]
 SessionCol = Annotated[str | None, _data("Session id column (sessions given).")]
@@ -151,7 +152,15 @@ AllowTinyTest = Annotated[
     ),
 ]
 # prepare only
-NoHeader = Annotated[bool, typer.Option("--no-header", help="The CSV has no header row.", rich_help_panel=DATA)]
+NoHeader = Annotated[
+    bool | None,
+    typer.Option(
+        "--no-header/--header",
+        help="Whether the CSV has a header row. \\[default: it has; predict: as the run's data]",
+        rich_help_panel=DATA,
+        show_default=False,
+    ),
+]
 Columns = Annotated[str | None, _data("Names for header-less columns, e.g. session,ts,item.")]
 TimeOffsetCol = Annotated[str | None, _data("Offset added to the time column (e.g. Diginetica's timeframe).")]
 TimeOffsetUnit = Annotated[str | None, _data("s, ms, us or ns for --time-offset-col.", "time_offset_unit")]
@@ -349,6 +358,8 @@ def _p(help_text: str, name: str, *names: str) -> Any:
     return opt(help_text, None, (PredictOptions, name), *names)
 
 
+# predict's --format is its output's, so the input's (prepare's --format) is --input-format.
+InputFormat = Annotated[str | None, _data(f"Input format: {_FORMATS} \\[default: the run's]", None, "--input-format")]
 K = Annotated[int | None, _p("Recommendations per sequence (or per position).", "k", "-k")]
 OutFormat = Annotated[str | None, _p("csv, jsonl or parquet.", "format", "--format")]
 PredictExcludeSeen = Annotated[
@@ -412,6 +423,11 @@ def _weighting(text: str, flag: str) -> float:
         ) from None
 
 
+def _separator(text: str, flag: str) -> str:
+    """A tab is hard to type in a shell: '\\t' and 'tab' stand for it."""
+    return "\t" if text in ("\\t", "tab") else text
+
+
 def _baselines(text: str, flag: str) -> tuple[str, ...]:
     if text.strip() in ("all", "none", ""):
         return EvalOptions.baselines if text.strip() == "all" else ()
@@ -436,6 +452,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "baselines": (_baselines, "--baselines"),
     "target_events": (_LIST, "--target-events"),
     "columns": (_LIST, "--columns"),
+    "sep": (_separator, "--sep"),
     "split_values": (_LIST, "--split-values"),
     "events": (_LIST, "--events"),
     "item_categorical": (_LIST, "--item-categorical"),

@@ -42,6 +42,7 @@ from rnnrec_cli.ingest import (
     materialized_inputs,
     read_failure,
     scan_events,
+    typed_header,
 )
 from rnnrec_cli.presets import PRESETS
 from rnnrec_cli.rundir import exists, replace_dir, save_json, temp_dir
@@ -473,6 +474,7 @@ def prepare(
             given_paths = {k: stack.enter_context(materialized_inputs(v, cfg.encoding)) for k, v in given_files.items()}
             asked = cfg
             lf, cfg = scan_events(paths, cfg)
+            typed = typed_header(paths[0], asked)
             given_lfs = {k: _scan_given(v, asked, cfg) for k, v in given_paths.items()}
             lf, cfg, by_column = _split_column(lf, cfg, asked, given_lfs, _input_name(paths[0]))
             given_lfs.update(by_column)
@@ -501,7 +503,7 @@ def prepare(
             "created": datetime.now(UTC).isoformat(timespec="seconds"),
             "inputs": input_info,
             "config": to_dict(cfg),
-            "recognised": describe_inputs(asked, cfg, ordered="order_note" in stages),
+            "recognised": describe_inputs(asked, cfg, ordered="order_note" in stages, typed=typed),
             "buckets": buckets,
             "stages": stages,
             "splits": {name: split_stats(pl.scan_parquet(tmp / f"{name}.parquet", glob=False)) for name in SPLITS},
@@ -604,9 +606,15 @@ def _input_name(path: Path) -> str:
     return escape(str(path.resolve()), limit=10_000)
 
 
-def describe_inputs(asked: PrepareConfig, cfg: PrepareConfig, ordered: bool = False) -> dict[str, Any]:
+RECBOLE_NOTE = "RecBole typed header (name:type): type suffixes dropped"
+
+
+def describe_inputs(
+    asked: PrepareConfig, cfg: PrepareConfig, ordered: bool = False, typed: bool = False
+) -> dict[str, Any]:
     """How each column and the time unit were decided: by an option, by the preset, or guessed
-    (a recognised column name; the unit from the magnitude of the times)."""
+    (a recognised column name; the unit from the magnitude of the times); with `typed`, that the
+    header was RecBole's `name:type` one, read without its types."""
     preset = PRESETS.get(asked.preset or "", {})
 
     def how(key: str) -> str:
@@ -632,4 +640,5 @@ def describe_inputs(asked: PrepareConfig, cfg: PrepareConfig, ordered: bool = Fa
         how_order = "option" if cfg.order_col is not None else "values restart at 0 in every sequence"
         columns["order"] = {"column": columns.pop("time")["column"], "how": how_order}
         unit = {"unit": "order", "how": how_order}
-    return {"columns": columns, "time_unit": unit, "sequences": sequences}
+    header = {"header": RECBOLE_NOTE} if typed else {}
+    return {"columns": columns, "time_unit": unit, "sequences": sequences, **header}

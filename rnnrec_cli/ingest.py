@@ -60,6 +60,8 @@ _CANON = {
 # --split-col none: no split column, even one with a recognised name.
 NO_COLUMN = "none"
 _SEPARATORS = (",", "\t", ";", "|")
+# RecBole's atomic files type every header name (`item_id:token`); these are its types.
+RECBOLE_TYPES = ("token", "token_seq", "float", "float_seq")
 # Microseconds per unit of a numeric time column.
 MICROSECONDS = {"s": 1_000_000, "ms": 1_000, "us": 1, "ns": 0.001}
 
@@ -108,7 +110,7 @@ def _zstd_head(path: Path, n_bytes: int) -> bytes:
 
 
 def detect_format(path: Path) -> str:
-    name = path.name.lower().removesuffix(".gz").removesuffix(".zst").removesuffix(".zstd")
+    name = _plain_name(path)
     if name.endswith(".parquet"):
         return "parquet"
     if name.endswith((".jsonl", ".ndjson", ".json")):
@@ -117,8 +119,15 @@ def detect_format(path: Path) -> str:
 
 
 def sniff_separator(path: Path) -> str:
-    """The separator of a CSV file, from its first lines (see `sniff_text`)."""
+    """The separator of a CSV file: a tab for RecBole's atomic `.inter` files (their format
+    says so), else from its first lines (see `sniff_text`)."""
+    if _plain_name(path).endswith(".inter"):
+        return "\t"
     return sniff_text(_head_text(path), str(path))
+
+
+def _plain_name(path: Path) -> str:
+    return path.name.lower().removesuffix(".gz").removesuffix(".zst").removesuffix(".zstd")
 
 
 def sniff_text(text: str, source: str = "stdin") -> str:
@@ -150,9 +159,31 @@ def name_columns(names: list[str], sep: str, cfg: PrepareConfig) -> dict[str, st
     header, their names from cfg.columns: a list to select, then a renaming."""
     kept = names[::2] if sep == "::" else names
     if cfg.header and sep != "::":
-        return kept
+        return untyped_names(kept) or kept
     given = list(cfg.columns)[: len(kept)]
     return dict(zip(kept, given + kept[len(given) :], strict=True))
+
+
+def untyped_names(names: Sequence[str]) -> dict[str, str]:
+    """{name: name without its type} for a RecBole atomic header (every name `name:type`, e.g.
+    `session_id:token`, with a type of RECBOLE_TYPES), so the usual names are recognised; {}
+    for any other header, or when dropping the types would make two names equal."""
+    parts = [n.rpartition(":") for n in names]
+    if not names or any(not base or kind not in RECBOLE_TYPES for base, _, kind in parts):
+        return {}
+    plain = [base for base, _, _ in parts]
+    return dict(zip(names, plain, strict=True)) if len(set(plain)) == len(plain) else {}
+
+
+def typed_header(path: Path, cfg: PrepareConfig) -> bool:
+    """Whether a CSV input's header row is a RecBole typed one (`untyped_names` drops the
+    types while reading; this says so for the manifest)."""
+    fmt = cfg.format if cfg.format != "auto" else detect_format(path)
+    if fmt != "csv" or not cfg.header:
+        return False
+    first = _head_text(path).partition("\n")[0].rstrip("\r")
+    sep = cfg.sep or sniff_separator(path)
+    return bool(untyped_names([n.strip().strip('"') for n in first.split(sep)]))
 
 
 def _named(frame: Any, sep: str, cfg: PrepareConfig) -> Any:
@@ -323,6 +354,9 @@ def resolve_columns(
     With `time_optional` (predict: the input is already in order), a missing time column is
     allowed and left None."""
     twice = sorted({n.rsplit("_duplicated_", 1)[0] for n in names if "_duplicated_" in n} & set(names))
+    headerless = _headerless_fix(names, cfg, source)
+    if headerless and (twice or not _columns_present(cfg, names)):
+        raise DataError(headerless)
     if twice:
         raise DataError(
             f"{source} has more than one column named {twice[0]!r}; rename them so each name is unique "
@@ -373,14 +407,50 @@ def resolve_columns(
     for key in ("item_col",) if time_optional else ("item_col", "time_col"):
         if getattr(cfg, key) is None:
             raise DataError(
-                f"no {key.removesuffix('_col')} column found in {source} "
+                headerless
+                or f"no {key.removesuffix('_col')} column found in {source} "
                 f"(found: {', '.join(names)}). Pass {COLUMN_FLAGS[key]}."
             )
     if cfg.session_col is None and cfg.user_col is None:
         raise DataError(
-            f"{source} has no session or user column (found: {', '.join(names)}). Pass --session-col or --user-col."
+            headerless
+            or f"{source} has no session or user column (found: {', '.join(names)}). Pass --session-col or --user-col."
         )
     return cfg
+
+
+# The column options of a run, in the order a header-less file most often has them.
+_MAPPED = ("session_col", "user_col", "item_col", "time_col", "event_col", "value_col")
+
+
+def _columns_present(cfg: PrepareConfig, names: Sequence[str]) -> bool:
+    """Whether every column named by an option is among `names`."""
+    return all(getattr(cfg, key) in (None, *names) for key in _MAPPED)
+
+
+def _headerless_fix(names: Sequence[str], cfg: PrepareConfig, source: str) -> str:
+    """The error for a file read with a header that has none: its first data row became the
+    column names (a number or date among them gives it away). '' when the names look like a header."""
+    if not cfg.header or not any(_is_value(n.rsplit("_duplicated_", 1)[0]) for n in names):
+        return ""
+    wanted = [getattr(cfg, key) for key in _MAPPED if getattr(cfg, key) is not None]
+    missing = [name for name in wanted if name not in names]
+    what = f"columns {', '.join(map(repr, missing))} not in {source}: it" if missing else source
+    example = ",".join(wanted or ("user_id", "item_id", "timestamp"))
+    first = ", ".join(n.rsplit("_duplicated_", 1)[0] for n in names)
+    return (
+        f"{what} has no header row (its first line reads {first}); add a header naming the columns, or pass "
+        f"--no-header --columns {example} (in the order of its columns)"
+    )
+
+
+def _is_value(text: str) -> bool:
+    """A number, a date or an id like 1st: a value, not a column name."""
+    try:
+        float(text)
+    except ValueError:
+        return text[:1].isdigit()
+    return True
 
 
 def scan_events(

@@ -63,6 +63,11 @@ def run_prepare_config(run: RunDir, overrides: dict[str, Any]) -> PrepareConfig:
     """The column mapping and sessionization the run was trained with, plus explicit overrides."""
     manifest = check_manifest(load_json(run.data_manifest), run.data_manifest)
     values = {**manifest["config"], **{k: v for k, v in overrides.items() if v is not None}}
+    if overrides.get("header") and not manifest["config"].get("header", True):
+        values["columns"] = ()  # --header on a run prepared without one: the input's header names its columns
+    if overrides.get("columns") and values.get("header", True):
+        # (A preset's run may keep --columns for its header-less variant: prepare's check lets it pass.)
+        raise DataError("--columns names the columns of input without a header row; add --no-header")
     # Histories to predict from have no split: a split column of the training log is not needed.
     values["split_col"] = NO_COLUMN
     unit = manifest.get("recognised", {}).get("time_unit", {})

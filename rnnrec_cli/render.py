@@ -57,6 +57,8 @@ def prepare_summary(manifest: dict[str, Any], out_dir: Path) -> Group:
         unit_text = {"auto": "text or dates", "order": "none (events in the order column's order)"}.get(
             unit["unit"], f"unix {unit['unit']} ({unit['how']})"
         )
+        if "header" in rec:
+            lines.append(f"header: {rec['header']}")
         lines.append(f"columns: {cols}; times: {unit_text}")
         lines.append(f"sequences: {rec['sequences']}")
     if "order_note" in st:

@@ -259,3 +259,42 @@ def test_train_without_out_makes_a_timestamped_run_dir(
     out = _ok(["train", str(data), "--cell", "rnn", "--epochs", "1", "--layers", "8", "-q"])
     path = Path(out.strip().splitlines()[-1])
     assert path.parent == Path("runs") and path.name.endswith("-rnn") and (tmp_path / path / "COMPLETE").is_file()
+
+
+def test_prepare_recbole_file_says_so_and_predict_reads_it(trained, tmp_path: Path) -> None:
+    """A RecBole atomic file: columns found by their names once the types are dropped, said on
+    screen and in the manifest; predict reads the same format."""
+    log, _, run = trained
+    events = pl.read_csv(log)
+    typed = events.rename({"user_id": "user_id:token", "item_id": "item_id:token", "timestamp": "timestamp:float"})
+    path = tmp_path / "log.inter"
+    typed.write_csv(path, separator="\t")
+    data = tmp_path / "d"
+    result = runner.invoke(app, ["prepare", str(path), "-o", str(data), "--split", "time:0.2", "--valid", "0.1"])
+    assert result.exit_code == 0, result.output
+    assert "header: RecBole typed header (name:type): type suffixes dropped" in result.stderr
+    assert "item = 'item_id' (recognised name)" in result.stderr
+    manifest = json.loads((data / "manifest.json").read_text())
+    assert manifest["recognised"]["header"].startswith("RecBole typed header")
+    assert manifest["config"]["item_col"] == "item_id"
+    _ok(["prepare", "-", "-o", str(tmp_path / "p"), "--split", "time:0.2", "-q"], input=path.read_text())
+    assert json.loads((tmp_path / "p" / "manifest.json").read_text())["recognised"]["header"].startswith("RecBole")
+    from_csv = _ok(["predict", str(run), str(log), "-k", "3", "-q"])
+    assert _ok(["predict", str(run), str(path), "-k", "3", "-q"]) == from_csv
+    piped = _ok(["predict", str(run), "-", "-k", "3", "-q"], input=path.read_text())
+    assert piped == from_csv
+
+
+def test_prepare_headerless_tsv_with_escaped_tab(tmp_path: Path) -> None:
+    """`--sep '\\t'` (a backslash and a t, as a shell passes it) is a tab."""
+    from .conftest import synthetic_log
+
+    path = tmp_path / "events.txt"
+    synthetic_log(n_users=30).write_csv(path, separator="\t", include_header=False)
+    args = ["prepare", str(path), "-o", str(tmp_path / "d"), "--split", "time:0.2", "--valid", "0", "-q"]
+    result = runner.invoke(app, args)
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert "has no header row" in result.stderr and "--no-header --columns user_id,item_id,timestamp" in result.stderr
+    _ok([*args, "--no-header", "--columns", "user_id,item_id,timestamp", "--sep", "\\t"])
+    manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
+    assert manifest["config"]["sep"] == "\t" and manifest["stages"]["events_read"] == synthetic_log(n_users=30).height

@@ -13,7 +13,7 @@ from rnnrec_cli.cli import app
 from rnnrec_cli.config import PrepareConfig
 from rnnrec_cli.data import build_splits, filter_until_stable, prepare
 from rnnrec_cli.errors import DataError, RunDirError
-from rnnrec_cli.ingest import check_times, resolve_columns, scan_events, sniff_separator
+from rnnrec_cli.ingest import RECBOLE_TYPES, check_times, resolve_columns, scan_events, sniff_separator, untyped_names
 from rnnrec_cli.sequences import read_items, read_sequences, scored_mask
 from rnnrec_cli.transforms import (
     cutoff,
@@ -532,3 +532,65 @@ def test_positions_without_a_split_are_refused_not_read_as_1970(tmp_path: Path) 
     # --time-unit says they are times: a time split is made as asked.
     cli_ok(["prepare", str(src), "-o", str(tmp_path / "t"), "--time-unit", "s", "--split", "time:0.5",
             "--valid", "0", "--allow-tiny-test", "-q"])  # fmt: skip
+
+
+# ------------------------------------------------------------------ RecBole atomic files, header-less input
+
+_names = st.text("abcdefghij_", min_size=1, max_size=8)
+
+
+@settings(deadline=None, max_examples=100)
+@given(st.lists(st.tuples(_names, st.sampled_from(RECBOLE_TYPES)), min_size=1, max_size=6), st.data())
+def test_recbole_types_are_dropped_only_from_a_whole_typed_header(columns: list[tuple], data: st.DataObject) -> None:
+    names = [f"{base}:{kind}" for base, kind in columns]
+    bases = [base for base, _ in columns]
+    plain = untyped_names(names)
+    if len(set(bases)) == len(bases):
+        assert plain == dict(zip(names, bases, strict=True))
+    else:  # two columns would get one name: the header stays as it is
+        assert plain == {}
+    # One name without a recognised type and it is not RecBole's header: nothing changes.
+    at = data.draw(st.integers(0, len(names) - 1))
+    other = data.draw(st.sampled_from(["", ":date", ":Token", ":token:x"]))
+    assert untyped_names([*names[:at], bases[at] + other, *names[at + 1 :]]) == {}
+
+
+def test_recbole_inter_file_is_prepared_with_recognised_columns(tmp_path: Path) -> None:
+    log = synthetic_log(n_users=30).select(
+        pl.col("user_id").alias("user_id:token"),
+        pl.col("item_id").alias("item_id:token"),
+        pl.col("timestamp").cast(pl.Float64).alias("timestamp:float"),
+    )
+    path = tmp_path / "shop.inter"
+    log.write_csv(path, separator="\t")
+    manifest = prepare([str(path)], tmp_path / "d", PrepareConfig(split="time:0.2", valid="0"))
+    rec = manifest["recognised"]
+    assert rec["header"] == "RecBole typed header (name:type): type suffixes dropped"
+    assert {k: c["column"] for k, c in rec["columns"].items()} == {
+        "user": "user_id",
+        "item": "item_id",
+        "time": "timestamp",
+    }
+    assert manifest["stages"]["events_read"] == log.height
+    assert rec["time_unit"]["unit"] == "s"
+    # A plain header gets no such note.
+    log.rename(lambda n: n.split(":")[0]).write_csv(path, separator="\t")
+    plain = prepare([str(path)], tmp_path / "f", PrepareConfig(split="time:0.2", valid="0"))
+    assert "header" not in plain["recognised"]
+
+
+def test_headerless_file_is_named_in_the_error_with_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "test.tsv"
+    path.write_text("1\t214536502\t1396839069\n1\t214536500\t1396839249\n")
+    with pytest.raises(DataError) as exc:
+        scan_events([path], PrepareConfig(session_col="SessionId", item_col="ItemId", time_col="Time"))
+    assert str(exc.value) == (
+        f"columns 'SessionId', 'ItemId', 'Time' not in {path}: it has no header row (its first line reads 1, "
+        "214536502, 1396839069); add a header naming the columns, or pass --no-header --columns SessionId,ItemId,Time "
+        "(in the order of its columns)"
+    )
+    # Guessing finds nothing either: the same fix, with common names.
+    with pytest.raises(DataError, match=r"has no header row .* --no-header --columns user_id,item_id,timestamp"):
+        scan_events([path], PrepareConfig())
+    lf, cfg = scan_events([path], PrepareConfig(header=False, columns=("SessionId", "ItemId", "Time")))
+    assert cfg.session_col == "SessionId" and lf.collect()["item"].to_list() == [214536502, 214536500]

@@ -165,3 +165,75 @@ def test_time_column_is_optional_for_ordered_input(run_dir: Path, tmp_path: Path
     result = runner.invoke(app, ["predict", str(run_dir), str(path), "-k", "3", "-q"])
     assert result.exit_code == 0, result.output
     assert pl.read_csv(result.stdout.encode()).equals(timed)
+
+
+# ------------------------------------------------------------------ input formats (as prepare's)
+
+HEADERLESS_TSV = "x\t10\t100\nx\t11\t160\nx\t12\t220\ny\t30\t100\n"
+NO_HEADER = ["--no-header", "--columns", "user_id,item_id,timestamp"]
+
+
+def test_headerless_stdin_and_file_with_columns(run_dir: Path, tmp_path: Path) -> None:
+    """GRU4Rec-style TSV lines without a header, piped or by path, give the headed input's result."""
+    timed = _predict(run_dir, SESSION, "-k", "3")
+    assert _predict(run_dir, HEADERLESS_TSV, "-k", "3", *NO_HEADER, "--sep", "\\t").equals(timed)
+    assert _predict(run_dir, HEADERLESS_TSV, "-k", "3", *NO_HEADER, "--block-rows", "2").equals(timed)  # sniffed
+    path = tmp_path / "part.tsv"
+    path.write_text(HEADERLESS_TSV)
+    result = runner.invoke(app, ["predict", str(run_dir), str(path), "-k", "3", "-q", *NO_HEADER, "--sep", "tab"])
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(result.stdout.encode()).equals(timed)
+
+
+def test_input_format_names_the_format_a_file_name_does_not(run_dir: Path, tmp_path: Path) -> None:
+    path = tmp_path / "current.txt"
+    pl.read_csv(SESSION.encode()).write_ndjson(path)
+    assert runner.invoke(app, ["predict", str(run_dir), str(path), "-q"]).exit_code == 1  # read as CSV
+    result = runner.invoke(app, ["predict", str(run_dir), str(path), "-k", "3", "-q", "--input-format", "jsonl"])
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(result.stdout.encode()).equals(_predict(run_dir, SESSION, "-k", "3"))
+
+
+def test_headerless_input_is_a_one_line_error_naming_the_fix(run_dir: Path, tmp_path: Path) -> None:
+    result = runner.invoke(app, ["predict", str(run_dir), "-"], input=HEADERLESS_TSV.replace("x", "7"))
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert result.stderr.count("\n") == 1, result.stderr
+    assert result.stderr.startswith("Error: columns 'user_id', 'item_id', 'timestamp' not in stdin: it has no header")
+    assert "add a header naming the columns, or pass --no-header --columns user_id,item_id,timestamp" in result.stderr
+    path = tmp_path / "part.tsv"
+    path.write_text(HEADERLESS_TSV)  # a text id first: the numbers further on give it away
+    result = runner.invoke(app, ["predict", str(run_dir), str(path)])
+    assert result.exit_code == 1 and result.stderr.count("\n") == 1
+    assert f"not in {path}: it has no header row (its first line reads x, 10, 100)" in result.stderr
+    result = runner.invoke(app, ["predict", str(run_dir), str(path), "--columns", "user_id,item_id,timestamp"])
+    assert result.exit_code == 1 and "add --no-header" in result.stderr
+
+
+def test_a_headerless_run_reads_headerless_input_and_header_on_request(run_dir: Path, tmp_path: Path) -> None:
+    """A run prepared with --no-header --columns maps predict's input the same way; --header
+    says the input has one after all."""
+    import shutil
+
+    run = tmp_path / "run"
+    shutil.copytree(run_dir, run)
+    manifest = json.loads((run / "data_manifest.json").read_text())
+    manifest["config"].update(header=False, columns=["user_id", "item_id", "timestamp"])
+    (run / "data_manifest.json").write_text(json.dumps(manifest))
+    timed = _predict(run_dir, SESSION, "-k", "3")
+    assert _predict(run, HEADERLESS_TSV.replace("\t", ","), "-k", "3").equals(timed)
+    assert _predict(run, SESSION, "-k", "3", "--header").equals(timed)
+
+
+def test_recbole_atomic_file(run_dir: Path, tmp_path: Path) -> None:
+    """RecBole's typed header (name:type) is read without its types; a .inter file is a TSV."""
+    typed = "user_id:token\titem_id:token\ttimestamp:float\n" + HEADERLESS_TSV
+    timed = _predict(run_dir, SESSION, "-k", "3")
+    assert _predict(run_dir, typed, "-k", "3").equals(timed)
+    path = tmp_path / "current.inter"
+    path.write_text(typed)
+    result = runner.invoke(app, ["predict", str(run_dir), str(path), "-k", "3", "-q"])
+    assert result.exit_code == 0, result.output
+    assert pl.read_csv(result.stdout.encode()).equals(timed)
+    # An unknown type is not RecBole's: the header is left as it is, and the message names it.
+    result = runner.invoke(app, ["predict", str(run_dir), "-"], input=typed.replace("float", "date"))
+    assert result.exit_code == 1 and "(found: user_id:token, item_id:token, timestamp:date)" in result.stderr
