@@ -205,6 +205,8 @@ def few_targets(result: EvalResult) -> list[str]:
 
 def _results_table(result: EvalResult) -> Group:
     """Metrics as rows and models as columns, so more baselines stay readable in 80 columns."""
+    from rnnrec_cli.metrics import p_text
+
     rows = {**({result.model: result.metrics} if result.model and result.metrics else {}), **result.baselines}
     first = next(iter(rows.values()))
     k_max = max(int(m.split("@")[1]) for m in first)
@@ -238,7 +240,7 @@ def _results_table(result: EvalResult) -> Group:
         lo, hi = p["ci"][key]
         lines.append(
             f"{result.model} - {p['against']} (best baseline by {p['chosen_by']}): MRR@{k_max} "
-            f"{p['diff'][key]:+.4f} [{lo:+.4f}, {hi:+.4f}], p = {p['p'][key]:.3f} (paired bootstrap over sequences)"
+            f"{p['diff'][key]:+.4f} [{lo:+.4f}, {hi:+.4f}], {p_text(p['p'][key])} (paired bootstrap over sequences)"
         )
     return Group(title, table, Text("\n".join(lines)))
 
@@ -332,6 +334,8 @@ def predict_warnings(stats: PredictStats, safe_csv: bool = False) -> list[str]:
 def comparison(result: Comparison) -> Table:
     """Each run's metrics at K; for each run after the first, its difference from the first with a
     95% interval and p-value. The tested metric is bold."""
+    from rnnrec_cli.metrics import p_text
+
     names = list(result.values[0])
     table = Table(
         title=f"{result.split}: {result.n_events:,} targets in {result.n_sequences:,} sequences, paired with "
@@ -348,7 +352,7 @@ def comparison(result: Comparison) -> Table:
             cell = f"{values[name]:.4f}"
             if i:
                 d = result.differences[i - 1][name]
-                cell += f"\n{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] p={d['p']:.3f}"
+                cell += f"\n{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] {p_text(d['p'])}"
             cells.append(f"[bold]{cell}[/]" if name == result.metric else cell)
         table.add_row(markup_escape(run), model, *cells)
     return table

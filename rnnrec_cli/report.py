@@ -13,7 +13,7 @@ import io
 import math
 import re
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -23,13 +23,13 @@ import numpy as np
 
 from rnnrec_cli import __version__
 from rnnrec_cli.errors import RunDirError, reading
-from rnnrec_cli.metrics import summarize
+from rnnrec_cli.metrics import p_text, summarize
+from rnnrec_cli.plots import BASELINE_COLORS, MODEL_COLORS, series_colors
 from rnnrec_cli.rundir import COMPLETE, RunDir, load_json, read_metrics
 
 CURVE_KS = tuple(range(1, 51))
 ACCURACY = ("recall", "mrr", "ndcg")
 BEYOND = ("coverage", "gini", "pop", "tail")
-COLORS = ("#1f77b4", "#d62728", "#2ca02c", "#ff7f0e", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#17becf")
 
 
 @dataclass(frozen=True)
@@ -160,40 +160,45 @@ def _figure(n_plots: int, width: float = 5.2, height: float = 3.2) -> tuple[Any,
     return fig, axes[0]
 
 
-def learning_figure(runs: Sequence[RunView]) -> str | None:
-    """Training loss and the monitored validation metric per epoch (best epoch starred), and
-    seconds per epoch."""
+def learning_figure(runs: Sequence[RunView], colors: Mapping[str, str]) -> str | None:
+    """Training loss, the monitored validation metric per epoch (best epoch starred) and seconds
+    per epoch; a panel with nothing to draw (no validation split, no timings) is left out."""
     if not any(r.metrics for r in runs):
         return None
-    fig, (loss_ax, valid_ax, time_ax) = _figure(3, width=4.2)
+    monitors = {r.label: r.config.get("train", {}).get("monitor", "") for r in runs}
+    has_valid = any(m.get(f"valid/{monitors[r.label]}") is not None for r in runs for m in r.metrics)
+    has_time = any(m.get("seconds") for r in runs for m in r.metrics)
+    panels = ["loss", *(["valid"] if has_valid else []), *(["time"] if has_time else [])]
+    fig, axes = _figure(len(panels), width=4.2)
+    ax = dict(zip(panels, axes, strict=True))
     for i, run in enumerate(runs):
-        color = COLORS[i % len(COLORS)]
+        color = colors[run.label]
         epochs = [m["epoch"] for m in run.metrics]
-        loss_ax.plot(epochs, [m.get("train/loss") for m in run.metrics], "o-", color=color, label=run.label, ms=3)
-        monitor = run.config.get("train", {}).get("monitor", "")
+        ax["loss"].plot(epochs, [m.get("train/loss") for m in run.metrics], "o-", color=color, label=run.label, ms=3)
+        monitor = monitors[run.label]
         values = [m.get(f"valid/{monitor}") for m in run.metrics]
-        if any(v is not None for v in values):
-            valid_ax.plot(epochs, values, "o-", color=color, label=f"{run.label}: {monitor}", ms=3)
+        if has_valid and any(v is not None for v in values):
+            ax["valid"].plot(epochs, values, "o-", color=color, label=f"{run.label}: {monitor}", ms=3)
             best = [e for e, m in zip(epochs, run.metrics, strict=True) if m.get("best")]
             if best:
                 at = best[-1]
-                valid_ax.plot([at], [values[epochs.index(at)]], "*", color=color, ms=12, label=f"best epoch {at}")
-        time_ax.bar(
-            np.asarray(epochs) + (i - (len(runs) - 1) / 2) * 0.8 / len(runs),
-            [m.get("seconds", 0) for m in run.metrics],
-            width=0.8 / len(runs),
-            color=color,
-            label=run.label,
-        )
-    loss_ax.set(title="training loss", xlabel="epoch")
-    valid_ax.set(title="validation", xlabel="epoch")
-    time_ax.set(title="seconds per epoch", xlabel="epoch")
+                ax["valid"].plot([at], [values[epochs.index(at)]], "*", color=color, ms=12, label=f"best epoch {at}")
+        if has_time:
+            ax["time"].bar(
+                np.asarray(epochs) + (i - (len(runs) - 1) / 2) * 0.8 / len(runs),
+                [m.get("seconds", 0) for m in run.metrics],
+                width=0.8 / len(runs),
+                color=color,
+                label=run.label,
+            )
+    titles = {"loss": "training loss", "valid": "validation", "time": "seconds per epoch"}
     from matplotlib.ticker import MaxNLocator
 
-    for ax in (loss_ax, valid_ax, time_ax):
-        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7)
+    for name, a in ax.items():
+        a.set(title=titles[name], xlabel="epoch")
+        a.xaxis.set_major_locator(MaxNLocator(integer=True))
+        a.grid(alpha=0.3)
+        a.legend(fontsize=7)
     return _svg(fig)
 
 
@@ -202,15 +207,15 @@ def _curves(ranks: np.ndarray) -> tuple[list[float], list[float]]:
     return [m[f"recall@{k}"] for k in CURVE_KS], [m[f"mrr@{k}"] for k in CURVE_KS]
 
 
-def k_curve_figure(lines: dict[str, np.ndarray], models: int = 1) -> str:
+def k_curve_figure(lines: dict[str, np.ndarray], colors: Mapping[str, str], models: int = 1) -> str:
     """Recall@K and MRR@K for K = 1..50, one line per model or baseline (the first `models`
     lines are models: drawn thicker)."""
     fig, (recall_ax, mrr_ax) = _figure(2)
     for i, (name, ranks) in enumerate(lines.items()):
         recall, mrr = _curves(ranks)
-        style = {"linestyle": "-" if i < len(COLORS) else "--", "linewidth": 2.4 if i < models else 1.2}
-        recall_ax.plot(CURVE_KS, recall, color=COLORS[i % len(COLORS)], label=name, **style)
-        mrr_ax.plot(CURVE_KS, mrr, color=COLORS[i % len(COLORS)], label=name, **style)
+        style = {"linestyle": "-", "linewidth": 2.4 if i < models else 1.2}
+        recall_ax.plot(CURVE_KS, recall, color=colors[name], label=name, **style)
+        mrr_ax.plot(CURVE_KS, mrr, color=colors[name], label=name, **style)
     recall_ax.set(title="Recall@K", xlabel="K")
     mrr_ax.set(title="MRR@K", xlabel="K")
     for ax in (recall_ax, mrr_ax):
@@ -219,7 +224,7 @@ def k_curve_figure(lines: dict[str, np.ndarray], models: int = 1) -> str:
     return _svg(fig)
 
 
-def breakdown_figure(breakdown: dict[str, Any]) -> str | None:
+def breakdown_figure(breakdown: dict[str, Any], colors: Mapping[str, str]) -> str | None:
     """Recall@K by target popularity and by position in the sequence, model and baselines."""
     parts = [(name, breakdown[name]) for name in ("popularity", "position") if breakdown.get(name)]
     if not parts:
@@ -235,7 +240,7 @@ def breakdown_figure(breakdown: dict[str, Any]) -> str | None:
                 continue
             heights = [table[name].get(g, {}).get(key, 0.0) for g in groups]
             ax.bar(np.arange(len(groups)) + (i - (len(names) - 1) / 2) * width, heights, width, label=name,
-                   color=COLORS[i % len(COLORS)])  # fmt: skip
+                   color=colors[name])  # fmt: skip
             ax.set_ylabel(key)
         ax.set_xticks(np.arange(len(groups)), groups)
         ax.set(title=f"by {'target popularity' if title == 'popularity' else 'position in the sequence'}")
@@ -251,8 +256,8 @@ def study_figure(trials: list[dict[str, str]]) -> str | None:
         return None
     fig, (ax,) = _figure(1, width=7)
     xs, ys = zip(*sorted(points), strict=True)
-    ax.plot(xs, ys, "o", color=COLORS[0], label="trial")
-    ax.plot(xs, np.maximum.accumulate(ys), "-", color=COLORS[1], label="best so far")
+    ax.plot(xs, ys, "o", color=MODEL_COLORS[0], label="trial")
+    ax.plot(xs, np.maximum.accumulate(ys), "-", color=MODEL_COLORS[1], label="best so far")
     ax.set(title="optimisation history", xlabel="trial", ylabel="objective")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7)
@@ -281,7 +286,7 @@ def _metric_table(result: dict[str, Any]) -> dict[str, Any]:
     paired_rows = []
     if paired:
         paired_rows = [
-            {"metric": k, "diff": num(paired["diff"][k]), "ci": _interval(paired["ci"][k]), "p": num(paired["p"][k], 3)}
+            {"metric": k, "diff": num(paired["diff"][k]), "ci": _interval(paired["ci"][k]), "p": p_text(paired["p"][k])}
             for k in keys
             if k in paired.get("diff", {})
         ]
@@ -341,9 +346,17 @@ def _data_summary(manifest: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _run_section(run: RunView, index: int) -> dict[str, Any]:
+def _run_colors(run_color: str, model: str | None, names: Sequence[str]) -> dict[str, str]:
+    """A run's figures: its model in the run's colour (as on the overlaid figures), each baseline
+    in its own."""
+    return {**series_colors(names), **({model: run_color} if model else {})}
+
+
+def _run_section(run: RunView, index: int, color: str) -> dict[str, Any]:
     evals = []
     for split, result in run.evals.items():
+        names = [*([result["model"]] if result.get("model") else []), *result.get("baselines", {})]
+        colors = _run_colors(color, result.get("model"), names)
         section: dict[str, Any] = {"split": split, "task": result.get("task"), "result": result}
         section["n_events"] = num(result.get("n_events"))
         section["n_sequences"] = num(result.get("n_sequences"))
@@ -353,8 +366,8 @@ def _run_section(run: RunView, index: int) -> dict[str, Any]:
                 table = run.ranks[split]
                 names = [c for c in table.columns if c not in ("seq", "position", "item")]
                 names.sort(key=lambda n: n != result.get("model"))
-                section["k_curves"] = k_curve_figure({n: table[n].to_numpy().astype(np.float64) for n in names})
-            section["breakdown"] = breakdown_figure(result.get("breakdown", {}))
+                section["k_curves"] = k_curve_figure({n: table[n].to_numpy().astype(np.float64) for n in names}, colors)
+            section["breakdown"] = breakdown_figure(result.get("breakdown", {}), colors)
         else:
             base = {
                 "metrics": result.get("metrics"),
@@ -381,7 +394,7 @@ def _run_section(run: RunView, index: int) -> dict[str, Any]:
     }
 
 
-def _comparison(runs: Sequence[RunView]) -> dict[str, Any]:
+def _comparison(runs: Sequence[RunView], colors: Mapping[str, str]) -> dict[str, Any]:
     """Several runs: one row each (headline test metrics, epochs, time), the config keys whose
     values differ, and the model curves overlaid."""
     flats = [_flat("", r.config) for r in runs]
@@ -401,12 +414,13 @@ def _comparison(runs: Sequence[RunView]) -> dict[str, Any]:
             "seconds": num(float(sum(m.get("seconds", 0.0) for m in run.metrics)), 1),
         })  # fmt: skip
     metric_keys = list(dict.fromkeys(k for r in rows for k in r["metrics"]))
-    lines = {}
+    lines, line_colors = {}, dict(BASELINE_COLORS)
     for run in runs:
         table = run.ranks.get("test")
         model = run.evals.get("test", {}).get("model")
         if table is not None and model in table.columns:
             lines[f"{run.label} ({model})"] = table[model].to_numpy().astype(np.float64)
+            line_colors[f"{run.label} ({model})"] = colors[run.label]
     models = len(lines)
     first = runs[0].ranks.get("test")
     if first is not None:
@@ -419,8 +433,8 @@ def _comparison(runs: Sequence[RunView]) -> dict[str, Any]:
         "metric_keys": metric_keys,
         "config": [{"key": k, "values": [num(f.get(k)) for f in flats], "differs": k in differ} for k in keys],
         "n_differ": len(differ),
-        "learning": learning_figure(runs),
-        "k_curves": k_curve_figure(lines, models) if lines else None,
+        "learning": learning_figure(runs, colors),
+        "k_curves": k_curve_figure(lines, {**series_colors(list(lines)), **line_colors}, models) if lines else None,
     }
 
 
@@ -445,12 +459,17 @@ def _render(labels: list[str], views: list[RunView | StudyView]) -> str:
     from markupsafe import Markup
 
     env.filters["svg"] = lambda text: Markup(text) if text else ""
+    # One colour per run (its model's, on every figure of the page); baselines keep their own.
+    colors = {r.label: MODEL_COLORS[i % len(MODEL_COLORS)] for i, r in enumerate(runs)}
     context = {
         "title": "rnnrec report: " + ", ".join(labels),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__,
-        "runs": [{**_run_section(r, i), "learning": learning_figure([r])} for i, r in enumerate(runs)],
-        "comparison": _comparison(runs) if len(runs) > 1 else None,
+        "runs": [
+            {**_run_section(r, i, colors[r.label]), "learning": learning_figure([r], colors)}
+            for i, r in enumerate(runs)
+        ],
+        "comparison": _comparison(runs, colors) if len(runs) > 1 else None,
         "studies": [
             {
                 "path": str(s.path),
