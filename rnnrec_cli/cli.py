@@ -308,10 +308,13 @@ def evaluate(
     n_boot: o.Bootstrap = None,
     devices: o.Devices = None,
     target_events: o.TargetEvents = None,
+    name: o.EvalName = None,
+    force: o.EvalForce = False,
     as_json: o.AsJson = False,
     quiet: o.Quiet = False,
 ) -> None:
-    """Full-catalogue next-item evaluation of the best checkpoint beside simple baselines."""
+    """Full-catalogue next-item evaluation of the best checkpoint beside simple baselines; each
+    protocol keeps its own results in RUN/eval/NAME/."""
     opts = o.make(EvalOptions, o.given(locals(), EvalOptions))
     from rnnrec_cli import rundir
     from rnnrec_cli.evaluate import evaluate as run_evaluate
@@ -333,17 +336,15 @@ def evaluate(
         )
     with render.status(f"evaluating on {opts.split}", quiet) as status:
         result = run_evaluate(
-            data_dir, opts, run=run, on_stage=lambda msg: status.update(f"{opts.split}: {msg}") if status else None
-        )
+            data_dir, opts, run=run, force=force,
+            on_stage=lambda msg: status.update(f"{opts.split}: {msg}") if status else None,
+        )  # fmt: skip
     if not quiet:
         render.evaluation(result)
     render.warn(render.few_targets(result))
+    render.notes(result.notes)
     if run is not None and not quiet:
-        wrote = [
-            str(p) for p in (run.eval_dir / f"{opts.split}.json", run.eval_dir / f"{opts.split}.csv") if p.is_file()
-        ]
-        hint = "--task value -o values.csv" if result.task == "value" else "-o recs.csv"
-        err.print(f"Wrote {', '.join(wrote)}. Next: rnnrec predict {run.path} EVENTS {hint}")
+        err.print(render.evaluation_written(run.path, result))
     if as_json:
         typer.echo(json.dumps(result.to_json()))
 

@@ -5,7 +5,7 @@ tables of prepare, train, evaluate and predict. Only the CLI imports this module
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -117,6 +117,13 @@ def warn(warnings: list[str]) -> None:
         err.print(f"[yellow]Warning:[/] {markup_escape(escape(warning, limit=2000))}")
 
 
+def notes(lines: Sequence[str]) -> None:
+    """What people should know that is not a problem (which evaluation is shown, what was kept
+    or is missing): `note:` lines, never worded as a warning."""
+    for line in lines:
+        err.print(f"[cyan]note:[/] {markup_escape(escape(line, limit=2000))}")
+
+
 # ---------------------------------------------------------------------------- train
 
 
@@ -192,6 +199,18 @@ def evaluation(result: EvalResult) -> None:
         err.print(_value_table(result))
     if result.event_type is not None:
         err.print(_event_table(result))
+
+
+def evaluation_written(run: Path, result: EvalResult) -> str:
+    """Where the evaluation went, what it kept, and what to do next."""
+    folder = run / "eval" / result.name
+    files = [f"{result.split}.json", *([f"{result.split}.csv"] if result.task == "next-item" else [])]
+    kept = f" (kept {', '.join(result.kept)} from the earlier result: same options)" if result.kept else ""
+    hint = "--task value -o values.csv" if result.task == "value" else "-o recs.csv"
+    return (
+        f"Wrote {', '.join(str(folder / f) for f in files)} (evaluation {result.name!r}){kept}. "
+        f"Next: rnnrec predict {run} EVENTS {hint}; rnnrec report {run} for the page"
+    )
 
 
 def few_targets(result: EvalResult) -> list[str]:

@@ -59,7 +59,7 @@ def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
     """A run's (or study's) files, each checked as it is read: a damaged or hand-edited file is
     one error naming it, never a wrong number on the page."""
     from rnnrec_cli.config import to_dict
-    from rnnrec_cli.evaluate import ranks_path, read_ranks, read_result
+    from rnnrec_cli.evaluate import ranks_path, read_ranks, read_result, result_path
     from rnnrec_cli.rundir import load_config
     from rnnrec_cli.sequences import check_manifest
 
@@ -71,7 +71,7 @@ def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
     config = to_dict(load_config(run))
     evals, ranks = {}, {}
     for split in ("test", "valid"):
-        if (run.eval_dir / f"{split}.json").is_file():
+        if result_path(run, split).is_file():
             evals[split] = read_result(run, split)
             if evals[split]["task"] == "next-item" and ranks_path(run, split).is_file():
                 ranks[split] = read_ranks(run, split, evals[split])

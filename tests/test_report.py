@@ -59,7 +59,7 @@ def _cells(html: str) -> str:
 
 def test_next_item_report_has_every_section_and_the_evaluated_numbers(runs, tmp_path: Path) -> None:
     html = _report([runs["gru"]], tmp_path / "r.html")
-    result = json.loads((runs["gru"] / "eval" / "test.json").read_text())
+    result = json.loads((runs["gru"] / "eval" / "default" / "test.json").read_text())
     for section in ("run-0-what", "run-0-learning", "run-0-test-metrics", "run-0-test-paired", "run-0-test-curves",
                     "run-0-test-breakdown", "run-0-test-beyond"):  # fmt: skip
         assert f'id="{section}"' in html, section
@@ -79,7 +79,7 @@ def test_next_item_report_has_every_section_and_the_evaluated_numbers(runs, tmp_
 
 def test_value_run_report_shows_its_metrics_and_baselines(runs, tmp_path: Path) -> None:
     html = _report([runs["value"]], tmp_path / "v.html")
-    result = json.loads((runs["value"] / "eval" / "test.json").read_text())
+    result = json.loads((runs["value"] / "eval" / "default" / "test.json").read_text())
     assert result["task"] == "value"
     text = _cells(html)
     assert "Value prediction" in text
@@ -93,7 +93,7 @@ def test_two_run_report_compares_and_highlights_config_differences(runs, tmp_pat
     differing = re.findall(r'<tr class="differs"><td class="name">([^<]+)</td>', html)
     assert "model.cell" in differing and "train.seed" in differing and "model.layers" not in differing
     for run in ("gru", "lstm"):
-        metrics = json.loads((runs[run] / "eval" / "test.json").read_text())["metrics"]
+        metrics = json.loads((runs[run] / "eval" / "default" / "test.json").read_text())["metrics"]
         assert num(metrics["mrr@20"]) in html
 
 
