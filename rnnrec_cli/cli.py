@@ -435,6 +435,7 @@ def report(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file that is not a report.")] = False,
+    evaluation: o.ShowEval = None,
 ) -> None:
     """One self-contained HTML page (no network needed): what was run, learning curves, test metrics
     with intervals beside the baselines, metric@K curves, breakdowns; several runs side by side."""
@@ -447,7 +448,8 @@ def report(
     target = out or (paths[0] / "report.html" if len(paths) == 1 else Path("report.html"))
     if target.is_dir():
         raise RnnrecError(f"{target} is a directory; give a file path for -o")
-    html = build_report(paths)
+    html, notes = build_report(paths, evaluation)
+    render.notes(notes)
     if str(target) == "-":
         typer.echo(html)
         return
@@ -478,13 +480,15 @@ def compare(
     split: Annotated[str, typer.Option(help="The evaluated split: test or valid.")] = "test",
     n_boot: Annotated[int, typer.Option("--bootstrap", min=100, max=100_000, help="Bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    evaluation: o.ShowEval = None,
     as_json: o.AsJson = False,
 ) -> None:
     """Paired bootstrap of runs evaluated on the same targets: each run's metrics at K and its
     difference from the first run, with a 95% interval and a two-sided p-value."""
     from rnnrec_cli.compare import compare_runs
 
-    result = compare_runs(runs, metric, split, n_boot, seed)
+    result = compare_runs(runs, metric, split, n_boot, seed, evaluation)
+    render.notes(result.notes)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return

@@ -357,7 +357,8 @@ def comparison(result: Comparison) -> Table:
 
     names = list(result.values[0])
     table = Table(
-        title=f"{result.split}: {result.n_events:,} targets in {result.n_sequences:,} sequences, paired with "
+        title=f"{result.split} (evaluation {result.evaluation!r}): {result.n_events:,} targets in "
+        f"{result.n_sequences:,} sequences, paired with "
         f"{result.runs[0]} (second line: this run minus the first, 95% paired bootstrap interval, two-sided p)",
         title_justify="left",
     )

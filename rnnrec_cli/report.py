@@ -41,8 +41,8 @@ class RunView:
     config: dict[str, Any]
     manifest: dict[str, Any]
     metrics: list[dict[str, Any]]
-    evals: dict[str, dict[str, Any]]
-    ranks: dict[str, Any] = field(default_factory=dict)  # split -> polars DataFrame
+    evals: dict[str, dict[str, dict[str, Any]]]  # evaluation name -> split -> result
+    ranks: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> split -> polars DataFrame
     complete: bool = True
 
 
@@ -59,7 +59,7 @@ def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
     """A run's (or study's) files, each checked as it is read: a damaged or hand-edited file is
     one error naming it, never a wrong number on the page."""
     from rnnrec_cli.config import to_dict
-    from rnnrec_cli.evaluate import ranks_path, read_ranks, read_result, result_path
+    from rnnrec_cli.evaluate import evaluations, ranks_path, read_ranks, read_result
     from rnnrec_cli.rundir import load_config
     from rnnrec_cli.sequences import check_manifest
 
@@ -69,12 +69,14 @@ def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
     if not run.config.is_file():
         raise RunDirError(f"{path} is neither a run directory (no config.json) nor a tune study (no trials.csv)")
     config = to_dict(load_config(run))
-    evals, ranks = {}, {}
-    for split in ("test", "valid"):
-        if result_path(run, split).is_file():
-            evals[split] = read_result(run, split)
-            if evals[split]["task"] == "next-item" and ranks_path(run, split).is_file():
-                ranks[split] = read_ranks(run, split, evals[split])
+    evals: dict[str, dict[str, dict[str, Any]]] = {}
+    ranks: dict[str, dict[str, Any]] = {}
+    for name, splits in evaluations(run).items():
+        evals[name], ranks[name] = {}, {}
+        for split in splits:
+            result = evals[name][split] = read_result(run, split, name)
+            if result["task"] == "next-item" and ranks_path(run, split, name).is_file():
+                ranks[name][split] = read_ranks(run, split, result, name)
     manifest = {}
     if run.data_manifest.is_file():
         manifest = check_manifest(load_json(run.data_manifest), run.data_manifest)
@@ -352,9 +354,11 @@ def _run_colors(run_color: str, model: str | None, names: Sequence[str]) -> dict
     return {**series_colors(names), **({model: run_color} if model else {})}
 
 
-def _run_section(run: RunView, index: int, color: str) -> dict[str, Any]:
+def _run_section(run: RunView, index: int, color: str, shown: str | None) -> dict[str, Any]:
+    """One run: what was run, every evaluation it has (name, protocol, headline), and the shown
+    evaluation in full."""
     evals = []
-    for split, result in run.evals.items():
+    for split, result in run.evals.get(shown or "", {}).items():
         names = [*([result["model"]] if result.get("model") else []), *result.get("baselines", {})]
         colors = _run_colors(color, result.get("model"), names)
         section: dict[str, Any] = {"split": split, "task": result.get("task"), "result": result}
@@ -362,8 +366,8 @@ def _run_section(run: RunView, index: int, color: str) -> dict[str, Any]:
         section["n_sequences"] = num(result.get("n_sequences"))
         if result.get("task") == "next-item":
             section["table"] = _metric_table(result)
-            if split in run.ranks:
-                table = run.ranks[split]
+            if split in run.ranks.get(shown or "", {}):
+                table = run.ranks[shown or ""][split]
                 names = [c for c in table.columns if c not in ("seq", "position", "item")]
                 names.sort(key=lambda n: n != result.get("model"))
                 section["k_curves"] = k_curve_figure({n: table[n].to_numpy().astype(np.float64) for n in names}, colors)
@@ -390,47 +394,93 @@ def _run_section(run: RunView, index: int, color: str) -> dict[str, Any]:
         "data": _data_summary(run.manifest),
         "config": {k: v for k, v in _flat("", run.config).items()},
         "epochs": len(run.metrics),
+        "shown": shown,
+        "evaluations": _evaluation_list(run, shown),
         "evals": evals,
     }
 
 
-def _comparison(runs: Sequence[RunView], colors: Mapping[str, str]) -> dict[str, Any]:
-    """Several runs: one row each (headline test metrics, epochs, time), the config keys whose
-    values differ, and the model curves overlaid."""
+def _evaluation_list(run: RunView, shown: str | None) -> list[dict[str, Any]]:
+    """Every evaluation of a run: its name, splits, protocol, targets, the model's headline
+    number and the baselines it holds."""
+    from rnnrec_cli.evaluate import option_flags, result_options
+
+    out = []
+    for name, splits in run.evals.items():
+        result = splits.get("test") or next(iter(splits.values()))
+        flags = option_flags(result_options(result))
+        metrics = result.get("metrics") or {}
+        k = _largest_k(result)
+        key = f"mrr@{k}" if k else next((m for m in metrics if m != "n"), "")
+        out.append({
+            "name": name,
+            "shown": name == shown,
+            "splits": ", ".join(splits),
+            "protocol": " ".join(flags) if flags else "default options",
+            "targets": num(result.get("n_events")),
+            "headline": f"{key} {num(metrics.get(key))}" if key and result.get("model") else "–",
+            "baselines": ", ".join(result.get("baselines", {})) or "none",
+        })  # fmt: skip
+    return out
+
+
+def _largest_k(result: dict[str, Any]) -> int | None:
+    rows = [result.get("metrics") or {}, *result.get("baselines", {}).values()]
+    ks = [int(m.split("@")[1]) for row in rows for m in row if re.match(r"^mrr@\d+$", m)]
+    return max(ks) if ks else None
+
+
+def _comparison(runs: Sequence[RunView], colors: Mapping[str, str], shown: str | None) -> dict[str, Any]:
+    """Several runs: one row each (headline test metrics with their intervals and, for each run
+    after the first, the paired test against it; epochs, time), the config keys whose values
+    differ, and the model curves overlaid."""
     flats = [_flat("", r.config) for r in runs]
     keys = sorted(set().union(*flats))
     differ = {k for k in keys if len({repr(f.get(k)) for f in flats}) > 1}
-    headline = ["recall@20", "mrr@20", "ndcg@20"]
+    tests = [r.evals.get(shown or "", {}).get("test", {}) for r in runs]
+    paired, paired_note = _paired_with_first(runs, tests, shown)
     rows = []
-    for run in runs:
-        test = run.evals.get("test", {})
+    for i, (run, test) in enumerate(zip(runs, tests, strict=True)):
         metrics = test.get("metrics") or {}
-        keys_here = headline if test.get("task") == "next-item" else [k for k in metrics if k != "n"][:3]
+        k = _largest_k(test)
+        keys_here = [f"{m}@{k}" for m in ACCURACY] if test.get("task") == "next-item" and k else [
+            m for m in metrics if m != "n" and isinstance(metrics[m], int | float)][:3]  # fmt: skip
+        ci = test.get("ci", {}).get(test.get("model"), {})
+        diffs = paired[i - 1] if i and paired else {}
         rows.append({
             "label": run.label,
             "model": test.get("model", run.config.get("model", {}).get("cell", "")),
-            "metrics": {k: num(metrics.get(k)) for k in keys_here},
+            "metrics": {
+                k: {
+                    "value": num(metrics.get(k)),
+                    "ci": _interval(ci.get(k)),
+                    "paired": f"{diffs[k]['diff']:+.4f} {_interval(diffs[k]['ci'])}, {p_text(diffs[k]['p'])}"
+                    if k in diffs else "",
+                }
+                for k in keys_here
+            },
             "epochs": len(run.metrics),
             "seconds": num(float(sum(m.get("seconds", 0.0) for m in run.metrics)), 1),
         })  # fmt: skip
     metric_keys = list(dict.fromkeys(k for r in rows for k in r["metrics"]))
     lines, line_colors = {}, dict(BASELINE_COLORS)
-    for run in runs:
-        table = run.ranks.get("test")
-        model = run.evals.get("test", {}).get("model")
+    for run, test in zip(runs, tests, strict=True):
+        table = run.ranks.get(shown or "", {}).get("test")
+        model = test.get("model")
         if table is not None and model in table.columns:
             lines[f"{run.label} ({model})"] = table[model].to_numpy().astype(np.float64)
             line_colors[f"{run.label} ({model})"] = colors[run.label]
     models = len(lines)
-    first = runs[0].ranks.get("test")
+    first = runs[0].ranks.get(shown or "", {}).get("test")
     if first is not None:
-        for name in [
-            c for c in first.columns if c not in ("seq", "position", "item", runs[0].evals["test"].get("model"))
-        ]:
+        for name in [c for c in first.columns if c not in ("seq", "position", "item", tests[0].get("model"))]:
             lines[name] = first[name].to_numpy().astype(np.float64)
     return {
         "rows": rows,
         "metric_keys": metric_keys,
+        "first": runs[0].label,
+        "paired": bool(paired),
+        "paired_note": paired_note,
         "config": [{"key": k, "values": [num(f.get(k)) for f in flats], "differs": k in differ} for k in keys],
         "n_differ": len(differ),
         "learning": learning_figure(runs, colors),
@@ -438,19 +488,79 @@ def _comparison(runs: Sequence[RunView], colors: Mapping[str, str]) -> dict[str,
     }
 
 
-def build_report(paths: Sequence[Path]) -> str:
-    """The report's HTML for these run (or study) directories."""
+def _paired_with_first(
+    runs: Sequence[RunView], tests: Sequence[dict[str, Any]], shown: str | None
+) -> tuple[list[dict[str, dict[str, Any]]], str]:
+    """Each later run's paired bootstrap against the first at the headline K (compare's test),
+    or why there is none (not next-item, no ranks, other targets or options)."""
+    from rnnrec_cli.compare import check_comparable, paired_differences, ranks_of
+
+    tables = [r.ranks.get(shown or "", {}).get("test") for r in runs]
+    if any(t is None or not test.get("model") for t, test in zip(tables, tests, strict=True)):
+        return [], "no paired test: not every run has next-item test ranks of a model in this evaluation"
+    ranked = [ranks_of(r.label, test, t) for r, test, t in zip(runs, tests, tables, strict=True)]
+    k = _largest_k(tests[0])
+    try:
+        for other in ranked[1:]:
+            check_comparable(ranked[0], other, "test")
+    except RunDirError as exc:
+        return [], f"no paired test: {exc}"
+    if k is None:
+        return [], "no paired test: the first run's result has no MRR@K"
+    _, differences, _, _ = paired_differences(ranked, [k])
+    return differences, ""
+
+
+def build_report(paths: Sequence[Path], evaluation: str | None = None) -> tuple[str, list[str]]:
+    """The report's HTML for these run (or study) directories, showing one evaluation of each
+    run (`evaluation`, else `default`, else the only one), and the notes that go with it (which
+    evaluation is shown, what one run or evaluation has and another lacks): on the page and for
+    the CLI to print."""
     labels = [p.name for p in paths]
     if len(set(labels)) < len(labels):
         labels = [str(p) for p in paths]
     views = [load_view(p, label) for p, label in zip(paths, labels, strict=True)]
+    runs = [v for v in views if isinstance(v, RunView)]
+    shown, notes = _shown_evaluation(runs, evaluation)
     with warnings.catch_warnings():
         # A figure of odd but valid numbers (one epoch, equal values) is still a figure.
         warnings.simplefilter("ignore")
-        return _render(labels, views)
+        return _render(labels, views, shown, notes), notes
 
 
-def _render(labels: list[str], views: list[RunView | StudyView]) -> str:
+def _shown_evaluation(runs: Sequence[RunView], asked: str | None) -> tuple[str | None, list[str]]:
+    """The evaluation the page shows, and the notes: which one and what else there is, the
+    baselines or metrics one run has and another lacks in it, and the baselines one evaluation
+    of a run has and another lacks."""
+    from rnnrec_cli.compare import missing_notes, pick_evaluation, result_metrics
+
+    shown = pick_evaluation({r.label: list(r.evals) for r in runs}, asked, strict=False)
+    if shown is None:
+        return None, []
+    notes = [f"run {r.label} has no evaluation {shown!r}" for r in runs if r.evals and shown not in r.evals]
+    if shown != "default" or any(len(r.evals) > 1 for r in runs):
+        listed = "; ".join(f"{r.label} has {', '.join(map(repr, r.evals))}" for r in runs if r.evals)
+        notes.append(f"showing evaluation {shown!r} ({listed}); pick another with --eval NAME")
+    tests = {f"run {r.label}": _first_result(r.evals[shown]) for r in runs if shown in r.evals}
+    if len(tests) > 1:
+        notes += missing_notes(
+            {who: list(res.get("baselines", {})) for who, res in tests.items()},
+            {who: result_metrics(res) for who, res in tests.items()},
+            f" in evaluation {shown!r}",
+        )
+    for r in runs:
+        if len(r.evals) > 1:
+            held = {f"evaluation {n!r} of run {r.label}": list(_first_result(e).get("baselines", {}))
+                    for n, e in r.evals.items()}  # fmt: skip
+            notes += missing_notes(held, {})
+    return shown, notes
+
+
+def _first_result(splits: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    return splits.get("test") or next(iter(splits.values()))
+
+
+def _render(labels: list[str], views: list[RunView | StudyView], shown: str | None, notes: list[str]) -> str:
     from jinja2 import Environment, PackageLoader, select_autoescape
 
     runs = [v for v in views if isinstance(v, RunView)]
@@ -465,11 +575,13 @@ def _render(labels: list[str], views: list[RunView | StudyView]) -> str:
         "title": "rnnrec report: " + ", ".join(labels),
         "generated": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "version": __version__,
+        "shown": shown,
+        "notes": notes,
         "runs": [
-            {**_run_section(r, i, colors[r.label]), "learning": learning_figure([r], colors)}
+            {**_run_section(r, i, colors[r.label], shown), "learning": learning_figure([r], colors)}
             for i, r in enumerate(runs)
         ],
-        "comparison": _comparison(runs, colors) if len(runs) > 1 else None,
+        "comparison": _comparison(runs, colors, shown) if len(runs) > 1 else None,
         "studies": [
             {
                 "path": str(s.path),

@@ -140,6 +140,62 @@ def test_study_directory_report(tmp_path: Path) -> None:
     assert 'id="study-0"' in html and "optimisation history" in html and "PRUNED" in html and "0.15" in html
 
 
+def _copy(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+def test_report_lists_every_evaluation_and_eval_picks_the_one_shown(runs, tmp_path: Path) -> None:
+    run = _copy(runs["gru"], tmp_path / "gru")
+    _ok(["evaluate", str(run), "--exclude-seen", "--baselines", "pop", "--bootstrap", "100", "-q"])
+    other = json.loads((run / "eval" / "exclude-seen" / "test.json").read_text())
+    default = json.loads((run / "eval" / "default" / "test.json").read_text())
+    shown = runner.invoke(app, ["report", str(run), "-o", str(tmp_path / "r.html")])
+    assert shown.exit_code == 0, shown.output
+    html = (tmp_path / "r.html").read_text()
+    text = _cells(html)
+    # Both evaluations listed with their protocol; the default one shown in full, and said so.
+    rows = re.findall(
+        r'<tr class="[^"]*"><td class="name">([^<]+)</td><td>([^<]*)</td><td>[^<]*</td><td>([^<]+)<', html
+    )
+    assert ("default", "shown below", "default options") in rows and ("exclude-seen", "", "--exclude-seen") in rows
+    assert "Test metrics of evaluation default" in text and num(default["metrics"]["mrr@20"]) in text
+    # What one evaluation has and the other lacks: on stderr and on the page.
+    lacking = "evaluation 'exclude-seen' of run gru has no baselines 'spop', 'markov', 'iknn', 'sknn'"
+    assert lacking in shown.stderr and lacking in html.replace("&#39;", "'")
+    assert "showing evaluation 'default'" in shown.stderr and "Warning" not in shown.stderr
+    picked = runner.invoke(app, ["report", str(run), "--eval", "exclude-seen", "-o", str(tmp_path / "e.html")])
+    assert picked.exit_code == 0, picked.output
+    text = _cells((tmp_path / "e.html").read_text())
+    assert "Test metrics of evaluation exclude-seen" in text and num(other["metrics"]["mrr@20"]) in text
+    missing = runner.invoke(app, ["report", str(run), "--eval", "nope", "-o", str(tmp_path / "n.html")])
+    assert missing.exit_code == 1 and "--eval 'nope'" in missing.output and "'exclude-seen'" in missing.output
+
+
+def test_a_baseline_missing_in_one_run_is_noted_by_report_and_compare(runs, tmp_path: Path) -> None:
+    lstm = _copy(runs["lstm"], tmp_path / "lstm")
+    shutil.rmtree(lstm / "eval")
+    _ok(["evaluate", str(lstm), "--baselines", "pop", "--bootstrap", "100", "-q"])
+    note = "run lstm has no baselines 'spop', 'markov', 'iknn', 'sknn' in evaluation 'default'"
+    page = runner.invoke(app, ["report", str(runs["gru"]), str(lstm), "-o", str(tmp_path / "two.html")])
+    assert page.exit_code == 0, page.output
+    html = (tmp_path / "two.html").read_text()
+    assert note in page.stderr and note in html.replace("&#39;", "'")
+    # The side-by-side table: intervals, and the paired test of the second run against the first.
+    table = _cells(html[html.index('id="side-by-side"') : html.index("</table>", html.index('id="side-by-side"'))])
+    first = json.loads((runs["gru"] / "eval" / "default" / "test.json").read_text())
+    assert _interval_text(first["ci"]["gru"]["mrr@20"]) in table
+    assert re.search(r"vs first: [+-]\d\.\d{4} \[[+-]?\d\.\d{4}, [+-]?\d\.\d{4}\], p (=|&lt;) 0\.\d{3}", table), table
+    compared = runner.invoke(app, ["compare", str(runs["gru"]), str(lstm)])
+    assert compared.exit_code == 0 and "note:" in compared.stderr and "has no baselines 'spop'" in compared.stderr
+    wrong = runner.invoke(app, ["compare", str(runs["gru"]), str(lstm), "--eval", "exclude-seen"])
+    assert wrong.exit_code == 1 and "--eval 'exclude-seen'" in wrong.output and "Traceback" not in wrong.output
+
+
+def _interval_text(ci: list[float]) -> str:
+    return f"[{num(ci[0])}, {num(ci[1])}]"
+
+
 def _browser() -> str | None:
     for path in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or ""):
         if path and Path(path).is_file():
