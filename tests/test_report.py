@@ -204,8 +204,10 @@ def _browser() -> str | None:
 
 
 def test_report_in_a_real_browser(runs, tmp_path: Path) -> None:
-    """Headless Chromium opens the page from disk: no console errors, no failed request, and a
-    screenshot that is not blank (kept in tests/artifacts/ for the README)."""
+    """Headless Chromium opens the pages from disk at 1280 px: no console errors, no failed
+    request, no horizontal scrollbar (wide tables scroll inside their own box) for one run, a run
+    without validation and two runs, and a screenshot that is not blank (kept in tests/artifacts/
+    for the README)."""
     chromium = _browser()
     if chromium is None:
         if os.environ.get("CI"):
@@ -213,11 +215,24 @@ def test_report_in_a_real_browser(runs, tmp_path: Path) -> None:
         pytest.skip("no Chromium here; .ci/run installs it")
     from playwright.sync_api import sync_playwright
 
-    page_file = tmp_path / "report.html"
-    _report([runs["gru"], runs["lstm"]], page_file)
+    root = runs["root"]
+    novalid = root / "novalid"
+    if not novalid.exists():
+        _ok(["prepare", str(root / "events.csv"), "-o", str(root / "data-nv"), "--split", "time:0.2", "--valid", "0",
+             "-q"])  # fmt: skip
+        _ok(["train", str(root / "data-nv"), "-o", str(novalid), *TINY])
+        _ok(["evaluate", str(novalid), "-q", "--bootstrap", "100"])
+    pages = {
+        "one": _report([runs["gru"]], tmp_path / "one.html"),
+        "novalid": _report([novalid], tmp_path / "novalid.html"),
+        "two": _report([runs["gru"], runs["lstm"]], tmp_path / "report.html"),
+    }
+    # The empty validation panel is left out; a run with validation keeps its panel.
+    assert ">validation</text>" not in pages["novalid"] and ">validation</text>" in pages["one"]
     problems: list[str] = []
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"
+    widths = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=chromium,
@@ -231,12 +246,29 @@ def test_report_in_a_real_browser(runs, tmp_path: Path) -> None:
         )
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-        page.goto(page_file.as_uri(), wait_until="load")
-        assert page.title().startswith("rnnrec report")
+        for name in pages:
+            page.goto((tmp_path / f"{name}.html" if name != "two" else tmp_path / "report.html").as_uri(),
+                      wait_until="load")  # fmt: skip
+            assert page.title().startswith("rnnrec report")
+            widths[name] = page.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.clientWidth,"
+                # Anything outside a scroll box (inside one, a wide table scrolls: it is clipped).
+                " Math.max(...[...document.querySelectorAll('body *')].filter(e => !e.parentElement.closest('.scroll'))"
+                ".map(e => e.getBoundingClientRect().right)),"
+                " Math.max(...[...document.querySelectorAll('.scroll')].map(e => e.scrollWidth))]"
+            )
         assert page.locator("svg").count() >= 5
         page.screenshot(path=str(shot), full_page=False)
         browser.close()
     assert not problems, problems
+    # The test can fail: the one-run metrics table is wider than the window, so without its
+    # scroll box it would widen the page.
+    assert widths["one"][3] > 1280, widths
+    for name, (scroll, client, right, _) in widths.items():
+        assert client == 1280 or client > 1200, (name, client)
+        assert scroll <= client and right <= client + 0.5, (
+            f"{name}: the page is {scroll} px wide in a {client} px window"
+        )
     import matplotlib.image
 
     pixels = matplotlib.image.imread(shot)
