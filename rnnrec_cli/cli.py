@@ -309,10 +309,13 @@ def evaluate(
     n_boot: o.Bootstrap = None,
     devices: o.Devices = None,
     target_events: o.TargetEvents = None,
+    name: o.EvalName = None,
+    force: o.EvalForce = False,
     as_json: o.AsJson = False,
     quiet: o.Quiet = False,
 ) -> None:
-    """Full-catalogue next-item evaluation of the best checkpoint beside simple baselines."""
+    """Full-catalogue next-item evaluation of the best checkpoint beside simple baselines; each
+    protocol keeps its own results in RUN/eval/NAME/."""
     opts = o.make(EvalOptions, o.given(locals(), EvalOptions))
     from rnnrec_cli import rundir
     from rnnrec_cli.evaluate import evaluate as run_evaluate
@@ -334,17 +337,15 @@ def evaluate(
         )
     with render.status(f"evaluating on {opts.split}", quiet) as status:
         result = run_evaluate(
-            data_dir, opts, run=run, on_stage=lambda msg: status.update(f"{opts.split}: {msg}") if status else None
-        )
+            data_dir, opts, run=run, force=force,
+            on_stage=lambda msg: status.update(f"{opts.split}: {msg}") if status else None,
+        )  # fmt: skip
     if not quiet:
         render.evaluation(result)
     render.warn(render.few_targets(result))
+    render.notes(result.notes)
     if run is not None and not quiet:
-        wrote = [
-            str(p) for p in (run.eval_dir / f"{opts.split}.json", run.eval_dir / f"{opts.split}.csv") if p.is_file()
-        ]
-        hint = "--task value -o values.csv" if result.task == "value" else "-o recs.csv"
-        err.print(f"Wrote {', '.join(wrote)}. Next: rnnrec predict {run.path} EVENTS {hint}")
+        err.print(render.evaluation_written(run.path, result))
     if as_json:
         typer.echo(json.dumps(result.to_json()))
 
@@ -440,6 +441,7 @@ def report(
         ),
     ] = None,
     force: Annotated[bool, typer.Option("--force", help="Replace an existing file that is not a report.")] = False,
+    evaluation: o.ShowEval = None,
 ) -> None:
     """One self-contained HTML page (no network needed): what was run, learning curves, test metrics
     with intervals beside the baselines, metric@K curves, breakdowns; several runs side by side."""
@@ -452,7 +454,8 @@ def report(
     target = out or (paths[0] / "report.html" if len(paths) == 1 else Path("report.html"))
     if target.is_dir():
         raise RnnrecError(f"{target} is a directory; give a file path for -o")
-    html = build_report(paths)
+    html, notes = build_report(paths, evaluation)
+    render.notes(notes)
     if str(target) == "-":
         typer.echo(html)
         return
@@ -483,13 +486,15 @@ def compare(
     split: Annotated[str, typer.Option(help="The evaluated split: test or valid.")] = "test",
     n_boot: Annotated[int, typer.Option("--bootstrap", min=100, max=100_000, help="Bootstrap resamples.")] = 1000,
     seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    evaluation: o.ShowEval = None,
     as_json: o.AsJson = False,
 ) -> None:
     """Paired bootstrap of runs evaluated on the same targets: each run's metrics at K and its
     difference from the first run, with a 95% interval and a two-sided p-value."""
     from rnnrec_cli.compare import compare_runs
 
-    result = compare_runs(runs, metric, split, n_boot, seed)
+    result = compare_runs(runs, metric, split, n_boot, seed, evaluation)
+    render.notes(result.notes)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return

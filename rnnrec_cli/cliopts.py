@@ -349,6 +349,16 @@ TargetEvents = Annotated[
         "target_events",
     ),
 ]
+EvalName = Annotated[
+    str | None,
+    opt("Name of this evaluation, kept in eval/NAME/. \\[default: from the options; 'default' for the defaults]"),
+]
+EvalForce = Annotated[
+    bool, typer.Option("--force", help="Replace an evaluation of the same --name made with other options.")
+]
+ShowEval = Annotated[
+    str | None, typer.Option("--eval", help="The evaluation to show (default: 'default', or a run's only one).")
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")]
 
 # ---------------------------------------------------------------------------- predict

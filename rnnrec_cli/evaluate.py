@@ -5,15 +5,24 @@ baselines.
 
 The hidden state starts at zero for each sequence (reset in the session-parallel stream) and
 only real targets count; training positions are never scored. `evaluate` returns an
-`EvalResult`, whose JSON (eval/<split>.json, `rnnrec evaluate --json`) has one shape for every
-task (README, "evaluate --json").
+`EvalResult`, whose JSON (eval/<name>/<split>.json, `rnnrec evaluate --json`) has one shape for
+every task (README, "evaluate --json").
+
+Each evaluation protocol keeps its own results under a name (eval/<name>/, `--name` or derived
+from the options): a run evaluated two ways keeps both. A re-run under the same name and the same
+protocol adds to what is there (baselines it did not recompute are kept, with their ranks), never
+removes it; another protocol under a taken name is refused unless --force, and even then the old
+results go only once the new ones are completely written. A run evaluated before names existed
+keeps eval/<split>.json: it is read as the evaluation named `default`.
 """
 
 from __future__ import annotations
 
 import csv
 import dataclasses
+import hashlib
 import re
+import shutil
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +32,7 @@ import numpy as np
 
 from rnnrec_cli.baselines import VALUE_BASELINES, baseline_scores, value_baseline
 from rnnrec_cli.config import RunConfig
-from rnnrec_cli.errors import DataError, RunDirError, reading
+from rnnrec_cli.errors import ConfigError, DataError, RnnrecError, RunDirError, first_line, reading
 from rnnrec_cli.metrics import (
     Scores,
     beyond_accuracy,
@@ -38,7 +47,16 @@ from rnnrec_cli.metrics import (
 )
 from rnnrec_cli.model import Params
 from rnnrec_cli.options import EvalOptions, ScoreOptions
-from rnnrec_cli.rundir import RunDir, atomic_write, load_config, load_json, restore_model, save_json
+from rnnrec_cli.rundir import (
+    RunDir,
+    atomic_write,
+    load_config,
+    load_json,
+    replace_dir,
+    restore_model,
+    save_json,
+    temp_dir,
+)
 from rnnrec_cli.scoring import head_predictions, model_scores
 from rnnrec_cli.sequences import (
     Sequences,
@@ -53,6 +71,15 @@ from rnnrec_cli.sequences import (
 
 POSITION_BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 9, "5-9"), (10, 19, "10-19"), (20, 10**12, "20+"))
 POPULARITY_BUCKETS = ("head", "mid", "tail")  # see metrics.popularity_groups
+DEFAULT_EVAL = "default"
+SPLITS = ("test", "valid")
+# The options that decide which targets are scored and what each number means. Results under one
+# name share them, so a re-run may add to a result but never mixes two protocols in it. (The
+# bootstrap's resamples and seed change intervals only; --baselines says what to compute.)
+PROTOCOL_FLAGS = {
+    "ks": "--k", "ties": "--ties", "last_only": "--last-only", "exclude_seen": "--exclude-seen",
+    "n_sampled": "--sampled", "target_events": "--target-events", "knn": "--knn", "knn_sample": "--knn-sample",
+}  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -79,10 +106,17 @@ class EvalResult:
     sampled: dict[str, Any] | None = None
     value: dict[str, Any] | None = None
     event_type: dict[str, Any] | None = None
+    name: str = DEFAULT_EVAL
+    # The protocol options (PROTOCOL_FLAGS' keys) this result was computed under.
+    options: dict[str, Any] = field(default_factory=dict)
+    # Baselines kept from the earlier result of this name (same protocol), not recomputed.
+    kept: list[str] | None = None
+    # What the CLI tells people about where the result went (not saved).
+    notes: tuple[str, ...] = ()
 
     def to_json(self) -> dict[str, Any]:
         """Every field, for every task; a section that does not apply (None) is left out."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None}
+        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "notes"}
 
 
 @dataclass(frozen=True)
@@ -126,12 +160,16 @@ def evaluate(
     *,
     run: RunDir | None = None,
     on_stage: Callable[[str], None] | None = None,
+    force: bool = False,
 ) -> EvalResult:
     """Score the run's best checkpoint (if a run is given) and the baselines on one split.
 
-    Writes eval/<split>.json and, for next-item results, eval/<split>.csv into the run directory.
+    Writes eval/<name>/<split>.json and, for next-item results, <split>.csv and
+    <split>_ranks.parquet beside it into the run directory (see `_save`).
     """
     note = on_stage or (lambda _s: None)
+    # Named from the options as given: data that forces a protocol (leave-one-out) keeps `default`.
+    name = eval_name(opts)
     if is_leave_one_out(data_dir):
         # Earlier events of a leave-one-out test sequence are training data: never score them.
         opts = dataclasses.replace(opts, last_only=True)
@@ -166,6 +204,8 @@ def evaluate(
         "protocol": _protocol(opts),
         "value": heads.get("value"),
         "event_type": heads.get("event_type"),
+        "name": name,
+        "options": protocol_options(opts),
     }
     if cfg is not None and not cfg.model.predicts_items:
         # A model that ranks no items: its first task's numbers take the same places (metrics,
@@ -191,18 +231,229 @@ def evaluate(
         scored = {name: Scores(s.ranks[tg.keep], s.topk[tg.keep], s.sampled[tg.keep]) for name, s in scored.items()}
         result = _next_item_result(scored, tg, counts, opts, cfg.model.cell if cfg is not None else None, common)
     if run is not None:
-        save_json(run.eval_dir / f"{opts.split}.json", result.to_json())
-        if result.task == "next-item":
-            _write_csv(run.eval_dir / f"{opts.split}.csv", {n: _row(result, n) for n in scored}, result.ci)
-            write_ranks(ranks_path(run, opts.split), tg, scored)
+        result = _save(run, result, tg, {n: s.ranks for n, s in scored.items()}, opts, force)
     return result
 
 
-def ranks_path(run: RunDir, split: str) -> Path:
-    return run.eval_dir / f"{split}_ranks.parquet"
+def protocol_options(opts: EvalOptions) -> dict[str, Any]:
+    """The protocol options of an evaluation, as JSON (the result's `options`)."""
+    return {k: list(v) if isinstance(v, tuple) else v for k in PROTOCOL_FLAGS for v in [getattr(opts, k)]}
 
 
-def write_ranks(path: Path, tg: _Targets, scored: dict[str, Scores]) -> None:
+def eval_name(opts: EvalOptions) -> str:
+    """`--name`, else `default` for the default protocol, else a short slug of the options that
+    differ from it, e.g. `exclude-seen_k5-10` or `sampled100`."""
+    if opts.name:
+        return opts.name
+    d = EvalOptions()
+    parts = [
+        *(["exclude-seen"] if opts.exclude_seen else []),
+        *(["last-only"] if opts.last_only else []),
+        *(["k" + "-".join(map(str, opts.ks))] if opts.ks != d.ks else []),
+        *([f"ties-{opts.ties}"] if opts.ties != d.ties else []),
+        *([f"sampled{opts.n_sampled}"] if opts.n_sampled else []),
+        *(["events-" + "-".join(re.sub(r"[^A-Za-z0-9]", "", t) or "x" for t in opts.target_events)]
+          if opts.target_events else []),
+        *([f"knn{opts.knn}"] if opts.knn != d.knn else []),
+        *([f"knn-sample{opts.knn_sample}"] if opts.knn_sample != d.knn_sample else []),
+    ]  # fmt: skip
+    name = "_".join(parts) or DEFAULT_EVAL
+    if len(name) > 64:
+        # Many event types: still a valid name, still one per set of options.
+        name = name[:55] + "-" + hashlib.sha1(name.encode()).hexdigest()[:8]
+    return name
+
+
+def result_options(result: dict[str, Any]) -> dict[str, Any]:
+    """A stored result's protocol options. A result written before evaluations had names holds
+    no `options`: they are read from what it holds (sknn's --knn/--knn-sample as the defaults)."""
+    if isinstance(result.get("options"), dict):
+        return result["options"]
+    d = protocol_options(EvalOptions())
+    protocol = result.get("protocol") if isinstance(result.get("protocol"), dict) else {}
+    table = result.get("metrics") or next(iter((result.get("baselines") or {}).values()), {})
+    ks = sorted({int(k.split("@")[1]) for k in table if re.match(r"^recall@\d+$", k)})
+    return {
+        **d,
+        "ks": ks or d["ks"],
+        "ties": result.get("ties", d["ties"]),
+        "last_only": bool(protocol.get("last_only", False)),
+        "exclude_seen": bool(protocol.get("exclude_seen", False)),
+        "n_sampled": (result.get("sampled") or {}).get("n_sampled", 0),
+        "target_events": list(protocol.get("target_events", [])),
+    }
+
+
+def option_differences(before: dict[str, Any], now: dict[str, Any]) -> list[str]:
+    """'--exclude-seen: True before, False now' for each protocol option that differs."""
+    return [
+        f"{flag}: {_shown(before.get(key))} before, {_shown(now.get(key))} now"
+        for key, flag in PROTOCOL_FLAGS.items()
+        if before.get(key) != now.get(key)
+    ]
+
+
+def _shown(value: Any) -> str:
+    return ",".join(map(str, value)) if isinstance(value, list) else str(value)
+
+
+def result_path(run: RunDir, split: str, name: str = DEFAULT_EVAL) -> Path:
+    """eval/<name>/<split>.json; for `default`, a run evaluated before names existed keeps
+    eval/<split>.json (read as `default` until a new default evaluation moves it)."""
+    path = run.eval_dir / name / f"{split}.json"
+    legacy = run.eval_dir / f"{split}.json"
+    return legacy if name == DEFAULT_EVAL and not path.is_file() and legacy.is_file() else path
+
+
+def ranks_path(run: RunDir, split: str, name: str = DEFAULT_EVAL) -> Path:
+    return result_path(run, split, name).with_name(f"{split}_ranks.parquet")
+
+
+def _split_files(run: RunDir, split: str, name: str) -> list[Path]:
+    """The files of one split's result: its JSON, CSV and ranks."""
+    json_path = result_path(run, split, name)
+    return [json_path, json_path.with_name(f"{split}.csv"), json_path.with_name(f"{split}_ranks.parquet")]
+
+
+def evaluations(run: RunDir) -> dict[str, list[str]]:
+    """Every evaluation of the run, by name, with the splits it holds (`default` first)."""
+    from rnnrec_cli.options import EVAL_NAME
+
+    found: dict[str, list[str]] = {}
+    names = [DEFAULT_EVAL]
+    if run.eval_dir.is_dir():
+        names += sorted(p.name for p in run.eval_dir.iterdir() if p.is_dir() and EVAL_NAME.match(p.name))
+    for name in dict.fromkeys(names):
+        splits = [s for s in SPLITS if result_path(run, s, name).is_file()]
+        if splits:
+            found[name] = splits
+    return found
+
+
+def _save(
+    run: RunDir, result: EvalResult, tg: _Targets, ranks: dict[str, np.ndarray], opts: EvalOptions, force: bool
+) -> EvalResult:
+    """Write the result under its name. Same protocol: the other split stays, and baselines of the
+    earlier result of this split that were not recomputed are kept (merged). Another protocol:
+    refused unless `force`, which replaces the whole name. Nothing is lost until the new folder
+    is completely written (built beside it, then put in its place)."""
+    name, split = result.name, result.split
+    notes: list[str] = []
+    earlier: dict[str, dict[str, Any]] = {}
+    for s in SPLITS:
+        if result_path(run, s, name).is_file():
+            try:
+                earlier[s] = read_result(run, s, name)
+            except (RunDirError, ConfigError) as exc:
+                if s == split:
+                    notes.append(f"the earlier {s} result of evaluation {name!r} was unreadable ({first_line(exc)}); "
+                                 "it is replaced")  # fmt: skip
+    clash = {s: d for s, r in earlier.items() if (d := option_differences(result_options(r), result.options))}
+    if clash and not force:
+        s, differ = next(iter(clash.items()))
+        raise RunDirError(
+            f"evaluation {name!r} of {run.path} holds a {s} result made with other options ({'; '.join(differ)}); "
+            f"pass --name NAME to keep both, or --force to replace it"
+        )
+    if clash:
+        notes.append(f"replaced evaluation {name!r} (made with other options: {'; '.join(next(iter(clash.values())))})")
+    elif split in earlier and result.task == "next-item" and earlier[split].get("task") == "next-item":
+        result, ranks = _merge_earlier(run, result, earlier[split], tg, ranks, opts)
+    keep = [] if clash else [s for s in SPLITS if s != split and result_path(run, s, name).is_file()]
+    folder = run.eval_dir / name
+    tmp = temp_dir(folder)
+    try:
+        for s in keep:
+            for src in _split_files(run, s, name):
+                if src.is_file():
+                    shutil.copyfile(src, tmp / src.name)
+        save_json(tmp / f"{split}.json", result.to_json())
+        if result.task == "next-item":
+            names = [*([result.model] if result.model else []), *result.baselines]
+            _write_csv(tmp / f"{split}.csv", {n: _row(result, n) for n in names}, result.ci)
+            write_ranks(tmp / f"{split}_ranks.parquet", tg, {n: ranks[n] for n in names})
+        replace_dir(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    if name == DEFAULT_EVAL:
+        # Files of a run evaluated before names existed now live in eval/default/ (or were replaced).
+        for s in SPLITS:
+            for legacy in (f"{s}.json", f"{s}.csv", f"{s}_ranks.parquet"):
+                (run.eval_dir / legacy).unlink(missing_ok=True)
+    return dataclasses.replace(result, notes=(*result.notes, *notes))
+
+
+def _merge_earlier(
+    run: RunDir,
+    result: EvalResult,
+    old: dict[str, Any],
+    tg: _Targets,
+    ranks: dict[str, np.ndarray],
+    opts: EvalOptions,
+) -> tuple[EvalResult, dict[str, np.ndarray]]:
+    """The result with the earlier result's baselines that this run did not recompute (same
+    protocol, same targets: their numbers still hold), and the paired test against the best of
+    all of them again."""
+    kept = [b for b in old.get("baselines", {}) if b not in result.baselines and b != result.model]
+    if not kept:
+        return result, ranks
+    try:
+        table = read_ranks(run, result.split, old, result.name)
+    except RnnrecError as exc:
+        note = f"the earlier baselines {', '.join(kept)} could not be kept: {first_line(exc)}"
+        return dataclasses.replace(result, notes=(*result.notes, note)), ranks
+    same = table.height == len(tg.item) and all(
+        np.array_equal(table[c].to_numpy(), v) for c, v in zip(_TARGETS, (tg.seq, tg.prefix_len, tg.item), strict=True)
+    )
+    if not same:
+        note = f"the earlier baselines {', '.join(kept)} were scored on other targets (the data changed?); not kept"
+        return dataclasses.replace(result, notes=(*result.notes, note)), ranks
+    ranks = {**ranks, **{b: table[b].to_numpy().astype(np.float32) for b in kept}}
+    order = list(EvalOptions.baselines)
+    baselines = {**{b: old["baselines"][b] for b in kept}, **result.baselines}
+    baselines = dict(sorted(baselines.items(), key=lambda kv: order.index(kv[0]) if kv[0] in order else len(order)))
+
+    def with_kept(new: dict[str, Any], before: dict[str, Any] | None) -> dict[str, Any]:
+        return {**new, **{b: (before or {})[b] for b in kept if b in (before or {})}}
+
+    old_sampled = (old.get("sampled") or {}).get("metrics")
+    return dataclasses.replace(
+        result,
+        baselines=baselines,
+        ci=with_kept(result.ci, old.get("ci")),
+        breakdown={k: with_kept(part, (old.get("breakdown") or {}).get(k)) for k, part in result.breakdown.items()},
+        sampled=result.sampled and {**result.sampled, "metrics": with_kept(result.sampled["metrics"], old_sampled)},
+        paired=_paired_best(result.model, baselines, ranks, tg, opts),
+        kept=kept,
+    ), ranks
+
+
+def _paired_best(
+    model: str | None, baselines: dict[str, dict[str, Any]], ranks: dict[str, np.ndarray], tg: _Targets,
+    opts: EvalOptions,
+) -> dict[str, Any] | None:  # fmt: skip
+    """The paired bootstrap of the model against the best baseline by MRR at the largest K."""
+    if model is None or not baselines:
+        return None
+    monitor = f"mrr@{max(opts.ks)}"
+    best = max(baselines, key=lambda b: baselines[b][monitor])
+    per_seq = np.bincount(tg.seq, minlength=len(tg.seqs)).astype(np.float64)
+    used = per_seq > 0
+    (model_sums, names), (best_sums, _) = (
+        per_sequence_sums(ranks[n], tg.seq, len(tg.seqs), opts.ks) for n in (model, best)
+    )
+    diff, diff_ci, p = paired_bootstrap(model_sums[used], best_sums[used], per_seq[used], opts.n_boot, opts.seed)
+    return {
+        "against": best,
+        "chosen_by": monitor,
+        "diff": dict(zip(names, map(float, diff), strict=True)),
+        "ci": {m: [float(lo), float(hi)] for m, (lo, hi) in zip(names, diff_ci, strict=True)},
+        "p": dict(zip(names, map(float, p), strict=True)),
+    }
+
+
+def write_ranks(path: Path, tg: _Targets, ranks: dict[str, np.ndarray]) -> None:
     """Each scored target (sequence, position, item index) and its rank under the model and each
     baseline: what `compare` pairs runs on and the report's metric@K curves come from."""
     import polars as pl
@@ -212,7 +463,7 @@ def write_ranks(path: Path, tg: _Targets, scored: dict[str, Scores]) -> None:
         "position": tg.prefix_len.astype(np.int32),
         "item": tg.item.astype(np.int32),
     }
-    table = pl.DataFrame({**columns, **{name: s.ranks.astype(np.float32) for name, s in scored.items()}})
+    table = pl.DataFrame({**columns, **{name: r.astype(np.float32) for name, r in ranks.items()}})
     with atomic_write(path, ".parquet") as tmp:
         table.write_parquet(tmp)
 
@@ -255,20 +506,9 @@ def _next_item_result(
         sums[name], metric_names = per_sequence_sums(s.ranks, tg.seq, len(tg.seqs), opts.ks)
         bounds = bootstrap_ci(sums[name][used], per_seq[used], opts.n_boot, opts.seed)
         ci[name] = {m: [float(lo), float(hi)] for m, (lo, hi) in zip(metric_names, bounds, strict=True)}
-    paired = None
-    monitor = f"mrr@{k_max}"
-    if model_name is not None and opts.baselines:
-        best = max(opts.baselines, key=lambda b: table[b][monitor])
-        diff, diff_ci, p = paired_bootstrap(
-            sums[model_name][used], sums[best][used], per_seq[used], opts.n_boot, opts.seed
-        )
-        paired = {
-            "against": best,
-            "chosen_by": monitor,
-            "diff": dict(zip(metric_names, map(float, diff), strict=True)),
-            "ci": {m: [float(lo), float(hi)] for m, (lo, hi) in zip(metric_names, diff_ci, strict=True)},
-            "p": dict(zip(metric_names, map(float, p), strict=True)),
-        }
+    paired = _paired_best(
+        model_name, {b: table[b] for b in opts.baselines}, {n: s.ranks for n, s in scored.items()}, tg, opts
+    )
     pop_group = popularity_groups(counts)[tg.item]
     pos_group = _buckets(tg.prefix_len, POSITION_BUCKETS)
     parts = {
@@ -414,19 +654,56 @@ def _number(value: Any) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
 
 
-def _evaluate_command(run: RunDir, split: str) -> str:
-    """The command that writes `split`'s evaluation files again (named in every error about them)."""
-    return f"rnnrec evaluate {run.path}" + ("" if split == "test" else f" --split {split}")
+def option_flags(options: dict[str, Any]) -> list[str]:
+    """The evaluate flags that give these protocol options (the defaults need none)."""
+    d = protocol_options(EvalOptions())
+    flags: list[str] = []
+    for key, flag in PROTOCOL_FLAGS.items():
+        value = options.get(key, d[key])
+        if value == d[key]:
+            continue
+        flags += [flag] if isinstance(value, bool) else [flag, _shown(value)]
+    return flags
 
 
-def read_result(run: RunDir, split: str) -> dict[str, Any]:
-    """eval/<split>.json as `evaluate` wrote it, checked (report and compare read it back): a
-    damaged or hand-edited file is one error, never a wrong number on a page."""
-    path = run.eval_dir / f"{split}.json"
-    again = _evaluate_command(run, split)
+def evaluate_command(run: RunDir, split: str, name: str = DEFAULT_EVAL, options: dict[str, Any] | None = None) -> str:
+    """The command that writes this evaluation's `split` again (named in every error about it)."""
+    try:
+        flags = option_flags(options or {})
+        derived = eval_name(EvalOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in flags_of(options)}))
+    except (ConfigError, TypeError, ValueError, AttributeError):
+        # Options a hand edit broke: name the evaluation, and let --force replace it.
+        flags, derived = ["--force"], None
+    if name != derived:
+        flags += ["--name", name]
+    return " ".join(["rnnrec evaluate", str(run.path), *(["--split", split] if split != "test" else []), *flags])
+
+
+def flags_of(options: dict[str, Any] | None) -> list[tuple[str, Any]]:
+    return [(k, v) for k, v in (options or {}).items() if k in PROTOCOL_FLAGS]
+
+
+def _missing(run: RunDir, split: str, name: str) -> RunDirError:
+    """No such evaluation: which ones the run has, and how to make this one."""
+    have = evaluations(run)
+    listed = "; it has " + ", ".join(f"{n!r} ({'/'.join(s)})" for n, s in have.items()) if have else ""
+    if name == DEFAULT_EVAL and not have:
+        return RunDirError(f"{run.path} has no {split} evaluation; run `{evaluate_command(run, split)}` first")
+    return RunDirError(f"{run.path} has no {split} result in evaluation {name!r}{listed}; pick one with --eval NAME")
+
+
+def read_result(run: RunDir, split: str, name: str = DEFAULT_EVAL) -> dict[str, Any]:
+    """eval/<name>/<split>.json as `evaluate` wrote it, checked (report and compare read it
+    back): a damaged or hand-edited file is one error, never a wrong number on a page."""
+    path = result_path(run, split, name)
     if not path.is_file():
-        raise RunDirError(f"{run.path} has no {split} evaluation; run `{again}` first")
+        raise _missing(run, split, name)
     result = load_json(path, finite=False)
+    try:
+        options = result_options(result)
+    except (TypeError, ValueError, AttributeError):
+        options = {"ks": None}  # unreadable: the command says --force
+    again = evaluate_command(run, split, name, options)
 
     def bad(what: str) -> NoReturn:
         raise RunDirError(f"{path}: {what}; the file was damaged or edited: run `{again}` again")
@@ -479,13 +756,13 @@ def read_result(run: RunDir, split: str) -> dict[str, Any]:
     return result
 
 
-def read_ranks(run: RunDir, split: str, result: dict[str, Any]) -> Any:
-    """eval/<split>_ranks.parquet, checked against its result: one row per target, every scored
-    name a column, every rank in [1, n_items] (or infinite: excluded as seen)."""
+def read_ranks(run: RunDir, split: str, result: dict[str, Any], name: str = DEFAULT_EVAL) -> Any:
+    """eval/<name>/<split>_ranks.parquet, checked against its result: one row per target, every
+    scored name a column, every rank in [1, n_items] (or infinite: excluded as seen)."""
     import polars as pl
 
-    path = ranks_path(run, split)
-    again = _evaluate_command(run, split)
+    path = ranks_path(run, split, name)
+    again = evaluate_command(run, split, name, result_options(result))
     if result["task"] != "next-item":
         raise RunDirError(f"{run.path} ranks no items (its task is {result['task']}); only next-item runs have ranks")
     if not path.is_file():

@@ -168,6 +168,14 @@ def paired_bootstrap(
     return observed, ci, np.minimum(1.0, 2 * other_side)
 
 
+def p_text(p: float) -> str:
+    """How a p-value is printed everywhere: `p < 0.001` below what 3 decimals can show (a
+    bootstrap p of 0 means "below 1/n_boot", never exactly 0), else `p = 0.042`."""
+    if p != p:
+        return "p = –"
+    return "p < 0.001" if p < 0.001 else f"p = {p:.3f}"
+
+
 def value_errors(pred: np.ndarray, actual: np.ndarray) -> dict[str, float]:
     """RMSE and MAE over the targets that have a value (NaN actuals are skipped)."""
     known = ~np.isnan(actual)

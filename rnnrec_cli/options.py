@@ -6,6 +6,7 @@ EvalOptions (evaluate), ScoreOptions (what scoring computes per target) and Pred
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
@@ -18,6 +19,8 @@ MAX_BOOTSTRAP = 100_000
 Strategy = Literal["greedy", "beam", "sample"]
 PredictTask = Literal["next-item", "value"]
 OutputFormat = Literal["csv", "jsonl", "parquet"]
+# An evaluation's name is a folder under eval/: one path part, no hidden or option-like names.
+EVAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -41,11 +44,18 @@ class EvalOptions:
     devices: int = 0
     # Score next-item targets of these event types only (e.g. ("order",): "what will be bought").
     target_events: tuple[str, ...] = ()
+    # The evaluation's name (eval/<name>/); None: derived from the options (evaluate.eval_name).
+    name: str | None = None
 
     def __post_init__(self) -> None:
         check_finite(self)
         check_positive("--seed", self.seed, allow_zero=True)
         check_choice("--split", self.split, Split)
+        if self.name is not None and not EVAL_NAME.match(self.name):
+            raise ConfigError(
+                f"--name {self.name!r} is not an evaluation name: use 1 to 64 letters, digits, '-' and '_', "
+                "starting with a letter or digit (e.g. exclude-seen)"
+            )
         check_choice("--ties", self.ties, Ties)
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"--k needs positive cut-offs like 1,5,10,20, got {self.ks}")

@@ -5,7 +5,7 @@ tables of prepare, train, evaluate and predict. Only the CLI imports this module
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -119,6 +119,13 @@ def warn(warnings: list[str]) -> None:
         err.print(f"[yellow]Warning:[/] {markup_escape(escape(warning, limit=2000))}")
 
 
+def notes(lines: Sequence[str]) -> None:
+    """What people should know that is not a problem (which evaluation is shown, what was kept
+    or is missing): `note:` lines, never worded as a warning."""
+    for line in lines:
+        err.print(f"[cyan]note:[/] {markup_escape(escape(line, limit=2000))}")
+
+
 # ---------------------------------------------------------------------------- train
 
 
@@ -196,6 +203,18 @@ def evaluation(result: EvalResult) -> None:
         err.print(_event_table(result))
 
 
+def evaluation_written(run: Path, result: EvalResult) -> str:
+    """Where the evaluation went, what it kept, and what to do next."""
+    folder = run / "eval" / result.name
+    files = [f"{result.split}.json", *([f"{result.split}.csv"] if result.task == "next-item" else [])]
+    kept = f" (kept {', '.join(result.kept)} from the earlier result: same options)" if result.kept else ""
+    hint = "--task value -o values.csv" if result.task == "value" else "-o recs.csv"
+    return (
+        f"Wrote {', '.join(str(folder / f) for f in files)} (evaluation {result.name!r}){kept}. "
+        f"Next: rnnrec predict {run} EVENTS {hint}; rnnrec report {run} for the page"
+    )
+
+
 def few_targets(result: EvalResult) -> list[str]:
     if result.n_events >= MIN_TARGETS:
         return []
@@ -207,6 +226,8 @@ def few_targets(result: EvalResult) -> list[str]:
 
 def _results_table(result: EvalResult) -> Group:
     """Metrics as rows and models as columns, so more baselines stay readable in 80 columns."""
+    from rnnrec_cli.metrics import p_text
+
     rows = {**({result.model: result.metrics} if result.model and result.metrics else {}), **result.baselines}
     first = next(iter(rows.values()))
     k_max = max(int(m.split("@")[1]) for m in first)
@@ -240,7 +261,7 @@ def _results_table(result: EvalResult) -> Group:
         lo, hi = p["ci"][key]
         lines.append(
             f"{result.model} - {p['against']} (best baseline by {p['chosen_by']}): MRR@{k_max} "
-            f"{p['diff'][key]:+.4f} [{lo:+.4f}, {hi:+.4f}], p = {p['p'][key]:.3f} (paired bootstrap over sequences)"
+            f"{p['diff'][key]:+.4f} [{lo:+.4f}, {hi:+.4f}], {p_text(p['p'][key])} (paired bootstrap over sequences)"
         )
     return Group(title, table, Text("\n".join(lines)))
 
@@ -334,9 +355,12 @@ def predict_warnings(stats: PredictStats, safe_csv: bool = False) -> list[str]:
 def comparison(result: Comparison) -> Table:
     """Each run's metrics at K; for each run after the first, its difference from the first with a
     95% interval and p-value. The tested metric is bold."""
+    from rnnrec_cli.metrics import p_text
+
     names = list(result.values[0])
     table = Table(
-        title=f"{result.split}: {result.n_events:,} targets in {result.n_sequences:,} sequences, paired with "
+        title=f"{result.split} (evaluation {result.evaluation!r}): {result.n_events:,} targets in "
+        f"{result.n_sequences:,} sequences, paired with "
         f"{result.runs[0]} (second line: this run minus the first, 95% paired bootstrap interval, two-sided p)",
         title_justify="left",
     )
@@ -350,7 +374,7 @@ def comparison(result: Comparison) -> Table:
             cell = f"{values[name]:.4f}"
             if i:
                 d = result.differences[i - 1][name]
-                cell += f"\n{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] p={d['p']:.3f}"
+                cell += f"\n{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] {p_text(d['p'])}"
             cells.append(f"[bold]{cell}[/]" if name == result.metric else cell)
         table.add_row(markup_escape(run), model, *cells)
     return table

@@ -54,7 +54,7 @@ def test_evaluate_json_beats_random(trained) -> None:
     # The synthetic log's next item is mostly item + 1: far better than random (20 / n_items).
     assert result["metrics"]["recall@20"] > 3 * 20 / n_items
     assert result["metrics"]["recall@20"] > result["baselines"]["pop"]["recall@20"]
-    assert (run / "eval" / "test.json").is_file()
+    assert (run / "eval" / "default" / "test.json").is_file()
 
 
 def test_evaluate_with_k_beyond_the_catalogue(trained) -> None:

@@ -1,4 +1,5 @@
 import itertools
+import re
 
 import jax
 import numpy as np
@@ -223,3 +224,136 @@ def test_a_split_with_context_scores_only_its_targets_for_model_baselines_and_va
     result = evaluate(data, EvalOptions(baselines=("pop", "markov", "sknn"), n_boot=10), run=RunDir(run))
     assert result.n_events == manifest["splits"]["test"]["targets"] == int(scored_mask(test).sum())
     assert set(result.baselines) == {"pop", "markov", "sknn"}
+
+
+# ---------------------------------------------------------------------------- named evaluations
+
+
+@pytest.fixture(scope="module")
+def small_run(tmp_path_factory: pytest.TempPathFactory):
+    from .conftest import cli_ok, synthetic_log
+
+    tmp = tmp_path_factory.mktemp("named")
+    synthetic_log(n_users=60, n_items=40).write_csv(tmp / "events.csv")
+    cli_ok(["prepare", str(tmp / "events.csv"), "-o", str(tmp / "data"), "--split", "time:0.2", "--valid", "0.1", "-q"])
+    cli_ok(["train", str(tmp / "data"), "-o", str(tmp / "run"), "--layers", "8", "--epochs", "1", "--batch-size",
+            "16", "--bptt", "4", "-q"])  # fmt: skip
+    return tmp / "run"
+
+
+def _evaluate(run, *args: str):
+    from typer.testing import CliRunner
+
+    from rnnrec_cli.cli import app
+
+    return CliRunner().invoke(app, ["evaluate", str(run), "--bootstrap", "100", *args])
+
+
+def _stored(run, name: str = "default", split: str = "test") -> dict:
+    import json
+
+    return json.loads((run / "eval" / name / f"{split}.json").read_text())
+
+
+def test_eval_names_from_the_options() -> None:
+    from rnnrec_cli.evaluate import eval_name
+    from rnnrec_cli.options import EvalOptions
+
+    assert eval_name(EvalOptions()) == "default"
+    # What is computed (baselines), the split, the bootstrap and the devices are no protocol.
+    assert eval_name(EvalOptions(baselines=(), split="valid", n_boot=100, devices=1)) == "default"
+    assert eval_name(EvalOptions(exclude_seen=True, ks=(5, 10))) == "exclude-seen_k5-10"
+    assert eval_name(EvalOptions(n_sampled=100)) == "sampled100"
+    assert eval_name(EvalOptions(target_events=("add to cart",), knn=50)) == "events-addtocart_knn50"
+    assert eval_name(EvalOptions(exclude_seen=True, name="mine")) == "mine"
+    long = eval_name(EvalOptions(target_events=tuple(f"type{i}" for i in range(20))))
+    assert len(long) <= 64 and long != eval_name(EvalOptions(target_events=tuple(f"type{i}" for i in range(21))))
+
+
+def test_two_protocols_keep_both_results_and_a_narrower_rerun_keeps_the_baselines(small_run) -> None:
+    import polars as pl
+
+    first = _evaluate(small_run)
+    assert first.exit_code == 0, first.output
+    assert "Warning" not in first.stderr and "note:" not in first.stderr, first.stderr
+    assert "evaluation 'default'" in first.stderr
+    full = _stored(small_run)
+    assert full["name"] == "default" and set(full["baselines"]) == {"pop", "spop", "markov", "iknn", "sknn"}
+
+    other = _evaluate(small_run, "--exclude-seen", "--baselines", "pop", "--json")
+    assert other.exit_code == 0, other.output
+    assert '"name": "exclude-seen"' in other.stdout
+    assert _stored(small_run, "exclude-seen")["options"]["exclude_seen"] is True
+    assert _stored(small_run) == full  # the default protocol's result is untouched
+
+    narrower = _evaluate(small_run, "--baselines", "none")
+    assert narrower.exit_code == 0, narrower.output
+    assert "kept pop, spop, markov, iknn, sknn" in narrower.stderr and "Warning" not in narrower.stderr
+    merged = _stored(small_run)
+    assert merged["baselines"] == full["baselines"] and merged["kept"] == list(full["baselines"])
+    assert set(merged["ci"]) == set(full["ci"]) and merged["paired"]["against"] == full["paired"]["against"]
+    assert merged["paired"]["p"] == full["paired"]["p"]  # same ranks, same resamples: the same test
+    ranks = pl.read_parquet(small_run / "eval" / "default" / "test_ranks.parquet")
+    assert {"gru", *full["baselines"]} <= set(ranks.columns)
+    assert len((small_run / "eval" / "default" / "test.csv").read_text().splitlines()) == 1 + 6
+    # A recomputed baseline replaces its earlier numbers; the others stay.
+    again = _evaluate(small_run, "--baselines", "pop")
+    assert again.exit_code == 0, again.output
+    assert _stored(small_run)["kept"] == ["spop", "markov", "iknn", "sknn"]
+
+
+def test_another_protocol_under_a_taken_name_is_refused_unless_forced(small_run) -> None:
+    if not (small_run / "eval" / "default" / "test.json").is_file():
+        assert _evaluate(small_run, "--baselines", "pop").exit_code == 0
+    before = _stored(small_run)
+    refused = _evaluate(small_run, "--exclude-seen", "--name", "default", "--baselines", "pop")
+    assert refused.exit_code == 1, refused.output
+    assert "Error:" in refused.output and "--force" in refused.output and "--exclude-seen" in refused.output
+    assert "Traceback" not in refused.output and _stored(small_run) == before
+    forced = _evaluate(small_run, "--exclude-seen", "--name", "default", "--baselines", "pop", "--force")
+    assert forced.exit_code == 0, forced.output
+    assert "replaced evaluation 'default'" in forced.stderr
+    assert _stored(small_run)["options"]["exclude_seen"] is True and set(_stored(small_run)["baselines"]) == {"pop"}
+    # Back to the default protocol for the other tests of this module.
+    assert _evaluate(small_run, "--name", "default", "--force").exit_code == 0
+
+
+@pytest.mark.parametrize("name", ["../x", "a/b", "-x", ".hidden", "x" * 65, ""])
+def test_bad_eval_names_are_one_line_usage_errors(small_run, name: str) -> None:
+    result = _evaluate(small_run, "--name", name)
+    assert result.exit_code == 2, result.output
+    assert "--name" in result.output and "Traceback" not in result.output
+    assert not (small_run / "x").exists() and not (small_run / "eval" / "x").exists()
+
+
+def test_a_legacy_result_is_read_as_default_and_moved_by_the_next_default_evaluation(small_run, tmp_path) -> None:
+    import shutil
+
+    from .conftest import cli_ok
+
+    run = tmp_path / "legacy"
+    shutil.copytree(small_run, run)
+    shutil.rmtree(run / "eval")
+    assert _evaluate(run).exit_code == 0
+    for f in (run / "eval" / "default").iterdir():
+        f.rename(run / "eval" / f.name)
+    (run / "eval" / "default").rmdir()
+    legacy = json_of(run / "eval" / "test.json")
+    html = tmp_path / "r.html"
+    cli_ok(["report", str(run), "-o", str(html)])
+    from rnnrec_cli.report import num
+
+    page = " ".join(re.sub(r"<[^>]+>", " ", html.read_text()).split())
+    assert num(legacy["metrics"]["mrr@20"]) in page and "Test metrics of evaluation default" in page
+    # A default re-run merges with the legacy result and moves it into eval/default/.
+    rerun = _evaluate(run, "--baselines", "pop")
+    assert rerun.exit_code == 0, rerun.output
+    assert not (run / "eval" / "test.json").exists() and not (run / "eval" / "test_ranks.parquet").exists()
+    merged = _stored(run)
+    assert set(merged["baselines"]) == set(legacy["baselines"]) and merged["kept"]
+
+
+def json_of(path) -> dict:
+    import json
+
+    return json.loads(path.read_text())

@@ -43,3 +43,13 @@ def test_metric_properties(ranks: list[float], ks: list[int]) -> None:
     for k in ks:
         assert out[f"mrr@{k}"] <= out[f"recall@{k}"] + 1e-12
         assert 0 <= out[f"ndcg@{k}"] <= 1
+
+
+def test_p_text_never_prints_a_zero_p_value() -> None:
+    from rnnrec_cli.metrics import p_text
+
+    assert p_text(0.0) == "p < 0.001"
+    assert p_text(0.0009) == "p < 0.001"
+    assert p_text(0.001) == "p = 0.001"
+    assert p_text(0.4421) == "p = 0.442"
+    assert p_text(1.0) == "p = 1.000"

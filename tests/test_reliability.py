@@ -151,7 +151,7 @@ def _rewrite_items(ws: Path, change: Callable[[pl.DataFrame], pl.DataFrame]) -> 
 
 
 def _rewrite_ranks(ws: Path, change, rows: int | None = None) -> None:
-    path = ws / "run2" / "eval" / "test_ranks.parquet"
+    path = ws / "run2" / "eval" / "default" / "test_ranks.parquet"
     table = pl.read_parquet(path)
     if change is not None:
         table = table.with_columns(change(pl.col("lstm")).alias("lstm"))
@@ -539,7 +539,9 @@ CASES: list[tuple[str, Callable[[Path], None] | None, list[str], bytes | str | N
     ("compare-bad-metric", None, ["compare", "{ws}/run", "{ws}/run2", "--metric", "auc"], None, 1),
     (
         "compare-other-protocol",
-        lambda w: _cli(["evaluate", str(w / "run2"), "--exclude-seen", "-q", "--bootstrap", "100"]),
+        lambda w: _cli(
+            ["evaluate", str(w / "run2"), "--exclude-seen", "--name", "default", "--force", "-q", "--bootstrap", "100"]
+        ),
         ["compare", "{ws}/run", "{ws}/run2"],
         None,
         1,
@@ -548,7 +550,7 @@ CASES: list[tuple[str, Callable[[Path], None] | None, list[str], bytes | str | N
     ("compare-config-array", _write("run/config.json", "[]"), ["compare", "{ws}/run", "{ws}/run2"], None, 1),
     (
         "compare-split-edited",
-        _edit_json("run/eval/test.json", lambda r: r.update(split="valid")),
+        _edit_json("run/eval/default/test.json", lambda r: r.update(split="valid")),
         ["compare", "{ws}/run", "{ws}/run2"],
         None,
         1,
@@ -597,42 +599,44 @@ CASES: list[tuple[str, Callable[[Path], None] | None, list[str], bytes | str | N
     ),
     (
         "report-ci-junk",
-        _edit_json("run/eval/test.json", lambda r: r.update(ci="junk")),
+        _edit_json("run/eval/default/test.json", lambda r: r.update(ci="junk")),
         ["report", "{ws}/run"],
         None,
         1,
     ),
     (
         "report-metric-out-of-range",
-        _edit_json("run/eval/test.json", lambda r: r["metrics"].update({"recall@20": 3})),
+        _edit_json("run/eval/default/test.json", lambda r: r["metrics"].update({"recall@20": 3})),
         ["report", "{ws}/run"],
         None,
         1,
     ),
     (
         "report-metric-text",
-        _edit_json("run/eval/test.json", lambda r: r["metrics"].update({"mrr@20": "abc"})),
+        _edit_json("run/eval/default/test.json", lambda r: r["metrics"].update({"mrr@20": "abc"})),
         ["report", "{ws}/run"],
         None,
         1,
     ),
     (
         "report-metrics-missing",
-        _edit_json("run/eval/test.json", lambda r: r.update(metrics=None)),
+        _edit_json("run/eval/default/test.json", lambda r: r.update(metrics=None)),
         ["report", "{ws}/run"],
         None,
         1,
     ),
     (
         "report-negative-count",
-        _edit_json("run/eval/test.json", lambda r: r.update(n_events=-5)),
+        _edit_json("run/eval/default/test.json", lambda r: r.update(n_events=-5)),
         ["report", "{ws}/run"],
         None,
         1,
     ),
     (
         "report-breakdown-text",
-        _edit_json("run/eval/test.json", lambda r: r.update(breakdown={"position": {"gru": {"1": {"n": "x"}}}})),
+        _edit_json(
+            "run/eval/default/test.json", lambda r: r.update(breakdown={"position": {"gru": {"1": {"n": "x"}}}})
+        ),
         ["report", "{ws}/run"],
         None,
         1,

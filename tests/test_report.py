@@ -59,7 +59,7 @@ def _cells(html: str) -> str:
 
 def test_next_item_report_has_every_section_and_the_evaluated_numbers(runs, tmp_path: Path) -> None:
     html = _report([runs["gru"]], tmp_path / "r.html")
-    result = json.loads((runs["gru"] / "eval" / "test.json").read_text())
+    result = json.loads((runs["gru"] / "eval" / "default" / "test.json").read_text())
     for section in ("run-0-what", "run-0-learning", "run-0-test-metrics", "run-0-test-paired", "run-0-test-curves",
                     "run-0-test-breakdown", "run-0-test-beyond"):  # fmt: skip
         assert f'id="{section}"' in html, section
@@ -79,7 +79,7 @@ def test_next_item_report_has_every_section_and_the_evaluated_numbers(runs, tmp_
 
 def test_value_run_report_shows_its_metrics_and_baselines(runs, tmp_path: Path) -> None:
     html = _report([runs["value"]], tmp_path / "v.html")
-    result = json.loads((runs["value"] / "eval" / "test.json").read_text())
+    result = json.loads((runs["value"] / "eval" / "default" / "test.json").read_text())
     assert result["task"] == "value"
     text = _cells(html)
     assert "Value prediction" in text
@@ -93,7 +93,7 @@ def test_two_run_report_compares_and_highlights_config_differences(runs, tmp_pat
     differing = re.findall(r'<tr class="differs"><td class="name">([^<]+)</td>', html)
     assert "model.cell" in differing and "train.seed" in differing and "model.layers" not in differing
     for run in ("gru", "lstm"):
-        metrics = json.loads((runs[run] / "eval" / "test.json").read_text())["metrics"]
+        metrics = json.loads((runs[run] / "eval" / "default" / "test.json").read_text())["metrics"]
         assert num(metrics["mrr@20"]) in html
 
 
@@ -107,7 +107,8 @@ def test_compare_pairs_runs_on_the_same_targets(runs) -> None:
         assert d["ci"][0] <= d["diff"] <= d["ci"][1] and 0 <= d["p"] <= 1
     # The table on stderr names both runs and the tested metric.
     table = runner.invoke(app, ["compare", str(runs["gru"]), str(runs["lstm"])])
-    assert table.exit_code == 0 and "lstm" in table.output and "mrr@20" in table.output and "p=" in table.output
+    assert table.exit_code == 0 and "lstm" in table.output and "mrr@20" in table.output
+    assert re.search(r"p (=|<) 0\.\d{3}", table.output) and "p=" not in table.output, table.output
 
 
 def test_compare_refuses_runs_evaluated_on_other_targets(runs) -> None:
@@ -139,6 +140,62 @@ def test_study_directory_report(tmp_path: Path) -> None:
     assert 'id="study-0"' in html and "optimisation history" in html and "PRUNED" in html and "0.15" in html
 
 
+def _copy(run: Path, to: Path) -> Path:
+    shutil.copytree(run, to)
+    return to
+
+
+def test_report_lists_every_evaluation_and_eval_picks_the_one_shown(runs, tmp_path: Path) -> None:
+    run = _copy(runs["gru"], tmp_path / "gru")
+    _ok(["evaluate", str(run), "--exclude-seen", "--baselines", "pop", "--bootstrap", "100", "-q"])
+    other = json.loads((run / "eval" / "exclude-seen" / "test.json").read_text())
+    default = json.loads((run / "eval" / "default" / "test.json").read_text())
+    shown = runner.invoke(app, ["report", str(run), "-o", str(tmp_path / "r.html")])
+    assert shown.exit_code == 0, shown.output
+    html = (tmp_path / "r.html").read_text()
+    text = _cells(html)
+    # Both evaluations listed with their protocol; the default one shown in full, and said so.
+    rows = re.findall(
+        r'<tr class="[^"]*"><td class="name">([^<]+)</td><td>([^<]*)</td><td>[^<]*</td><td>([^<]+)<', html
+    )
+    assert ("default", "shown below", "default options") in rows and ("exclude-seen", "", "--exclude-seen") in rows
+    assert "Test metrics of evaluation default" in text and num(default["metrics"]["mrr@20"]) in text
+    # What one evaluation has and the other lacks: on stderr and on the page.
+    lacking = "evaluation 'exclude-seen' of run gru has no baselines 'spop', 'markov', 'iknn', 'sknn'"
+    assert lacking in shown.stderr and lacking in html.replace("&#39;", "'")
+    assert "showing evaluation 'default'" in shown.stderr and "Warning" not in shown.stderr
+    picked = runner.invoke(app, ["report", str(run), "--eval", "exclude-seen", "-o", str(tmp_path / "e.html")])
+    assert picked.exit_code == 0, picked.output
+    text = _cells((tmp_path / "e.html").read_text())
+    assert "Test metrics of evaluation exclude-seen" in text and num(other["metrics"]["mrr@20"]) in text
+    missing = runner.invoke(app, ["report", str(run), "--eval", "nope", "-o", str(tmp_path / "n.html")])
+    assert missing.exit_code == 1 and "--eval 'nope'" in missing.output and "'exclude-seen'" in missing.output
+
+
+def test_a_baseline_missing_in_one_run_is_noted_by_report_and_compare(runs, tmp_path: Path) -> None:
+    lstm = _copy(runs["lstm"], tmp_path / "lstm")
+    shutil.rmtree(lstm / "eval")
+    _ok(["evaluate", str(lstm), "--baselines", "pop", "--bootstrap", "100", "-q"])
+    note = "run lstm has no baselines 'spop', 'markov', 'iknn', 'sknn' in evaluation 'default'"
+    page = runner.invoke(app, ["report", str(runs["gru"]), str(lstm), "-o", str(tmp_path / "two.html")])
+    assert page.exit_code == 0, page.output
+    html = (tmp_path / "two.html").read_text()
+    assert note in page.stderr and note in html.replace("&#39;", "'")
+    # The side-by-side table: intervals, and the paired test of the second run against the first.
+    table = _cells(html[html.index('id="side-by-side"') : html.index("</table>", html.index('id="side-by-side"'))])
+    first = json.loads((runs["gru"] / "eval" / "default" / "test.json").read_text())
+    assert _interval_text(first["ci"]["gru"]["mrr@20"]) in table
+    assert re.search(r"vs first: [+-]\d\.\d{4} \[[+-]?\d\.\d{4}, [+-]?\d\.\d{4}\], p (=|&lt;) 0\.\d{3}", table), table
+    compared = runner.invoke(app, ["compare", str(runs["gru"]), str(lstm)])
+    assert compared.exit_code == 0 and "note:" in compared.stderr and "has no baselines 'spop'" in compared.stderr
+    wrong = runner.invoke(app, ["compare", str(runs["gru"]), str(lstm), "--eval", "exclude-seen"])
+    assert wrong.exit_code == 1 and "--eval 'exclude-seen'" in wrong.output and "Traceback" not in wrong.output
+
+
+def _interval_text(ci: list[float]) -> str:
+    return f"[{num(ci[0])}, {num(ci[1])}]"
+
+
 def _browser() -> str | None:
     for path in ("/usr/bin/chromium", "/usr/bin/chromium-browser", shutil.which("chromium") or ""):
         if path and Path(path).is_file():
@@ -147,8 +204,10 @@ def _browser() -> str | None:
 
 
 def test_report_in_a_real_browser(runs, tmp_path: Path) -> None:
-    """Headless Chromium opens the page from disk: no console errors, no failed request, and a
-    screenshot that is not blank (kept in tests/artifacts/ for the README)."""
+    """Headless Chromium opens the pages from disk at 1280 px: no console errors, no failed
+    request, no horizontal scrollbar (wide tables scroll inside their own box) for one run, a run
+    without validation and two runs, and a screenshot that is not blank (kept in tests/artifacts/
+    for the README)."""
     chromium = _browser()
     if chromium is None:
         if os.environ.get("CI"):
@@ -156,11 +215,24 @@ def test_report_in_a_real_browser(runs, tmp_path: Path) -> None:
         pytest.skip("no Chromium here; .ci/run installs it")
     from playwright.sync_api import sync_playwright
 
-    page_file = tmp_path / "report.html"
-    _report([runs["gru"], runs["lstm"]], page_file)
+    root = runs["root"]
+    novalid = root / "novalid"
+    if not novalid.exists():
+        _ok(["prepare", str(root / "events.csv"), "-o", str(root / "data-nv"), "--split", "time:0.2", "--valid", "0",
+             "-q"])  # fmt: skip
+        _ok(["train", str(root / "data-nv"), "-o", str(novalid), *TINY])
+        _ok(["evaluate", str(novalid), "-q", "--bootstrap", "100"])
+    pages = {
+        "one": _report([runs["gru"]], tmp_path / "one.html"),
+        "novalid": _report([novalid], tmp_path / "novalid.html"),
+        "two": _report([runs["gru"], runs["lstm"]], tmp_path / "report.html"),
+    }
+    # The empty validation panel is left out; a run with validation keeps its panel.
+    assert ">validation</text>" not in pages["novalid"] and ">validation</text>" in pages["one"]
     problems: list[str] = []
     ARTIFACTS.mkdir(exist_ok=True)
     shot = ARTIFACTS / "report.png"
+    widths = {}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(
             executable_path=chromium,
@@ -174,12 +246,29 @@ def test_report_in_a_real_browser(runs, tmp_path: Path) -> None:
         )
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.on("requestfailed", lambda r: problems.append(f"request failed: {r.url}"))
-        page.goto(page_file.as_uri(), wait_until="load")
-        assert page.title().startswith("rnnrec report")
+        for name in pages:
+            page.goto((tmp_path / f"{name}.html" if name != "two" else tmp_path / "report.html").as_uri(),
+                      wait_until="load")  # fmt: skip
+            assert page.title().startswith("rnnrec report")
+            widths[name] = page.evaluate(
+                "[document.documentElement.scrollWidth, document.documentElement.clientWidth,"
+                # Anything outside a scroll box (inside one, a wide table scrolls: it is clipped).
+                " Math.max(...[...document.querySelectorAll('body *')].filter(e => !e.parentElement.closest('.scroll'))"
+                ".map(e => e.getBoundingClientRect().right)),"
+                " Math.max(...[...document.querySelectorAll('.scroll')].map(e => e.scrollWidth))]"
+            )
         assert page.locator("svg").count() >= 5
         page.screenshot(path=str(shot), full_page=False)
         browser.close()
     assert not problems, problems
+    # The test can fail: the one-run metrics table is wider than the window, so without its
+    # scroll box it would widen the page.
+    assert widths["one"][3] > 1280, widths
+    for name, (scroll, client, right, _) in widths.items():
+        assert client == 1280 or client > 1200, (name, client)
+        assert scroll <= client and right <= client + 0.5, (
+            f"{name}: the page is {scroll} px wide in a {client} px window"
+        )
     import matplotlib.image
 
     pixels = matplotlib.image.imread(shot)

@@ -99,7 +99,7 @@ def test_value_task_end_to_end(valued, tmp_path: Path) -> None:
     assert set(errors) == {"gru", "global-mean", "item-mean", "history-mean"}
     assert errors["gru"]["rmse"] < errors["global-mean"]["rmse"]
     assert errors["gru"]["rmse"] < errors["item-mean"]["rmse"]
-    assert (run / "eval" / "test.json").is_file()
+    assert (run / "eval" / "default" / "test.json").is_file()
     table = runner.invoke(app, ["evaluate", str(run)])
     assert "RMSE" in table.output and "history-mean" in table.output
 
