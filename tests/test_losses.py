@@ -96,7 +96,9 @@ def test_bpr_max_softmax_excludes_the_target() -> None:
 
 def test_sampled_chunk_loss_uses_same_step_targets_and_shared_negatives() -> None:
     """The sampled output layer equals CE computed from the full scores, sliced by hand."""
-    cfg = RunConfig(data_dir="-", n_items=9, model=ModelConfig(layers=(5,)), train=TrainConfig(logq=1.0, n_sample=2, batch_size=2))
+    cfg = RunConfig(
+        data_dir="-", n_items=9, model=ModelConfig(layers=(5,)), train=TrainConfig(logq=1.0, n_sample=2, batch_size=2)
+    )
     params = model.init_params(cfg.model, 9, jax.random.key(3))
     inputs = jnp.array([[1, 2], [3, 4]])
     targets = jnp.array([[2, 5], [4, 6]])
@@ -146,7 +148,9 @@ def test_target_weighting_is_a_popularity_weighted_mean() -> None:
         inputs, jnp.array([[2, 5], [4, 1]]), jnp.array([[True, True], [True, False]]),
         jnp.array([[True, True], [False, False]]), jnp.array([7, 2], jnp.int32),
     )  # fmt: skip
-    cfg = RunConfig(data_dir="-", n_items=9, model=ModelConfig(layers=(5,)), train=TrainConfig(target_weighting=0.5, batch_size=2))
+    cfg = RunConfig(
+        data_dir="-", n_items=9, model=ModelConfig(layers=(5,)), train=TrainConfig(target_weighting=0.5, batch_size=2)
+    )
     params = model.init_params(cfg.model, 9, jax.random.key(3))
     loss, _ = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), batch, stats, None)
     _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), Batch(inputs, reset=batch.reset))
