@@ -244,7 +244,9 @@ def model_scores(
     seed: int = 0,
     features: dict[str, np.ndarray] | None = None,
 ) -> Scores:
-    """Score every target of `seqs` (positions 2..L of each sequence) with the model.
+    """Score every target of `seqs` (positions 2..L of each sequence) with the model; where
+    `seqs.scored` marks targets, only those (the others get rank 0 and top-K 0: callers keep
+    `sequences.scored_mask`).
 
     The recurrence runs session-parallel; its hidden states are then scored in full batches of
     targets, however few slots still held a sequence (long sequences leave most slots idle
@@ -301,6 +303,10 @@ def model_scores(
     held_h: list[np.ndarray] = []
     held_pos: list[np.ndarray] = []
     for h, pos in _hidden_rows(place, batch, params, stream, carry, features, cfg):
+        if seqs.scored is not None:
+            # A split with context (user histories cut at a time): the events before the cutoff
+            # are fed to the recurrence but never scored, so their ranks are not computed (0).
+            h, pos = h[seqs.scored[pos]], pos[seqs.scored[pos]]
         held_h.append(h)
         held_pos.append(pos)
         if sum(map(len, held_pos)) >= per_call:

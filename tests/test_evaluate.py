@@ -1,3 +1,4 @@
+import dataclasses
 import itertools
 import re
 
@@ -62,6 +63,19 @@ def test_model_scores_equal_a_slow_reference(exclude_seen: bool, block: int) -> 
         if ref is not None:
             assert mine == ref
     assert positions(seqs).target.tolist() == [t for s in SEQS for t in s[1:]]
+
+
+def test_only_marked_targets_are_scored_and_score_the_same() -> None:
+    cfg, params = _setup()
+    seqs = Sequences.from_lists(SEQS)
+    full = model_scores(params, cfg, seqs, ScoreOptions(k=3))
+    marked = np.random.default_rng(0).random(len(seqs.items)) < 0.5
+    part = model_scores(params, cfg, dataclasses.replace(seqs, scored=marked), ScoreOptions(k=3))
+    keep = marked[positions(seqs).end]
+    assert keep.any() and not keep.all()
+    assert part.ranks[keep].tolist() == full.ranks[keep].tolist()
+    assert part.topk[keep].tolist() == full.topk[keep].tolist()
+    assert (part.ranks[~keep] == 0).all()  # context: fed, never scored
 
 
 def test_model_ranks_for_validation_match() -> None:
