@@ -37,7 +37,7 @@ test-fast: install
 		tests/test_batches.py tests/test_model.py tests/test_baselines.py tests/test_data.py
 
 lint: install
-	$(VENV)/bin/ruff check rnnrec_cli tests benchmarks
+	$(VENV)/bin/ruff check rnnrec_cli tests benchmarks tools
 
 clean:
 	rm -rf $(VENV) $(DEMO) runs

@@ -17,12 +17,12 @@ from pathlib import Path
 import jax
 import numpy as np
 
-from rnnrec_cli import model
-from rnnrec_cli.baselines import BASELINES, baseline_scores
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
+from rnnrec_cli.data.sequences import Sequences, read_items, read_sequences
+from rnnrec_cli.evaluation.baselines import BASELINES, baseline_scores
+from rnnrec_cli.evaluation.scoring import model_scores
+from rnnrec_cli.model import network
 from rnnrec_cli.options import ScoreOptions
-from rnnrec_cli.scoring import model_scores
-from rnnrec_cli.sequences import Sequences, read_items, read_sequences
 
 
 def random_sequences(n_items: int, n_targets: int, seed: int = 0) -> Sequences:
@@ -44,7 +44,7 @@ def main() -> None:
     print(f"{'items':>9} {'targets':>8} {'events/s':>9} {'compile+first s':>15}")
     for n_items in map(int, args.items.split(",")):
         cfg = RunConfig(data_dir="-", n_items=n_items, model=ModelConfig(layers=(args.hidden,)), train=TrainConfig())
-        params = model.init_params(cfg.model, n_items, jax.random.key(0))
+        params = network.init_params(cfg.model, n_items, jax.random.key(0))
         warm = random_sequences(n_items, 2_000, seed=1)
         t0 = time.perf_counter()
         model_scores(params, cfg, warm, ScoreOptions(k=20))

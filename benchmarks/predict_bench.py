@@ -15,10 +15,10 @@ import time
 import jax
 import numpy as np
 
-from rnnrec_cli import model
 from rnnrec_cli.config import ModelConfig
+from rnnrec_cli.evaluation.recommend import recommend
+from rnnrec_cli.model import network
 from rnnrec_cli.options import PredictOptions
-from rnnrec_cli.recommend import recommend
 
 
 def main() -> None:
@@ -29,7 +29,7 @@ def main() -> None:
     p.add_argument("--modes", default="top-20,greedy,beam", help="which of top-20, greedy, beam to time")
     args = p.parse_args()
     cfg = ModelConfig(layers=(args.hidden,))
-    params = model.init_params(cfg, args.items, jax.random.key(0))
+    params = network.init_params(cfg, args.items, jax.random.key(0))
     rng = np.random.default_rng(0)
     seqs = [rng.integers(0, args.items, rng.integers(2, 21), dtype=np.int32) for _ in range(args.sessions)]
     allowed = np.ones(args.items, bool)

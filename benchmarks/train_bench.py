@@ -30,13 +30,14 @@ import jax
 import numpy as np
 import polars as pl
 
-from rnnrec_cli import model, rundir
-from rnnrec_cli.batches import Batch, session_parallel
+from rnnrec_cli import rundir
 from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
-from rnnrec_cli.data import prepare
-from rnnrec_cli.sequences import Sequences, load_manifest
-from rnnrec_cli.step import init_state, item_stats, make_optimizer, train_step
-from rnnrec_cli.train import fit
+from rnnrec_cli.data.batches import Batch, session_parallel
+from rnnrec_cli.data.prepare import prepare
+from rnnrec_cli.data.sequences import Sequences, load_manifest
+from rnnrec_cli.model import network
+from rnnrec_cli.model.step import init_state, item_stats, make_optimizer, train_step
+from rnnrec_cli.train.fit import fit
 
 
 def synthetic_sequences(n_items: int, n_events: int, seed: int = 0) -> Sequences:
@@ -68,7 +69,7 @@ def step_bench(cfg: RunConfig, seqs: Sequences, n_chunks: int) -> tuple[float, f
         c._replace(target_pos=None, negatives=rng.integers(0, cfg.n_items, cfg.train.n_sample, dtype=np.int32))
         for _, c in zip(range(n_chunks + 1), stream.chunks(), strict=False)
     ]
-    carry = model.zero_carry(cfg.model, cfg.train.batch_size)
+    carry = network.zero_carry(cfg.model, cfg.train.batch_size)
     stats = item_stats(np.ones(cfg.n_items), cfg.train.sample_alpha)
     key = jax.random.key(0)
     t0 = time.perf_counter()

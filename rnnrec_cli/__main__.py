@@ -1,3 +1,5 @@
-from rnnrec_cli.cli import main
+"""`python -m rnnrec_cli`: the `rnnrec` command."""
+
+from rnnrec_cli.cli.app import main
 
 main()

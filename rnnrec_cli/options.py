@@ -10,8 +10,10 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
-from rnnrec_cli.config import HEADLINE_K, Ties, check_choice, check_finite, check_positive
+from rnnrec_cli.config import Ties
 from rnnrec_cli.errors import ConfigError
+from rnnrec_cli.rules import HEADLINE_K
+from rnnrec_cli.validation import check_choice, check_finite, check_positive
 
 Split = Literal["test", "valid"]
 # Resamples beyond this change an interval's bounds by less than they vary between seeds.

@@ -71,7 +71,7 @@ def cli_ok(args: list[str], **kw) -> str:
     """Run the CLI in-process; fail the test with its output unless it exits 0. Returns stdout."""
     from typer.testing import CliRunner
 
-    from rnnrec_cli.cli import app
+    from rnnrec_cli.cli.app import app
 
     result = CliRunner().invoke(app, args, **kw)
     assert result.exit_code == 0, result.output
@@ -80,7 +80,7 @@ def cli_ok(args: list[str], **kw) -> str:
 
 def stacked(stream):
     """Every chunk of a stream stacked: [n_steps, B] arrays (small data only)."""
-    from rnnrec_cli.batches import Batch
+    from rnnrec_cli.data.batches import Batch
 
     parts = [stream.chunk(k) for k in range(stream.n_chunks)]
     fields = zip(*parts, strict=True)

@@ -5,9 +5,9 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnrec_cli.baselines import baseline_scores, lexicographic_ranks
+from rnnrec_cli.data.sequences import Sequences, positions
+from rnnrec_cli.evaluation.baselines import baseline_scores, lexicographic_ranks
 from rnnrec_cli.options import ScoreOptions
-from rnnrec_cli.sequences import Sequences, positions
 
 N = 6
 
@@ -123,7 +123,7 @@ def test_lexicographic_ranks_with_flat_secondary_equal_plain_ranks(scores: list[
 def test_sparse_scoring_equals_the_dense_comparison(train_l, test_l, name, exclude_seen, ties) -> None:
     """Ranks, sampled ranks and top-k from the sparse scores equal those of the dense
     (score, count) comparison over the whole catalogue, seen items excluded or not."""
-    from rnnrec_cli.baselines import _prefix_matrix, _Scorer, sort_keys
+    from rnnrec_cli.evaluation.baselines import _prefix_matrix, _Scorer, sort_keys
 
     train, test = Sequences.from_lists(train_l), Sequences.from_lists(test_l)
     counts = _counts(train)

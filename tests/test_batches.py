@@ -2,8 +2,8 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnrec_cli.batches import Stream, assign_slots, chunk_widths, longest_first, session_parallel
-from rnnrec_cli.sequences import Sequences
+from rnnrec_cli.data.batches import Stream, assign_slots, chunk_widths, longest_first, session_parallel
+from rnnrec_cli.data.sequences import Sequences
 
 from .conftest import pairs_in_slots, stacked
 

@@ -9,7 +9,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from rnnrec_cli.cli import app
+from rnnrec_cli.cli.app import app
 
 runner = CliRunner()
 TINY = ["--layers", "32", "--epochs", "4", "--batch-size", "16", "--bptt", "4", "--lr", "0.2", "-q"]

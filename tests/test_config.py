@@ -1,17 +1,8 @@
 import pytest
 
-from rnnrec_cli.config import (
-    ModelConfig,
-    PrepareConfig,
-    RunConfig,
-    TrainConfig,
-    from_dict,
-    parse_duration,
-    parse_period,
-    parse_split,
-    to_dict,
-)
+from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnnrec_cli.errors import ConfigError
+from rnnrec_cli.validation import from_dict, parse_duration, parse_period, parse_split, to_dict
 
 
 @pytest.mark.parametrize(
@@ -63,7 +54,8 @@ def test_tied_embedding_width() -> None:
 
 
 def test_task_defaults_and_given_split_rules() -> None:
-    from rnnrec_cli.config import AS_GIVEN, VALUE_TASK_DEFAULTS, PrepareConfig, task_train_defaults
+    from rnnrec_cli.config import VALUE_TASK_DEFAULTS, PrepareConfig, task_train_defaults
+    from rnnrec_cli.rules import AS_GIVEN
 
     value = ModelConfig(tasks=("value",))
     assert task_train_defaults(value) == {**VALUE_TASK_DEFAULTS, "monitor": "rmse"}

@@ -9,13 +9,14 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from typer.testing import CliRunner
 
-from rnnrec_cli.cli import app
+from rnnrec_cli.cli.app import app
 from rnnrec_cli.config import PrepareConfig
-from rnnrec_cli.data import build_splits, filter_until_stable, prepare
-from rnnrec_cli.errors import DataError, RunDirError
-from rnnrec_cli.ingest import RECBOLE_TYPES, check_times, resolve_columns, scan_events, sniff_separator, untyped_names
-from rnnrec_cli.sequences import read_items, read_sequences, scored_mask
-from rnnrec_cli.transforms import (
+from rnnrec_cli.data.columns import check_times, resolve_columns
+from rnnrec_cli.data.ingest import RECBOLE_TYPES, scan_events, sniff_separator, untyped_names
+from rnnrec_cli.data.prepare import prepare
+from rnnrec_cli.data.sequences import read_items, read_sequences, scored_mask
+from rnnrec_cli.data.splits import build_splits, filter_until_stable
+from rnnrec_cli.data.transforms import (
     cutoff,
     drop_consecutive_repeats,
     encode,
@@ -24,6 +25,7 @@ from rnnrec_cli.transforms import (
     split_at_cutoff,
     split_by_time,
 )
+from rnnrec_cli.errors import DataError, RunDirError
 
 from .conftest import REPO, cli_ok, synthetic_log
 
@@ -149,7 +151,7 @@ def test_prepare_fails_cleanly_when_nothing_survives(log_csv: Path, tmp_path: Pa
 
 
 def test_movielens_preset_on_bundled_data(tmp_path: Path) -> None:
-    from rnnrec_cli.presets import PRESETS
+    from rnnrec_cli.data.presets import PRESETS
 
     src = pl.read_csv(REPO / "datasets/ml-latest-small/ratings.csv", n_rows=20000)
     p = tmp_path / "ratings.csv"
@@ -160,7 +162,7 @@ def test_movielens_preset_on_bundled_data(tmp_path: Path) -> None:
 
 
 def test_otto_preset_on_bundled_sample(tmp_path: Path) -> None:
-    from rnnrec_cli.presets import PRESETS
+    from rnnrec_cli.data.presets import PRESETS
 
     cfg = PrepareConfig(
         **{**PRESETS["otto"], "min_item_support": 1, "split": "time:0.2", "valid": "0", "allow_tiny_test": True}
@@ -257,7 +259,7 @@ FIXTURES = Path(__file__).parent / "fixtures"
 
 
 def _scan_preset(name: str, file: str, **over) -> tuple[pl.DataFrame, PrepareConfig]:
-    from rnnrec_cli.presets import PRESETS
+    from rnnrec_cli.data.presets import PRESETS
 
     lf, cfg = scan_events([FIXTURES / file], PrepareConfig(**{"preset": name, **PRESETS[name], **over}))
     return check_times(lf.collect(), cfg), cfg
@@ -335,7 +337,7 @@ def test_zstd_input(log_csv: Path, tmp_path: Path) -> None:
 
 def test_max_length_keeps_the_most_recent_events() -> None:
     df = pl.DataFrame({"seq": [1, 1, 1, 1, 2, 2], "item": [1, 2, 3, 4, 5, 6]})
-    from rnnrec_cli.transforms import keep_most_recent
+    from rnnrec_cli.data.transforms import keep_most_recent
 
     assert keep_most_recent(df, 2)["item"].to_list() == [3, 4, 5, 6]
 

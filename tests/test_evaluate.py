@@ -8,14 +8,15 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from rnnrec_cli import model, scoring
-from rnnrec_cli.baselines import baseline_scores
-from rnnrec_cli.batches import Batch
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
-from rnnrec_cli.metrics import beyond_accuracy, bootstrap_ci, gini, paired_bootstrap, per_sequence_sums
+from rnnrec_cli.data.batches import Batch
+from rnnrec_cli.data.sequences import Sequences, positions
+from rnnrec_cli.evaluation import scoring
+from rnnrec_cli.evaluation.baselines import baseline_scores
+from rnnrec_cli.evaluation.metrics import beyond_accuracy, bootstrap_ci, gini, paired_bootstrap, per_sequence_sums
+from rnnrec_cli.evaluation.scoring import TOP_K_GROUP, model_ranks, model_scores, top_k
+from rnnrec_cli.model import network
 from rnnrec_cli.options import ScoreOptions
-from rnnrec_cli.scoring import TOP_K_GROUP, model_ranks, model_scores, top_k
-from rnnrec_cli.sequences import Sequences, positions
 
 N_ITEMS = 15
 SEQS = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 1], [2], [3, 3, 4], [5, 6, 5, 7, 6]]
@@ -23,7 +24,7 @@ SEQS = [[1, 2, 3], [4, 5, 6, 7, 8, 9], [10, 11], [12, 13, 14, 1], [2], [3, 3, 4]
 
 def _setup():
     cfg = RunConfig(data_dir="x", n_items=N_ITEMS, model=ModelConfig(layers=(6,)), train=TrainConfig(eval_batch_size=3))
-    params = model.init_params(cfg.model, cfg.n_items, jax.random.key(4))
+    params = network.init_params(cfg.model, cfg.n_items, jax.random.key(4))
     return cfg, params
 
 
@@ -31,10 +32,10 @@ def _numpy_reference(params, cfg: RunConfig, seqs_list, ties: str, exclude_seen:
     """Each sequence alone from a zero state; score every next item against all items."""
     ranks, tops = [], []
     for s in seqs_list:
-        carry = model.zero_carry(cfg.model, 1)
+        carry = network.zero_carry(cfg.model, 1)
         for i, (cur, nxt) in enumerate(itertools.pairwise(s)):
-            carry, h = model.run(params, cfg.model, carry, Batch(np.array([[cur]]), reset=np.zeros((1, 1), bool)))
-            scores = np.asarray(model.scores(params, cfg.model, h[0, 0]), np.float64)
+            carry, h = network.run(params, cfg.model, carry, Batch(np.array([[cur]]), reset=np.zeros((1, 1), bool)))
+            scores = np.asarray(network.scores(params, cfg.model, h[0, 0]), np.float64)
             seen = set(s[: i + 1])
             if exclude_seen:
                 if nxt in seen:
@@ -147,18 +148,18 @@ def test_model_scores_over_several_calls_and_grouped_top_k_equal_a_reference(
     cfg = RunConfig(
         data_dir="x", n_items=n_items, model=ModelConfig(layers=(8,)), train=TrainConfig(eval_batch_size=16)
     )
-    params = model.init_params(cfg.model, n_items, jax.random.key(7))
+    params = network.init_params(cfg.model, n_items, jax.random.key(7))
     rng = np.random.default_rng(3)
     # Repeats within a sequence, so some targets were seen before.
     lists = [rng.integers(0, 200 if i % 2 else n_items, length).tolist() for i in range(80)]
     got = model_scores(params, cfg, Sequences.from_lists(lists), ScoreOptions(k=5, exclude_seen=exclude_seen))
-    kernel, bias = model.output_layer(params, cfg.model)
+    kernel, bias = network.output_layer(params, cfg.model)
     want_ranks, want_top = [], []
     for s in lists:
-        _, h = model.run(
+        _, h = network.run(
             params,
             cfg.model,
-            model.zero_carry(cfg.model, 1),
+            network.zero_carry(cfg.model, 1),
             Batch(np.array(s)[:-1, None], reset=np.zeros((length - 1, 1), bool)),
         )
         scores = np.array(h[:, 0] @ kernel.T + bias)
@@ -214,11 +215,11 @@ def test_a_split_with_context_scores_only_its_targets_for_model_baselines_and_va
 
     import polars as pl
 
-    from rnnrec_cli.evaluate import evaluate
+    from rnnrec_cli.data.sequences import read_sequences, scored_mask
+    from rnnrec_cli.evaluation.evaluate import evaluate
     from rnnrec_cli.options import EvalOptions
     from rnnrec_cli.rundir import RunDir, read_metrics
-    from rnnrec_cli.sequences import read_sequences, scored_mask
-    from rnnrec_cli.train import _valid_mask
+    from rnnrec_cli.train.fit import _valid_mask
 
     from .conftest import cli_ok
 
@@ -258,7 +259,7 @@ def small_run(tmp_path_factory: pytest.TempPathFactory):
 def _evaluate(run, *args: str):
     from typer.testing import CliRunner
 
-    from rnnrec_cli.cli import app
+    from rnnrec_cli.cli.app import app
 
     return CliRunner().invoke(app, ["evaluate", str(run), "--bootstrap", "100", *args])
 
@@ -270,7 +271,7 @@ def _stored(run, name: str = "default", split: str = "test") -> dict:
 
 
 def test_eval_names_from_the_options() -> None:
-    from rnnrec_cli.evaluate import eval_name
+    from rnnrec_cli.evaluation.results import eval_name
     from rnnrec_cli.options import EvalOptions
 
     assert eval_name(EvalOptions()) == "default"
@@ -355,7 +356,7 @@ def test_a_legacy_result_is_read_as_default_and_moved_by_the_next_default_evalua
     legacy = json_of(run / "eval" / "test.json")
     html = tmp_path / "r.html"
     cli_ok(["report", str(run), "-o", str(html)])
-    from rnnrec_cli.report import num
+    from rnnrec_cli.report.build import num
 
     page = " ".join(re.sub(r"<[^>]+>", " ", html.read_text()).split())
     assert num(legacy["metrics"]["mrr@20"]) in page and "Test metrics of evaluation default" in page

@@ -10,9 +10,9 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from rnnrec_cli.cli import app
+from rnnrec_cli.cli.app import app
+from rnnrec_cli.data.features import build_item_features, read_item_features
 from rnnrec_cli.errors import DataError
-from rnnrec_cli.features import build_item_features, read_item_features
 
 from .conftest import cli_ok
 

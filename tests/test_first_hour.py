@@ -14,7 +14,7 @@ from pathlib import Path
 import polars as pl
 from typer.testing import CliRunner
 
-from rnnrec_cli.cli import app
+from rnnrec_cli.cli.app import app
 
 from .conftest import REPO, synthetic_log
 

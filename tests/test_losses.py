@@ -5,10 +5,10 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from rnnrec_cli import losses, model
-from rnnrec_cli.batches import Batch, sample_negatives, sampling_distribution
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
-from rnnrec_cli.step import chunk_loss, item_stats
+from rnnrec_cli.data.batches import Batch, sample_negatives, sampling_distribution
+from rnnrec_cli.model import losses, network
+from rnnrec_cli.model.step import chunk_loss, item_stats
 
 M, S = 4, 3  # rows, sampled columns
 
@@ -99,15 +99,15 @@ def test_sampled_chunk_loss_uses_same_step_targets_and_shared_negatives() -> Non
     cfg = RunConfig(
         data_dir="-", n_items=9, model=ModelConfig(layers=(5,)), train=TrainConfig(logq=1.0, n_sample=2, batch_size=2)
     )
-    params = model.init_params(cfg.model, 9, jax.random.key(3))
+    params = network.init_params(cfg.model, 9, jax.random.key(3))
     inputs = jnp.array([[1, 2], [3, 4]])
     targets = jnp.array([[2, 5], [4, 6]])
     mask = jnp.array([[True, True], [True, False]])
     batch = Batch(inputs, targets, mask, jnp.array([[True, True], [False, False]]), jnp.array([7, 2], jnp.int32))
     counts = np.arange(1, 10)
-    loss, (_, n) = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), batch, item_stats(counts, 0.5), None)
-    _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), Batch(inputs, reset=batch.reset))
-    full = np.asarray(model.scores(params, cfg.model, hidden), np.float64)  # [T, B, N]
+    loss, (_, n) = chunk_loss(params, cfg, network.zero_carry(cfg.model, 2), batch, item_stats(counts, 0.5), None)
+    _, hidden = network.run(params, cfg.model, network.zero_carry(cfg.model, 2), Batch(inputs, reset=batch.reset))
+    full = np.asarray(network.scores(params, cfg.model, hidden), np.float64)  # [T, B, N]
     # GRU4Rec's log-Q: log(count) for in-batch targets, alpha * log(count) for samples.
     p = counts.astype(np.float64)
     q = counts**0.5
@@ -139,7 +139,7 @@ def test_negatives_follow_support_to_the_alpha() -> None:
 
 
 def test_target_weighting_is_a_popularity_weighted_mean() -> None:
-    from rnnrec_cli.step import _next_item_loss
+    from rnnrec_cli.model.step import _next_item_loss
 
     counts = np.array([1, 100, 4, 9, 16, 25, 36, 49, 64])
     stats = item_stats(counts, 0.5)
@@ -151,9 +151,9 @@ def test_target_weighting_is_a_popularity_weighted_mean() -> None:
     cfg = RunConfig(
         data_dir="-", n_items=9, model=ModelConfig(layers=(5,)), train=TrainConfig(target_weighting=0.5, batch_size=2)
     )
-    params = model.init_params(cfg.model, 9, jax.random.key(3))
-    loss, _ = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), batch, stats, None)
-    _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), Batch(inputs, reset=batch.reset))
+    params = network.init_params(cfg.model, 9, jax.random.key(3))
+    loss, _ = chunk_loss(params, cfg, network.zero_carry(cfg.model, 2), batch, stats, None)
+    _, hidden = network.run(params, cfg.model, network.zero_carry(cfg.model, 2), Batch(inputs, reset=batch.reset))
     per_row = np.asarray(_next_item_loss(params, cfg, hidden, batch, stats))
     w = counts[np.asarray(batch.targets).ravel()] ** -0.5 * np.asarray(batch.mask).ravel()
     m = np.asarray(batch.mask).ravel()
@@ -161,7 +161,7 @@ def test_target_weighting_is_a_popularity_weighted_mean() -> None:
     np.testing.assert_allclose(float(loss), (w * per_row).sum() / w.sum() * m.sum() / 2, rtol=1e-5)
     # Unweighted, the same rows sum plainly.
     plain = dataclasses_replace(cfg, target_weighting=0.0)
-    loss0, _ = chunk_loss(params, plain, model.zero_carry(cfg.model, 2), batch, stats, None)
+    loss0, _ = chunk_loss(params, plain, network.zero_carry(cfg.model, 2), batch, stats, None)
     np.testing.assert_allclose(float(loss0), per_row[m].sum() / 2, rtol=1e-5)
 
 

@@ -3,8 +3,8 @@ import numpy as np
 from hypothesis import given
 from hypothesis import strategies as st
 
-from rnnrec_cli.baselines import lexicographic_ranks
-from rnnrec_cli.metrics import parse_ks, rank_with_ties, summarize
+from rnnrec_cli.evaluation.baselines import lexicographic_ranks
+from rnnrec_cli.evaluation.metrics import parse_ks, rank_with_ties, summarize
 
 
 def test_ranks_with_ties_by_hand() -> None:
@@ -46,7 +46,7 @@ def test_metric_properties(ranks: list[float], ks: list[int]) -> None:
 
 
 def test_p_text_never_prints_a_zero_p_value() -> None:
-    from rnnrec_cli.metrics import p_text
+    from rnnrec_cli.evaluation.metrics import p_text
 
     assert p_text(0.0) == "p < 0.001"
     assert p_text(0.0009) == "p < 0.001"

@@ -17,9 +17,9 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rnnrec_cli.batches import layout, prefetch, session_parallel
-from rnnrec_cli.cli import app
-from rnnrec_cli.sequences import read_lengths, read_sequences
+from rnnrec_cli.cli.app import app
+from rnnrec_cli.data.batches import layout, prefetch, session_parallel
+from rnnrec_cli.data.sequences import read_lengths, read_sequences
 
 from .conftest import stacked, write_data_dir
 
@@ -74,7 +74,7 @@ def test_a_process_builds_its_slots_from_its_own_sequences_only(data_dir: Path) 
         assert len(mine) == wanted.sum() < len(full)
         first = np.full(len(full), -1, np.int64)
         first[wanted] = mine.offsets[:-1]
-        from rnnrec_cli.batches import Stream
+        from rnnrec_cli.data.batches import Stream
 
         part = stacked(Stream(plan, mine.items, first, 4, slots))
         for field in ("inputs", "targets", "mask", "reset"):
@@ -82,7 +82,7 @@ def test_a_process_builds_its_slots_from_its_own_sequences_only(data_dir: Path) 
 
 
 def test_reading_in_small_batches_gives_the_same_sequences(data_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import rnnrec_cli.sequences as data_mod
+    import rnnrec_cli.data.sequences as data_mod
 
     expected = read_sequences(data_dir, "train")
     monkeypatch.setattr(data_mod, "READ_BATCH_ROWS", 7)  # sequences straddle batch edges
@@ -178,7 +178,7 @@ import dataclasses, sys
 from pathlib import Path
 from rnnrec_cli import rundir
 from rnnrec_cli.config import RunConfig, ModelConfig, TrainConfig
-from rnnrec_cli.train import fit
+from rnnrec_cli.train.fit import fit
 def cfg(epochs, devices):
     return RunConfig(data_dir={str(data_dir)!r}, n_items=40, model=ModelConfig(layers=(16,)),
         train=TrainConfig(epochs=epochs, batch_size=8, bptt=4, n_sample=16, checkpoint_every=0,
@@ -191,10 +191,10 @@ fit(cfg(1, 4), stopped)
 fit(cfg(2, 2), stopped, resume=True)
 
 import numpy as np
-from rnnrec_cli.sequences import read_sequences
-from rnnrec_cli.rundir import restore_params
+from rnnrec_cli.data.sequences import read_sequences
+from rnnrec_cli.model.weights import restore_params
 from rnnrec_cli.options import ScoreOptions
-from rnnrec_cli.scoring import model_scores
+from rnnrec_cli.evaluation.scoring import model_scores
 params = restore_params(straight, cfg(2, 1))
 test = read_sequences(Path({str(data_dir)!r}), "test")
 one = model_scores(params, cfg(2, 1), test, ScoreOptions(k=5, exclude_seen=True, devices=1))

@@ -10,7 +10,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from rnnrec_cli.cli import app
+from rnnrec_cli.cli.app import app
 
 runner = CliRunner()
 

@@ -24,7 +24,7 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from rnnrec_cli.cli import app
+from rnnrec_cli.cli.app import app
 
 from .conftest import synthetic_log
 
@@ -918,7 +918,7 @@ def test_planted_links_are_never_written_through(ws: Path) -> None:
 
 
 def test_stale_temporaries_of_dead_processes_are_removed(ws: Path) -> None:
-    from rnnrec_cli.rundir import _HOST
+    from rnnrec_cli.files import _HOST
 
     dead = 2**22 + 12345  # above the kernel's default pid_max: never a live process
     stale = ws / f".recs.csv.rnnrec-{_HOST}-{dead}-x1y2.tmp"

@@ -13,8 +13,8 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-from rnnrec_cli.cli import app
-from rnnrec_cli.report import num
+from rnnrec_cli.cli.app import app
+from rnnrec_cli.report.build import num
 
 from .conftest import synthetic_log
 from .test_tasks import _valued_log

@@ -7,31 +7,32 @@ import jax
 import numpy as np
 import pytest
 
-from rnnrec_cli import model, rundir
+from rnnrec_cli import files, rundir
 from rnnrec_cli.config import ModelConfig, RunConfig
+from rnnrec_cli.model import network, weights
 
 
 def test_atomic_write_leaves_nothing_on_failure(tmp_path: Path) -> None:
     target = tmp_path / "out" / "f.json"
-    rundir.save_json(target, {"a": 1})
-    with pytest.raises(RuntimeError), rundir.atomic_write(target) as tmp:
+    files.save_json(target, {"a": 1})
+    with pytest.raises(RuntimeError), files.atomic_write(target) as tmp:
         tmp.write_text("half")
         raise RuntimeError
-    assert rundir.load_json(target) == {"a": 1}
+    assert files.load_json(target) == {"a": 1}
     assert sorted(p.name for p in target.parent.iterdir()) == ["f.json"]
 
 
 @pytest.mark.parametrize("embedding", [0, 6])
 def test_a_checkpoint_from_before_the_items_subtree_restores(tmp_path: Path, embedding: int) -> None:
     cfg = RunConfig(data_dir="unused", n_items=9, model=ModelConfig(layers=(5,), embedding=embedding))
-    params = jax.device_get(model.init_params(cfg.model, cfg.n_items, jax.random.key(1)))
+    params = jax.device_get(network.init_params(cfg.model, cfg.n_items, jax.random.key(1)))
     items = params.pop("items")
     old = {**params, "embedding": items["embedding"], "out_bias": items["bias"] + 1.0}
     if embedding:
         old["out_kernel"] = items["kernel"]
     run = rundir.create(tmp_path / "run", force=False)
-    rundir.save_checkpoint(run, "best", {"params": old})
-    restored = rundir.restore_params(run, cfg)
+    weights.save_checkpoint(run, "best", {"params": old})
+    restored = weights.restore_params(run, cfg)
     np.testing.assert_array_equal(restored["items"]["embedding"], items["embedding"])
     np.testing.assert_array_equal(restored["items"]["bias"], items["bias"] + 1.0)
     assert ("kernel" in restored["items"]) == bool(embedding)
@@ -43,7 +44,7 @@ def test_atomic_write_never_writes_through_a_planted_link(tmp_path: Path) -> Non
     victim.write_text("keep me")
     target = tmp_path / "recs.csv"
     (tmp_path / "recs.csv.tmp").symlink_to(victim)  # the old, predictable temporary name
-    with rundir.atomic_write(target) as tmp:
+    with files.atomic_write(target) as tmp:
         assert not tmp.is_symlink() and tmp.name != "recs.csv.tmp"
         tmp.write_text("new")
     assert victim.read_text() == "keep me" and target.read_text() == "new"

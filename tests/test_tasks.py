@@ -11,11 +11,11 @@ import polars as pl
 import pytest
 from typer.testing import CliRunner
 
-from rnnrec_cli.baselines import value_baseline
-from rnnrec_cli.cli import app
-from rnnrec_cli.losses import value_loss
-from rnnrec_cli.metrics import value_errors
-from rnnrec_cli.sequences import Sequences
+from rnnrec_cli.cli.app import app
+from rnnrec_cli.data.sequences import Sequences
+from rnnrec_cli.evaluation.baselines import value_baseline
+from rnnrec_cli.evaluation.metrics import value_errors
+from rnnrec_cli.model.losses import value_loss
 
 from .conftest import cli_ok
 

@@ -8,14 +8,16 @@ import numpy as np
 import optax
 import pytest
 
-from rnnrec_cli import batches, model, rundir
-from rnnrec_cli import train as train_mod
-from rnnrec_cli.batches import Batch, session_parallel
-from rnnrec_cli.checkpoint import restore_last
+from rnnrec_cli import rundir
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
-from rnnrec_cli.sequences import Sequences
-from rnnrec_cli.step import chunk_loss, init_state, item_stats, make_optimizer, train_step
-from rnnrec_cli.train import fit
+from rnnrec_cli.data import batches
+from rnnrec_cli.data.batches import Batch, session_parallel
+from rnnrec_cli.data.sequences import Sequences
+from rnnrec_cli.model import network
+from rnnrec_cli.model.step import chunk_loss, init_state, item_stats, make_optimizer, train_step
+from rnnrec_cli.train import fit as fit_mod
+from rnnrec_cli.train.checkpoint import restore_last
+from rnnrec_cli.train.fit import fit
 
 from .conftest import write_data_dir
 
@@ -37,11 +39,11 @@ def _stream(cfg: RunConfig, seqs: Sequences):
 
 def test_full_softmax_loss_matches_numpy_reference() -> None:
     cfg = _cfg(batch_size=2, bptt=3, full_softmax=True)
-    params = model.init_params(cfg.model, cfg.n_items, jax.random.key(0))
+    params = network.init_params(cfg.model, cfg.n_items, jax.random.key(0))
     chunk = next(_stream(cfg, Sequences.from_lists([[1, 2, 3, 4], [5, 6]])).chunks())
-    loss, (_, n) = chunk_loss(params, cfg, model.zero_carry(cfg.model, 2), _batch(chunk), STATS, None)
-    _, hidden = model.run(params, cfg.model, model.zero_carry(cfg.model, 2), chunk)
-    logits = np.asarray(model.scores(params, cfg.model, hidden), np.float64)
+    loss, (_, n) = chunk_loss(params, cfg, network.zero_carry(cfg.model, 2), _batch(chunk), STATS, None)
+    _, hidden = network.run(params, cfg.model, network.zero_carry(cfg.model, 2), chunk)
+    logits = np.asarray(network.scores(params, cfg.model, hidden), np.float64)
     logp = logits - np.log(np.exp(logits).sum(-1, keepdims=True))
     nll = -np.take_along_axis(logp, chunk.targets[..., None], -1)[..., 0]
     assert int(n) == chunk.mask.sum() == 4
@@ -63,7 +65,7 @@ def test_step_updates_every_parameter_and_overfits(optimizer: str) -> None:
     key = jax.random.key(0)
     losses = []
     for _ in range(150):
-        state, _, m = step(state, model.zero_carry(cfg.model, 2), chunk, STATS, key)
+        state, _, m = step(state, network.zero_carry(cfg.model, 2), chunk, STATS, key)
         losses.append(float(m["loss_sum"] / m["n"]))
     changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), before, state.params)
     assert all(jax.tree.leaves(changed)), changed
@@ -81,7 +83,7 @@ def test_train_step_compiles_once() -> None:
 
     step = jax.jit(partial(counted, cfg=cfg, tx=tx))
     state = init_state(cfg, tx)
-    carry = model.zero_carry(cfg.model, 3)
+    carry = network.zero_carry(cfg.model, 3)
     stream = _stream(cfg, Sequences.from_lists([[1, 2, 3], [4, 5, 6, 7, 8], [9, 10], [11, 1, 2, 3]]))
     for k, chunk in enumerate(stream.chunks()):
         state, carry, _ = step(state, carry, _batch(chunk, [k % 12, 3]), STATS, jax.random.key(0))
@@ -152,11 +154,11 @@ def test_resume_ends_like_an_uninterrupted_run(
             raise _Interrupt
 
     with pytest.raises(_Interrupt):
-        train_mod.PROGRESS_EVERY, old = 1, train_mod.PROGRESS_EVERY
+        fit_mod.PROGRESS_EVERY, old = 1, fit_mod.PROGRESS_EVERY
         try:
             fit(cfg, run, on_progress=interrupt)
         finally:
-            train_mod.PROGRESS_EVERY = old
+            fit_mod.PROGRESS_EVERY = old
     assert not run.complete
     resumed = fit(cfg, run, resume=True)
     assert [r.epoch for r in resumed][-1] == 3
@@ -188,7 +190,7 @@ def test_sparse_item_updates_equal_dense_adagrad_and_skip_untouched_rows() -> No
     state = init_state(cfg, tx)
     stream = _stream(cfg, Sequences.from_lists([[1, 2, 3, 4], [5, 6, 7]]))
     batch = _batch(next(stream.chunks()), negatives=[9, 2])
-    carry = model.zero_carry(cfg.model, 2)
+    carry = network.zero_carry(cfg.model, 2)
     sparse, _, _ = train_step(state, carry, batch, STATS, jax.random.key(0), cfg=cfg, tx=tx)
     # Dense reference: gradient over the whole table, optax over the whole state.
     key = jax.random.fold_in(jax.random.key(0), state.step)
@@ -227,13 +229,13 @@ def test_divergence_names_the_epoch_and_keeps_the_last_good_checkpoint(tmp_path:
     # that follows is never saved: what was kept holds finite numbers only.
     tx = make_optimizer(cfg.train)
     state = init_state(cfg, tx)
-    restored, pos = restore_last(run, state, model.zero_carry(cfg.model, cfg.train.batch_size))
+    restored, pos = restore_last(run, state, network.zero_carry(cfg.model, cfg.train.batch_size))
     assert (pos.epoch, pos.chunk) >= (1, 1)  # saved after a step, before the loss turned NaN
-    assert train_mod._all_finite(restored.params)
+    assert fit_mod._all_finite(restored.params)
 
 
 def test_validation_subset_is_seeded_and_keeps_whole_sequences() -> None:
-    from rnnrec_cli.batches import validation_subset
+    from rnnrec_cli.data.batches import validation_subset
 
     seqs = Sequences.from_lists([[i, i + 1, i + 2][: 2 + i % 2] for i in range(20)])
     sub = validation_subset(seqs, 5, seed=3)

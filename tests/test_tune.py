@@ -19,10 +19,11 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from rnnrec_cli.cli import app
+from rnnrec_cli.cli.app import app
 from rnnrec_cli.config import ModelConfig, TrainConfig
 from rnnrec_cli.errors import ConfigError
-from rnnrec_cli.tune import SPACES, TuneOptions, apply, check_space, load_space, parse_space, suggest
+from rnnrec_cli.train.space import SPACES, apply, check_space, load_space, parse_space, suggest
+from rnnrec_cli.train.tune import TuneOptions
 
 from .conftest import synthetic_log
 

@@ -1,0 +1,1 @@
+"""The `rnnrec` command line: options, commands and what people see."""

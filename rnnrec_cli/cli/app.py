@@ -1,0 +1,64 @@
+"""The `rnnrec` command line: each command parses its options, calls one library function and
+renders the result.
+
+The only module that exits the process; with cliopts.py (the options) and render.py (what
+people see), the only ones that import typer or rich. Library modules (Polars, JAX) are imported
+inside the commands, so `rnnrec --help` stays fast. stdout carries data only (run paths, JSON,
+predictions); everything for people goes to stderr.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated
+
+import typer
+from rich.logging import RichHandler
+
+from rnnrec_cli import __version__
+from rnnrec_cli.cli import flags
+from rnnrec_cli.cli.render import err
+from rnnrec_cli.cli.result_commands import compare, evaluate, predict, report
+from rnnrec_cli.cli.run_commands import prepare, train, tune
+
+app = typer.Typer(
+    no_args_is_help=True,
+    pretty_exceptions_show_locals=False,
+    add_completion=False,
+    help="Next-item recommendation with recurrent neural networks: prepare, train, evaluate, predict, tune.",
+)
+
+
+def _version(value: bool) -> None:
+    if value:
+        typer.echo(f"rnnrec {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug logging on stderr.")] = False,
+    version: Annotated[
+        bool, typer.Option("--version", callback=_version, is_eager=True, help="Print the version.")
+    ] = False,
+) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if verbose else logging.INFO,
+        format="%(message)s",
+        handlers=[RichHandler(console=err, show_path=False, show_time=False)],
+        force=True,
+    )
+    for noisy in ("jax", "absl", "flax"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+for _command in (prepare, train, evaluate, predict, report, compare, tune):
+    app.command()(_command)
+
+
+def main() -> None:
+    flags.readable_metavars(typer.main.get_command(app))(prog_name="rnnrec")
+
+
+if __name__ == "__main__":
+    main()

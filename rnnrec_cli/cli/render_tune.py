@@ -1,0 +1,133 @@
+"""render_tune: split out of render.py"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+if TYPE_CHECKING:
+    from rnnrec_cli.train import fit, tune
+from rnnrec_cli.cli.render import err
+
+# ---------------------------------------------------------------------------- tune
+
+
+def _duration(seconds: float | None) -> str:
+    if seconds is None:
+        return "?"
+    minutes, s = divmod(round(seconds), 60)
+    h, m = divmod(minutes, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def _params_text(params: dict[str, Any]) -> str:
+    return " ".join(f"{k} {v:g}" if isinstance(v, float) else f"{k} {v}" for k, v in sorted(params.items()))
+
+
+def _study_state(ev: tune.TrialEvent, metric: str) -> str:
+    best = f"best {metric} {ev.best_value:.4f} (trial {ev.best_number})" if ev.best_value is not None else "no best yet"
+    return f"{best}, ETA {_duration(ev.eta_s)}"
+
+
+def trial_line(row: dict[str, Any], ev: tune.TrialEvent, metric: str) -> str:
+    """One finished trial, with where the study stands: printed on every output, TTY or not."""
+    value = f"{metric} {row['value']:.4f}" if row["value"] is not None else "no value"
+    if row["reason"]:
+        value += f" ({row['reason']})"
+    return (
+        f"trial {row['number']} {row['state'].lower()}: {value} after {row['epochs']} epoch(s) in "
+        f"{_duration(row['seconds'])}; {_params_text(row['params'])}  [{ev.finished} of {ev.total} done; "
+        f"{_study_state(ev, metric)}]"
+    )
+
+
+@contextmanager
+def tune_progress(
+    quiet: bool, metric: str
+) -> Iterator[tuple[Callable[[tune.TrialEvent], None], Callable[[fit.Progress], None]]]:
+    """Two bars: the study's trials (k of N, best so far, ETA) and the running trial's epoch.
+    Yields the `on_trial` and `on_progress` callbacks for `tune.run_study`."""
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        TextColumn("{task.fields[stats]}"),
+        console=err,
+        redirect_stdout=False,
+        redirect_stderr=False,
+        disable=quiet,
+        transient=True,
+    )
+    with progress:
+        study_task = progress.add_task("trials", total=None, stats="")
+        epoch_task = progress.add_task("epoch", total=None, stats="")
+
+        def on_trial(ev: tune.TrialEvent) -> None:
+            if ev.last is not None and not quiet:
+                progress.console.print(trial_line(ev.last, ev, metric), highlight=False)
+            description = f"trial {ev.number} ({ev.finished + 1} of {ev.total})" if ev.number >= 0 else "trials"
+            progress.update(
+                study_task, description=description, completed=ev.finished, total=ev.total,
+                stats=_study_state(ev, metric),
+            )  # fmt: skip
+            progress.reset(epoch_task, description="epoch", total=None, stats="")
+
+        def on_progress(p: fit.Progress) -> None:
+            stats = f"loss {p.loss:.4f}  {p.events_per_s:,.0f} ev/s" if p.loss is not None else ""
+            progress.update(
+                epoch_task, description=f"epoch {p.epoch}", completed=p.chunk, total=p.n_chunks, stats=stats
+            )
+
+        yield on_trial, on_progress
+
+
+def tune_table(rows: list[dict[str, Any]], metric: str, title: str) -> Table:
+    """The top trials, best first: value, epochs, time and parameters."""
+    names = sorted({k for r in rows for k in r["params"]})
+    table = Table(title=title, title_justify="left")
+    for col in ("trial", "state", metric, "epochs", "time", *names):
+        table.add_column(col, justify="left" if col == "state" else "right")
+    for r in rows:
+        cells = [f"{v:g}" if isinstance(v, float) else str(v) for v in (r["params"].get(n, "") for n in names)]
+        table.add_row(str(r["number"]), r["state"].lower(), f"{r['value']:.4f}", str(r["epochs"]),
+                      _duration(r["seconds"]), *cells)  # fmt: skip
+    return table
+
+
+def tune_header(study: Any, opts: tune.TuneOptions, searched: dict[str, Any], out: Path) -> str:
+    """Which study, where it is stored, how far it is, and what it searches."""
+    from rnnrec_cli.train.tune import count_trials, shown_url, storage_url
+
+    finished, running = count_trials(study)
+    state = f"continuing with {finished} finished" if finished else "new"
+    if running:
+        state += f", {running} running elsewhere"
+
+    def dim(v: Any) -> str:
+        if isinstance(v, dict) and "choices" in v:
+            return "{" + ", ".join(map(str, v["choices"])) + "}"
+        if isinstance(v, dict):
+            return f"[{v['low']}, {v['high']}]" + (" log" if v.get("log") else "")
+        return str(v)
+
+    limit = f", at most {_duration(opts.timeout)}" if opts.timeout else ""
+    return (
+        f"Tuning study {study.study_name!r} ({state}) in {shown_url(storage_url(opts, out))}: {opts.trials} trials"
+        f"{limit}, maximising validation {opts.metric}; searching "
+        + ", ".join(f"{k} {dim(v)}" for k, v in searched.items())
+    )
+
+
+def tune_footer(out: Path, notes: list[str]) -> str:
+    wrote = ", ".join(p.name for p in (out / n for n in ("best.json", "trials.csv", "history.png", "importances.png"))
+                      if p.is_file())  # fmt: skip
+    lines = [f"Wrote {out}/: {wrote}; each trial's run directory is in {out}/trials/."]
+    lines += [f"note: {n}" for n in notes]
+    lines.append(f"Next: rnnrec train DATA --config {out}/best.json (add --epochs N to train longer)")
+    return "\n".join(lines)

@@ -1,0 +1,275 @@
+"""The commands that build things: prepare, train and tune."""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from rnnrec_cli.cli import data_flags, model_flags, render, render_tune
+from rnnrec_cli.cli import flags as o
+from rnnrec_cli.cli.boundary import handle_errors, interrupted
+from rnnrec_cli.cli.render import err
+from rnnrec_cli.config import ModelConfig, PrepareConfig, TrainConfig
+
+
+@handle_errors
+@data_flags.with_data_options
+def prepare(
+    events: Annotated[
+        list[str], typer.Argument(help="Event log file(s) (CSV/TSV/Parquet/JSONL, gzip ok), or - for stdin.")
+    ],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Data directory to create.")],
+    data_options: Mapping[str, Any] = data_flags.SHARED,
+    no_header: data_flags.NoHeader = False,
+    columns: data_flags.Columns = None,
+    time_offset_col: data_flags.TimeOffsetCol = None,
+    time_offset_unit: data_flags.TimeOffsetUnit = None,
+    max_length: data_flags.MaxLength = None,
+    events_filter: data_flags.EventsFilter = None,
+    min_value: data_flags.MinValue = None,
+    buckets: data_flags.Buckets = None,
+    item_features: data_flags.ItemFeatures = None,
+    item_key: data_flags.ItemKey = None,
+    item_categorical: data_flags.ItemCategorical = None,
+    item_numeric: data_flags.ItemNumeric = None,
+    item_vector: data_flags.ItemVector = None,
+    item_sep: data_flags.ItemSep = None,
+    force: o.Force = False,
+    quiet: o.Quiet = False,
+) -> None:
+    """Turn a raw event log into train/valid/test sequences with dense item ids."""
+    from rnnrec_cli.data.prepare import prepare as run_prepare
+
+    own = {k: v for k, v in locals().items() if k not in ("events", "out", "force", "quiet", "data_options")}
+    own["events"] = own.pop("events_filter")
+    values, split_files = o.prepare_values({**data_options, **own})
+    cfg = o.make(PrepareConfig, values)
+    with render.status("preparing data", quiet):
+        manifest = run_prepare(events, out, cfg, force=force, given=split_files)
+    if not quiet:
+        err.print(render.prepare_summary(manifest, out))
+    render.warn(manifest["warnings"])
+    if not quiet:
+        err.print(f"Next: rnnrec train {out} -o runs/NAME")
+    typer.echo(str(out))
+
+
+@handle_errors
+@data_flags.with_data_options
+def train(
+    data: Annotated[
+        list[str] | None,
+        typer.Argument(help="A prepared data directory, or raw event file(s) to prepare with defaults."),
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option("--out", "-o", help="Run directory (default: runs/<UTC time>-<cell>).")
+    ] = None,
+    resume: Annotated[
+        Path | None, typer.Option(help="Continue the interrupted run in this directory (other options are ignored).")
+    ] = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections; flags override it."),
+    ] = None,
+    data_options: Mapping[str, Any] = data_flags.SHARED,
+    cell: model_flags.Cell = None,
+    layers: model_flags.Layers = None,
+    embedding: model_flags.Embedding = None,
+    dropout_embed: model_flags.DropoutEmbed = None,
+    dropout_hidden: model_flags.DropoutHidden = None,
+    tasks: model_flags.Tasks = None,
+    task_weights: model_flags.TaskWeights = None,
+    value_loss: model_flags.ValueLoss = None,
+    huber_delta: model_flags.HuberDelta = None,
+    value_input: model_flags.ValueInput = None,
+    event_input: model_flags.EventInput = None,
+    event_dim: model_flags.EventDim = None,
+    item_features: model_flags.UseItemFeatures = None,
+    feature_dim: model_flags.FeatureDim = None,
+    feature_output: model_flags.FeatureOutput = None,
+    loss: model_flags.Loss = None,
+    target_weighting: model_flags.TargetWeighting = None,
+    n_sample: model_flags.NSample = None,
+    sample_alpha: model_flags.SampleAlpha = None,
+    full_softmax: model_flags.FullSoftmax = None,
+    logq: model_flags.LogQ = None,
+    bpreg: model_flags.BprReg = None,
+    elu: model_flags.Elu = None,
+    epochs: model_flags.Epochs = None,
+    batch_size: model_flags.BatchSize = None,
+    bptt: model_flags.Bptt = None,
+    shuffle: model_flags.Shuffle = None,
+    optimizer: model_flags.Optimizer = None,
+    lr: model_flags.Lr = None,
+    lr_schedule: model_flags.LrSchedule = None,
+    momentum: model_flags.Momentum = None,
+    clip_norm: model_flags.ClipNorm = None,
+    seed: model_flags.Seed = None,
+    patience: model_flags.Patience = None,
+    monitor: model_flags.Monitor = None,
+    checkpoint_every: model_flags.CheckpointEvery = None,
+    valid_sample: model_flags.ValidSample = None,
+    devices: model_flags.TrainDevices = None,
+    shard_items: model_flags.ShardItems = None,
+    prefetch: model_flags.Prefetch = None,
+    narrow_tail: model_flags.NarrowTail = None,
+    coordinator: model_flags.Coordinator = None,
+    num_processes: model_flags.NumProcesses = None,
+    process_id: model_flags.ProcessId = None,
+    force: o.Force = False,
+    quiet: o.Quiet = False,
+) -> None:
+    """Train a recurrent next-item model; prints the run directory as the last stdout line."""
+    flags = dict(locals())
+    from rnnrec_cli import rundir
+    from rnnrec_cli.data.sequences import is_data_dir
+    from rnnrec_cli.model import parallel
+    from rnnrec_cli.train.fit import fit
+    from rnnrec_cli.train.start import start_run
+
+    parallel.init_distributed(coordinator, num_processes, process_id)
+    leader = parallel.is_leader()
+    quiet = quiet or not leader
+    if quiet:
+        # -q: warnings and errors only (the loop's progress notes are info).
+        logging.getLogger("rnnrec_cli").setLevel(logging.WARNING)
+    if resume is not None:
+        # Every process reads the run directory (a shared filesystem); only process 0 writes.
+        run = rundir.open_for_resume(resume)
+        cfg = rundir.load_config(run)
+    else:
+        if not data:
+            raise typer.BadParameter("give a data directory or event file(s), or --resume RUN_DIR", param_hint="DATA")
+        prepared = len(data) == 1 and is_data_dir(Path(data[0]))
+        if coordinator is not None and (out is None or not prepared):
+            raise typer.BadParameter(
+                "a multi-process run trains from a prepared data directory (run `rnnrec prepare` first) "
+                "into the same --out on every process",
+                param_hint="DATA" if out is not None else "--out",
+            )
+        prep_values, split_files = o.prepare_values(data_options)
+        if prepared and (prep_values or any(split_files.values())):
+            raise typer.BadParameter(
+                f"{data[0]} is already prepared; data options ({', '.join(o.flag_names(prep_values, split_files))}) "
+                "apply to raw event files. Prepare again with `rnnrec prepare` to change them",
+                param_hint="DATA",
+            )
+        model_cfg, train_cfg = o.run_configs(config, flags)
+        with render.status("preparing data", quiet or prepared):
+            started = start_run(
+                data, out, model_cfg, train_cfg, prepare_cfg=o.make(PrepareConfig, prep_values),
+                given=split_files, item_features=item_features, force=force, write=leader,
+            )  # fmt: skip
+        if started.prepared and not quiet:
+            err.print(render.prepare_summary(started.manifest, started.run.path / "data"))
+        render.warn(started.manifest.get("warnings", []) if leader else [])
+        run, cfg = started.run, started.cfg
+    final = run.final_path
+    if not quiet:
+        err.print(render.training_header(cfg, final, resume is not None))
+        if run.replaces is not None:
+            err.print(f"Building the new run in {run.path}; it replaces {final} once training completes")
+    try:
+        with render.training_progress(quiet) as on_progress:
+            fit(cfg, run, resume=resume is not None, on_progress=on_progress,
+                on_epoch=None if quiet else lambda r: err.print(render.epoch_line(r, cfg)))  # fmt: skip
+    except KeyboardInterrupt:
+        if run.checkpoint("last").is_file():
+            interrupted(f"interrupted; continue where it stopped with: rnnrec train --resume {run.path}")
+        if leader:
+            rundir.discard_failed(run)
+        interrupted("interrupted before the first checkpoint; nothing was kept, start again")
+    except BaseException:
+        if leader:
+            rundir.discard_failed(run)
+        raise
+    if leader:
+        if not quiet:
+            err.print(
+                f"Wrote {final}: checkpoints/best.msgpack, metrics.jsonl, learning_curve.png. "
+                f"Next: rnnrec evaluate {final}"
+            )
+        typer.echo(str(final))
+
+
+@handle_errors
+def tune(
+    data: Annotated[Path, typer.Argument(help="A prepared data directory with a validation split.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Study directory: trials/, best.json, studies.csv, plots.")],
+    trials: o.Trials = None,
+    timeout: o.Timeout = None,
+    metric: o.Metric = None,
+    space: o.SpaceFile = None,
+    storage: o.Storage = None,
+    study: o.StudyName = None,
+    pruning: o.Pruning = None,
+    prune_after: o.PruneAfter = None,
+    config: Annotated[
+        Path | None,
+        typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections: every trial's base."),
+    ] = None,
+    cell: model_flags.Cell = None,
+    layers: model_flags.Layers = None,
+    embedding: model_flags.Embedding = None,
+    dropout_embed: model_flags.DropoutEmbed = None,
+    dropout_hidden: model_flags.DropoutHidden = None,
+    loss: model_flags.Loss = None,
+    n_sample: model_flags.NSample = None,
+    sample_alpha: model_flags.SampleAlpha = None,
+    full_softmax: model_flags.FullSoftmax = None,
+    logq: model_flags.LogQ = None,
+    bpreg: model_flags.BprReg = None,
+    elu: model_flags.Elu = None,
+    epochs: model_flags.Epochs = None,
+    batch_size: model_flags.BatchSize = None,
+    bptt: model_flags.Bptt = None,
+    shuffle: model_flags.Shuffle = None,
+    optimizer: model_flags.Optimizer = None,
+    lr: model_flags.Lr = None,
+    lr_schedule: model_flags.LrSchedule = None,
+    momentum: model_flags.Momentum = None,
+    clip_norm: model_flags.ClipNorm = None,
+    seed: model_flags.Seed = None,
+    checkpoint_every: model_flags.CheckpointEvery = None,
+    valid_sample: model_flags.ValidSample = None,
+    quiet: o.Quiet = False,
+) -> None:
+    """Search training settings with Optuna (TPE, median pruning); each trial is a run in STUDY_DIR/trials/."""
+    flags = dict(locals())
+    from rnnrec_cli.train import space as search
+    from rnnrec_cli.train import trials as studies
+    from rnnrec_cli.train import tune as t
+    from rnnrec_cli.validation import parse_duration
+
+    wait = parse_duration(timeout, "--timeout") if timeout else None
+    opts = t.TuneOptions(**o.given(dict(trials=trials, metric=metric, storage=storage, study=study, pruning=pruning,
+                                        prune_after=prune_after, timeout=wait)))  # fmt: skip
+    t.check_data(data)
+    model_cfg, train_cfg = o.run_configs(config, {**flags, "monitor": opts.metric})
+    opts = dataclasses.replace(opts, seed=train_cfg.seed)  # one --seed: the sampler's and every trial's
+    fixed = set(o.given(flags, ModelConfig)) | set(o.given(flags, TrainConfig))
+    dims = search.parse_space(
+        search.without(search.load_space(train_cfg.loss, space), fixed), f"--space {space or train_cfg.loss}"
+    )
+    search.check_space(dims, model_cfg, train_cfg, f"--space {space or train_cfg.loss}")
+    searched = {d.name: d.to_json() for d in dims}
+    found = t.open_study(opts, out, searched, search.fixed_settings(model_cfg, train_cfg, dims))
+    if not quiet:
+        err.print(render_tune.tune_header(found, opts, searched, out))
+    try:
+        with render_tune.tune_progress(quiet, opts.metric) as (on_trial, on_progress):
+            t.run_study(data, out, model_cfg, train_cfg, dims, opts, found, on_trial=on_trial, on_progress=on_progress)
+    except KeyboardInterrupt:
+        interrupted("interrupted; the running trial is marked failed. Continue the study with the same command")
+    notes = studies.write_plots(found, out)
+    if not quiet:
+        err.print(
+            render_tune.tune_table(studies.top_rows(found), opts.metric, f"Top trials of study {found.study_name!r}")
+        )
+        err.print(render_tune.tune_footer(out, notes))
+    typer.echo(str(out / "best.json"))

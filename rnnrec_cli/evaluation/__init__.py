@@ -1,0 +1,1 @@
+"""The evaluation layer: metrics, full-catalogue scoring, baselines, evaluate, compare, recommend, predict."""

@@ -1,0 +1,254 @@
+"""`compare`: runs evaluated on the same targets, paired.
+
+Each run's evaluation keeps the rank of every target (eval/<name>/<split>_ranks.parquet). Two runs are
+comparable only when they ranked the very same targets (the same sequences, positions and
+items); then the difference of a metric is tested with a paired bootstrap over sequences
+(metrics.paired_bootstrap), which is far tighter than comparing two separate intervals.
+"""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from rnnrec_cli.errors import ConfigError, RunDirError
+from rnnrec_cli.evaluation.metrics import paired_bootstrap, per_sequence_sums, summarize
+from rnnrec_cli.rundir import open_run
+
+_METRIC = re.compile(r"^(recall|mrr|ndcg)@([1-9][0-9]*)$")
+TARGET_COLUMNS = ("seq", "position", "item")
+
+
+def parse_metric(text: str) -> tuple[str, int]:
+    m = _METRIC.match(text.strip().lower())
+    if m is None:
+        raise ConfigError(f"--metric {text!r} is not one of recall@K, mrr@K, ndcg@K (e.g. mrr@20)")
+    return m.group(1), int(m.group(2))
+
+
+@dataclass(frozen=True)
+class RunRanks:
+    """One evaluated run: its label, the model's name, how it was evaluated, the ranks of its
+    targets, and the evaluation's stored result."""
+
+    label: str
+    model: str
+    protocol: dict[str, Any]
+    targets: dict[str, np.ndarray]
+    ranks: np.ndarray
+    result: dict[str, Any]
+
+
+def pick_evaluation(
+    available: Mapping[str, Sequence[str]], asked: str | None = None, *, strict: bool = True
+) -> str | None:
+    """Which evaluation to show of runs with these evaluation names ({label: names}): `asked`;
+    else `default` when every run has it; else the one name they all share. Runs without any
+    evaluation are left out of the choice (None: no run has one). `strict` (compare): every run
+    must have the choice. Otherwise (a report, where a run may show none) `asked` needs one run
+    holding it, and with no single shared name the most common one is shown (`default` first,
+    then alphabetically): the report's notes say which, and what else there is."""
+    from rnnrec_cli.evaluation.results import DEFAULT_EVAL
+
+    evaluated = {label: list(names) for label, names in available.items() if names}
+    if not evaluated:
+        return None
+    listed = "; ".join(f"{label} has {', '.join(map(repr, names))}" for label, names in evaluated.items())
+    if asked is not None:
+        lacking = [label for label, names in evaluated.items() if asked not in names]
+        if lacking and (strict or len(lacking) == len(evaluated)):
+            raise RunDirError(f"--eval {asked!r}: {', '.join(lacking)} has no such evaluation ({listed})")
+        return asked
+    common = set.intersection(*(set(names) for names in evaluated.values()))
+    if DEFAULT_EVAL in common:
+        return DEFAULT_EVAL
+    if len(common) == 1:
+        return common.pop()
+    if strict:
+        raise RunDirError(f"no evaluation named default{' in every run' if len(evaluated) > 1 else ''} and no "
+                          f"single one to show ({listed}); pick one with --eval NAME")  # fmt: skip
+    counts = Counter(n for names in evaluated.values() for n in names)
+    return max(counts, key=lambda n: (n == DEFAULT_EVAL, counts[n], [-ord(c) for c in n]))
+
+
+def run_ranks(path: Path, split: str, name: str, label: str | None = None) -> RunRanks:
+    """The model's rank of each target of `split` in the run's evaluation `name`."""
+    from rnnrec_cli.evaluation.reading import read_ranks, read_result
+    from rnnrec_cli.rundir import load_config
+
+    run = open_run(path)
+    load_config(run)  # a damaged config.json is an error here too
+    result = read_result(run, split, name)
+    if not result.get("model"):
+        raise RunDirError(f"{run.path}'s {split} evaluation has no model; evaluate the run, not its data")
+    table = read_ranks(run, split, result, name)
+    return ranks_of(label or str(path), result, table)
+
+
+def ranks_of(label: str, result: dict[str, Any], table: Any) -> RunRanks:
+    """A run's model ranks from its checked result and ranks table (evaluate.read_ranks)."""
+    protocol = {"ties": result.get("ties"), **result.get("protocol", {})}
+    targets = {c: table[c].to_numpy() for c in TARGET_COLUMNS}
+    model = result["model"]
+    return RunRanks(label, model, protocol, targets, table[model].to_numpy().astype(np.float64), result)
+
+
+def result_metrics(result: dict[str, Any]) -> list[str]:
+    """The metric names a result holds for its model or any baseline."""
+    rows = [result.get("metrics") or {}, *result.get("baselines", {}).values()]
+    return list(dict.fromkeys(m for row in rows for m in row))
+
+
+def same_targets(a: RunRanks, b: RunRanks) -> bool:
+    return all(
+        len(a.targets[c]) == len(b.targets[c]) and np.array_equal(a.targets[c], b.targets[c]) for c in TARGET_COLUMNS
+    )
+
+
+def check_comparable(first: RunRanks, other: RunRanks, split: str) -> None:
+    """Refuse runs evaluated with other options or on other targets: their numbers do not pair."""
+    if other.protocol != first.protocol:
+        differ = sorted(k for k in {*first.protocol, *other.protocol} if first.protocol.get(k) != other.protocol.get(k))
+        raise RunDirError(
+            f"{other.label} was evaluated with other options than {first.label} ({', '.join(differ)}); "
+            "evaluate both the same way"
+        )
+    if not same_targets(first, other):
+        raise RunDirError(
+            f"{other.label} was evaluated on other {split} targets than {first.label} "
+            f"({len(other.ranks):,} vs {len(first.ranks):,} targets, or other sequences or items); compare "
+            "runs evaluated on the same split of the same prepared data, with the same evaluate options"
+        )
+
+
+def paired_differences(
+    runs: Sequence[RunRanks], ks: Sequence[int], n_boot: int = 1000, seed: int = 0
+) -> tuple[list[dict[str, float]], list[dict[str, dict[str, Any]]], int, int]:
+    """Each run's Recall/MRR/NDCG at `ks`, and each later run's paired bootstrap difference from
+    the first ({metric: {"diff", "ci", "p"}}), over the sequences of their common targets (check
+    them first). Also the number of targets and of sequences."""
+    _, seq = np.unique(runs[0].targets["seq"], return_inverse=True)
+    n_seqs = int(seq.max()) + 1 if len(seq) else 0
+    n_events = np.bincount(seq, minlength=n_seqs).astype(np.float64)
+    sums = [per_sequence_sums(r.ranks, seq, n_seqs, ks) for r in runs]
+    names = sums[0][1]
+    differences = []
+    for i, (run_sums, _) in enumerate(sums[1:], 1):
+        diff, ci, p = paired_bootstrap(run_sums, sums[0][0], n_events, n_boot=n_boot, seed=seed + i)
+        differences.append(
+            {
+                n: {"diff": float(diff[j]), "ci": [float(ci[j, 0]), float(ci[j, 1])], "p": float(p[j])}
+                for j, n in enumerate(names)
+            }
+        )
+    return [summarize(r.ranks, ks) for r in runs], differences, len(seq), n_seqs
+
+
+def missing_notes(
+    baselines: Mapping[str, Iterable[str]], metrics: Mapping[str, Iterable[str]], where: str = ""
+) -> list[str]:
+    """What one result has and another lacks, keyed by who holds it ("run B"): "run B has no
+    baseline 'iknn' in evaluation 'default'" (`where` is the tail), and the same for metrics.
+    Nothing when they all hold the same."""
+    notes = []
+    for kind, held in (("baseline", baselines), ("metric", metrics)):
+        every = list(dict.fromkeys(n for names in held.values() for n in names))
+        for who, names in held.items():
+            lacking = [n for n in every if n not in set(names)]
+            if lacking:
+                plural = "s" if len(lacking) > 1 else ""
+                notes.append(f"{who} has no {kind}{plural} {', '.join(map(repr, lacking))}{where}")
+    return notes
+
+
+@dataclass(frozen=True)
+class Comparison:
+    """Every run's metrics at K, and each later run's paired difference from the first."""
+
+    split: str
+    metric: str
+    k: int
+    runs: list[str]
+    models: list[str]
+    n_events: int
+    n_sequences: int
+    values: list[dict[str, float]]
+    # For runs[1:]: metric -> {"diff": B - A, "ci": [low, high], "p": two-sided p-value}.
+    differences: list[dict[str, dict[str, Any]]]
+    evaluation: str = "default"
+    # Which evaluation was picked, and what one run has that another lacks.
+    notes: list[str] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "split": self.split,
+            "evaluation": self.evaluation,
+            "metric": self.metric,
+            "baseline_run": self.runs[0],
+            "n_events": self.n_events,
+            "n_sequences": self.n_sequences,
+            "runs": [
+                {"run": run, "model": model, "metrics": values, **({"vs_first": diff} if i else {})}
+                for i, (run, model, values, diff) in enumerate(
+                    zip(self.runs, self.models, self.values, [{}, *self.differences], strict=True)
+                )
+            ],
+            "notes": self.notes,
+        }
+
+
+def compare_runs(
+    paths: Sequence[Path],
+    metric: str = "mrr@20",
+    split: str = "test",
+    n_boot: int = 1000,
+    seed: int = 0,
+    evaluation: str | None = None,
+) -> Comparison:
+    """Pair each run after the first with the first, on the targets they all ranked, in one
+    evaluation (`evaluation`, else `default`, else the one they share)."""
+    from rnnrec_cli.evaluation.results import evaluations
+
+    if len(paths) < 2:
+        raise ConfigError("compare needs at least two runs")
+    _, k = parse_metric(metric)
+    resolved = [p.resolve() for p in paths]
+    if len(set(resolved)) < len(resolved):
+        raise ConfigError("the same run is given twice; compare different runs")
+    available = {str(p): list(evaluations(open_run(p))) for p in paths}
+    name = pick_evaluation(available, evaluation)
+    if name is None:
+        raise RunDirError(f"{paths[0]} has no evaluation; run `rnnrec evaluate {paths[0]}` first")
+    runs = [run_ranks(p, split, name) for p in paths]
+    first = runs[0]
+    for other in runs[1:]:
+        check_comparable(first, other, split)
+    values, differences, n_events, n_seqs = paired_differences(runs, [k], n_boot, seed)
+    notes = []
+    if any(len(names) > 1 for names in available.values()) or name != "default":
+        notes.append(f"comparing evaluation {name!r} (" + "; ".join(
+            f"{label} has {', '.join(map(repr, names))}" for label, names in available.items()) + ")")  # fmt: skip
+    notes += missing_notes(
+        {f"run {r.label}": list(r.result.get("baselines", {})) for r in runs},
+        {f"run {r.label}": result_metrics(r.result) for r in runs},
+        f" in evaluation {name!r}",
+    )
+    return Comparison(
+        split=split,
+        metric=metric.strip().lower(),
+        k=k,
+        runs=[r.label for r in runs],
+        models=[r.model for r in runs],
+        n_events=n_events,
+        n_sequences=n_seqs,
+        values=values,
+        differences=differences,
+        evaluation=name,
+        notes=notes,
+    )

@@ -1,0 +1,273 @@
+"""The jitted cores of predict: top-K after the last event or after every event, generated
+continuations (greedy, beam search, sampling) and predicted values, over batches of whole
+sequences right-aligned in [L, B] arrays. Pure functions; predict.py is their IO shell.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from rnnrec_cli.config import ModelConfig
+from rnnrec_cli.data.batches import Batch
+from rnnrec_cli.evaluation import scoring
+from rnnrec_cli.model import network
+from rnnrec_cli.options import PredictOptions, Strategy
+
+_MIN_LEN = 8
+
+
+def _run(
+    params: network.Params, cfg: ModelConfig, x: Batch, features: network.Features
+) -> tuple[network.Carry, jax.Array]:
+    """Run the model over a right-aligned batch of whole sequences (see `_left_padded`)."""
+    return network.run(params, cfg, network.zero_carry(cfg, x.inputs.shape[1]), x, None, features)
+
+
+def _seen_mask(inputs: jax.Array, valid: jax.Array, n_items: int) -> jax.Array:
+    """<bool>[B, N]: items in each (left-padded) column of `inputs`."""
+    batch = inputs.shape[1]
+    cols = jnp.where(valid, inputs, n_items)
+    rows = jnp.broadcast_to(jnp.arange(batch)[None, :], inputs.shape)
+    return jnp.zeros((batch, n_items), bool).at[rows, cols].set(True, mode="drop")
+
+
+def top_k(
+    params: network.Params,
+    x: Batch,
+    allowed: jax.Array,
+    features: network.Features,
+    *,
+    cfg: ModelConfig,
+    k: int,
+    exclude_seen: bool,
+    every_position: bool,
+) -> tuple[jax.Array, jax.Array]:
+    """Top-k after each sequence: (<float32>[B, k] scores, <int32>[B, k] items); with
+    `every_position`, after every event: <float32>[L, B, k], <int32>[L, B, k].
+
+    allowed: <bool>[N] candidate items.
+    """
+    # Scores over the catalogue padded to whole groups of the two-pass top-k (padding: -inf).
+    kernel, bias = scoring.pad_catalogue(*network.output_layer(params, cfg, features), scoring.TOP_K_GROUP)
+    n_cols = kernel.shape[0]
+    allowed = jnp.pad(allowed, (0, n_cols - allowed.shape[0]))
+    if not every_position:
+        carry, _ = _run(params, cfg, x, features)
+        scores = jnp.where(allowed[None, :], network.last_hidden(cfg, carry) @ kernel.T + bias, -jnp.inf)
+        if exclude_seen:
+            scores = jnp.where(_seen_mask(x.inputs, x.mask, n_cols), -jnp.inf, scores)
+        return scoring.top_k(scores, k)
+    batch = x.inputs.shape[1]
+    _, hidden = _run(params, cfg, x, features)
+    rows = jnp.arange(batch)
+
+    def step(seen: jax.Array, xs: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, tuple]:
+        h, x, r, v = xs
+        seen = jnp.where(r[:, None], False, seen)
+        seen = seen.at[rows, jnp.where(v, x, n_cols)].set(True, mode="drop")
+        s = jnp.where(allowed[None, :], h @ kernel.T + bias, -jnp.inf)
+        if exclude_seen:
+            s = jnp.where(seen, -jnp.inf, s)
+        return seen, scoring.top_k(s, k)
+
+    _, (scores, items) = jax.lax.scan(step, jnp.zeros((batch, n_cols), bool), (hidden, x.inputs, x.reset, x.mask))
+    return scores, items
+
+
+def generate(
+    params: network.Params,
+    x: Batch,
+    allowed: jax.Array,
+    features: network.Features,
+    key: jax.Array,
+    *,
+    cfg: ModelConfig,
+    n_steps: int,
+    strategy: Strategy,
+    beams: int,
+    temperature: float,
+    exclude_seen: bool,
+) -> tuple[jax.Array, jax.Array]:
+    """Roll the model forward, feeding its own choice back: (<int32>[B, n], <float32>[B, n]).
+
+    Scores are each chosen item's log-probability under the model's softmax over the allowed
+    (and, with exclude_seen, unseen and not yet generated) items. Beam search keeps `beams`
+    continuations by total log-probability and returns the best one. Generated events have no
+    value or type: models that take them see the training mean and the unknown type.
+    """
+    batch = x.inputs.shape[1]
+    carry, _ = _run(params, cfg, x, features)
+    n_items = network.n_items(params)
+    blocked = ~allowed[None, :] | (_seen_mask(x.inputs, x.mask, n_items) if exclude_seen else False)
+    blocked = jnp.broadcast_to(blocked, (batch, n_items))
+
+    def log_probs(carry: network.Carry, blocked: jax.Array) -> jax.Array:
+        s = network.scores(params, cfg, network.last_hidden(cfg, carry), features) / temperature
+        return jax.nn.log_softmax(jnp.where(blocked, -jnp.inf, s), axis=-1)
+
+    def feed(carry: network.Carry, items: jax.Array) -> network.Carry:
+        shape = (1, items.shape[0])
+        step = Batch(
+            items[None, :],
+            reset=jnp.zeros(shape, bool),
+            input_values=jnp.full(shape, jnp.nan),
+            input_events=jnp.full(shape, -1, jnp.int32),
+        )
+        carry, _ = network.run(params, cfg, carry, step, None, features)
+        return carry
+
+    def block_item(blocked: jax.Array, items: jax.Array) -> jax.Array:
+        if not exclude_seen:
+            return blocked
+        return blocked.at[jnp.arange(items.shape[0]), items].set(True)
+
+    if strategy in ("greedy", "sample"):
+
+        def step(state: tuple, k: jax.Array) -> tuple[tuple, tuple[jax.Array, jax.Array]]:
+            carry, blocked = state
+            lp = log_probs(carry, blocked)
+            items = jnp.argmax(lp, axis=-1) if strategy == "greedy" else jax.random.categorical(k, lp, axis=-1)
+            items = items.astype(jnp.int32)
+            score = jnp.take_along_axis(lp, items[:, None], axis=1)[:, 0]
+            return (feed(carry, items), block_item(blocked, items)), (items, score)
+
+        _, (items, scores) = jax.lax.scan(step, (carry, blocked), jax.random.split(key, n_steps))
+        return items.T, scores.T
+
+    # Beam search: state for batch * beams rows; the first step expands from one row per sequence.
+    w = beams
+    lp0 = log_probs(carry, blocked)
+    total, first = jax.lax.top_k(lp0, w)  # [B, W]
+    rep = lambda x: jnp.repeat(x, w, axis=0)  # noqa: E731
+    carry = feed(jax.tree.map(rep, carry), first.reshape(-1))
+    blocked = block_item(rep(blocked), first.reshape(-1))
+    hist_items = jnp.zeros((batch, w, n_steps), jnp.int32).at[:, :, 0].set(first)
+    hist_scores = jnp.zeros((batch, w, n_steps)).at[:, :, 0].set(total)
+
+    def beam_step(state: tuple, t: jax.Array) -> tuple[tuple, None]:
+        carry, blocked, total, hist_items, hist_scores = state
+        lp = log_probs(carry, blocked).reshape(batch, w, n_items)
+        cand = (total[:, :, None] + lp).reshape(batch, w * n_items)
+        total, flat = jax.lax.top_k(cand, w)  # [B, W]
+        src, items = flat // n_items, (flat % n_items).astype(jnp.int32)
+        step_lp = jnp.take_along_axis(lp.reshape(batch, w * n_items), flat, axis=1)
+        rows = (jnp.arange(batch)[:, None] * w + src).reshape(-1)
+        carry = feed(jax.tree.map(lambda x: x[rows], carry), items.reshape(-1))
+        blocked = block_item(blocked[rows], items.reshape(-1))
+        hist_items = jnp.take_along_axis(hist_items, src[:, :, None], axis=1).at[:, :, t].set(items)
+        hist_scores = jnp.take_along_axis(hist_scores, src[:, :, None], axis=1).at[:, :, t].set(step_lp)
+        return (carry, blocked, total, hist_items, hist_scores), None
+
+    state = (carry, blocked, total, hist_items, hist_scores)
+    (_, _, total, hist_items, hist_scores), _ = jax.lax.scan(beam_step, state, jnp.arange(1, n_steps))
+    return hist_items[:, 0], hist_scores[:, 0]
+
+
+def values_every(params: network.Params, x: Batch, features: network.Features, *, cfg: ModelConfig) -> jax.Array:
+    """<float32>[L, B] each event's value predicted from the events before it (NaN for the
+    first event of a sequence and for padding)."""
+    _, hidden = _run(params, cfg, x, features)
+    pred = network.predicted_values(params, cfg, hidden[:-1], x.inputs[1:])
+    pred = jnp.where(x.mask[:-1] & x.mask[1:] & ~x.reset[1:], pred, jnp.nan)
+    return jnp.concatenate([jnp.full((1, x.inputs.shape[1]), jnp.nan), pred])
+
+
+def values_after(
+    params: network.Params, x: Batch, candidates: jax.Array, features: network.Features, *, cfg: ModelConfig
+) -> jax.Array:
+    """<float32>[B, C] the value of each candidate item <int32>[B, C] after the whole sequence."""
+    h = network.last_hidden(cfg, _run(params, cfg, x, features)[0])
+    return network.predicted_values(
+        params, cfg, jnp.broadcast_to(h[:, None, :], (*candidates.shape, h.shape[-1])), candidates
+    )
+
+
+values_every_jit = jax.jit(values_every, static_argnames=("cfg",))
+values_after_jit = jax.jit(values_after, static_argnames=("cfg",))
+_top_k = jax.jit(top_k, static_argnames=("cfg", "k", "exclude_seen", "every_position"))
+_generate = jax.jit(generate, static_argnames=("cfg", "n_steps", "strategy", "beams", "temperature", "exclude_seen"))
+
+
+# ---------------------------------------------------------------------------- batching
+
+
+def _bucket(n: int) -> int:
+    return max(_MIN_LEN, 1 << (n - 1).bit_length())
+
+
+def left_padded(
+    seqs: Sequence[np.ndarray],
+    idx: np.ndarray,
+    batch: int,
+    vals: Sequence[np.ndarray] | None = None,
+    evs: Sequence[np.ndarray] | None = None,
+) -> Batch:
+    """The sequences `idx` (with their values and types when given) right-aligned in [L, B]
+    arrays: reset marks each sequence's first event, so the padding before it never reaches the
+    state; mask marks real events; values are NaN and types -1 where unknown."""
+    length = _bucket(max(len(seqs[i]) for i in idx))
+    inputs = np.zeros((length, batch), np.int32)
+    reset = np.zeros((length, batch), bool)
+    valid = np.zeros((length, batch), bool)
+    values = np.full((length, batch), np.nan, np.float32)
+    events = np.full((length, batch), -1, np.int32)
+    for col, i in enumerate(idx):
+        s = seqs[i]
+        inputs[length - len(s) :, col] = s
+        valid[length - len(s) :, col] = True
+        reset[length - len(s), col] = True
+        if vals is not None:
+            values[length - len(s) :, col] = vals[i]
+        if evs is not None:
+            events[length - len(s) :, col] = evs[i]
+    return Batch(inputs, mask=valid, reset=reset, input_values=values, input_events=events)
+
+
+def recommend(
+    params: network.Params,
+    cfg: ModelConfig,
+    seqs: Sequence[np.ndarray],
+    opts: PredictOptions,
+    allowed: np.ndarray,
+    vals: Sequence[np.ndarray] | None = None,
+    evs: Sequence[np.ndarray] | None = None,
+    features: dict[str, np.ndarray] | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Per non-empty index sequence: (items, scores) arrays.
+
+    Shapes: [k] for the top-k after the last event, [len, k] with every_position, [n] with generate.
+    `vals`, `evs`: the events' values and type indices, for models that take them.
+    """
+    out: list[Any] = [None] * len(seqs)
+    order = np.argsort([len(s) for s in seqs], kind="stable")
+    key = jax.random.key(opts.seed)
+    b = opts.batch_size
+    for lo in range(0, len(seqs), b):
+        idx = order[lo : lo + b]
+        x = left_padded(seqs, idx, b, vals, evs)
+        if opts.generate:
+            key, sub = jax.random.split(key)
+            items, scores = _generate(
+                params, x, allowed, features, sub, cfg=cfg, n_steps=opts.generate,
+                strategy=opts.strategy, beams=opts.beams, temperature=opts.temperature,
+                exclude_seen=opts.exclude_seen,
+            )  # fmt: skip
+        else:
+            scores, items = _top_k(
+                params, x, allowed, features, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen,
+                every_position=opts.every_position,
+            )  # fmt: skip
+        items, scores = np.asarray(items), np.asarray(scores)
+        length = x.inputs.shape[0]
+        for col, i in enumerate(idx):
+            if opts.every_position:
+                n = len(seqs[i])
+                out[i] = (items[length - n :, col], scores[length - n :, col])
+            else:
+                out[i] = (items[col], scores[col])
+    return out

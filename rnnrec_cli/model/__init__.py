@@ -1,0 +1,1 @@
+"""The model layer: the recurrent network, its losses, the jitted training step, devices and weights."""

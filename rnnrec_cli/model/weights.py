@@ -1,0 +1,89 @@
+"""weights: split out of rundir.py"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+from rnnrec_cli.config import RunConfig
+from rnnrec_cli.errors import RunDirError, first_line, reading
+
+if TYPE_CHECKING:
+    from rnnrec_cli.model.network import Params
+from rnnrec_cli.files import atomic_write
+from rnnrec_cli.rundir import RunDir
+
+
+def save_checkpoint(run: RunDir, name: str, tree: Any) -> None:
+    from flax import serialization
+
+    with atomic_write(run.checkpoint(name)) as tmp:
+        tmp.write_bytes(serialization.to_bytes(tree))
+
+
+def _nest_item_tables(tree: Any) -> Any:
+    """Checkpoints written before item tables moved under params["items"] (2026-12): every
+    params-like dict (parameters, and each optimiser state mirroring them) is moved over."""
+    if not isinstance(tree, dict):
+        return tree
+    tree = {k: _nest_item_tables(v) for k, v in tree.items()}
+    if "out_bias" in tree and "embedding" in tree and "items" not in tree:
+        items = {"embedding": tree.pop("embedding"), "bias": tree.pop("out_bias")}
+        if "out_kernel" in tree:
+            items["kernel"] = tree.pop("out_kernel")
+        tree["items"] = items
+    return tree
+
+
+def restore_checkpoint(run: RunDir, name: str, template: Any) -> Any:
+    """The checkpoint, checked against `template` (built from config.json): the same tree and
+    every array the same shape, so a checkpoint of another model or catalogue is an error."""
+    import jax
+    from flax import serialization
+
+    path = run.checkpoint(name)
+    fix = f"train {run.path} again (or continue it with --resume)"
+    with reading(path, fix=fix):
+        raw = serialization.msgpack_restore(path.read_bytes())
+    try:
+        restored = serialization.from_state_dict(template, _nest_item_tables(raw))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise RunDirError(f"checkpoint {path} does not match {run.config} ({first_line(exc)}); {fix}") from None
+    for (key, want), got in zip(
+        jax.tree_util.tree_flatten_with_path(template)[0], jax.tree.leaves(restored), strict=False
+    ):
+        want_shape, got_shape = tuple(getattr(want, "shape", ())), tuple(getattr(got, "shape", ()))
+        if want_shape != got_shape:
+            raise RunDirError(
+                f"checkpoint {path} does not match {run.config}: {jax.tree_util.keystr(key)} has shape "
+                f"{got_shape} there but {want_shape} for the configured model (another model's or another "
+                f"catalogue's checkpoint?); {fix}"
+            )
+    return restored
+
+
+def restore_params(run: RunDir, cfg: RunConfig) -> Params:
+    """The best checkpoint's parameters (as device arrays)."""
+    import jax
+    import jax.numpy as jnp
+
+    from rnnrec_cli.model import network
+
+    # Shapes only: restoring needs the tree's structure, not initial values.
+    template = {
+        "params": jax.eval_shape(lambda key: network.init_params(cfg.model, cfg.n_items, key), jax.random.key(0))
+    }
+    return jax.tree.map(jnp.asarray, restore_checkpoint(run, "best", template)["params"])
+
+
+def restore_model(run: RunDir, cfg: RunConfig) -> tuple[Params, dict[str, Any] | None]:
+    """The best checkpoint's parameters and, when the model reads them, the item features
+    copied into the run (see features.read_item_features)."""
+    params = restore_params(run, cfg)
+    if not cfg.model.item_features:
+        return params, None
+    from rnnrec_cli.data.features import read_item_features
+
+    features = read_item_features(run.path)
+    if features is None:
+        raise RunDirError(f"{run.path} lacks item_features.parquet, which its model reads; train the run again")
+    return params, features

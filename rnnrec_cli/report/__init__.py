@@ -1,0 +1,1 @@
+"""The report layer: one self-contained HTML page of runs and studies."""

@@ -1,0 +1,1 @@
+"""The training layer: the epoch loop, its checkpoints and resumption, and the hyperparameter tuner."""

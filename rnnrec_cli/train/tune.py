@@ -1,0 +1,351 @@
+"""Hyper-parameter search (`rnnrec tune`): the search space, the Optuna study, the objective.
+
+Each trial is an ordinary training run (`start_run` + `fit`) in STUDY_DIR/trials/NNNN, so
+`evaluate` and `predict` work on any of them. The study lives in an Optuna RDB storage (SQLite in
+STUDY_DIR by default, or any SQLAlchemy URL that several workers share). The loop is plain: fail
+the trials dead workers left running, then one `study.optimize(n_trials=1)` at a time until the
+study holds enough finished trials or the time is up, writing best.json and trials.csv after each.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import time
+import warnings
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rnnrec_cli import files, rundir
+from rnnrec_cli.config import ModelConfig, TrainConfig
+from rnnrec_cli.errors import ConfigError, DataError, StorageError, TrainingDiverged
+
+if TYPE_CHECKING:
+    import optuna
+
+    from rnnrec_cli.train.fit import EpochReport, Progress
+from rnnrec_cli.train.space import Dim, apply, suggest
+from rnnrec_cli.train.trials import _best, _row, count_trials, write_results
+
+# ---------------------------------------------------------------------------- options
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneOptions:
+    """How `rnnrec tune` searches: the study and its budget."""
+
+    trials: int = 100
+    # Seconds after which no new trial starts (None = no limit); a running trial finishes.
+    timeout: float | None = None
+    metric: str = "mrr@20"
+    storage: str | None = None
+    study: str | None = None
+    # TPE's seed (each trial's training seed is TrainConfig.seed, the same for all trials).
+    seed: int = 0
+    pruning: bool = True
+    # Finished trials before the median pruner may stop a trial at an epoch.
+    prune_after: int = 3
+
+    def __post_init__(self) -> None:
+        if self.trials <= 0:
+            raise ConfigError(f"--trials must be > 0, got {self.trials}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout must be > 0, got {self.timeout}")
+        if not re.fullmatch(r"(mrr|recall)@[1-9]\d*", self.metric):
+            raise ConfigError(
+                f"--metric {self.metric!r} is not a validation metric computed each epoch; use mrr@K or recall@K "
+                "(e.g. mrr@20)"
+            )
+        if self.prune_after < 0:
+            raise ConfigError(f"--prune-after must be >= 0, got {self.prune_after}")
+
+    @property
+    def startup_trials(self) -> int:
+        """Random trials before TPE models the results: GRU4Rec-style searches of 100-200
+        trials use Optuna's 10; a short search gets a quarter of its trials, at least 3."""
+        return max(3, min(10, self.trials // 4))
+
+
+def storage_url(opts: TuneOptions, out: Path) -> str:
+    return opts.storage or f"sqlite:///{(out / 'study.db').resolve()}"
+
+
+def shown_url(url: str) -> str:
+    """The URL without its password, for messages."""
+    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
+
+
+# ---------------------------------------------------------------------------- the study
+
+
+@dataclass(frozen=True)
+class TrialEvent:
+    """What the progress display needs: the study's state, and the trial being run."""
+
+    number: int  # the running trial's number (-1 between trials)
+    finished: int  # COMPLETE or PRUNED trials in the study
+    total: int
+    best_value: float | None
+    best_number: int | None
+    eta_s: float | None
+    last: dict[str, Any] | None = None  # the trial that just ended: number, state, value, epochs, seconds
+
+
+WORKER = f"{socket.gethostname()}:{os.getpid()}"
+HEARTBEAT_S = 30  # a trial's worker records that it is alive this often ...
+GRACE_S = 120  # ... and its trial is failed when it has not for this long (another host died)
+
+
+def open_study(opts: TuneOptions, out: Path, space: dict[str, Any], fixed: dict[str, Any]) -> optuna.Study:
+    """Create or load the study (maximising `opts.metric`), refusing one made for another
+    search space or other fixed settings."""
+    import optuna
+    import sqlalchemy.exc
+
+    url = storage_url(opts, out)
+    name = opts.study or out.resolve().name
+    # Optuna's own log lines (and a failed trial's traceback) would repeat what the progress
+    # shows; a failed trial's reason is in trials.csv and its line.
+    optuna.logging.set_verbosity(optuna.logging.ERROR)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        for attempt in range(3):
+            try:
+                study = _create(opts, url, name)
+                break
+            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+                # Workers starting together race to create the tables or the study; the loser
+                # finds them made a moment later.
+                if attempt == 2:
+                    raise
+                time.sleep(1.0 + attempt)
+        recorded = study.user_attrs
+        if "space" not in recorded:
+            study.set_user_attr("space", space)
+            study.set_user_attr("fixed", fixed)
+            study.set_user_attr("metric", opts.metric)
+    except ImportError:
+        raise StorageError(
+            f"no database driver for --storage {shown_url(url)}; for PostgreSQL: pip install 'psycopg[binary]'"
+        ) from None
+    except sqlalchemy.exc.ArgumentError as exc:
+        raise StorageError(f"--storage {shown_url(url)} is not a database URL ({exc})") from None
+    except sqlalchemy.exc.SQLAlchemyError as exc:
+        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
+        raise StorageError(f"cannot use the study storage {shown_url(url)}: {reason}") from None
+    _claim(out, name, url)
+    if "space" in recorded:
+        differs = [k for k, v in (("space", space), ("fixed", fixed), ("metric", opts.metric)) if recorded.get(k) != v]
+        if differs:
+            detail = _differences(recorded, space, fixed, opts.metric)
+            raise ConfigError(
+                f"study {name!r} in {shown_url(url)} was created with a different {' and '.join(differs)} "
+                f"({detail}); run the same command as before, or start a new study with --study NAME or another -o"
+            )
+    return study
+
+
+def _create(opts: TuneOptions, url: str, name: str) -> optuna.Study:
+    import optuna
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        # The heartbeat lets a worker on another host fail the trials of one that died.
+        storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
+    return optuna.create_study(
+        storage=storage, study_name=name, direction="maximize", load_if_exists=True,
+        pruner=_pruner(opts), sampler=_sampler(opts, 0),
+    )  # fmt: skip
+
+
+def _claim(out: Path, name: str, url: str) -> None:
+    """STUDY_DIR belongs to one study: trial directories are named by trial number, which
+    another study would reuse."""
+    path = out / "study.json"
+    mine = {"study": name, "storage": shown_url(url)}
+    if path.is_file():
+        theirs = files.load_json(path)
+        if theirs != mine:
+            raise ConfigError(
+                f"{out} holds study {theirs.get('study')!r} in {theirs.get('storage')}, not {name!r} in "
+                f"{mine['storage']}; use another -o for another study"
+            )
+        return
+    files.save_json(path, mine)
+
+
+def _differences(recorded: dict[str, Any], space: dict[str, Any], fixed: dict[str, Any], metric: str) -> str:
+    out = []
+    for key, new in (("space", space), ("fixed", fixed)):
+        old = recorded.get(key, {})
+        out += [
+            f"{k}: {old.get(k)!r} -> {new.get(k)!r}" for k in sorted(set(old) | set(new)) if old.get(k) != new.get(k)
+        ]
+    if recorded.get("metric") != metric:
+        out.append(f"metric: {recorded.get('metric')} -> {metric}")
+    return "; ".join(out[:4]) + (f"; {len(out) - 4} more" if len(out) > 4 else "")
+
+
+def _sampler(opts: TuneOptions, number: int) -> optuna.samplers.BaseSampler:
+    """TPE seeded with --seed plus the number of the trial it samples."""
+    import optuna
+
+    return optuna.samplers.TPESampler(seed=opts.seed + number, n_startup_trials=opts.startup_trials)
+
+
+def _pruner(opts: TuneOptions) -> optuna.pruners.BasePruner:
+    import optuna
+
+    if not opts.pruning:
+        return optuna.pruners.NopPruner()
+    return optuna.pruners.MedianPruner(n_startup_trials=opts.prune_after, n_warmup_steps=0)
+
+
+def fail_dead_trials(study: optuna.Study) -> list[int]:
+    """Mark FAIL the running trials whose worker process on this host is gone (kill -9, power
+    loss). Trials of live workers, or of other hosts, are left to Optuna's heartbeat check."""
+    from optuna.trial import TrialState
+
+    host = socket.gethostname()
+    failed = []
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        worker = t.user_attrs.get("worker", "")
+        w_host, _, pid = worker.rpartition(":")
+        if w_host == host and pid.isdigit() and not files.alive(int(pid)):
+            study.tell(t.number, state=TrialState.FAIL, skip_if_finished=True)
+            failed.append(t.number)
+    return failed
+
+
+def _eta(study: optuna.Study, remaining: int, deadline: float | None) -> float | None:
+    """Mean duration of the study's finished trials times the trials still to run (capped by
+    the time left before --timeout); None before a trial has finished."""
+    from optuna.trial import TrialState
+
+    spans = [
+        (t.datetime_complete - t.datetime_start).total_seconds()
+        for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED))
+        if t.datetime_start and t.datetime_complete
+    ]
+    if not spans:
+        return None
+    eta = sum(spans) / len(spans) * max(remaining, 0)
+    return min(eta, max(deadline - time.monotonic(), 0.0)) if deadline is not None else eta
+
+
+def run_study(
+    data_dir: Path,
+    out: Path,
+    model: ModelConfig,
+    train: TrainConfig,
+    dims: list[Dim],
+    opts: TuneOptions,
+    study: optuna.Study,
+    *,
+    on_trial: Callable[[TrialEvent], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+    on_epoch: Callable[[EpochReport], None] | None = None,
+) -> optuna.Study:
+    """Run trials until the study holds `opts.trials` finished (or running) trials or the
+    timeout passes; write best.json and trials.csv after each trial."""
+    import optuna
+
+    deadline = time.monotonic() + opts.timeout if opts.timeout else None
+    objective = _objective(data_dir, out, model, train, dims, opts, on_progress, on_epoch)
+    while True:
+        fail_dead_trials(study)
+        finished, running = count_trials(study)
+        if finished + running >= opts.trials or (deadline is not None and time.monotonic() >= deadline):
+            break
+        if on_trial is not None:
+            best, best_number = _best(study)
+            eta = _eta(study, opts.trials - finished, deadline)
+            on_trial(TrialEvent(len(study.trials), finished, opts.trials, best, best_number, eta))
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            # A diverging trial is a bad point of the space, not a broken study: it is marked
+            # FAIL and the search goes on.
+            study.optimize(objective, n_trials=1, catch=(TrainingDiverged,))
+        write_results(study, out, model, train)
+        if on_trial is not None:
+            last = study.trials[-1] if study.trials else None
+            mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == WORKER]
+            last = mine[-1] if mine else last
+            finished, _ = count_trials(study)
+            best, best_number = _best(study)
+            eta = _eta(study, opts.trials - finished, deadline)
+            on_trial(TrialEvent(-1, finished, opts.trials, best, best_number, eta, _row(last) if last else None))
+    write_results(study, out, model, train)
+    return study
+
+
+def _objective(
+    data_dir: Path,
+    out: Path,
+    model: ModelConfig,
+    train: TrainConfig,
+    dims: list[Dim],
+    opts: TuneOptions,
+    on_progress: Callable[[Progress], None] | None,
+    on_epoch: Callable[[EpochReport], None] | None,
+) -> Callable[[optuna.Trial], float]:
+    import optuna
+
+    from rnnrec_cli.train.fit import fit
+    from rnnrec_cli.train.plots import learning_curve
+    from rnnrec_cli.train.start import start_run
+
+    metric = opts.metric
+
+    def objective(trial: optuna.Trial) -> float:
+        # Seeded by the trial's number, which the storage hands out once: a study run again
+        # after a kill, or by several workers at once, draws new points rather than the same
+        # ones, and one worker's study is reproducible. (Optuna samples at the first suggest.)
+        trial.study.sampler = _sampler(opts, trial.number)
+        trial.set_user_attr("worker", WORKER)
+        path = out / "trials" / f"{trial.number:04d}"
+        trial.set_user_attr("run_dir", str(path.resolve()))
+        model_cfg, train_cfg = apply(model, train, suggest(trial, dims))
+        # The trial number is new to the study, so a directory under it is a leftover of a
+        # study that was deleted: replace it.
+        started = start_run([str(data_dir)], path, model_cfg, train_cfg, force=True)
+        run, cfg = started.run, started.cfg
+
+        def report(r: EpochReport) -> None:
+            if on_epoch is not None:
+                on_epoch(r)
+            trial.report(r.valid[metric], r.epoch)
+            # Stopping after the last epoch saves nothing: that trial completes.
+            if r.epoch < cfg.train.epochs and trial.should_prune():
+                raise optuna.TrialPruned(f"{metric} {r.valid[metric]:.4f} after epoch {r.epoch}")
+
+        try:
+            reports = fit(cfg, run, on_progress=on_progress, on_epoch=report)
+        except optuna.TrialPruned:
+            # A pruned trial is still a finished run directory: its best epoch is saved.
+            learning_curve(rundir.read_metrics(run), run.path / "learning_curve.png", cfg.train.monitor)
+            rundir.mark_complete(run)
+            raise
+        except TrainingDiverged as exc:
+            trial.set_user_attr("error", str(exc))
+            raise
+        return max(r.valid[metric] for r in reports)
+
+    return objective
+
+
+def check_data(data_dir: Path) -> None:
+    """Tuning needs a validation split: choosing settings on the test split would leak it."""
+    from rnnrec_cli.data.sequences import is_data_dir, load_manifest, split_targets
+
+    if not is_data_dir(data_dir):
+        raise DataError(f"{data_dir} is not a prepared data directory; run `rnnrec prepare` first (with --valid)")
+    valid = load_manifest(data_dir).get("splits", {}).get("valid")
+    if not valid or not split_targets(valid):
+        raise DataError(
+            f"{data_dir} has no validation split, and trials must not be chosen on the test split; prepare it "
+            "with --valid 0.1 (or --valid 1d, or --valid FILE)"
+        )
