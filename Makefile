@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 RNNREC := $(VENV)/bin/rnnrec
 DEMO := demo-run
 
-.PHONY: demo test test-fast lint install clean
+.PHONY: demo test test-fast docs lint install clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -31,13 +31,19 @@ demo: install
 test: install
 	JAX_PLATFORMS=cpu $(PY) -m pytest
 
-# The unit tests only (no end-to-end CLI runs): about a minute.
+# Everything but the tests marked slow (subprocesses, kill -9, PostgreSQL, the browser, benchmarks).
 test-fast: install
-	JAX_PLATFORMS=cpu $(PY) -m pytest tests/test_config.py tests/test_metrics.py tests/test_losses.py \
-		tests/test_batches.py tests/test_model.py tests/test_baselines.py tests/test_data.py
+	JAX_PLATFORMS=cpu $(PY) -m pytest -m "not slow"
+
+# The documentation site, built strictly (a broken link or a stale generated page fails it).
+docs: install
+	$(PY) -m pip install -q -r docs/requirements.txt
+	$(PY) tools/architecture.py
+	$(PY) tools/cli_reference.py
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -q -d site
 
 lint: install
 	$(VENV)/bin/ruff check rnnrec_cli tests benchmarks tools
 
 clean:
-	rm -rf $(VENV) $(DEMO) runs
+	rm -rf $(VENV) $(DEMO) runs site

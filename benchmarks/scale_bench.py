@@ -83,7 +83,7 @@ def input_pipeline(args: argparse.Namespace) -> None:
     from rnnrec_cli.data.batches import chunk_negatives, epoch_stream, load_train_data, sampling_distribution
     from rnnrec_cli.data.sequences import load_manifest, read_items
     from rnnrec_cli.model.step import make_optimizer
-    from rnnrec_cli.train.checkpoint import make_trainer
+    from rnnrec_cli.training.checkpoint import make_trainer
 
     data = args.data or synthetic_data(args.workdir, args.events)
     t0 = time.perf_counter()

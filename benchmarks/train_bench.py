@@ -37,7 +37,7 @@ from rnnrec_cli.data.prepare import prepare
 from rnnrec_cli.data.sequences import Sequences, load_manifest
 from rnnrec_cli.model import network
 from rnnrec_cli.model.step import init_state, item_stats, make_optimizer, train_step
-from rnnrec_cli.train.fit import fit
+from rnnrec_cli.training.fit import fit
 
 
 def synthetic_sequences(n_items: int, n_events: int, seed: int = 0) -> Sequences:

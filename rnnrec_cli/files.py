@@ -128,6 +128,25 @@ def replace_dir(new: Path, target: Path) -> None:
     shutil.rmtree(trash, ignore_errors=True)
 
 
+# The layout of what rnnrec writes (config.json, manifest.json, checkpoints). Readers key their
+# compatibility code on it: a file without one was written before versions (0); a newer one is
+# refused rather than misread.
+FORMAT_VERSION = 1
+
+
+def format_version(values: dict[str, Any], path: Path | str, fix: str) -> int:
+    """The format version recorded in `values` (0 when absent), refusing a newer or malformed one."""
+    version = values.get("format_version", 0)
+    if not isinstance(version, int) or isinstance(version, bool) or version < 0:
+        raise RunDirError(f"{path}: 'format_version' must be a non-negative integer, not {json_type(version)}; {fix}")
+    if version > FORMAT_VERSION:
+        raise RunDirError(
+            f"{path} was written by a newer rnnrec (format {version}; this one reads up to {FORMAT_VERSION}); "
+            "upgrade rnnrec"
+        )
+    return version
+
+
 MAX_JSON_BYTES = 64 << 20
 
 

@@ -23,10 +23,12 @@ from rnnrec_cli.validation import from_dict, to_dict
 if TYPE_CHECKING:
     pass
 from rnnrec_cli.files import (
+    FORMAT_VERSION,
     _unique_keys,
     atomic_write,
     clean_stale,
     exists,
+    format_version,
     load_json,
     replace_dir,
     save_json,
@@ -186,11 +188,13 @@ def unfinished(run: RunDir) -> list[str]:
 
 
 def save_config(run: RunDir, cfg: RunConfig) -> None:
-    save_json(run.config, to_dict(cfg))
+    save_json(run.config, {"format_version": FORMAT_VERSION, **to_dict(cfg)})
 
 
 def load_config(run: RunDir) -> RunConfig:
-    return from_dict(RunConfig, load_json(run.config), where=str(run.config))
+    values = load_json(run.config)
+    format_version(values, run.config, "train the run again")
+    return from_dict(RunConfig, {k: v for k, v in values.items() if k != "format_version"}, where=str(run.config))
 
 
 def append_metrics(run: RunDir, record: dict[str, Any]) -> None:

@@ -7,6 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -51,6 +53,7 @@ def _loaded_after(code: str) -> set[str]:
     return set(out.stdout.split())
 
 
+@pytest.mark.slow
 def test_import_and_help_stay_light() -> None:
     heavy = {"jax", "polars", "flax", "optax", "optuna", "matplotlib", "numpy"}
     assert not heavy & _loaded_after("import rnnrec_cli")
@@ -59,3 +62,11 @@ def test_import_and_help_stay_light() -> None:
         "r = CliRunner().invoke(app, ['train', '--help'])\nassert r.exit_code == 0, r.output"
     )
     assert not {"jax", "polars", "flax", "optax", "optuna", "matplotlib"} & loaded
+
+
+def test_cli_reference_is_generated_from_help() -> None:
+    spec = importlib.util.spec_from_file_location("cli_reference", ROOT / "tools" / "cli_reference.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.DOC.read_text() == module.render(), "run: python tools/cli_reference.py --write"

@@ -36,6 +36,7 @@ CASES = {
 }  # fmt: skip
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("case", list(CASES))
 def test_benchmark_runs(tmp_path: Path, case: str) -> None:
     out = _run(tmp_path, *CASES[case])

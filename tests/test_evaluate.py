@@ -219,7 +219,7 @@ def test_a_split_with_context_scores_only_its_targets_for_model_baselines_and_va
     from rnnrec_cli.evaluation.evaluate import evaluate
     from rnnrec_cli.options import EvalOptions
     from rnnrec_cli.rundir import RunDir, read_metrics
-    from rnnrec_cli.train.fit import _valid_mask
+    from rnnrec_cli.training.fit import _valid_mask
 
     from .conftest import cli_ok
 
@@ -356,7 +356,7 @@ def test_a_legacy_result_is_read_as_default_and_moved_by_the_next_default_evalua
     legacy = json_of(run / "eval" / "test.json")
     html = tmp_path / "r.html"
     cli_ok(["report", str(run), "-o", str(html)])
-    from rnnrec_cli.report.build import num
+    from rnnrec_cli.reporting.build import num
 
     page = " ".join(re.sub(r"<[^>]+>", " ", html.read_text()).split())
     assert num(legacy["metrics"]["mrr@20"]) in page and "Test metrics of evaluation default" in page

@@ -163,6 +163,7 @@ def single_device_run(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     return out
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("extra", [[], ["--shard-items"]], ids=["replicated", "shard-items"])
 def test_four_devices_train_like_one(data_dir: Path, single_device_run: Path, tmp_path: Path, extra) -> None:
     proc = _train(data_dir, tmp_path / "four", 4, "--devices", "4", *extra)
@@ -170,6 +171,7 @@ def test_four_devices_train_like_one(data_dir: Path, single_device_run: Path, tm
     _assert_same_run(single_device_run, tmp_path / "four")
 
 
+@pytest.mark.slow
 def test_resume_from_a_sharded_checkpoint_continues_the_run(data_dir: Path, tmp_path: Path) -> None:
     """Stop after epoch 1 (4 devices, item tables split), resume on 2 devices: same as straight
     through. Evaluation split over 4 devices ranks like one device."""
@@ -178,7 +180,7 @@ import dataclasses, sys
 from pathlib import Path
 from rnnrec_cli import rundir
 from rnnrec_cli.config import RunConfig, ModelConfig, TrainConfig
-from rnnrec_cli.train.fit import fit
+from rnnrec_cli.training.fit import fit
 def cfg(epochs, devices):
     return RunConfig(data_dir={str(data_dir)!r}, n_items=40, model=ModelConfig(layers=(16,)),
         train=TrainConfig(epochs=epochs, batch_size=8, bptt=4, n_sample=16, checkpoint_every=0,
@@ -213,6 +215,7 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+@pytest.mark.slow
 def test_two_processes_over_localhost_train_like_two_devices(data_dir: Path, tmp_path: Path) -> None:
     """Each process supplies its half of the slots from its own sequences; process 0 writes."""
     two = tmp_path / "two-devices"

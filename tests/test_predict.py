@@ -107,6 +107,7 @@ def test_formats(run_dir: Path, tmp_path: Path) -> None:
         assert df.columns == ["session_id", "rank", "item_id", "score", "fallback"] and df.height == 40
 
 
+@pytest.mark.slow
 def test_streaming_stdin_emits_before_input_ends(run_dir: Path) -> None:
     """The first recommendations arrive while stdin is still open."""
     proc = subprocess.Popen(

@@ -14,7 +14,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rnnrec_cli.cli.app import app
-from rnnrec_cli.report.build import num
+from rnnrec_cli.reporting.build import num
 
 from .conftest import synthetic_log
 from .test_tasks import _valued_log
@@ -203,6 +203,7 @@ def _browser() -> str | None:
     return None
 
 
+@pytest.mark.slow
 def test_report_in_a_real_browser(runs, tmp_path: Path) -> None:
     """Headless Chromium opens the pages from disk at 1280 px: no console errors, no failed
     request, no horizontal scrollbar (wide tables scroll inside their own box) for one run, a run

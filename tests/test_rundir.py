@@ -1,4 +1,4 @@
-"""Run-directory files: atomic writes, and checkpoints written before item tables moved."""
+"""Run-directory files: atomic writes, format versions, and checkpoints written before item tables moved."""
 
 import os
 from pathlib import Path
@@ -6,9 +6,11 @@ from pathlib import Path
 import jax
 import numpy as np
 import pytest
+from flax import serialization
 
 from rnnrec_cli import files, rundir
 from rnnrec_cli.config import ModelConfig, RunConfig
+from rnnrec_cli.errors import RunDirError
 from rnnrec_cli.model import network, weights
 
 
@@ -31,7 +33,9 @@ def test_a_checkpoint_from_before_the_items_subtree_restores(tmp_path: Path, emb
     if embedding:
         old["out_kernel"] = items["kernel"]
     run = rundir.create(tmp_path / "run", force=False)
-    weights.save_checkpoint(run, "best", {"params": old})
+    run.checkpoint("best").parent.mkdir(parents=True, exist_ok=True)
+    # Written as before format versions: the bare tree, no "format_version" key.
+    run.checkpoint("best").write_bytes(serialization.to_bytes({"params": old}))
     restored = weights.restore_params(run, cfg)
     np.testing.assert_array_equal(restored["items"]["embedding"], items["embedding"])
     np.testing.assert_array_equal(restored["items"]["bias"], items["bias"] + 1.0)
@@ -51,3 +55,26 @@ def test_atomic_write_never_writes_through_a_planted_link(tmp_path: Path) -> Non
     umask = os.umask(0)
     os.umask(umask)
     assert target.stat().st_mode & 0o777 == 0o666 & ~umask
+
+
+def test_files_carry_a_format_version_and_a_newer_one_is_refused(tmp_path: Path) -> None:
+    cfg = RunConfig(data_dir="unused", n_items=9, model=ModelConfig(layers=(5,)))
+    run = rundir.create(tmp_path / "run", force=False)
+    rundir.save_config(run, cfg)
+    assert files.load_json(run.config)["format_version"] == files.FORMAT_VERSION
+    assert rundir.load_config(run) == cfg
+    params = jax.device_get(network.init_params(cfg.model, cfg.n_items, jax.random.key(1)))
+    weights.save_checkpoint(run, "best", {"params": params})
+    assert serialization.msgpack_restore(run.checkpoint("best").read_bytes())["format_version"] == files.FORMAT_VERSION
+    np.testing.assert_array_equal(weights.restore_params(run, cfg)["items"]["bias"], params["items"]["bias"])
+
+    newer = files.FORMAT_VERSION + 1
+    files.save_json(run.config, {**files.load_json(run.config), "format_version": newer})
+    with pytest.raises(RunDirError, match="newer rnnrec"):
+        rundir.load_config(run)
+    run.checkpoint("best").write_bytes(serialization.msgpack_serialize({"format_version": newer, "params": params}))
+    with pytest.raises(RunDirError, match="newer rnnrec"):
+        weights.restore_params(run, cfg)
+    with pytest.raises(RunDirError, match="format_version"):
+        files.format_version({"format_version": "1"}, "x.json", "fix it")
+    assert files.format_version({}, "x.json", "fix it") == 0  # written before versions

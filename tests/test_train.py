@@ -15,9 +15,9 @@ from rnnrec_cli.data.batches import Batch, session_parallel
 from rnnrec_cli.data.sequences import Sequences
 from rnnrec_cli.model import network
 from rnnrec_cli.model.step import chunk_loss, init_state, item_stats, make_optimizer, train_step
-from rnnrec_cli.train import fit as fit_mod
-from rnnrec_cli.train.checkpoint import restore_last
-from rnnrec_cli.train.fit import fit
+from rnnrec_cli.training import fit as fit_mod
+from rnnrec_cli.training.checkpoint import restore_last
+from rnnrec_cli.training.fit import fit
 
 from .conftest import write_data_dir
 

@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from rnnrec_cli.cli.app import app
 from rnnrec_cli.config import ModelConfig, TrainConfig
 from rnnrec_cli.errors import ConfigError
-from rnnrec_cli.train.space import SPACES, apply, check_space, load_space, parse_space, suggest
-from rnnrec_cli.train.tune import TuneOptions
+from rnnrec_cli.training.space import SPACES, apply, check_space, load_space, parse_space, suggest
+from rnnrec_cli.training.tune import TuneOptions
 
 from .conftest import synthetic_log
 
@@ -178,6 +178,7 @@ def test_pruning_stops_a_trial_with_a_bad_first_epoch(data: Path, tmp_path: Path
     assert rows[2]["state"] == "PRUNED" and rows[2]["epochs"] == "1"
 
 
+@pytest.mark.slow
 def test_kill_9_then_the_same_command_continues(data: Path, tmp_path: Path) -> None:
     """A real SIGKILL during the second trial; running the command again marks that trial
     failed, keeps the first, and runs new trials up to the count."""
@@ -307,6 +308,7 @@ def postgres_url():
         shutil.rmtree(root, ignore_errors=True)
 
 
+@pytest.mark.slow
 def test_two_workers_share_a_postgres_study(data: Path, tmp_path: Path, postgres_url: str) -> None:
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "rnnrec_cli", "tune", str(data), "-o", str(out), "--storage", postgres_url,

@@ -28,8 +28,8 @@ LAYERS: tuple[tuple[str, str], ...] = (
     ("data", "reading event logs, cleaning and splitting them, sequences and session-parallel batches"),
     ("model", "the recurrent network, its losses, the jitted training step, devices, saved weights"),
     ("evaluation", "metrics, full-catalogue scoring, baselines, evaluate, compare, recommend, predict"),
-    ("train", "the training loop, its checkpoints and the tuner"),
-    ("report", "the self-contained HTML report"),
+    ("training", "the training loop, its checkpoints and the tuner"),
+    ("reporting", "the self-contained HTML report"),
     ("cli", "the `rnnrec` command: options, commands, what people see"),
     ("api", "the public Python API (`import rnnrec_cli`)"),
 )

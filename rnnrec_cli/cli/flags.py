@@ -15,11 +15,10 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from rnnrec_cli.config import ModelConfig, PrepareConfig, TrainConfig, task_train_defaults
-from rnnrec_cli.data.presets import PRESETS
+from rnnrec_cli.data.presets import PRESETS, resolve
 from rnnrec_cli.errors import ConfigError
 from rnnrec_cli.files import load_json
 from rnnrec_cli.options import EvalOptions, PredictOptions
-from rnnrec_cli.rules import AS_GIVEN
 from rnnrec_cli.validation import check_types, json_type, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -248,11 +247,9 @@ def prepare_values(flags: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     if valid is not None and Path(valid).is_file():
         split_files["valid"] = [valid]
         flags["valid"] = "0"
-    values = {
-        **preset_values(flags.pop("preset", None)),
-        # A test split the user brings is kept as given unless a flag says otherwise.
-        **(AS_GIVEN if split_files["test"] else {}),
-    }
+    preset = flags.pop("preset", None)
+    preset_values(preset)  # an unknown preset is a usage error naming --preset
+    values: dict[str, Any] = {}
     gap = flags.pop("session_gap", None)
     if gap is not None:
         values["session_gap"] = None if gap.lower() in ("none", "off", "0") else parse_duration(gap, "--session-gap")
@@ -264,7 +261,7 @@ def prepare_values(flags: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     if flags.pop("allow_tiny_test", False):
         values["allow_tiny_test"] = True
     values.update(given(flags, PrepareConfig))
-    return values, split_files
+    return resolve(values, preset=preset, given_test=bool(split_files["test"])), split_files
 
 
 def flag_names(values: dict[str, Any], split_files: dict[str, list[str]]) -> list[str]:
@@ -293,7 +290,7 @@ def run_configs(config: Path | None, flags: dict[str, Any]) -> tuple[ModelConfig
     """Model and training configs: defaults < the task's defaults < --config file < flags. What
     is wrong inside the file is a ConfigError naming the file and key (exit 1)."""
     file_values = load_json(config) if config else {}
-    unknown = set(file_values) - {"model", "train"}
+    unknown = set(file_values) - {"model", "train", "format_version"}
     if unknown:
         raise ConfigError(f"{config}: unknown section(s) {', '.join(sorted(unknown))}; use 'model' and 'train'")
     for section, cls in (("model", ModelConfig), ("train", TrainConfig)):

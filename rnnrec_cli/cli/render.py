@@ -24,7 +24,7 @@ if TYPE_CHECKING:
     from rnnrec_cli.evaluation.compare import Comparison
     from rnnrec_cli.evaluation.evaluate import EvalResult
     from rnnrec_cli.evaluation.predict import PredictStats
-    from rnnrec_cli.train import fit
+    from rnnrec_cli.training import fit
 
 
 # Logs and CI read stderr from a file or pipe: whole lines there, never wrapped at 80 columns.
@@ -178,14 +178,20 @@ def training_progress(quiet: bool) -> Iterator[Callable[[fit.Progress], None]]:
         disable=quiet,
         transient=True,
     )
-    with progress:
-        task = progress.add_task("epoch", total=None, stats="")
+    # Started by the first report, so a spinner shown before training (preparing data) is gone.
+    task = progress.add_task("epoch", total=None, stats="")
 
-        def on_progress(p: fit.Progress) -> None:
-            stats = f"loss {p.loss:.4f}  {p.events_per_s:,.0f} ev/s" if p.loss is not None else ""
-            progress.update(task, description=f"epoch {p.epoch}", completed=p.chunk, total=p.n_chunks, stats=stats)
+    def on_progress(p: fit.Progress) -> None:
+        if not progress.live.is_started:
+            progress.start()
+        stats = f"loss {p.loss:.4f}  {p.events_per_s:,.0f} ev/s" if p.loss is not None else ""
+        progress.update(task, description=f"epoch {p.epoch}", completed=p.chunk, total=p.n_chunks, stats=stats)
 
+    try:
         yield on_progress
+    finally:
+        if progress.live.is_started:
+            progress.stop()
 
 
 # ---------------------------------------------------------------------------- evaluate

@@ -11,7 +11,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
-    from rnnrec_cli.train import fit, tune
+    from rnnrec_cli.training import fit, tune
 from rnnrec_cli.cli.render import err
 
 # ---------------------------------------------------------------------------- tune
@@ -102,7 +102,7 @@ def tune_table(rows: list[dict[str, Any]], metric: str, title: str) -> Table:
 
 def tune_header(study: Any, opts: tune.TuneOptions, searched: dict[str, Any], out: Path) -> str:
     """Which study, where it is stored, how far it is, and what it searches."""
-    from rnnrec_cli.train.tune import count_trials, shown_url, storage_url
+    from rnnrec_cli.training.tune import count_trials, shown_url, storage_url
 
     finished, running = count_trials(study)
     state = f"continuing with {finished} finished" if finished else "new"

@@ -61,9 +61,10 @@ def evaluate(
         )
     with render.status(f"evaluating on {opts.split}", quiet) as status:
         result = run_evaluate(
-            data_dir, opts, run=run, force=force,
-            on_stage=lambda msg: status.update(f"{opts.split}: {msg}") if status else None,
-        )  # fmt: skip
+            data_dir, opts, run=run, on_stage=lambda msg: status.update(f"{opts.split}: {msg}") if status else None
+        )
+        if run is not None:
+            result = result.save(force=force)
     if not quiet:
         render.evaluation(result)
     render.warn(render.few_targets(result))
@@ -170,7 +171,7 @@ def report(
     """One self-contained HTML page (no network needed): what was run, learning curves, test metrics
     with intervals beside the baselines, metric@K curves, breakdowns; several runs side by side."""
     from rnnrec_cli.files import atomic_write, exists
-    from rnnrec_cli.report.build import build_report
+    from rnnrec_cli.reporting.build import build_report
 
     for path in paths:
         if not path.is_dir():

@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 from collections.abc import Mapping
+from contextlib import ExitStack
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -126,11 +127,9 @@ def train(
 ) -> None:
     """Train a recurrent next-item model; prints the run directory as the last stdout line."""
     flags = dict(locals())
-    from rnnrec_cli import rundir
     from rnnrec_cli.data.sequences import is_data_dir
     from rnnrec_cli.model import parallel
-    from rnnrec_cli.train.fit import fit
-    from rnnrec_cli.train.start import start_run
+    from rnnrec_cli.training.session import Started, train_run
 
     parallel.init_distributed(coordinator, num_processes, process_id)
     leader = parallel.is_leader()
@@ -138,11 +137,8 @@ def train(
     if quiet:
         # -q: warnings and errors only (the loop's progress notes are info).
         logging.getLogger("rnnrec_cli").setLevel(logging.WARNING)
-    if resume is not None:
-        # Every process reads the run directory (a shared filesystem); only process 0 writes.
-        run = rundir.open_for_resume(resume)
-        cfg = rundir.load_config(run)
-    else:
+    prep_cfg, split_files, prepared = None, None, False
+    if resume is None:
         if not data:
             raise typer.BadParameter("give a data directory or event file(s), or --resume RUN_DIR", param_hint="DATA")
         prepared = len(data) == 1 and is_data_dir(Path(data[0]))
@@ -159,35 +155,41 @@ def train(
                 "apply to raw event files. Prepare again with `rnnrec prepare` to change them",
                 param_hint="DATA",
             )
+        prep_cfg = o.make(PrepareConfig, prep_values)
         model_cfg, train_cfg = o.run_configs(config, flags)
-        with render.status("preparing data", quiet or prepared):
-            started = start_run(
-                data, out, model_cfg, train_cfg, prepare_cfg=o.make(PrepareConfig, prep_values),
-                given=split_files, item_features=item_features, force=force, write=leader,
-            )  # fmt: skip
-        if started.prepared and not quiet:
-            err.print(render.prepare_summary(started.manifest, started.run.path / "data"))
-        render.warn(started.manifest.get("warnings", []) if leader else [])
-        run, cfg = started.run, started.cfg
-    final = run.final_path
-    if not quiet:
-        err.print(render.training_header(cfg, final, resume is not None))
-        if run.replaces is not None:
-            err.print(f"Building the new run in {run.path}; it replaces {final} once training completes")
+    else:
+        model_cfg, train_cfg = ModelConfig(), TrainConfig()  # the run's own config is read back
+    started: list[Started] = []
+    epoch_line = render.epoch_line
+
+    def on_start(s: Started) -> None:
+        spinner.close()
+        started.append(s)
+        if s.prepared and not quiet:
+            err.print(render.prepare_summary(s.manifest, s.run.path / "data"))
+        render.warn(s.manifest.get("warnings", []) if leader else [])
+        if not quiet:
+            err.print(render.training_header(s.cfg, s.run.final_path, s.resumed))
+            if s.run.replaces is not None:
+                err.print(f"Building the new run in {s.run.path}; it replaces {s.run.final_path} once trained")
+        spinner.close()
+
+    spinner = ExitStack()
+    spinner.enter_context(render.status("preparing data", quiet or resume is not None or prepared))
     try:
         with render.training_progress(quiet) as on_progress:
-            fit(cfg, run, resume=resume is not None, on_progress=on_progress,
-                on_epoch=None if quiet else lambda r: err.print(render.epoch_line(r, cfg)))  # fmt: skip
+            done = train_run(
+                data or [], out, model_cfg, train_cfg, prepare_cfg=prep_cfg, given=split_files,
+                item_features=item_features, force=force, resume=resume, write=leader, on_start=on_start,
+                on_progress=on_progress, on_epoch=None if quiet else lambda r: err.print(epoch_line(r, started[0].cfg)),
+            )  # fmt: skip
     except KeyboardInterrupt:
-        if run.checkpoint("last").is_file():
-            interrupted(f"interrupted; continue where it stopped with: rnnrec train --resume {run.path}")
-        if leader:
-            rundir.discard_failed(run)
+        if started and started[0].run.checkpoint("last").is_file():
+            interrupted(f"interrupted; continue where it stopped with: rnnrec train --resume {started[0].run.path}")
         interrupted("interrupted before the first checkpoint; nothing was kept, start again")
-    except BaseException:
-        if leader:
-            rundir.discard_failed(run)
-        raise
+    finally:
+        spinner.close()
+    final = done.path
     if leader:
         if not quiet:
             err.print(
@@ -241,9 +243,9 @@ def tune(
 ) -> None:
     """Search training settings with Optuna (TPE, median pruning); each trial is a run in STUDY_DIR/trials/."""
     flags = dict(locals())
-    from rnnrec_cli.train import space as search
-    from rnnrec_cli.train import trials as studies
-    from rnnrec_cli.train import tune as t
+    from rnnrec_cli.training import space as search
+    from rnnrec_cli.training import trials as studies
+    from rnnrec_cli.training import tune as t
     from rnnrec_cli.validation import parse_duration
 
     wait = parse_duration(timeout, "--timeout") if timeout else None

@@ -35,7 +35,7 @@ from rnnrec_cli.data.transforms import (
     split_stats,
 )
 from rnnrec_cli.errors import DataError, RunDirError, escape
-from rnnrec_cli.files import exists, replace_dir, save_json, temp_dir
+from rnnrec_cli.files import FORMAT_VERSION, exists, replace_dir, save_json, temp_dir
 from rnnrec_cli.rules import AS_GIVEN, MIN_SEQUENCES, MIN_TARGETS, SPLIT_VALUES
 from rnnrec_cli.validation import to_dict
 
@@ -136,6 +136,7 @@ def prepare(
                 for q in resolved
             ]
         manifest = {
+            "format_version": FORMAT_VERSION,
             "rnnrec_version": __version__,
             "polars_version": pl.__version__,
             "created": datetime.now(UTC).isoformat(timespec="seconds"),

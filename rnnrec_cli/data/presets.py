@@ -3,8 +3,10 @@ the PrepareConfig defaults and under explicit flags."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
+from rnnrec_cli.errors import ConfigError
 from rnnrec_cli.rules import AS_GIVEN
 
 PRESETS: dict[str, dict[str, Any]] = {
@@ -88,3 +90,16 @@ PRESETS: dict[str, dict[str, Any]] = {
         "time_unit": "ms",
     },
 }
+
+
+def resolve(fields: Mapping[str, Any], *, preset: str | None = None, given_test: bool = False) -> dict[str, Any]:
+    """PrepareConfig values, in one order for the command line and the library: the class
+    defaults < the preset < the given-split rule (a test split the user brings is used as given,
+    AS_GIVEN) < `fields`, the values set explicitly."""
+    if preset is not None and preset not in PRESETS:
+        raise ConfigError(f"preset: unknown {preset!r}; choose from {', '.join(PRESETS)}")
+    return {
+        **({"preset": preset, **PRESETS[preset]} if preset is not None else {}),
+        **(AS_GIVEN if given_test else {}),
+        **fields,
+    }

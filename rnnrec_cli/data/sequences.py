@@ -80,9 +80,11 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
     """The keys rnnrec reads from a data manifest, with their types; a hand-edited or damaged one
     is one error naming the key, not a crash later."""
     from rnnrec_cli.config import PrepareConfig
+    from rnnrec_cli.files import format_version
     from rnnrec_cli.validation import from_dict, json_type
 
     fix = "prepare the data again with `rnnrec prepare`"
+    format_version(manifest, path, fix)
     n_items = manifest.get("n_items")
     if not isinstance(n_items, int) or isinstance(n_items, bool) or n_items < 1:
         raise DataError(f"{path}: 'n_items' must be a positive integer, not {json_type(n_items)}; {fix}")

@@ -86,12 +86,11 @@ def evaluate(
     *,
     run: RunDir | None = None,
     on_stage: Callable[[str], None] | None = None,
-    force: bool = False,
 ) -> EvalResult:
     """Score the run's best checkpoint (if a run is given) and the baselines on one split.
 
-    Writes eval/<name>/<split>.json and, for next-item results, <split>.csv and
-    <split>_ranks.parquet beside it into the run directory (see `_save`).
+    Writes nothing: `result.save()` puts it into the run (eval/<name>/<split>.json, and for
+    next-item results <split>.csv and <split>_ranks.parquet beside it).
     """
     note = on_stage or (lambda _s: None)
     # Named from the options as given: data that forces a protocol (leave-one-out) keeps `default`.
@@ -157,7 +156,8 @@ def evaluate(
         scored = {name: Scores(s.ranks[tg.keep], s.topk[tg.keep], s.sampled[tg.keep]) for name, s in scored.items()}
         result = _next_item_result(scored, tg, counts, opts, cfg.model.cell if cfg is not None else None, common)
     if run is not None:
-        result = _save(run, result, tg, {n: s.ranks for n, s in scored.items()}, opts, force)
+        ranks = {n: s.ranks for n, s in scored.items()}
+        result = dataclasses.replace(result, unsaved=lambda r, force: _save(run, r, tg, ranks, opts, force))
     return result
 
 

@@ -9,7 +9,7 @@ input ends (sessions must then be contiguous in the input).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -46,10 +46,12 @@ class PredictStats:
     _emitted: set[Any] = field(default_factory=set, repr=False)
 
 
-def run_prepare_config(run: RunDir, overrides: dict[str, Any]) -> PrepareConfig:
-    """The column mapping and sessionization the run was trained with, plus explicit overrides."""
+def run_prepare_config(run: RunDir, overrides: dict[str, Any], unset: Collection[str] = ()) -> PrepareConfig:
+    """The column mapping and sessionization the run was trained with, plus explicit overrides;
+    the fields in `unset` go back to None (e.g. columns that input held in memory lacks)."""
     manifest = check_manifest(load_json(run.data_manifest), run.data_manifest)
     values = {**manifest["config"], **{k: v for k, v in overrides.items() if v is not None}}
+    values.update(dict.fromkeys(unset))
     if overrides.get("header") and not manifest["config"].get("header", True):
         values["columns"] = ()  # --header on a run prepared without one: the input's header names its columns
     if overrides.get("columns") and values.get("header", True):
@@ -194,10 +196,11 @@ def predict(
     exclude: Path | None = None,
     candidates_file: Path | None = None,
     overrides: dict[str, Any] | None = None,
+    unset: Collection[str] = (),
 ) -> Iterator[pl.DataFrame]:
     """Yield recommendation rows block by block (see the module docstring for the three modes)."""
     cfg = load_config(run)
-    pcfg = run_prepare_config(run, overrides or {})
+    pcfg = run_prepare_config(run, overrides or {}, unset)
     vocab = read_vocabulary(run, cfg.n_items)
     if opts.generate == 0 and opts.k > cfg.n_items:
         raise DataError(f"-k {opts.k} is larger than the catalogue ({cfg.n_items} items); lower -k")

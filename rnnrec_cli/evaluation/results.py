@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import hashlib
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from rnnrec_cli.errors import RunDirError
 from rnnrec_cli.options import EvalOptions
 from rnnrec_cli.rundir import RunDir
 
@@ -157,10 +160,30 @@ class EvalResult:
     kept: list[str] | None = None
     # What the CLI tells people about where the result went (not saved).
     notes: tuple[str, ...] = ()
+    # How `save` writes it into its run (holding the scored targets and every ranking's ranks,
+    # which the JSON leaves out); None once saved, and for data evaluated without a run.
+    unsaved: Callable[[EvalResult, bool], EvalResult] | None = field(default=None, repr=False, compare=False)
 
     def to_json(self) -> dict[str, Any]:
         """Every field, for every task; a section that does not apply (None) is left out."""
-        return {k: v for k, v in dataclasses.asdict(self).items() if v is not None and k != "notes"}
+        shown = {f.name: getattr(self, f.name) for f in dataclasses.fields(self) if f.name not in ("notes", "unsaved")}
+        return {k: copy.deepcopy(v) for k, v in shown.items() if v is not None}
+
+    def save(self, *, force: bool = False) -> EvalResult:
+        """Write this result into its run as eval/<name>/<split>.json (+ .csv and per-target
+        ranks for next-item results), merged with an earlier result of the same protocol;
+        another protocol under the name is refused unless `force`. Returns the saved result."""
+        if self.unsaved is None:
+            raise RunDirError("this result has no run to be saved in (saved already, or data evaluated alone)")
+        saved = self.unsaved(dataclasses.replace(self, unsaved=None), force)
+        return dataclasses.replace(saved, unsaved=None)
+
+    def table(self) -> Any:
+        """The headline numbers as a Polars table: one row per model and baseline."""
+        import polars as pl
+
+        names = [*([self.model] if self.model and self.metrics else []), *self.baselines]
+        return pl.DataFrame([{"name": n, **_row(self, n)} for n in names])
 
 
 @dataclass(frozen=True)

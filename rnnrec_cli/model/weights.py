@@ -9,7 +9,7 @@ from rnnrec_cli.errors import RunDirError, first_line, reading
 
 if TYPE_CHECKING:
     from rnnrec_cli.model.network import Params
-from rnnrec_cli.files import atomic_write
+from rnnrec_cli.files import FORMAT_VERSION, atomic_write, format_version
 from rnnrec_cli.rundir import RunDir
 
 
@@ -17,7 +17,9 @@ def save_checkpoint(run: RunDir, name: str, tree: Any) -> None:
     from flax import serialization
 
     with atomic_write(run.checkpoint(name)) as tmp:
-        tmp.write_bytes(serialization.to_bytes(tree))
+        tmp.write_bytes(
+            serialization.msgpack_serialize({"format_version": FORMAT_VERSION, **serialization.to_state_dict(tree)})
+        )
 
 
 def _nest_item_tables(tree: Any) -> Any:
@@ -44,8 +46,10 @@ def restore_checkpoint(run: RunDir, name: str, template: Any) -> Any:
     fix = f"train {run.path} again (or continue it with --resume)"
     with reading(path, fix=fix):
         raw = serialization.msgpack_restore(path.read_bytes())
+    version = format_version(raw, path, fix) if isinstance(raw, dict) else 0
+    tree = {k: v for k, v in raw.items() if k != "format_version"} if isinstance(raw, dict) else raw
     try:
-        restored = serialization.from_state_dict(template, _nest_item_tables(raw))
+        restored = serialization.from_state_dict(template, tree if version >= 1 else _nest_item_tables(tree))
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise RunDirError(f"checkpoint {path} does not match {run.config} ({first_line(exc)}); {fix}") from None
     for (key, want), got in zip(

@@ -26,9 +26,9 @@ from rnnrec_cli.errors import ConfigError, DataError, StorageError, TrainingDive
 if TYPE_CHECKING:
     import optuna
 
-    from rnnrec_cli.train.fit import EpochReport, Progress
-from rnnrec_cli.train.space import Dim, apply, suggest
-from rnnrec_cli.train.trials import _best, _row, count_trials, write_results
+    from rnnrec_cli.training.fit import EpochReport, Progress
+from rnnrec_cli.training.space import Dim, apply, suggest
+from rnnrec_cli.training.trials import _best, _row, count_trials, write_results
 
 # ---------------------------------------------------------------------------- options
 
@@ -294,9 +294,9 @@ def _objective(
 ) -> Callable[[optuna.Trial], float]:
     import optuna
 
-    from rnnrec_cli.train.fit import fit
-    from rnnrec_cli.train.plots import learning_curve
-    from rnnrec_cli.train.start import start_run
+    from rnnrec_cli.training.fit import fit
+    from rnnrec_cli.training.plots import learning_curve
+    from rnnrec_cli.training.start import start_run
 
     metric = opts.metric
 

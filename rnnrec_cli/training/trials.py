@@ -14,7 +14,7 @@ from rnnrec_cli.validation import to_dict
 if TYPE_CHECKING:
     import optuna
 
-from rnnrec_cli.train.space import apply
+from rnnrec_cli.training.space import apply
 
 # ---------------------------------------------------------------------------- results
 

@@ -52,9 +52,9 @@ from rnnrec_cli.evaluation.scoring import head_predictions, model_ranks
 from rnnrec_cli.model import network, parallel, weights
 from rnnrec_cli.model.step import ItemStats, TrainState, item_stats, make_optimizer, train_step
 from rnnrec_cli.rundir import RunDir
-from rnnrec_cli.train.checkpoint import Position, Trainer, make_trainer, restore_last, save_last
-from rnnrec_cli.train.compile import compile_ahead, shut_down
-from rnnrec_cli.train.plots import learning_curve
+from rnnrec_cli.training.checkpoint import Position, Trainer, make_trainer, restore_last, save_last
+from rnnrec_cli.training.compile import compile_ahead, shut_down
+from rnnrec_cli.training.plots import learning_curve
 
 log = logging.getLogger(__name__)
 

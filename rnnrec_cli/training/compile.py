@@ -18,7 +18,7 @@ from rnnrec_cli.model import network
 from rnnrec_cli.model.step import TrainState
 
 if TYPE_CHECKING:
-    from rnnrec_cli.train.fit import _Session
+    from rnnrec_cli.training.fit import _Session
 
 
 def compile_ahead(

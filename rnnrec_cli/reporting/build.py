@@ -21,9 +21,9 @@ import numpy as np
 from rnnrec_cli import __version__
 from rnnrec_cli.errors import RunDirError
 from rnnrec_cli.evaluation.metrics import p_text
-from rnnrec_cli.report.figures import breakdown_figure, k_curve_figure, learning_figure, study_figure
-from rnnrec_cli.report.views import RunView, StudyView, load_view
-from rnnrec_cli.train.plots import BASELINE_COLORS, MODEL_COLORS, series_colors
+from rnnrec_cli.reporting.figures import breakdown_figure, k_curve_figure, learning_figure, study_figure
+from rnnrec_cli.reporting.views import RunView, StudyView, load_view
+from rnnrec_cli.training.plots import BASELINE_COLORS, MODEL_COLORS, series_colors
 
 ACCURACY = ("recall", "mrr", "ndcg")
 BEYOND = ("coverage", "gini", "pop", "tail")
@@ -357,7 +357,7 @@ def _render(labels: list[str], views: list[RunView | StudyView], shown: str | No
     runs = [v for v in views if isinstance(v, RunView)]
     studies = [v for v in views if isinstance(v, StudyView)]
     env = Environment(
-        loader=PackageLoader("rnnrec_cli.report", "templates"), autoescape=select_autoescape(["html", "j2"])
+        loader=PackageLoader("rnnrec_cli.reporting", "templates"), autoescape=select_autoescape(["html", "j2"])
     )
     from markupsafe import Markup
 

@@ -10,8 +10,8 @@ from typing import Any
 import numpy as np
 
 from rnnrec_cli.evaluation.metrics import summarize
-from rnnrec_cli.report.views import RunView
-from rnnrec_cli.train.plots import MODEL_COLORS
+from rnnrec_cli.reporting.views import RunView
+from rnnrec_cli.training.plots import MODEL_COLORS
 
 CURVE_KS = tuple(range(1, 51))
 
