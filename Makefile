@@ -37,7 +37,7 @@ test-fast: install
 
 # The documentation site, built strictly (a broken link or a stale generated page fails it).
 docs: install
-	$(PY) -m pip install -q -r docs/requirements.txt
+	$(PY) -m pip install -q -e ".[test,docs]"
 	$(PY) tools/architecture.py
 	$(PY) tools/cli_reference.py
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict -q -d site
