@@ -186,7 +186,7 @@ def load_json(path: Path, *, finite: bool = True) -> dict[str, Any]:
             f"{path} is not UTF-8 text (byte 0x{exc.object[exc.start]:02x} at offset {exc.start}); save it as UTF-8"
         ) from None
     try:
-        constants = {"parse_constant": _not_a_number} if finite else {}
+        constants: dict[str, Any] = {"parse_constant": _not_a_number} if finite else {}
         values = json.loads(text, object_pairs_hook=_unique_keys, **constants)
     except json.JSONDecodeError as exc:
         raise ConfigError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno})") from None

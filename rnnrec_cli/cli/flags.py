@@ -29,7 +29,11 @@ DATA, FEATURES, MODEL, LOSS, OPTIMISATION, RUN, SCALE = (
 
 def _default_text(cls: type, name: str) -> str:
     spec = next(f for f in dataclasses.fields(cls) if f.name == name)
-    value = spec.default if spec.default is not dataclasses.MISSING else spec.default_factory()  # type: ignore[misc]
+    if spec.default is not dataclasses.MISSING:
+        value = spec.default
+    else:
+        assert spec.default_factory is not dataclasses.MISSING  # every config field has a default or a factory
+        value = spec.default_factory()
     if isinstance(value, tuple):
         return ",".join(map(str, value)) or "none"
     if isinstance(value, bool):

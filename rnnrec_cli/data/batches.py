@@ -19,7 +19,7 @@ from __future__ import annotations
 import heapq
 import queue
 import threading
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple, TypeVar
@@ -324,7 +324,7 @@ def chunk_negatives(cfg: RunConfig, cdf: np.ndarray, epoch: int, chunk: int) -> 
     return sample_negatives(cdf, n_sample, np.random.default_rng([cfg.train.seed, epoch, 1, chunk]))
 
 
-def prefetch(items: Iterator[T], depth: int) -> Iterator[T]:
+def prefetch(items: Iterator[T], depth: int) -> Generator[T, None, None]:
     """Run the iterator `depth` items ahead in a background thread (batch assembly and the
     host-to-device copy overlap the device's work). Exceptions surface in the consumer."""
     if depth <= 0:

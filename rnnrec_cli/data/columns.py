@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 from collections.abc import Sequence
+from typing import Any
 
 import polars as pl
 
@@ -74,7 +75,7 @@ def resolve_columns(
         cfg = dataclasses.replace(cfg, time_col=cfg.order_col, time_unit="us", time_offset_col=None)
     if time_optional and cfg.time_col is not None and cfg.time_col not in names:
         cfg = dataclasses.replace(cfg, time_col=None, time_offset_col=None)
-    updates: dict[str, str] = {}
+    updates: dict[str, Any] = {}
     if cfg.time_offset_col is not None and cfg.time_offset_col not in names:
         raise DataError(
             f"column {cfg.time_offset_col!r} not in {source} (found: {', '.join(names)}). "

@@ -47,7 +47,8 @@ def evaluate_command(run: RunDir, split: str, name: str = DEFAULT_EVAL, options:
     """The command that writes this evaluation's `split` again (named in every error about it)."""
     try:
         flags = option_flags(options or {})
-        derived = eval_name(EvalOptions(**{k: tuple(v) if isinstance(v, list) else v for k, v in flags_of(options)}))
+        stored: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in flags_of(options)}
+        derived = eval_name(EvalOptions(**stored))
     except (ConfigError, TypeError, ValueError, AttributeError):
         # Options a hand edit broke: name the evaluation, and let --force replace it.
         flags, derived = ["--force"], None

@@ -66,8 +66,8 @@ def result_options(result: dict[str, Any]) -> dict[str, Any]:
     if isinstance(result.get("options"), dict):
         return result["options"]
     d = protocol_options(EvalOptions())
-    protocol = result.get("protocol") if isinstance(result.get("protocol"), dict) else {}
-    table = result.get("metrics") or next(iter((result.get("baselines") or {}).values()), {})
+    protocol = p if isinstance(p := result.get("protocol"), dict) else {}
+    table: dict[str, Any] = result.get("metrics") or next(iter((result.get("baselines") or {}).values()), {})
     ks = sorted({int(k.split("@")[1]) for k in table if re.match(r"^recall@\d+$", k)})
     return {
         **d,

@@ -252,8 +252,8 @@ def model_scores(
     targets, however few slots still held a sequence (long sequences leave most slots idle
     towards the end). With several devices those rows are split over them (parameters
     replicated)."""
-    place, batch, params, stream, carry, features = _placed_stream(params, cfg, seqs, opts.devices, features)
-    blocks = item_blocks(params, features, cfg=cfg, item_block=opts.item_block)
+    place, batch, params, stream, carry, placed = _placed_stream(params, cfg, seqs, opts.devices, features)
+    blocks = item_blocks(params, placed, cfg=cfg, item_block=opts.item_block)
     # SCORE_ROWS per device: each device scores batches of the shape one device would, so the
     # float results, and the ranks of near-ties, do not depend on the device count.
     rows = SCORE_ROWS * place.n_devices
@@ -288,7 +288,7 @@ def model_scores(
                 seen = _seen_before(seqs.items, first[part], part, width)
             else:
                 seen = np.full((len(part), 1), -1, np.int32)
-            host = (
+            host: tuple[np.ndarray, ...] = (
                 np.pad(h[i : i + size], ((0, pad), (0, 0))),
                 np.pad(seqs.items[part], (0, pad)).astype(np.int32),
                 np.pad(seen, ((0, pad), (0, 0)), constant_values=-1),
@@ -302,7 +302,7 @@ def model_scores(
 
     held_h: list[np.ndarray] = []
     held_pos: list[np.ndarray] = []
-    for h, pos in _hidden_rows(place, batch, params, stream, carry, features, cfg):
+    for h, pos in _hidden_rows(place, batch, params, stream, carry, placed, cfg):
         if seqs.scored is not None:
             # A split with context (user histories cut at a time): the events before the cutoff
             # are fed to the recurrence but never scored, so their ranks are not computed (0).
@@ -368,7 +368,7 @@ def head_predictions(
     "value" <float32>[n], the value head's prediction of its value (given its item), and
     "event" <float32>[n, n_types], the event-type head's probabilities of its type, for the
     heads the model has. `seqs` must carry what the model reads (values, event types)."""
-    place, batch, params, stream, carry, features = _placed_stream(params, cfg, seqs, devices, features)
+    place, batch, params, stream, carry, placed = _placed_stream(params, cfg, seqs, devices, features)
     n = len(seqs.items)
     out: dict[str, np.ndarray] = {}
     if cfg.model.predicts_values:
@@ -376,7 +376,7 @@ def head_predictions(
     if cfg.model.predicts_events:
         out["event"] = np.zeros((n, len(cfg.model.event_types)), np.float32)
     for chunk in stream.chunks():
-        carry, pred = _heads_chunk(params, carry, _put(place, chunk, batch), features, cfg=cfg)
+        carry, pred = _heads_chunk(params, carry, _put(place, chunk, batch), placed, cfg=cfg)
         pos = chunk.target_pos[chunk.mask]
         for name, p in pred.items():
             out[name][pos] = np.asarray(p)[chunk.mask]

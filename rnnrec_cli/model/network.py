@@ -50,7 +50,7 @@ def _glorot_uniform(key: jax.Array, shape: tuple[int, int]) -> jax.Array:
 
 def zero_carry(cfg: ModelConfig, batch: int) -> Carry:
     """All-zero hidden state for a batch: one entry per layer ((c, h) for LSTM)."""
-    out = []
+    out: list[jax.Array | tuple[jax.Array, jax.Array]] = []
     for n in cfg.layers:
         # Separate buffers for c and h: the train step donates the carry.
         if cfg.cell == "lstm":
@@ -161,8 +161,8 @@ def run(
       (carry after the last step, <float32>[T, B, H_last] top-layer outputs).
     """
     inputs, reset, input_values, input_events = batch.inputs, batch.reset, batch.input_values, batch.input_events
-    training = dropout_key is not None
-    keys = jax.random.split(dropout_key, len(cfg.layers) + 1) if training else [None] * (len(cfg.layers) + 1)
+    n_keys = len(cfg.layers) + 1
+    keys = jax.random.split(dropout_key, n_keys) if dropout_key is not None else [None] * n_keys
     x = _dropout(params["items"]["embedding"][inputs], cfg.dropout_embed, keys[0])  # [T, B, E]
     if cfg.takes_values:
         if input_values is None:

@@ -104,8 +104,12 @@ class Placement:
     def local_slots(self, batch_size: int) -> range:
         """The slots of the global batch whose data this process supplies."""
         index = self.batch.addressable_devices_indices_map((1, batch_size))
-        lo = min(ix[1].start or 0 for ix in index.values())
-        hi = max(batch_size if ix[1].stop is None else ix[1].stop for ix in index.values())
+        slots = []
+        for ix in index.values():
+            assert ix is not None  # a NamedSharding gives every addressable device its slice
+            slots.append(ix[1])
+        lo = min(s.start or 0 for s in slots)
+        hi = max(batch_size if s.stop is None else s.stop for s in slots)
         return range(lo, hi)
 
     def state_shardings(self, tree: Any) -> Any:

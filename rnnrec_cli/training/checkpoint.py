@@ -6,7 +6,7 @@ continues from.
 from __future__ import annotations
 
 from functools import partial
-from typing import Any, NamedTuple
+from typing import Any, NamedTuple, cast
 
 import jax
 import numpy as np
@@ -25,8 +25,9 @@ class Position(NamedTuple):
     epoch: int
     chunk: int
     carry: network.Carry
-    loss_sum: jax.Array
-    n_sum: jax.Array
+    # Device scalars from the epoch loop, host zeros at an epoch's start, or 0.0 / 0 from an epoch with no chunk to run.
+    loss_sum: jax.Array | np.ndarray | float
+    n_sum: jax.Array | np.ndarray | int
     best_value: float
     bad_epochs: int
 
@@ -69,8 +70,11 @@ def make_trainer(cfg: RunConfig, tx: optax.GradientTransformation) -> tuple[Trai
     placement = parallel.make_placement(tc.devices, tc.shard_items, tc.batch_size)
     host = jax.device_get(init_state(cfg, tx))
     # Shardings depend on which leaf is an item table, not on its (padded or not) length.
+    # A TrainState-shaped tree whose leaves are shardings (the step's leaf is an array elsewhere).
     shardings = TrainState(
-        placement.state_shardings(host.params), placement.state_shardings(host.opt_state), placement.replicated
+        placement.state_shardings(host.params),
+        placement.state_shardings(host.opt_state),
+        cast(jax.Array, placement.replicated),
     )
     carry = jax.tree.map(lambda _: placement.rows, network.zero_carry(cfg.model, 1))
     return Trainer(placement, shardings, carry, cfg.n_items), host

@@ -123,7 +123,8 @@ class _Session(NamedTuple):
     cfg: RunConfig
     run: RunDir
     trainer: Trainer
-    step_fn: Callable[..., tuple[TrainState, network.Carry, tuple[jax.Array, jax.Array]]]
+    # jit(train_step): (state, carry, sums, batch, stats, key) -> (state, carry, sums); lowered ahead in compile.py.
+    step_fn: jax.stages.Wrapped
     stats: ItemStats
     base_key: jax.Array
     cdf: np.ndarray
