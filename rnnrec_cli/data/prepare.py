@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import shutil
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from datetime import UTC, datetime
 from pathlib import Path
@@ -93,7 +93,7 @@ def prepare(
     cfg: PrepareConfig,
     *,
     force: bool = False,
-    given: dict[str, Sequence[str]] | None = None,
+    given: Mapping[str, Sequence[str]] | None = None,
 ) -> dict[str, Any]:
     """Run the whole ETL and write the data directory atomically (temp dir, then rename);
     returns its manifest.
@@ -135,7 +135,7 @@ def prepare(
                 for role, resolved in roles
                 for q in resolved
             ]
-        manifest = {
+        manifest: dict[str, Any] = {
             "format_version": FORMAT_VERSION,
             "rnnrec_version": __version__,
             "polars_version": pl.__version__,

@@ -120,7 +120,7 @@ def evaluate(
                 params, cfg, tg.seqs, _score_options(opts, cfg.n_items), opts.seed, features
             )
     n_sequences = int(np.count_nonzero(np.bincount(tg.seq, minlength=len(tg.seqs))))
-    common = {
+    common: dict[str, Any] = {
         "split": opts.split,
         "n_events": len(tg.item),
         "n_sequences": n_sequences,
@@ -251,7 +251,7 @@ def _value_metrics(
     seqs, keep = tg.seqs, tg.keep
     assert seqs.values is not None
     actual = seqs.values[positions(seqs).end][keep]
-    preds = {cfg.model.cell: head_predictions(params, cfg, seqs, devices, features)["value"]}
+    preds: dict[str, np.ndarray] = {cfg.model.cell: head_predictions(params, cfg, seqs, devices, features)["value"]}
     preds.update({name: value_baseline(name, train, seqs) for name in VALUE_BASELINES})
     return {
         "model": cfg.model.cell,

@@ -188,12 +188,14 @@ def suggest(trial: optuna.Trial, dims: list[Dim]) -> dict[str, Any]:
             out[d.name] = trial.suggest_categorical(d.name, list(d.choices))
         elif d.low is None:
             out[d.name] = d.value
-        elif PARAMS[d.name][1]:
-            out[d.name] = trial.suggest_int(d.name, int(d.low), int(d.high), step=int(d.step or 1), log=d.log)
         else:
-            value = trial.suggest_float(d.name, d.low, d.high, step=d.step, log=d.log)
-            # Grid values as written (0.15, not 0.15000000000000002) for best.json.
-            out[d.name] = round(value, 10)
+            assert d.high is not None  # a range has both ends (`_dim`)
+            if PARAMS[d.name][1]:
+                out[d.name] = trial.suggest_int(d.name, int(d.low), int(d.high), step=int(d.step or 1), log=d.log)
+            else:
+                value = trial.suggest_float(d.name, d.low, d.high, step=d.step, log=d.log)
+                # Grid values as written (0.15, not 0.15000000000000002) for best.json.
+                out[d.name] = round(value, 10)
     return out
 
 

@@ -20,7 +20,9 @@ from rnnrec_cli.training.space import apply
 
 
 def _row(t: optuna.trial.FrozenTrial) -> dict[str, Any]:
-    seconds = (t.datetime_complete - t.datetime_start).total_seconds() if t.datetime_complete else None
+    start, end = t.datetime_start, t.datetime_complete
+    # A finished trial has both times (optuna sets the start before the end).
+    seconds = (end - start).total_seconds() if end and start else None
     return {
         "number": t.number,
         "state": t.state.name,
@@ -75,6 +77,8 @@ def write_plots(study: optuna.Study, out: Path) -> list[str]:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import optuna
+    from matplotlib.axes import Axes
+    from matplotlib.figure import Figure
     from optuna.visualization import matplotlib as ovm
 
     notes = []
@@ -90,7 +94,9 @@ def write_plots(study: optuna.Study, out: Path) -> list[str]:
             except (ValueError, RuntimeError, ZeroDivisionError) as exc:
                 notes.append(f"{name} not written ({exc})")
                 continue
-        fig = ax.figure if hasattr(ax, "figure") else ax.flat[0].figure
+        # Typed as an Axes; an array of them (`flat`) is handled too.
+        fig = ax.figure if isinstance(ax, Axes) else ax.flat[0].figure
+        assert isinstance(fig, Figure)  # optuna draws on plt.subplots(): a figure, not a SubFigure
         fig.set_size_inches(7, 4)
         fig.tight_layout()
         with files.atomic_write(out / name, suffix=".png") as tmp:
