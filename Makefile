@@ -44,6 +44,8 @@ docs: install
 
 lint: install
 	$(VENV)/bin/ruff check rnnrec_cli tests benchmarks tools
+	$(VENV)/bin/ruff format --check rnnrec_cli tests benchmarks tools
+	$(VENV)/bin/mypy
 
 clean:
 	rm -rf $(VENV) $(DEMO) runs site
