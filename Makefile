@@ -29,11 +29,11 @@ demo: install
 	@echo "Report: $(DEMO)/report.html (open it in a browser)"
 
 test: install
-	JAX_PLATFORMS=cpu $(PY) -m pytest
+	JAX_PLATFORMS=cpu $(PY) -m pytest -n auto --dist loadfile
 
 # Everything but the tests marked slow (subprocesses, kill -9, PostgreSQL, the browser, benchmarks).
 test-fast: install
-	JAX_PLATFORMS=cpu $(PY) -m pytest -m "not slow"
+	JAX_PLATFORMS=cpu $(PY) -m pytest -n auto --dist loadfile -m "not slow"
 
 # The documentation site, built strictly (a broken link or a stale generated page fails it).
 docs: install
