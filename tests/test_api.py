@@ -99,6 +99,7 @@ def trained(log: Path, tmp_path_factory: pytest.TempPathFactory) -> rr.Run:
     )
 
 
+@pytest.mark.slow
 def test_train_returns_the_run_and_evaluate_writes_nothing_until_saved(trained: rr.Run) -> None:
     assert trained.config.model.layers == (8,) and len(trained.history) == 1
     assert rr.open_run(trained.path).config == trained.config
@@ -111,6 +112,7 @@ def test_train_returns_the_run_and_evaluate_writes_nothing_until_saved(trained: 
         saved.save()
 
 
+@pytest.mark.slow
 def test_recommend_in_memory_matches_predict_on_a_file(trained: rr.Run, log: Path, tmp_path: Path) -> None:
     events = pl.read_csv(log).sort("timestamp").head(40)
     events.write_csv(tmp_path / "sessions.csv")

@@ -11,6 +11,9 @@ from typer.testing import CliRunner
 
 from rnnrec_cli.cli.app import app
 
+# End to end: the command line on tiny logs.
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 TINY = ["--layers", "32", "--epochs", "4", "--batch-size", "16", "--bptt", "4", "--lr", "0.2", "-q"]
 
@@ -151,7 +154,6 @@ def test_bad_options_exit_2(args: list[str]) -> None:
     assert result.exit_code == 2, result.output
 
 
-@pytest.mark.slow
 def test_module_entry_point_and_closed_pipe(trained) -> None:
     log, _, run = trained
     # --every-position writes far more than a pipe holds, so the writer meets the closed pipe.
@@ -172,7 +174,6 @@ def test_evaluate_data_dir_with_baselines_only(trained) -> None:
     assert bad.exit_code == 2 and "unknown baseline" in bad.output
 
 
-@pytest.mark.slow
 def test_kill_9_then_resume_matches_an_uninterrupted_run(trained, tmp_path: Path) -> None:
     """A real SIGKILL mid-training, then `train --resume`: same final metrics as a straight run."""
     import signal

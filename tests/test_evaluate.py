@@ -208,6 +208,7 @@ def test_two_pass_top_k_equals_lax_top_k(
     np.testing.assert_array_equal(np.asarray(got[1]), np.asarray(want[1]))
 
 
+@pytest.mark.slow
 def test_a_split_with_context_scores_only_its_targets_for_model_baselines_and_validation(tmp_path) -> None:
     """User histories cut at one cutoff: the model and every baseline score exactly the events
     after it (the manifest's count), with the earlier events fed as context."""
@@ -285,6 +286,7 @@ def test_eval_names_from_the_options() -> None:
     assert len(long) <= 64 and long != eval_name(EvalOptions(target_events=tuple(f"type{i}" for i in range(21))))
 
 
+@pytest.mark.slow
 def test_two_protocols_keep_both_results_and_a_narrower_rerun_keeps_the_baselines(small_run) -> None:
     import polars as pl
 
@@ -317,6 +319,7 @@ def test_two_protocols_keep_both_results_and_a_narrower_rerun_keeps_the_baseline
     assert _stored(small_run)["kept"] == ["spop", "markov", "iknn", "sknn"]
 
 
+@pytest.mark.slow
 def test_another_protocol_under_a_taken_name_is_refused_unless_forced(small_run) -> None:
     if not (small_run / "eval" / "default" / "test.json").is_file():
         assert _evaluate(small_run, "--baselines", "pop").exit_code == 0
@@ -333,6 +336,7 @@ def test_another_protocol_under_a_taken_name_is_refused_unless_forced(small_run)
     assert _evaluate(small_run, "--name", "default", "--force").exit_code == 0
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("name", ["../x", "a/b", "-x", ".hidden", "x" * 65, ""])
 def test_bad_eval_names_are_one_line_usage_errors(small_run, name: str) -> None:
     result = _evaluate(small_run, "--name", name)
@@ -341,6 +345,7 @@ def test_bad_eval_names_are_one_line_usage_errors(small_run, name: str) -> None:
     assert not (small_run / "x").exists() and not (small_run / "eval" / "x").exists()
 
 
+@pytest.mark.slow
 def test_a_legacy_result_is_read_as_default_and_moved_by_the_next_default_evaluation(small_run, tmp_path) -> None:
     import shutil
 

@@ -80,6 +80,7 @@ def _category_log(tmp: Path, n_items: int = 60, n_cats: int = 6) -> tuple[Path, 
     return log, feats
 
 
+@pytest.mark.slow
 def test_models_with_item_features_end_to_end(tmp_path: Path) -> None:
     log, feats = _category_log(tmp_path)
     data = tmp_path / "data"

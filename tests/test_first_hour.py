@@ -19,6 +19,9 @@ from rnnrec_cli.cli.app import app
 
 from .conftest import REPO, synthetic_log
 
+# End to end: a new user's first hour, through the command line.
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 SMALL = ["--layers", "16", "--epochs", "1", "--batch-size", "16", "--n-sample", "64"]
 
@@ -100,7 +103,6 @@ def test_empty_split_error_names_the_span_and_an_outlier(tmp_path: Path) -> None
     assert "data spans" in result.stderr and "over a year after all others" in result.stderr
 
 
-@pytest.mark.slow
 def test_help_shows_defaults_in_panels() -> None:
     result = subprocess.run(
         [sys.executable, "-m", "rnnrec_cli", "train", "--help"],
@@ -113,7 +115,6 @@ def test_help_shows_defaults_in_panels() -> None:
     assert "<list[str]>" not in out and "<bool>" not in out.split("--help")[0]
 
 
-@pytest.mark.slow
 def test_logs_are_not_wrapped_when_stderr_is_a_file(tmp_path: Path) -> None:
     log = tmp_path / "events.csv"
     synthetic_log().write_csv(log)
@@ -128,7 +129,6 @@ def test_logs_are_not_wrapped_when_stderr_is_a_file(tmp_path: Path) -> None:
     assert len(columns_line) > 80 and columns_line.endswith("(guessed from the magnitude)")
 
 
-@pytest.mark.slow
 def test_ctrl_c_names_the_resume_command(tmp_path: Path) -> None:
     log = tmp_path / "events.csv"
     synthetic_log(n_users=400).write_csv(log)

@@ -38,6 +38,7 @@ def _predict(run: Path, events: str, *args: str) -> pl.DataFrame:
 SESSION = "user_id,item_id,timestamp\nx,10,100\nx,11,160\nx,12,220\ny,30,100\n"
 
 
+@pytest.mark.slow
 def test_top_k_follows_the_learned_structure(run_dir: Path) -> None:
     recs = _predict(run_dir, SESSION, "-k", "3")
     x = recs.filter(pl.col("session_id") == "x")
@@ -78,6 +79,7 @@ def test_unknown_items_and_fallback(run_dir: Path) -> None:
     assert set(none["session_id"]) == {"x"}
 
 
+@pytest.mark.slow
 def test_generate_strategies(run_dir: Path) -> None:
     greedy = _predict(run_dir, SESSION, "--generate", "4")
     x = greedy.filter(pl.col("session_id") == "x")

@@ -28,6 +28,9 @@ from rnnrec_cli.cli.app import app
 
 from .conftest import synthetic_log
 
+# End to end: bad input, crashes and signals against the real command line.
+pytestmark = pytest.mark.slow
+
 TINY = ["--layers", "16", "--epochs", "2", "--batch-size", "16", "--bptt", "4", "-q"]
 runner = CliRunner()
 
@@ -785,7 +788,6 @@ def _big_log(path: Path, users: int = 20_000) -> Path:
     return path
 
 
-@pytest.mark.slow
 def test_kill_9_during_prepare_force_keeps_the_old_data(ws: Path) -> None:
     before = _snapshot(ws / "data")
     proc = _spawn("prepare", str(_big_log(ws / "big.csv")), "-o", str(ws / "data"), "--force", "-q")
@@ -797,7 +799,6 @@ def test_kill_9_during_prepare_force_keeps_the_old_data(ws: Path) -> None:
     assert not _temps(ws, "data"), "the next run removes what the killed one left"
 
 
-@pytest.mark.slow
 def test_kill_9_during_train_force_keeps_the_old_run(ws: Path) -> None:
     before = _snapshot(ws / "run")
     proc = _spawn("train", str(ws / "data"), "-o", str(ws / "run"), "--force", *TINY[:-3], "--epochs", "500", "-q")
@@ -811,7 +812,6 @@ def test_kill_9_during_train_force_keeps_the_old_run(ws: Path) -> None:
     assert _rnnrec("evaluate", str(ws / "run"), "-q").returncode == 0
 
 
-@pytest.mark.slow
 def test_train_force_on_raw_events_moves_its_data_with_the_run(ws: Path) -> None:
     """The replacement prepares into its own (temporary) directory; once it takes the run's
     place, its config still finds that data."""
@@ -822,7 +822,6 @@ def test_train_force_on_raw_events_moves_its_data_with_the_run(ws: Path) -> None
     assert _rnnrec("evaluate", str(ws / "run"), "-q").returncode == 0
 
 
-@pytest.mark.slow
 def test_kill_9_during_predict_keeps_the_old_file(ws: Path) -> None:
     old = (ws / "recs.csv").read_bytes()
     big = _big_log(ws / "big.csv", users=40_000)
@@ -866,7 +865,6 @@ def full_disk(tmp_path: Path):
         subprocess.run(["umount", "-l", str(mnt)], check=False)
 
 
-@pytest.mark.slow
 def test_disk_full_is_one_line_and_leaves_nothing(ws: Path, full_disk: Path) -> None:
     before = _snapshot(full_disk)
     big = _big_log(ws / "big.csv", users=2_000)
@@ -880,7 +878,6 @@ def test_disk_full_is_one_line_and_leaves_nothing(ws: Path, full_disk: Path) -> 
         assert _snapshot(full_disk) == before, args
 
 
-@pytest.mark.slow
 def test_read_only_filesystem_is_one_line(ws: Path, tmp_path: Path) -> None:
     if os.geteuid() != 0:
         pytest.skip("mounting a read-only tmpfs needs root")
@@ -951,7 +948,6 @@ def test_stale_temporaries_of_dead_processes_are_removed(ws: Path) -> None:
     assert live.exists() and other_host.exists()
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("umask", [0o022, 0o077])
 def test_outputs_get_the_umask_permissions(ws: Path, umask: int) -> None:
     def run(*args: str) -> None:
@@ -986,7 +982,6 @@ def test_paths_with_pattern_characters_are_read_as_given(ws: Path) -> None:
         assert result.exit_code == 0, (args, result.output)
 
 
-@pytest.mark.slow
 def test_devices_and_pipes_are_written_into_never_replaced(ws: Path) -> None:
     result = _cli(["predict", str(ws / "run"), str(ws / "events.csv"), "-o", "/dev/null", "--force", "-q"])
     assert result.exit_code == 0, result.output
@@ -999,7 +994,6 @@ def test_devices_and_pipes_are_written_into_never_replaced(ws: Path) -> None:
     assert fifo.is_fifo()
 
 
-@pytest.mark.slow
 def test_inputs_from_pipes_and_with_byte_order_marks(ws: Path) -> None:
     text = (ws / "events.csv").read_text()
     (ws / "utf16.csv").write_bytes(text.encode("utf-16"))  # with its BOM
@@ -1022,7 +1016,6 @@ def test_dropped_rows_and_a_test_file_equal_to_training_are_warned(ws: Path) -> 
     assert result.exit_code == 0 and "same content as a training input" in result.output, result.output
 
 
-@pytest.mark.slow
 def test_quiet_resume_prints_nothing_but_the_run(ws: Path) -> None:
     (ws / "run" / "COMPLETE").unlink()
     done = _rnnrec("train", "--resume", str(ws / "run"), "-q")

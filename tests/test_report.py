@@ -19,6 +19,9 @@ from rnnrec_cli.reporting.build import num
 from .conftest import synthetic_log
 from .test_tasks import _valued_log
 
+# End to end: train, evaluate, then report and compare.
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 TINY = ["--layers", "16", "--epochs", "2", "--batch-size", "16", "--bptt", "4", "-q"]
 ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
@@ -203,7 +206,6 @@ def _browser() -> str | None:
     return None
 
 
-@pytest.mark.slow
 def test_report_in_a_real_browser(runs, tmp_path: Path) -> None:
     """Headless Chromium opens the pages from disk at 1280 px: no console errors, no failed
     request, no horizontal scrollbar (wide tables scroll inside their own box) for one run, a run

@@ -19,6 +19,9 @@ from rnnrec_cli.model.losses import value_loss
 
 from .conftest import cli_ok
 
+# End to end: each task trained and evaluated through the command line.
+pytestmark = pytest.mark.slow
+
 runner = CliRunner()
 TINY = ["--layers", "32", "--epochs", "3", "--batch-size", "16", "--bptt", "4", "-q"]
 

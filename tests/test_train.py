@@ -137,6 +137,7 @@ class _Interrupt(Exception):
     pass
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("stop_at,long", [((2, 3), False), ((3, 1), False), ((2, 12), True)])
 def test_resume_ends_like_an_uninterrupted_run(
     tmp_path: Path, stop_at: tuple[int, int], long: bool, monkeypatch: pytest.MonkeyPatch

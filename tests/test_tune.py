@@ -121,6 +121,7 @@ def test_metric_must_be_computed() -> None:
 # ---------------------------------------------------------------------------- end to end
 
 
+@pytest.mark.slow
 def test_tiny_study_end_to_end(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "study"
     stdout = _tune(data, out, "--trials", "3", *TINY, "--seed", "1")
@@ -155,6 +156,7 @@ def test_tiny_study_end_to_end(data: Path, tmp_path: Path) -> None:
     assert len(_study(out).trials) == 3
 
 
+@pytest.mark.slow
 def test_pruning_stops_a_trial_with_a_bad_first_epoch(data: Path, tmp_path: Path) -> None:
     """Two good trials, then one whose learning rate leaves the model untrained after its first
     epoch: the median pruner stops it there, and it stays a finished run directory."""
