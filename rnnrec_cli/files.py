@@ -1,4 +1,6 @@
-"""files: split out of rundir.py"""
+"""Files written whole or not at all: atomic writes and directory replacement, temporary
+siblings and their clean-up, strict JSON (no NaN, no duplicate keys, bounded size), and the
+format version of what rnnrec writes."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""validation: split out of config.py"""
+"""Parsing and checking configuration values: durations, split rules, choices, JSON types, and
+building frozen config dataclasses from JSON-like values (unknown keys refused)."""
 
 from __future__ import annotations
 

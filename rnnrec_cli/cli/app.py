@@ -1,8 +1,9 @@
 """The `rnnrec` command line: each command parses its options, calls one library function and
 renders the result.
 
-The only module that exits the process; with cliopts.py (the options) and render.py (what
-people see), the only ones that import typer or rich. Library modules (Polars, JAX) are imported
+The cli package is the only one that exits the process and the only one that imports typer or
+rich: the options (flags.py, data_flags.py, model_flags.py), the commands (run_commands.py,
+result_commands.py), their error boundary (boundary.py) and what people see (render.py). Library modules (Polars, JAX) are imported
 inside the commands, so `rnnrec --help` stays fast. stdout carries data only (run paths, JSON,
 predictions); everything for people goes to stderr.
 """

@@ -1,16 +1,15 @@
-"""data_flags: split out of cliopts.py"""
+"""The data options of `prepare` and `train` (columns, sessions, splits, filters, item
+features), each named after its PrepareConfig field and declared once."""
 
 from __future__ import annotations
 
-import functools
-import inspect
 from collections.abc import Mapping
 from types import MappingProxyType
 from typing import Annotated, Any
 
 import typer
 
-from rnnrec_cli.cli.flags import _FORMATS, DATA, FEATURES, SCALE, F, Preset, _data, opt
+from rnnrec_cli.cli.flags import _FORMATS, DATA, FEATURES, SCALE, Preset, _data, opt, shared_options
 from rnnrec_cli.config import PrepareConfig
 from rnnrec_cli.rules import TINY_TEST_TARGETS
 
@@ -143,23 +142,5 @@ SHARED_DATA_OPTIONS: dict[str, Any] = {
 SHARED: Mapping[str, Any] = MappingProxyType({})
 
 
-def with_data_options(fn: F) -> F:
-    """Give a command the data options that `prepare` and `train` share, declared once: Typer
-    sees them in the command's signature where its `data_options` parameter stands, and the
-    command receives them together as that one dict."""
-    own = list(inspect.signature(fn, eval_str=True).parameters.values())
-    at = next(i for i, p in enumerate(own) if p.name == "data_options")
-    shared = [
-        inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=False if alias is AllowTinyTest else None,
-                          annotation=alias)
-        for name, alias in SHARED_DATA_OPTIONS.items()
-    ]  # fmt: skip
-    params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own[:at] + shared + own[at + 1 :]]
-
-    @functools.wraps(fn)
-    def command(**kwargs: Any) -> Any:
-        data = {name: kwargs.pop(name) for name in SHARED_DATA_OPTIONS}
-        return fn(**kwargs, data_options=data)
-
-    command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
-    return command  # type: ignore[return-value]
+# The data options `prepare` and `train` share, declared once.
+with_data_options = shared_options(SHARED_DATA_OPTIONS, "data_options", {"allow_tiny_test": False})

@@ -8,6 +8,8 @@ Only the flags a user gave reach the configs (`given`), over any --config file a
 from __future__ import annotations
 
 import dataclasses
+import functools
+import inspect
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
@@ -25,6 +27,31 @@ F = TypeVar("F", bound=Callable[..., Any])
 DATA, FEATURES, MODEL, LOSS, OPTIMISATION, RUN, SCALE = (
     "Data", "Item features", "Model", "Loss", "Optimisation", "Run", "Scale",
 )  # fmt: skip
+
+
+def shared_options(options: Mapping[str, Any], placeholder: str, defaults: Mapping[str, Any] | None = None) -> Any:
+    """A decorator giving a command a set of options declared once for several commands: Typer
+    sees them in the command's signature where its `placeholder` parameter stands, and the
+    command receives them together as that one dict (each default None unless in `defaults`)."""
+
+    def decorate(fn: F) -> F:
+        own = list(inspect.signature(fn, eval_str=True).parameters.values())
+        at = next(i for i, p in enumerate(own) if p.name == placeholder)
+        shared = [
+            inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=(defaults or {}).get(name), annotation=kind)
+            for name, kind in options.items()
+        ]
+        params = [p.replace(kind=inspect.Parameter.KEYWORD_ONLY) for p in own[:at] + shared + own[at + 1 :]]
+
+        @functools.wraps(fn)
+        def command(**kwargs: Any) -> Any:
+            group = {name: kwargs.pop(name) for name in options}
+            return fn(**kwargs, **{placeholder: group})
+
+        command.__signature__ = inspect.Signature(params)  # type: ignore[attr-defined]
+        return command  # type: ignore[return-value]
+
+    return decorate
 
 
 def _default_text(cls: type, name: str) -> str:

@@ -1,10 +1,13 @@
-"""model_flags: split out of cliopts.py"""
+"""The model and training options of `train` and `tune`, each named after its config field,
+with the field's default shown in --help; the shared set is declared once."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from types import MappingProxyType
 from typing import Annotated, Any
 
-from rnnrec_cli.cli.flags import LOSS, MODEL, OPTIMISATION, RUN, SCALE, opt
+from rnnrec_cli.cli.flags import LOSS, MODEL, OPTIMISATION, RUN, SCALE, opt, shared_options
 from rnnrec_cli.config import ModelConfig, TrainConfig
 
 # ---------------------------------------------------------------------------- model and training
@@ -105,3 +108,36 @@ Coordinator = Annotated[
 ]
 NumProcesses = Annotated[int | None, opt("Multi-process run: number of processes.", SCALE)]
 ProcessId = Annotated[int | None, opt("Multi-process run: this process's index (0 writes).", SCALE)]
+
+
+# The model and training options `train` and `tune` share, declared once (tune searches over
+# some of them; the task, feature and scale-out options are train's alone).
+SHARED_RUN_OPTIONS: dict[str, Any] = {
+    "cell": Cell,
+    "layers": Layers,
+    "embedding": Embedding,
+    "dropout_embed": DropoutEmbed,
+    "dropout_hidden": DropoutHidden,
+    "loss": Loss,
+    "n_sample": NSample,
+    "sample_alpha": SampleAlpha,
+    "full_softmax": FullSoftmax,
+    "logq": LogQ,
+    "bpreg": BprReg,
+    "elu": Elu,
+    "epochs": Epochs,
+    "batch_size": BatchSize,
+    "bptt": Bptt,
+    "shuffle": Shuffle,
+    "optimizer": Optimizer,
+    "lr": Lr,
+    "lr_schedule": LrSchedule,
+    "momentum": Momentum,
+    "clip_norm": ClipNorm,
+    "seed": Seed,
+    "checkpoint_every": CheckpointEvery,
+    "valid_sample": ValidSample,
+}
+# Stands for the dict `with_run_options` passes.
+SHARED_RUN: Mapping[str, Any] = MappingProxyType({})
+with_run_options = shared_options(SHARED_RUN_OPTIONS, "run_options")

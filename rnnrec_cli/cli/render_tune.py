@@ -1,4 +1,5 @@
-"""render_tune: split out of render.py"""
+"""What people see of a tuning study: its header, a line per trial, a progress bar and the
+table of the best trials."""
 
 from __future__ import annotations
 

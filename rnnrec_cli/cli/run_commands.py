@@ -62,6 +62,7 @@ def prepare(
 
 @handle_errors
 @data_flags.with_data_options
+@model_flags.with_run_options
 def train(
     data: Annotated[
         list[str] | None,
@@ -78,11 +79,7 @@ def train(
         typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections; flags override it."),
     ] = None,
     data_options: Mapping[str, Any] = data_flags.SHARED,
-    cell: model_flags.Cell = None,
-    layers: model_flags.Layers = None,
-    embedding: model_flags.Embedding = None,
-    dropout_embed: model_flags.DropoutEmbed = None,
-    dropout_hidden: model_flags.DropoutHidden = None,
+    run_options: Mapping[str, Any] = model_flags.SHARED_RUN,
     tasks: model_flags.Tasks = None,
     task_weights: model_flags.TaskWeights = None,
     value_loss: model_flags.ValueLoss = None,
@@ -93,28 +90,9 @@ def train(
     item_features: model_flags.UseItemFeatures = None,
     feature_dim: model_flags.FeatureDim = None,
     feature_output: model_flags.FeatureOutput = None,
-    loss: model_flags.Loss = None,
     target_weighting: model_flags.TargetWeighting = None,
-    n_sample: model_flags.NSample = None,
-    sample_alpha: model_flags.SampleAlpha = None,
-    full_softmax: model_flags.FullSoftmax = None,
-    logq: model_flags.LogQ = None,
-    bpreg: model_flags.BprReg = None,
-    elu: model_flags.Elu = None,
-    epochs: model_flags.Epochs = None,
-    batch_size: model_flags.BatchSize = None,
-    bptt: model_flags.Bptt = None,
-    shuffle: model_flags.Shuffle = None,
-    optimizer: model_flags.Optimizer = None,
-    lr: model_flags.Lr = None,
-    lr_schedule: model_flags.LrSchedule = None,
-    momentum: model_flags.Momentum = None,
-    clip_norm: model_flags.ClipNorm = None,
-    seed: model_flags.Seed = None,
     patience: model_flags.Patience = None,
     monitor: model_flags.Monitor = None,
-    checkpoint_every: model_flags.CheckpointEvery = None,
-    valid_sample: model_flags.ValidSample = None,
     devices: model_flags.TrainDevices = None,
     shard_items: model_flags.ShardItems = None,
     prefetch: model_flags.Prefetch = None,
@@ -127,6 +105,7 @@ def train(
 ) -> None:
     """Train a recurrent next-item model; prints the run directory as the last stdout line."""
     flags = dict(locals())
+    flags.update(flags.pop("run_options"))
     from rnnrec_cli.data.sequences import is_data_dir
     from rnnrec_cli.model import parallel
     from rnnrec_cli.training.session import Started, train_run
@@ -200,6 +179,7 @@ def train(
 
 
 @handle_errors
+@model_flags.with_run_options
 def tune(
     data: Annotated[Path, typer.Argument(help="A prepared data directory with a validation split.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Study directory: trials/, best.json, studies.csv, plots.")],
@@ -215,34 +195,12 @@ def tune(
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections: every trial's base."),
     ] = None,
-    cell: model_flags.Cell = None,
-    layers: model_flags.Layers = None,
-    embedding: model_flags.Embedding = None,
-    dropout_embed: model_flags.DropoutEmbed = None,
-    dropout_hidden: model_flags.DropoutHidden = None,
-    loss: model_flags.Loss = None,
-    n_sample: model_flags.NSample = None,
-    sample_alpha: model_flags.SampleAlpha = None,
-    full_softmax: model_flags.FullSoftmax = None,
-    logq: model_flags.LogQ = None,
-    bpreg: model_flags.BprReg = None,
-    elu: model_flags.Elu = None,
-    epochs: model_flags.Epochs = None,
-    batch_size: model_flags.BatchSize = None,
-    bptt: model_flags.Bptt = None,
-    shuffle: model_flags.Shuffle = None,
-    optimizer: model_flags.Optimizer = None,
-    lr: model_flags.Lr = None,
-    lr_schedule: model_flags.LrSchedule = None,
-    momentum: model_flags.Momentum = None,
-    clip_norm: model_flags.ClipNorm = None,
-    seed: model_flags.Seed = None,
-    checkpoint_every: model_flags.CheckpointEvery = None,
-    valid_sample: model_flags.ValidSample = None,
+    run_options: Mapping[str, Any] = model_flags.SHARED_RUN,
     quiet: o.Quiet = False,
 ) -> None:
     """Search training settings with Optuna (TPE, median pruning); each trial is a run in STUDY_DIR/trials/."""
     flags = dict(locals())
+    flags.update(flags.pop("run_options"))
     from rnnrec_cli.training import space as search
     from rnnrec_cli.training import trials as studies
     from rnnrec_cli.training import tune as t

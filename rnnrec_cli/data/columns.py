@@ -1,4 +1,5 @@
-"""columns: split out of ingest.py"""
+"""Which input columns are the user, session, item, time, event and value: mapped by option or
+recognised by name, renamed to the canonical schema, and times parsed and checked."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""splits: split out of data.py"""
+"""Cleaning and splitting prepared events: repeats, support filtering until stable, the time or
+given split, and the encoded train/valid/test tables written in buckets."""
 
 from __future__ import annotations
 

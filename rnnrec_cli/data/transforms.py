@@ -1,7 +1,7 @@
 """The ETL's transforms: pure functions of Polars frames, no files.
 
 Per-sequence steps (sessionize, collapse repeats, truncate, split) take and return a DataFrame
-holding whole sequences (one out-of-core part, see data.py); global steps (item support, time
+holding whole sequences (one out-of-core part, see prepare.py and splits.py); global steps (item support, time
 cutoffs, the item table, sequence numbering) read a LazyFrame over every part and collect it
 with the streaming engine.
 """

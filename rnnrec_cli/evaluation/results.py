@@ -1,4 +1,5 @@
-"""results: split out of evaluate.py"""
+"""An evaluation's result (`EvalResult`), its scored targets, its name from the protocol
+options, and where its files live in a run directory."""
 
 from __future__ import annotations
 

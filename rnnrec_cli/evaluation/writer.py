@@ -1,4 +1,5 @@
-"""writer: split out of predict.py"""
+"""Writing predictions: CSV, Parquet or JSON lines to a file (atomically) or stdout, with
+spreadsheet-formula cells neutralised on request."""
 
 from __future__ import annotations
 

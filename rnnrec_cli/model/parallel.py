@@ -24,7 +24,7 @@ from jax.sharding import PartitionSpec as P
 from rnnrec_cli.errors import ConfigError
 
 AXIS = "data"
-# The params subtree (and its mirror in optimiser states) with one row per item; see model.py.
+# The params subtree (and its mirror in optimiser states) with one row per item; see network.py.
 ITEM_TABLES = "items"
 
 

@@ -1,4 +1,5 @@
-"""weights: split out of rundir.py"""
+"""Saving and restoring model weights and training state as checkpoints, checked against the
+configured model's shapes; older checkpoint layouts read by their format version."""
 
 from __future__ import annotations
 

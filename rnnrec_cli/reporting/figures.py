@@ -1,4 +1,5 @@
-"""figures: split out of report.py"""
+"""The report's figures as inline SVG: learning curves, metric@K curves, breakdowns and a
+study's trials."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""views: split out of report.py"""
+"""What the report reads from a run or study directory, checked as it is read."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""compile: split out of train.py"""
+"""Compiling the next epoch's step programs ahead, in the background, while the current epoch
+trains (the narrowed tail's widths), and shutting that work down cleanly."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""space: split out of tune.py"""
+"""The tuner's search space: the parameters it may search, the default space per loss, a space
+file read and checked, and each trial's suggested settings applied to the configs."""
 
 from __future__ import annotations
 

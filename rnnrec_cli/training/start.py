@@ -1,4 +1,5 @@
-"""start: split out of train.py"""
+"""Starting a run: preparing raw event files into it when needed, resolving the run's config
+against its data, and saving config.json and the data files the run needs."""
 
 from __future__ import annotations
 

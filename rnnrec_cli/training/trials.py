@@ -1,4 +1,4 @@
-"""trials: split out of tune.py"""
+"""A study's results: trial rows, the best trial, best.json and trials.csv, and the study's plots."""
 
 from __future__ import annotations
 
