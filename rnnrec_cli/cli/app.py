@@ -3,9 +3,9 @@ renders the result.
 
 The cli package is the only one that exits the process and the only one that imports typer or
 rich: the options (flags.py, data_flags.py, model_flags.py), the commands (run_commands.py,
-result_commands.py), their error boundary (boundary.py) and what people see (render.py). Library modules (Polars, JAX) are imported
-inside the commands, so `rnnrec --help` stays fast. stdout carries data only (run paths, JSON,
-predictions); everything for people goes to stderr.
+result_commands.py), their error boundary (boundary.py) and what people see (render.py).
+Library modules (Polars, JAX) are imported inside the commands, so `rnnrec --help` stays fast.
+stdout carries data only (run paths, JSON, predictions); everything for people goes to stderr.
 """
 
 from __future__ import annotations
