@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
-from rnnrec_cli.errors import ConfigError, RunDirError
-from rnnrec_cli.options import EvalOptions, PredictOptions
+from rnnrec_cli.errors import ConfigError
+from rnnrec_cli.options import CompareOptions, EvalOptions, PredictOptions
 
 if TYPE_CHECKING:
     import polars as pl
@@ -45,11 +45,10 @@ class Prepared:
 
     def save(self, path: PathLike, *, force: bool = False) -> Prepared:
         """Copy the data directory to `path` (whole, or not at all) and return it there."""
-        from rnnrec_cli.files import exists, replace_dir, temp_dir
+        from rnnrec_cli.files import refuse_to_replace, replace_dir, temp_dir
 
         target = Path(path)
-        if exists(target) and not force:
-            raise RunDirError(f"{target} already exists; pass force=True to replace it")
+        refuse_to_replace(target, force, "pass force=True to replace it")
         tmp = temp_dir(target)
         try:
             shutil.copytree(self.path, tmp, dirs_exist_ok=True)
@@ -307,19 +306,13 @@ def recommend(
     return pl.concat(blocks, how="vertical_relaxed") if blocks else pl.DataFrame()
 
 
-def compare(
-    runs: Sequence[Run | PathLike],
-    *,
-    metric: str = "mrr@20",
-    split: str = "test",
-    evaluation: str | None = None,
-    n_boot: int = 1000,
-    seed: int = 0,
-) -> Comparison:
-    """Paired bootstrap of evaluated runs on the targets they share, as `rnnrec compare`."""
+def compare(runs: Sequence[Run | PathLike], *, options: CompareOptions | None = None, **fields: Any) -> Comparison:
+    """Paired bootstrap of evaluated runs on the targets they share, as `rnnrec compare`.
+    `fields` are CompareOptions' (e.g. `metric="recall@20"`, `evaluation="exclude-seen"`)."""
     from rnnrec_cli.evaluation.compare import compare_runs
 
-    return compare_runs([_path(r) for r in runs], metric, split, n_boot, seed, evaluation)
+    opts = dataclasses.replace(options or CompareOptions(), **fields)
+    return compare_runs([_path(r) for r in runs], opts)
 
 
 def report(runs: Sequence[Run | PathLike], *, out: PathLike | None = None, evaluation: str | None = None) -> str:

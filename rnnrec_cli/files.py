@@ -58,6 +58,13 @@ def exists(path: Path) -> bool:
 
 # Temporaries are named `.<target>.rnnrec-<host>-<pid>-<random>.tmp...`: exclusive, unguessable,
 # and telling which process made them, so a later run can remove those of dead processes.
+def refuse_to_replace(path: Path, force: bool, how: str = "pass --force to replace it") -> None:
+    """The rule for every output: one that exists is replaced only when asked (`force`), and then
+    only once its replacement is complete (atomic_write, replace_dir)."""
+    if exists(path) and not force:
+        raise RunDirError(f"{path} already exists; {how}")
+
+
 TEMP_SUFFIX = ".tmp"
 _HOST = re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname())[:40]
 

@@ -138,3 +138,57 @@ class PredictOptions:
             raise ConfigError("--every-position and --generate do not combine")
         if not self.generate and (self.strategy != "greedy" or self.temperature != 1.0 or self.beams != 5):
             raise ConfigError("--strategy, --beams and --temperature shape --generate N; add --generate")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TuneOptions:
+    """How `rnnrec tune` searches: the study and its budget."""
+
+    trials: int = 100
+    # Seconds after which no new trial starts (None = no limit); a running trial finishes.
+    timeout: float | None = None
+    metric: str = "mrr@20"
+    storage: str | None = None
+    study: str | None = None
+    # TPE's seed (each trial's training seed is TrainConfig.seed, the same for all trials).
+    seed: int = 0
+    pruning: bool = True
+    # Finished trials before the median pruner may stop a trial at an epoch.
+    prune_after: int = 3
+
+    def __post_init__(self) -> None:
+        if self.trials <= 0:
+            raise ConfigError(f"--trials must be > 0, got {self.trials}")
+        if self.timeout is not None and self.timeout <= 0:
+            raise ConfigError(f"--timeout must be > 0, got {self.timeout}")
+        if not re.fullmatch(r"(mrr|recall)@[1-9]\d*", self.metric):
+            raise ConfigError(
+                f"--metric {self.metric!r} is not a validation metric computed each epoch; use mrr@K or recall@K "
+                "(e.g. mrr@20)"
+            )
+        if self.prune_after < 0:
+            raise ConfigError(f"--prune-after must be >= 0, got {self.prune_after}")
+
+    @property
+    def startup_trials(self) -> int:
+        """Random trials before TPE models the results: GRU4Rec-style searches of 100-200
+        trials use Optuna's 10; a short search gets a quarter of its trials, at least 3."""
+        return max(3, min(10, self.trials // 4))
+
+
+@dataclass(frozen=True, kw_only=True)
+class CompareOptions:
+    """How `rnnrec compare` tests later runs against the first: the metric and split, which
+    stored evaluation, and the paired bootstrap's resamples and seed."""
+
+    metric: str = f"mrr@{HEADLINE_K}"
+    split: Split = "test"
+    # The stored evaluation to compare (None: `default`, else the one the runs share).
+    evaluation: str | None = None
+    n_boot: int = 1000
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_choice("--split", self.split, Split)
+        if self.n_boot < 100 or self.n_boot > MAX_BOOTSTRAP:
+            raise ConfigError(f"--bootstrap must be between 100 and {MAX_BOOTSTRAP:,}, got {self.n_boot}")

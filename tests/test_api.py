@@ -130,3 +130,20 @@ def test_recommend_in_memory_matches_predict_on_a_file(trained: rr.Run, log: Pat
     assert from_lists["item_id"].to_list() == whole["item_id"].to_list()
     with pytest.raises(rr.ConfigError, match="list of item ids"):
         rr.recommend(trained, {"a": "xyz"})
+
+
+@pytest.mark.slow
+def test_compare_and_report_in_process(trained: rr.Run, tmp_path: Path) -> None:
+    import shutil
+
+    first = rr.open_run(shutil.copytree(trained.path, tmp_path / "a"))
+    other = rr.train(first.config.data_dir, out=tmp_path / "b", model=rr.ModelConfig(layers=(8,)),
+                     train=rr.TrainConfig(epochs=1, batch_size=16), seed=1)  # fmt: skip
+    for run in (first, other):
+        rr.evaluate(run, baselines=("pop",), n_boot=100, save=True, force=True)
+    result = rr.compare([first, other], metric="recall@20", n_boot=200)
+    assert result.metric == "recall@20" and result.evaluation == "default"
+    with pytest.raises(rr.ConfigError, match="bootstrap"):
+        rr.compare([first, other], n_boot=5)
+    html = rr.report([first, other], out=tmp_path / "r.html")
+    assert (tmp_path / "r.html").read_text(encoding="utf-8") == html and "recall@20" in html.lower()

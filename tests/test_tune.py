@@ -22,8 +22,8 @@ from typer.testing import CliRunner
 from rnnrec_cli.cli.app import app
 from rnnrec_cli.config import ModelConfig, TrainConfig
 from rnnrec_cli.errors import ConfigError
+from rnnrec_cli.options import TuneOptions
 from rnnrec_cli.training.space import SPACES, apply, check_space, load_space, parse_space, suggest
-from rnnrec_cli.training.tune import TuneOptions
 
 from .conftest import synthetic_log
 

@@ -39,11 +39,15 @@ SplitCol = Annotated[
 SplitValues = Annotated[
     str | None, _data("The split column's values for train, valid and test, e.g. tr,va,te.", None, "--split-values")
 ]
+def _minutes(seconds: float | None) -> str:
+    return "none" if seconds is None else f"{seconds / 60:g}m"
+
+
 SessionGap = Annotated[
     str | None,
     _data(
         "Inactivity gap that starts a new session (30m, 1h), or 'none' for whole user histories. "
-        "\\[default: 30m; ignored when sessions are given]"
+        f"\\[default: {_minutes(PrepareConfig.session_gap)}; ignored when sessions are given]"
     ),
 ]
 KeepRepeats = Annotated[

@@ -20,7 +20,7 @@ from rnnrec_cli.config import ModelConfig, PrepareConfig, TrainConfig, task_trai
 from rnnrec_cli.data.presets import PRESETS, resolve
 from rnnrec_cli.errors import ConfigError
 from rnnrec_cli.files import load_json
-from rnnrec_cli.options import EvalOptions, PredictOptions
+from rnnrec_cli.options import EvalOptions, PredictOptions, TuneOptions
 from rnnrec_cli.validation import check_types, json_type, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -341,12 +341,12 @@ def run_configs(config: Path | None, flags: dict[str, Any]) -> tuple[ModelConfig
 
 TUNE = "Search"
 Trials = Annotated[
-    int | None, opt("Finished trials the study should hold (a rerun continues it). \\[default: 100]", TUNE)
+    int | None, opt("Finished trials the study should hold (a rerun continues it).", TUNE, (TuneOptions, "trials"))
 ]
 Timeout = Annotated[
     str | None, opt("Start no trial after this long (e.g. 45m, 2h); the running one finishes. \\[default: none]", TUNE)
 ]
-Metric = Annotated[str | None, opt("Validation metric to maximise: mrr@K or recall@K. \\[default: mrr@20]", TUNE)]
+Metric = Annotated[str | None, opt("Validation metric to maximise: mrr@K or recall@K.", TUNE, (TuneOptions, "metric"))]
 SpaceFile = Annotated[
     Path | None,
     typer.Option(
@@ -372,7 +372,7 @@ StudyName = Annotated[
 ]
 Pruning = Annotated[
     bool | None,
-    opt("Stop trials whose epoch metric is below the median of earlier trials. \\[default: on]", TUNE, None,
+    opt("Stop trials whose epoch metric is below the median of earlier trials.", TUNE, (TuneOptions, "pruning"),
         "--pruning/--no-pruning"),
 ]  # fmt: skip
-PruneAfter = Annotated[int | None, opt("Finished trials before pruning starts. \\[default: 3]", TUNE)]
+PruneAfter = Annotated[int | None, opt("Finished trials before pruning starts.", TUNE, (TuneOptions, "prune_after"))]

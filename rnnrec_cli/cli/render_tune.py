@@ -12,6 +12,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 if TYPE_CHECKING:
+    from rnnrec_cli.options import TuneOptions
     from rnnrec_cli.training import fit, tune
 from rnnrec_cli.cli.render import err
 
@@ -101,7 +102,7 @@ def tune_table(rows: list[dict[str, Any]], metric: str, title: str) -> Table:
     return table
 
 
-def tune_header(study: Any, opts: tune.TuneOptions, searched: dict[str, Any], out: Path) -> str:
+def tune_header(study: Any, opts: TuneOptions, searched: dict[str, Any], out: Path) -> str:
     """Which study, where it is stored, how far it is, and what it searches."""
     from rnnrec_cli.training.tune import count_trials, shown_url, storage_url
 

@@ -13,7 +13,7 @@ from rnnrec_cli.cli import flags as o
 from rnnrec_cli.cli.boundary import handle_errors
 from rnnrec_cli.cli.render import err
 from rnnrec_cli.errors import RnnrecError
-from rnnrec_cli.options import EvalOptions, PredictOptions
+from rnnrec_cli.options import CompareOptions, EvalOptions, PredictOptions
 
 
 @handle_errors
@@ -124,7 +124,7 @@ def predict(
     from rnnrec_cli.evaluation.predict import PredictStats
     from rnnrec_cli.evaluation.predict import predict as run_predict
     from rnnrec_cli.evaluation.writer import write_predictions
-    from rnnrec_cli.files import exists, is_special
+    from rnnrec_cli.files import is_special, refuse_to_replace
     from rnnrec_cli.rules import AS_GIVEN
     from rnnrec_cli.rundir import open_run, unfinished
 
@@ -133,8 +133,8 @@ def predict(
     if opts.format == "parquet" and out == "-":
         raise typer.BadParameter("parquet needs a file: pass -o FILE", param_hint="--format")
     run = open_run(run_dir)
-    if out != "-" and not is_special(Path(out)) and exists(Path(out)) and not force:
-        raise RnnrecError(f"{out} already exists; pass --force to overwrite it")
+    if out != "-" and not is_special(Path(out)):
+        refuse_to_replace(Path(out), force)  # devices and pipes are written into, never replaced
     if out != "-" and Path(out).is_dir():
         raise RnnrecError(f"{out} is a directory; give a file path for -o")
     render.warn(unfinished(run))
@@ -206,10 +206,14 @@ def compare(
     runs: Annotated[
         list[Path], typer.Argument(help="Two or more evaluated runs; each later one is paired with the first.")
     ],
-    metric: Annotated[str, typer.Option(help="The metric to test: recall@K, mrr@K or ndcg@K.")] = "mrr@20",
-    split: Annotated[str, typer.Option(help="The evaluated split: test or valid.")] = "test",
-    n_boot: Annotated[int, typer.Option("--bootstrap", min=100, max=100_000, help="Bootstrap resamples.")] = 1000,
-    seed: Annotated[int, typer.Option(help="Seed of the bootstrap.")] = 0,
+    metric: Annotated[
+        str | None, o.opt("The metric to test: recall@K, mrr@K or ndcg@K.", None, (CompareOptions, "metric"))
+    ] = None,
+    split: Annotated[str | None, o.opt("The evaluated split: test or valid.", None, (CompareOptions, "split"))] = None,
+    n_boot: Annotated[
+        int | None, o.opt("Bootstrap resamples (100 to 100,000).", None, (CompareOptions, "n_boot"), "--bootstrap")
+    ] = None,
+    seed: Annotated[int | None, o.opt("Seed of the bootstrap.", None, (CompareOptions, "seed"))] = None,
     evaluation: o.ShowEval = None,
     as_json: o.AsJson = False,
 ) -> None:
@@ -217,7 +221,8 @@ def compare(
     difference from the first run, with a 95% interval and a two-sided p-value."""
     from rnnrec_cli.evaluation.compare import compare_runs
 
-    result = compare_runs(runs, metric, split, n_boot, seed, evaluation)
+    given = o.given(dict(metric=metric, split=split, n_boot=n_boot, seed=seed, evaluation=evaluation))
+    result = compare_runs(runs, o.make(CompareOptions, given))
     render.notes(result.notes)
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))

@@ -16,6 +16,7 @@ from rnnrec_cli.cli import flags as o
 from rnnrec_cli.cli.boundary import handle_errors, interrupted
 from rnnrec_cli.cli.render import err
 from rnnrec_cli.config import ModelConfig, PrepareConfig, TrainConfig
+from rnnrec_cli.options import TuneOptions
 
 
 @handle_errors
@@ -207,7 +208,7 @@ def tune(
     from rnnrec_cli.validation import parse_duration
 
     wait = parse_duration(timeout, "--timeout") if timeout else None
-    opts = t.TuneOptions(**o.given(dict(trials=trials, metric=metric, storage=storage, study=study, pruning=pruning,
+    opts = TuneOptions(**o.given(dict(trials=trials, metric=metric, storage=storage, study=study, pruning=pruning,
                                         prune_after=prune_after, timeout=wait)))  # fmt: skip
     t.check_data(data)
     model_cfg, train_cfg = o.run_configs(config, {**flags, "monitor": opts.metric})

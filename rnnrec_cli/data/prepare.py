@@ -35,7 +35,7 @@ from rnnrec_cli.data.transforms import (
     split_stats,
 )
 from rnnrec_cli.errors import DataError, RunDirError, escape
-from rnnrec_cli.files import FORMAT_VERSION, exists, replace_dir, save_json, temp_dir
+from rnnrec_cli.files import FORMAT_VERSION, exists, refuse_to_replace, replace_dir, save_json, temp_dir
 from rnnrec_cli.rules import AS_GIVEN, MIN_SEQUENCES, MIN_TARGETS, SPLIT_VALUES
 from rnnrec_cli.validation import to_dict
 
@@ -100,8 +100,7 @@ def prepare(
 
     `given` maps "test"/"valid" to the user's own split files, used instead of the time split.
     """
-    if exists(out_dir) and not force:
-        raise RunDirError(f"{out_dir} already exists; pass --force to replace it")
+    refuse_to_replace(out_dir, force)
     if exists(out_dir) and not out_dir.is_dir():
         raise RunDirError(f"{out_dir} exists and is not a directory; give another -o")
     given_files = {k: v for k, v in (given or {}).items() if v}

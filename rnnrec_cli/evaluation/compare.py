@@ -19,6 +19,7 @@ import numpy as np
 
 from rnnrec_cli.errors import ConfigError, RunDirError
 from rnnrec_cli.evaluation.metrics import paired_bootstrap, per_sequence_sums, summarize
+from rnnrec_cli.options import CompareOptions
 from rnnrec_cli.rundir import open_run
 
 _METRIC = re.compile(r"^(recall|mrr|ndcg)@([1-9][0-9]*)$")
@@ -203,16 +204,11 @@ class Comparison:
         }
 
 
-def compare_runs(
-    paths: Sequence[Path],
-    metric: str = "mrr@20",
-    split: str = "test",
-    n_boot: int = 1000,
-    seed: int = 0,
-    evaluation: str | None = None,
-) -> Comparison:
+def compare_runs(paths: Sequence[Path], opts: CompareOptions | None = None) -> Comparison:
     """Pair each run after the first with the first, on the targets they all ranked, in one
-    evaluation (`evaluation`, else `default`, else the one they share)."""
+    evaluation (`opts.evaluation`, else `default`, else the one they share)."""
+    opts = opts or CompareOptions()
+    metric, split, n_boot, seed, evaluation = opts.metric, opts.split, opts.n_boot, opts.seed, opts.evaluation
     from rnnrec_cli.evaluation.results import evaluations
 
     if len(paths) < 2:

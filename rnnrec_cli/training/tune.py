@@ -27,46 +27,11 @@ if TYPE_CHECKING:
     import optuna
 
     from rnnrec_cli.training.fit import EpochReport, Progress
+from rnnrec_cli.options import TuneOptions
 from rnnrec_cli.training.space import Dim, apply, suggest
 from rnnrec_cli.training.trials import _best, _row, count_trials, write_results
 
 # ---------------------------------------------------------------------------- options
-
-
-@dataclass(frozen=True, kw_only=True)
-class TuneOptions:
-    """How `rnnrec tune` searches: the study and its budget."""
-
-    trials: int = 100
-    # Seconds after which no new trial starts (None = no limit); a running trial finishes.
-    timeout: float | None = None
-    metric: str = "mrr@20"
-    storage: str | None = None
-    study: str | None = None
-    # TPE's seed (each trial's training seed is TrainConfig.seed, the same for all trials).
-    seed: int = 0
-    pruning: bool = True
-    # Finished trials before the median pruner may stop a trial at an epoch.
-    prune_after: int = 3
-
-    def __post_init__(self) -> None:
-        if self.trials <= 0:
-            raise ConfigError(f"--trials must be > 0, got {self.trials}")
-        if self.timeout is not None and self.timeout <= 0:
-            raise ConfigError(f"--timeout must be > 0, got {self.timeout}")
-        if not re.fullmatch(r"(mrr|recall)@[1-9]\d*", self.metric):
-            raise ConfigError(
-                f"--metric {self.metric!r} is not a validation metric computed each epoch; use mrr@K or recall@K "
-                "(e.g. mrr@20)"
-            )
-        if self.prune_after < 0:
-            raise ConfigError(f"--prune-after must be >= 0, got {self.prune_after}")
-
-    @property
-    def startup_trials(self) -> int:
-        """Random trials before TPE models the results: GRU4Rec-style searches of 100-200
-        trials use Optuna's 10; a short search gets a quarter of its trials, at least 3."""
-        return max(3, min(10, self.trials // 4))
 
 
 def storage_url(opts: TuneOptions, out: Path) -> str:
