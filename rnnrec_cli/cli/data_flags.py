@@ -39,6 +39,8 @@ SplitCol = Annotated[
 SplitValues = Annotated[
     str | None, _data("The split column's values for train, valid and test, e.g. tr,va,te.", None, "--split-values")
 ]
+
+
 def _minutes(seconds: float | None) -> str:
     return "none" if seconds is None else f"{seconds / 60:g}m"
 
