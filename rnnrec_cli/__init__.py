@@ -27,6 +27,7 @@ _EXPORTS = {
     "recommend": "rnnrec_cli.api",
     "compare": "rnnrec_cli.api",
     "report": "rnnrec_cli.api",
+    "tune": "rnnrec_cli.api",
     "Prepared": "rnnrec_cli.api",
     "Run": "rnnrec_cli.api",
     "PrepareConfig": "rnnrec_cli.config",
@@ -35,6 +36,8 @@ _EXPORTS = {
     "RunConfig": "rnnrec_cli.config",
     "EvalOptions": "rnnrec_cli.options",
     "PredictOptions": "rnnrec_cli.options",
+    "CompareOptions": "rnnrec_cli.options",
+    "TuneOptions": "rnnrec_cli.options",
     "EvalResult": "rnnrec_cli.evaluation.results",
     "Comparison": "rnnrec_cli.evaluation.compare",
     "EpochReport": "rnnrec_cli.training.fit",
@@ -45,6 +48,7 @@ _EXPORTS = {
 }
 
 __all__ = [
+    "CompareOptions",
     "Comparison",
     "ConfigError",
     "DataError",
@@ -60,6 +64,7 @@ __all__ = [
     "RunConfig",
     "RunDirError",
     "TrainConfig",
+    "TuneOptions",
     "__version__",
     "compare",
     "evaluate",
@@ -69,15 +74,28 @@ __all__ = [
     "report",
     "resume",
     "train",
+    "tune",
 ]
 
 if TYPE_CHECKING:
-    from rnnrec_cli.api import Prepared, Run, compare, evaluate, open_run, prepare, recommend, report, resume, train
+    from rnnrec_cli.api import (
+        Prepared,
+        Run,
+        compare,
+        evaluate,
+        open_run,
+        prepare,
+        recommend,
+        report,
+        resume,
+        train,
+        tune,
+    )
     from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
     from rnnrec_cli.errors import ConfigError, DataError, RnnrecError, RunDirError
     from rnnrec_cli.evaluation.compare import Comparison
     from rnnrec_cli.evaluation.results import EvalResult
-    from rnnrec_cli.options import EvalOptions, PredictOptions
+    from rnnrec_cli.options import CompareOptions, EvalOptions, PredictOptions, TuneOptions
     from rnnrec_cli.training.fit import EpochReport
 
 

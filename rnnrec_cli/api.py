@@ -11,14 +11,14 @@ from __future__ import annotations
 import dataclasses
 import shutil
 import tempfile
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
+from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig, task_train_defaults
 from rnnrec_cli.errors import ConfigError
-from rnnrec_cli.options import CompareOptions, EvalOptions, PredictOptions
+from rnnrec_cli.options import CompareOptions, EvalOptions, PredictOptions, TuneOptions
 
 if TYPE_CHECKING:
     import polars as pl
@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from rnnrec_cli.evaluation.compare import Comparison
     from rnnrec_cli.evaluation.results import EvalResult
     from rnnrec_cli.training.fit import EpochReport
+    from rnnrec_cli.training.search import Searched
 
 PathLike = str | Path
 # Event logs: a path, several paths, or a table in memory (Polars or pandas).
@@ -240,6 +241,31 @@ def evaluate(
     opened = rundir.open_run(path)
     result = run_evaluate(rundir.data_dir(opened, rundir.load_config(opened)), opts, run=opened)
     return result.save(force=force) if save else result
+
+
+def tune(
+    data: Prepared | PathLike,
+    *,
+    out: PathLike,
+    model: ModelConfig | None = None,
+    train: TrainConfig | None = None,
+    options: TuneOptions | None = None,
+    space: PathLike | None = None,
+    fixed: Collection[str] = (),
+    **fields: Any,
+) -> Searched:
+    """An Optuna search of training settings on the data's validation split, as `rnnrec tune`:
+    each trial is a run in `out`/trials/, the best settings go to `out`/best.json. `model` and
+    `train` are every trial's base; `fixed` names the fields of theirs the search leaves alone;
+    `space` is a search-space file; `fields` are TuneOptions' (e.g. `trials=20`)."""
+    from rnnrec_cli.training.search import search
+
+    model = model or ModelConfig()
+    train = train or TrainConfig(**task_train_defaults(model))
+    opts = dataclasses.replace(options or TuneOptions(), **fields)
+    train = dataclasses.replace(train, monitor=opts.metric)  # trials are chosen on the study's metric
+    path = data.path if isinstance(data, Prepared) else Path(data)
+    return search(path, Path(out), model, train, opts, space_file=Path(space) if space else None, fixed=fixed)
 
 
 _COLUMNS = ("user_col", "session_col", "item_col", "time_col", "event_col", "value_col", "order_col", "time_offset_col")

@@ -147,3 +147,13 @@ def test_compare_and_report_in_process(trained: rr.Run, tmp_path: Path) -> None:
         rr.compare([first, other], n_boot=5)
     html = rr.report([first, other], out=tmp_path / "r.html")
     assert (tmp_path / "r.html").read_text(encoding="utf-8") == html and "recall@20" in html.lower()
+
+
+@pytest.mark.slow
+def test_tune_is_one_call(trained: rr.Run, tmp_path: Path) -> None:
+    found = rr.tune(trained.config.data_dir, out=tmp_path / "study", trials=2, fixed=("layers",),
+                    model=rr.ModelConfig(layers=(8,)), train=rr.TrainConfig(epochs=1, batch_size=16))  # fmt: skip
+    assert found.best == tmp_path / "study" / "best.json" and found.best.is_file()
+    assert 1 <= len(found.top) <= 2 and all("layers" not in row["params"] for row in found.top)
+    with pytest.raises(rr.ConfigError, match="metric"):
+        rr.tune(trained.config.data_dir, out=tmp_path / "other", metric="ndcg@5")

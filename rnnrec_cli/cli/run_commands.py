@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -202,35 +201,26 @@ def tune(
     """Search training settings with Optuna (TPE, median pruning); each trial is a run in STUDY_DIR/trials/."""
     flags = dict(locals())
     flags.update(flags.pop("run_options"))
-    from rnnrec_cli.training import space as search
-    from rnnrec_cli.training import trials as studies
-    from rnnrec_cli.training import tune as t
+    from rnnrec_cli.training.search import search
     from rnnrec_cli.validation import parse_duration
 
     wait = parse_duration(timeout, "--timeout") if timeout else None
     opts = TuneOptions(**o.given(dict(trials=trials, metric=metric, storage=storage, study=study, pruning=pruning,
                                         prune_after=prune_after, timeout=wait)))  # fmt: skip
-    t.check_data(data)
     model_cfg, train_cfg = o.run_configs(config, {**flags, "monitor": opts.metric})
-    opts = dataclasses.replace(opts, seed=train_cfg.seed)  # one --seed: the sampler's and every trial's
     fixed = set(o.given(flags, ModelConfig)) | set(o.given(flags, TrainConfig))
-    dims = search.parse_space(
-        search.without(search.load_space(train_cfg.loss, space), fixed), f"--space {space or train_cfg.loss}"
-    )
-    search.check_space(dims, model_cfg, train_cfg, f"--space {space or train_cfg.loss}")
-    searched = {d.name: d.to_json() for d in dims}
-    found = t.open_study(opts, out, searched, search.fixed_settings(model_cfg, train_cfg, dims))
-    if not quiet:
-        err.print(render_tune.tune_header(found, opts, searched, out))
+
+    def on_open(found: Any, used: TuneOptions, searched: dict[str, Any]) -> None:
+        if not quiet:
+            err.print(render_tune.tune_header(found, used, searched, out))
+
     try:
         with render_tune.tune_progress(quiet, opts.metric) as (on_trial, on_progress):
-            t.run_study(data, out, model_cfg, train_cfg, dims, opts, found, on_trial=on_trial, on_progress=on_progress)
+            done = search(data, out, model_cfg, train_cfg, opts, space_file=space, fixed=fixed, on_open=on_open,
+                          on_trial=on_trial, on_progress=on_progress)  # fmt: skip
     except KeyboardInterrupt:
         interrupted("interrupted; the running trial is marked failed. Continue the study with the same command")
-    notes = studies.write_plots(found, out)
     if not quiet:
-        err.print(
-            render_tune.tune_table(studies.top_rows(found), opts.metric, f"Top trials of study {found.study_name!r}")
-        )
-        err.print(render_tune.tune_footer(out, notes))
-    typer.echo(str(out / "best.json"))
+        err.print(render_tune.tune_table(done.top, opts.metric, f"Top trials of study {done.study.study_name!r}"))
+        err.print(render_tune.tune_footer(out, done.notes))
+    typer.echo(str(done.best))

@@ -1,0 +1,61 @@
+"""A tuning study as one call: check the data, build the search space (the loss's shipped space
+or a file, less the settings fixed by the caller), open or continue the study, run its trials,
+and write its results and plots."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rnnrec_cli.config import ModelConfig, TrainConfig
+from rnnrec_cli.options import TuneOptions
+from rnnrec_cli.training.space import check_space, fixed_settings, load_space, parse_space, without
+from rnnrec_cli.training.trials import top_rows, write_plots
+from rnnrec_cli.training.tune import TrialEvent, check_data, open_study, run_study
+
+if TYPE_CHECKING:
+    import optuna
+
+    from rnnrec_cli.training.fit import Progress
+
+
+@dataclass(frozen=True)
+class Searched:
+    """A finished (or budget-limited) study: its best trials, what its plots say, and best.json."""
+
+    study: optuna.Study
+    top: list[dict[str, Any]]
+    notes: list[str]
+    best: Path
+
+
+def search(
+    data: Path,
+    out: Path,
+    model: ModelConfig,
+    train: TrainConfig,
+    opts: TuneOptions,
+    *,
+    space_file: Path | None = None,
+    fixed: Collection[str] = (),
+    on_open: Callable[[optuna.Study, TuneOptions, dict[str, Any]], None] | None = None,
+    on_trial: Callable[[TrialEvent], None] | None = None,
+    on_progress: Callable[[Progress], None] | None = None,
+) -> Searched:
+    """Search `model`/`train` settings on `data`'s validation split into the study directory
+    `out`. `fixed`: the config fields the caller set, left out of the space. The sampler's seed
+    is the trials' training seed (`train.seed`). `on_open` sees the study before its first trial."""
+    check_data(data)
+    opts = dataclasses.replace(opts, seed=train.seed)
+    where = f"--space {space_file or train.loss}"
+    dims = parse_space(without(load_space(train.loss, space_file), set(fixed)), where)
+    check_space(dims, model, train, where)
+    searched = {d.name: d.to_json() for d in dims}
+    study = open_study(opts, out, searched, fixed_settings(model, train, dims))
+    if on_open is not None:
+        on_open(study, opts, searched)
+    run_study(data, out, model, train, dims, opts, study, on_trial=on_trial, on_progress=on_progress)
+    return Searched(study, top_rows(study), write_plots(study, out), out / "best.json")
