@@ -143,7 +143,7 @@ def test_compare_and_report_in_process(trained: rr.Run, tmp_path: Path) -> None:
         rr.evaluate(run, baselines=("pop",), n_boot=100, save=True, force=True)
     result = rr.compare([first, other], metric="recall@20", n_boot=200)
     assert result.metric == "recall@20" and result.evaluation == "default"
-    with pytest.raises(rr.ConfigError, match="bootstrap"):
+    with pytest.raises(rr.ConfigError, match="n_boot"):
         rr.compare([first, other], n_boot=5)
     html = rr.report([first, other], out=tmp_path / "r.html")
     assert (tmp_path / "r.html").read_text(encoding="utf-8") == html and "recall@20" in html.lower()
@@ -157,3 +157,17 @@ def test_tune_is_one_call(trained: rr.Run, tmp_path: Path) -> None:
     assert 1 <= len(found.top) <= 2 and all("layers" not in row["params"] for row in found.top)
     with pytest.raises(rr.ConfigError, match="metric"):
         rr.tune(trained.config.data_dir, out=tmp_path / "other", metric="ndcg@5")
+
+
+def test_library_errors_name_fields_not_flags(log: Path) -> None:
+    with pytest.raises(rr.ConfigError, match=r"^n_boot must be between 100") as err:
+        rr.compare(["a", "b"], n_boot=5)
+    assert "--" not in str(err.value)
+    with pytest.raises(rr.ConfigError, match="min_item_support must be > 0"):
+        rr.prepare(log, min_item_support=0)
+    with pytest.raises(rr.DataError, match="Pass item_col with one of those"):
+        rr.prepare(log, item_col="nope")
+    with pytest.raises(rr.ConfigError, match="prepare: no setting named 'bogus'"):
+        rr.prepare(log, bogus=1)
+    with pytest.raises(rr.ConfigError, match="evaluate: no setting named 'kk'"):
+        rr.evaluate(log.parent, kk=3)

@@ -16,6 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from rnnrec_cli.api.boundary import library
+from rnnrec_cli.api.inputs import Events, materialize, session_frame
 from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig, task_train_defaults
 from rnnrec_cli.errors import ConfigError
 from rnnrec_cli.options import CompareOptions, EvalOptions, PredictOptions, TuneOptions
@@ -29,8 +31,6 @@ if TYPE_CHECKING:
     from rnnrec_cli.training.search import Searched
 
 PathLike = str | Path
-# Event logs: a path, several paths, or a table in memory (Polars or pandas).
-Events = Any
 
 
 @dataclass(frozen=True)
@@ -79,26 +79,7 @@ class Run:
     history: tuple[dict[str, Any], ...] = ()
 
 
-def _materialize(events: Events, holder: Path, name: str) -> list[str]:
-    """Paths for `events`: paths as given; a table in memory written to Parquet (its column
-    types kept) in `holder`."""
-    if isinstance(events, (str, Path)):
-        return [str(events)]
-    if isinstance(events, Sequence) and all(isinstance(e, (str, Path)) for e in events):
-        return [str(e) for e in events]
-    import polars as pl
-
-    if isinstance(events, pl.LazyFrame):
-        events = events.collect()
-    if not isinstance(events, pl.DataFrame):
-        if type(events).__module__.split(".")[0] != "pandas":
-            raise ConfigError(f"{name}: give a path, a list of paths, or a Polars/pandas DataFrame")
-        events = pl.from_pandas(events)
-    path = holder / f"{name}.parquet"
-    events.write_parquet(path)
-    return [str(path)]
-
-
+@library
 def prepare(
     events: Events,
     *,
@@ -125,14 +106,14 @@ def prepare(
     try:
         given: dict[str, list[str]] = {}
         if test is not None:
-            given["test"] = _materialize(test, holder, "test")
+            given["test"] = materialize(test, holder, "test")
         if valid is not None:
             if isinstance(valid, str) and not Path(valid).is_file():
                 fields = {**fields, "valid": valid}
             else:
-                given["valid"] = _materialize(valid, holder, "valid")
+                given["valid"] = materialize(valid, holder, "valid")
                 fields = {"valid": "0", **fields}
-        inputs = _materialize(events, holder, "events")
+        inputs = materialize(events, holder, "events")
         tables = [p for p in [*inputs, *(q for v in given.values() for q in v)] if p.startswith(str(holder))]
         if tables:
             fields = {"format": "parquet", **fields}  # the tables were written as Parquet
@@ -160,6 +141,7 @@ class _Cleanup:
         shutil.rmtree(self.path, ignore_errors=True)
 
 
+@library
 def train(
     data: Prepared | PathLike,
     *,
@@ -192,6 +174,7 @@ def train(
     return _run(done.path)
 
 
+@library
 def resume(run: Run | PathLike, *, on_epoch: Callable[[EpochReport], None] | None = None) -> Run:
     """Continue an interrupted run from its last checkpoint, exactly where it stopped."""
     from rnnrec_cli.training.session import train_run
@@ -211,11 +194,13 @@ def _run(path: Path) -> Run:
     return Run(opened.path, rundir.load_config(opened), tuple(rundir.read_metrics(opened)))
 
 
+@library
 def open_run(path: PathLike) -> Run:
     """A finished run directory, read back."""
     return _run(Path(path))
 
 
+@library
 def evaluate(
     run: Run | Prepared | PathLike,
     *,
@@ -243,6 +228,7 @@ def evaluate(
     return result.save(force=force) if save else result
 
 
+@library
 def tune(
     data: Prepared | PathLike,
     *,
@@ -268,37 +254,7 @@ def tune(
     return search(path, Path(out), model, train, opts, space_file=Path(space) if space else None, fixed=fixed)
 
 
-_COLUMNS = ("user_col", "session_col", "item_col", "time_col", "event_col", "value_col", "order_col", "time_offset_col")
-
-
-def _session_frame(sessions: Any, run: Path, cfg: RunConfig) -> tuple[Any, tuple[str, ...]]:
-    """Sessions in memory as a table, and the run's column fields that table lacks. A list of
-    item-id lists (each in time order) or a {session id: item ids} mapping becomes a table in
-    the run's own column names; a DataFrame is used as given."""
-    import polars as pl
-
-    from rnnrec_cli.files import load_json
-
-    if isinstance(sessions, pl.DataFrame) or type(sessions).__module__.split(".")[0] == "pandas":
-        return sessions, ()
-    if cfg.model.takes_values or cfg.model.event_input:
-        raise ConfigError(
-            "sessions: this run's model reads each event's value or event type; pass a DataFrame with those columns"
-        )
-    prepared = load_json(run / "data_manifest.json")["config"]
-    key_field = "session_col" if prepared.get("session_col") else "user_col"
-    key, item = prepared.get(key_field) or "session_id", prepared.get("item_col") or "item_id"
-    pairs = sessions.items() if isinstance(sessions, Mapping) else enumerate(sessions)
-    keys, items = [], []
-    for k, seq in pairs:
-        if isinstance(seq, (str, bytes)) or not isinstance(seq, Sequence):
-            raise ConfigError(f"sessions: session {k!r} must be a list of item ids, not {type(seq).__name__}")
-        keys += [str(k)] * len(seq)
-        items += [str(i) for i in seq]
-    frame = pl.DataFrame({key: keys, item: items}, schema={key: pl.String, item: pl.String})
-    return frame, tuple(c for c in _COLUMNS if c not in (key_field, "item_col"))
-
-
+@library
 def recommend(
     run: Run | PathLike,
     sessions: Any,
@@ -321,7 +277,7 @@ def recommend(
 
     opts = dataclasses.replace(options or PredictOptions(), k=k, **fields)
     opened = rundir.open_run(_path(run))
-    frame, unset = _session_frame(sessions, opened.path, rundir.load_config(opened))
+    frame, unset = session_frame(sessions, opened.path, rundir.load_config(opened))
     if not isinstance(frame, pl.DataFrame):
         frame = pl.from_pandas(frame)
     with tempfile.TemporaryDirectory(prefix="rnnrec-") as tmp:
@@ -332,6 +288,7 @@ def recommend(
     return pl.concat(blocks, how="vertical_relaxed") if blocks else pl.DataFrame()
 
 
+@library
 def compare(runs: Sequence[Run | PathLike], *, options: CompareOptions | None = None, **fields: Any) -> Comparison:
     """Paired bootstrap of evaluated runs on the targets they share, as `rnnrec compare`.
     `fields` are CompareOptions' (e.g. `metric="recall@20"`, `evaluation="exclude-seen"`)."""
@@ -341,6 +298,7 @@ def compare(runs: Sequence[Run | PathLike], *, options: CompareOptions | None = 
     return compare_runs([_path(r) for r in runs], opts)
 
 
+@library
 def report(runs: Sequence[Run | PathLike], *, out: PathLike | None = None, evaluation: str | None = None) -> str:
     """The self-contained HTML report of runs or studies, as `rnnrec report`; written to `out`
     (atomically) when given, and returned."""
