@@ -33,6 +33,11 @@ class TrainingDiverged(RnnrecError):
     """The loss became NaN or infinite."""
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a timeout, a batch scheduler, `docker stop`): stopped exactly as Ctrl-C stops a
+    command (a resumable run is kept, a run with nothing to resume is removed), exit status 143."""
+
+
 class StorageError(RnnrecError):
     """A tuning study's database cannot be reached or used."""
 

@@ -155,6 +155,9 @@ class TuneOptions:
     pruning: bool = True
     # Finished trials before the median pruner may stop a trial at an epoch.
     prune_after: int = 3
+    # Trials of this worker failing in a row (diverged) that stop the study: the space or the
+    # fixed settings do not train, and more trials would only fail the same way.
+    max_failed: int = 5
 
     def __post_init__(self) -> None:
         if self.trials <= 0:
@@ -168,6 +171,8 @@ class TuneOptions:
             )
         if self.prune_after < 0:
             raise ConfigError(f"--prune-after must be >= 0, got {self.prune_after}")
+        if self.max_failed < 1:
+            raise ConfigError(f"--max-failed must be > 0, got {self.max_failed}")
 
     @property
     def startup_trials(self) -> int:

@@ -171,3 +171,18 @@ def test_library_errors_name_fields_not_flags(log: Path) -> None:
         rr.prepare(log, bogus=1)
     with pytest.raises(rr.ConfigError, match="evaluate: no setting named 'kk'"):
         rr.evaluate(log.parent, kk=3)
+
+
+@pytest.mark.slow
+def test_tune_stops_when_trials_keep_failing(trained: rr.Run, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rnnrec_cli.errors import TrainingDiverged
+    from rnnrec_cli.training import fit
+
+    def diverges(*args: object, **kwargs: object) -> None:
+        raise TrainingDiverged("training diverged at epoch 1 (loss nan)")
+
+    monkeypatch.setattr(fit, "fit", diverges)  # every trial fails, as with --lr 1e30 on real data
+    with pytest.raises(TrainingDiverged, match=r"the last 2 trials all failed \(trial 1: training diverged"):
+        rr.tune(trained.config.data_dir, out=tmp_path / "study", trials=50, max_failed=2,
+                model=rr.ModelConfig(layers=(8,)), train=rr.TrainConfig(epochs=1, batch_size=16))  # fmt: skip
+    assert sorted(p.name for p in (tmp_path / "study" / "trials").iterdir()) == ["0000", "0001"]

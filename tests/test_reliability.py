@@ -1053,3 +1053,39 @@ def test_encoding_reads_latin1_events(ws: Path) -> None:
     items = pl.read_parquet(ws / "d2" / "items.parquet")["item_id"]
     assert items.str.starts_with("café").all()
     assert json.loads((ws / "d2" / "manifest.json").read_text())["config"]["encoding"] == "latin-1"
+
+
+# ---------------------------------------------------------------------------- SIGTERM
+
+
+def _terminate_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 240) -> str:
+    """SIGTERM the process as soon as `ready()` holds; returns its stderr once it has ended."""
+    deadline = time.monotonic() + timeout
+    while not ready():
+        assert proc.poll() is None, "the process ended before the moment to stop it"
+        assert time.monotonic() < deadline, "timed out waiting for the moment to stop it"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=120)
+    return err
+
+
+def test_sigterm_stops_train_like_ctrl_c_with_exit_143(ws: Path) -> None:
+    """A scheduler's or `timeout`'s SIGTERM: after a checkpoint the run is kept and the message
+    names the resume command; before one, nothing is left to block the same command."""
+    args = ["train", str(ws / "data"), "--layers", "16", "--batch-size", "16", "--bptt", "4", "--epochs", "500"]
+    run = ws / "run-kept"
+    proc = subprocess.Popen([sys.executable, "-m", "rnnrec_cli", *args, "-o", str(run)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    err = _terminate_when(proc, lambda: (run / "checkpoints" / "last.msgpack").is_file())
+    assert proc.returncode == 143, err
+    assert f"Error: terminated (SIGTERM); continue where it stopped with: rnnrec train --resume {run}" in err
+    assert (run / "checkpoints" / "last.msgpack").is_file() and not (run / "COMPLETE").exists()
+
+    fresh = ws / "run-fresh"
+    proc = subprocess.Popen([sys.executable, "-m", "rnnrec_cli", *args, "-o", str(fresh)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)  # fmt: skip
+    err = _terminate_when(proc, lambda: (fresh / "config.json").is_file())
+    assert proc.returncode == 143, err
+    assert "Error: terminated (SIGTERM) before the first checkpoint; nothing was kept" in err
+    assert not fresh.exists()

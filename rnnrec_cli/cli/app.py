@@ -11,6 +11,7 @@ stdout carries data only (run paths, JSON, predictions); everything for people g
 from __future__ import annotations
 
 import logging
+import signal
 from typing import Annotated
 
 import typer
@@ -18,6 +19,7 @@ from rich.logging import RichHandler
 
 from rnnrec_cli import __version__
 from rnnrec_cli.cli import flags
+from rnnrec_cli.cli.boundary import on_sigterm
 from rnnrec_cli.cli.render import err
 from rnnrec_cli.cli.result_commands import compare, evaluate, predict, report
 from rnnrec_cli.cli.run_commands import prepare, train, tune
@@ -58,6 +60,7 @@ for _command in (prepare, train, evaluate, predict, report, compare, tune):
 
 
 def main() -> None:
+    signal.signal(signal.SIGTERM, on_sigterm)
     flags.readable_metavars(typer.main.get_command(app))(prog_name="rnnrec")
 
 

@@ -14,7 +14,7 @@ import typer
 from typer.exceptions import TyperException
 
 from rnnrec_cli.cli import render
-from rnnrec_cli.errors import RnnrecError, describe, first_line
+from rnnrec_cli.errors import RnnrecError, Terminated, describe, first_line
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -59,9 +59,18 @@ def handle_errors(fn: F) -> F:
 
 
 def interrupted(message: str) -> NoReturn:
-    """Ctrl-C: say so and leave at once with 130. A normal interpreter shutdown can run into
-    work XLA still has in flight and crash; everything written is complete already (atomic)."""
+    """Ctrl-C: say so and leave at once with 130 (SIGTERM: 143, the message saying so). A normal
+    interpreter shutdown can run into work XLA still has in flight and crash; everything written
+    is complete already (atomic). Called while the interrupt is being handled."""
+    code = 130
+    if isinstance(sys.exc_info()[1], Terminated):
+        message, code = "terminated (SIGTERM)" + message.removeprefix("interrupted"), 143
     render.error_line(message)
     sys.stdout.flush()
     sys.stderr.flush()
-    os._exit(130)
+    os._exit(code)
+
+
+def on_sigterm(signum: int, frame: Any) -> None:
+    """SIGTERM stops a command the way Ctrl-C does (see errors.Terminated)."""
+    raise Terminated()

@@ -376,3 +376,6 @@ Pruning = Annotated[
         "--pruning/--no-pruning"),
 ]  # fmt: skip
 PruneAfter = Annotated[int | None, opt("Finished trials before pruning starts.", TUNE, (TuneOptions, "prune_after"))]
+MaxFailed = Annotated[
+    int | None, opt("Trials failing in a row that stop the study.", TUNE, (TuneOptions, "max_failed"))
+]

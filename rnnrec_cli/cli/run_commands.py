@@ -191,6 +191,7 @@ def tune(
     study: o.StudyName = None,
     pruning: o.Pruning = None,
     prune_after: o.PruneAfter = None,
+    max_failed: o.MaxFailed = None,
     config: Annotated[
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections: every trial's base."),
@@ -206,7 +207,7 @@ def tune(
 
     wait = parse_duration(timeout, "--timeout") if timeout else None
     opts = TuneOptions(**o.given(dict(trials=trials, metric=metric, storage=storage, study=study, pruning=pruning,
-                                        prune_after=prune_after, timeout=wait)))  # fmt: skip
+                                        prune_after=prune_after, max_failed=max_failed, timeout=wait)))  # fmt: skip
     model_cfg, train_cfg = o.run_configs(config, {**flags, "monitor": opts.metric})
     fixed = set(o.given(flags, ModelConfig)) | set(o.given(flags, TrainConfig))
 

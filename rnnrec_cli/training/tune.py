@@ -235,9 +235,10 @@ def run_study(
             # FAIL and the search goes on.
             study.optimize(objective, n_trials=1, catch=(TrainingDiverged,))
         write_results(study, out, model, train)
+        mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == WORKER]
+        _stop_after_failures(mine, opts.max_failed)
         if on_trial is not None:
             last = study.trials[-1] if study.trials else None
-            mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == WORKER]
             last = mine[-1] if mine else last
             finished, _ = count_trials(study)
             best, best_number = _best(study)
@@ -245,6 +246,19 @@ def run_study(
             on_trial(TrialEvent(-1, finished, opts.trials, best, best_number, eta, _row(last) if last else None))
     write_results(study, out, model, train)
     return study
+
+
+def _stop_after_failures(mine: list[Any], limit: int) -> None:
+    """Stop the study when this worker's last `limit` trials all failed, naming the last reason."""
+    import optuna
+
+    recent = mine[-limit:]
+    if len(recent) == limit and all(t.state == optuna.trial.TrialState.FAIL for t in recent):
+        reason = recent[-1].user_attrs.get("error") or "see trials.csv"
+        raise TrainingDiverged(
+            f"the last {limit} trials all failed (trial {recent[-1].number}: {reason}); the search space or the "
+            "fixed settings do not train. Change them (e.g. --lr, --space), then run the same command to continue"
+        )
 
 
 def _objective(
