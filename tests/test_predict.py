@@ -240,3 +240,14 @@ def test_recbole_atomic_file(run_dir: Path, tmp_path: Path) -> None:
     # An unknown type is not RecBole's: the header is left as it is, and the message names it.
     result = runner.invoke(app, ["predict", str(run_dir), "-"], input=typed.replace("float", "date"))
     assert result.exit_code == 1 and "(found: user_id:token, item_id:token, timestamp:date)" in result.stderr
+
+
+def test_fewer_rows_than_asked_is_a_warning(run_dir: Path, tmp_path: Path) -> None:
+    inc = tmp_path / "inc.txt"
+    inc.write_text("item_id\n40\n41\n42\n")
+    short = runner.invoke(app, ["predict", str(run_dir), "-", "-k", "5", "--include", str(inc)], input=SESSION)
+    assert short.exit_code == 0, short.output
+    assert pl.read_csv(short.stdout.encode()).group_by("session_id").len()["len"].max() == 3
+    assert "2 lists have fewer recommendations than asked" in short.stderr
+    enough = runner.invoke(app, ["predict", str(run_dir), "-", "-k", "3", "--include", str(inc)], input=SESSION)
+    assert enough.exit_code == 0 and "fewer recommendations" not in enough.stderr

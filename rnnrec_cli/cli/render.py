@@ -349,6 +349,11 @@ def predict_warnings(stats: PredictStats, safe_csv: bool = False) -> list[str]:
             f"{stats.repeated_keys:,} sessions were not contiguous on stdin and got recommendations more than once; "
             "sort the input by session, or pass it as a file"
         )
+    if stats.short_lists:
+        out.append(
+            f"{stats.short_lists:,} lists have fewer recommendations than asked: every other item was already seen "
+            "(--exclude-seen), excluded, or not in --include"
+        )
     if stats.formula_cells and not safe_csv:
         out.append(
             f"{stats.formula_cells:,} ids in the CSV start with =, +, -, @ or a tab, which a spreadsheet may run as "

@@ -43,6 +43,8 @@ class PredictStats:
     repeated_keys: int = 0
     # CSV cells (ids) that start like a spreadsheet formula; quoted when `safe_csv`.
     formula_cells: int = 0
+    # Lists with fewer recommendations than asked (-k, or --generate steps).
+    short_lists: int = 0
     _emitted: set[Any] = field(default_factory=set, repr=False)
 
 
@@ -159,6 +161,16 @@ def _rows(
     return out.filter(pl.col("score").is_finite() | (pl.col("fallback") & pl.col("score").is_null()))
 
 
+def _short_lists(rows: pl.DataFrame, n_keys: int, opts: PredictOptions) -> int:
+    """Lists (per sequence, or per position) with fewer rows than asked: every other item was
+    seen, excluded or not among the allowed ones."""
+    want = opts.generate or opts.k
+    by = ["session_id", "position"] if opts.every_position else ["session_id"]
+    counts = rows.group_by(by).len()
+    short = int((counts["len"] < want).sum())
+    return short if opts.every_position else short + max(n_keys - counts.height, 0)
+
+
 def _extend(
     cols: dict[str, list], key: Any, position: int | None, items: np.ndarray, scores: np.ndarray, fb: bool
 ) -> None:
@@ -245,7 +257,9 @@ def predict(
         if not opts.fallback:
             keep = [i for i in range(len(seqs)) if results[i] is not None]
             keys, results = [keys[i] for i in keep], [results[i] for i in keep]
-        yield _rows(keys, results, opts, vocab["item_id"], pop, allowed)
+        rows = _rows(keys, results, opts, vocab["item_id"], pop, allowed)
+        stats.short_lists += _short_lists(rows, len(keys), opts)
+        yield rows
 
 
 def read_candidates(path: Path, vocab: pl.DataFrame, stats: PredictStats) -> dict[str, np.ndarray]:
