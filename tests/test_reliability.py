@@ -772,15 +772,18 @@ def _temps(folder: Path, name: str) -> list[Path]:
     return sorted(folder.glob(f".{name}.rnnrec-*"))
 
 
-def _kill_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 240) -> None:
-    """kill -9 the process as soon as `ready()` holds (it must, before the process ends)."""
+def _kill_when(
+    proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 240, sig: int = signal.SIGKILL
+) -> None:
+    """Send `sig` (kill -9 unless told) as soon as `ready()` holds (it must, before the process ends)."""
     deadline = time.monotonic() + timeout
     while not ready():
-        assert proc.poll() is None, "the process ended before the moment to kill it"
-        assert time.monotonic() < deadline, "timed out waiting for the moment to kill"
+        assert proc.poll() is None, "the process ended before the moment to signal it"
+        assert time.monotonic() < deadline, "timed out waiting for the moment to signal it"
         time.sleep(0.02)
-    proc.send_signal(signal.SIGKILL)
-    proc.wait()
+    proc.send_signal(sig)
+    if sig == signal.SIGKILL:
+        proc.wait()
 
 
 def _big_log(path: Path, users: int = 20_000) -> Path:
@@ -1058,16 +1061,10 @@ def test_encoding_reads_latin1_events(ws: Path) -> None:
 # ---------------------------------------------------------------------------- SIGTERM
 
 
-def _terminate_when(proc: subprocess.Popen, ready: Callable[[], bool], timeout: float = 240) -> str:
+def _terminate_when(proc: subprocess.Popen, ready: Callable[[], bool]) -> str:
     """SIGTERM the process as soon as `ready()` holds; returns its stderr once it has ended."""
-    deadline = time.monotonic() + timeout
-    while not ready():
-        assert proc.poll() is None, "the process ended before the moment to stop it"
-        assert time.monotonic() < deadline, "timed out waiting for the moment to stop it"
-        time.sleep(0.02)
-    proc.send_signal(signal.SIGTERM)
-    _, err = proc.communicate(timeout=120)
-    return err
+    _kill_when(proc, ready, sig=signal.SIGTERM)
+    return proc.communicate(timeout=120)[1]
 
 
 def test_sigterm_stops_train_like_ctrl_c_with_exit_143(ws: Path) -> None:

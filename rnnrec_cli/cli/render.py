@@ -163,10 +163,9 @@ def epoch_line(r: fit.EpochReport, cfg: RunConfig) -> str:
     )
 
 
-@contextmanager
-def training_progress(quiet: bool) -> Iterator[Callable[[fit.Progress], None]]:
-    """A progress bar over an epoch's chunks; yields the `on_progress` callback for fit."""
-    progress = Progress(
+def progress_bars(quiet: bool) -> Progress:
+    """Bars on stderr (description, bar, k of N, elapsed, a stats field) that vanish when done."""
+    return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
         MofNCompleteColumn(),
@@ -178,6 +177,12 @@ def training_progress(quiet: bool) -> Iterator[Callable[[fit.Progress], None]]:
         disable=quiet,
         transient=True,
     )
+
+
+@contextmanager
+def training_progress(quiet: bool) -> Iterator[Callable[[fit.Progress], None]]:
+    """A progress bar over an epoch's chunks; yields the `on_progress` callback for fit."""
+    progress = progress_bars(quiet)
     # Started by the first report, so a spinner shown before training (preparing data) is gone.
     task = progress.add_task("epoch", total=None, stats="")
 

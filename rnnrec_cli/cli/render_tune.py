@@ -8,13 +8,12 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
 if TYPE_CHECKING:
     from rnnrec_cli.options import TuneOptions
     from rnnrec_cli.training import fit, tune
-from rnnrec_cli.cli.render import err
+from rnnrec_cli.cli.render import progress_bars
 
 # ---------------------------------------------------------------------------- tune
 
@@ -54,18 +53,7 @@ def tune_progress(
 ) -> Iterator[tuple[Callable[[tune.TrialEvent], None], Callable[[fit.Progress], None]]]:
     """Two bars: the study's trials (k of N, best so far, ETA) and the running trial's epoch.
     Yields the `on_trial` and `on_progress` callbacks for `tune.run_study`."""
-    progress = Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[stats]}"),
-        console=err,
-        redirect_stdout=False,
-        redirect_stderr=False,
-        disable=quiet,
-        transient=True,
-    )
+    progress = progress_bars(quiet)
     with progress:
         study_task = progress.add_task("trials", total=None, stats="")
         epoch_task = progress.add_task("epoch", total=None, stats="")
