@@ -38,6 +38,20 @@ class Terminated(KeyboardInterrupt):
     command (a resumable run is kept, a run with nothing to resume is removed), exit status 143."""
 
 
+def interrupt_in(exc: BaseException) -> KeyboardInterrupt | None:
+    """The Ctrl-C or SIGTERM inside `exc`: itself, or the one a Rust library (Polars) turned into
+    a panic because it arrived while the library ran a Python callback."""
+    if isinstance(exc, KeyboardInterrupt):
+        return exc
+    if type(exc).__name__ == "PanicException":
+        text = str(exc)
+        if "Terminated" in text:
+            return Terminated()
+        if "KeyboardInterrupt" in text:
+            return KeyboardInterrupt()
+    return None
+
+
 class StorageError(RnnrecError):
     """A tuning study's database cannot be reached or used."""
 

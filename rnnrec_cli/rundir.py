@@ -1,27 +1,27 @@
-"""Files that must never be half-written, the run-directory layout, and checkpoints.
+"""The run directory: its layout, its identity, and who may write it.
 
-Every file rnnrec writes goes through `atomic_write` (a temp file renamed over the target), so an
-interrupted write never leaves a corrupt file under the final name. Checkpoints use
-flax.serialization's msgpack (no pickle); flax and the model are imported only where a
-checkpoint is read or written, so the ETL never loads JAX.
+A run is created with a random `run_id` (in config.json, and in every checkpoint it writes), so
+a reader opens it once (`open_run` pins the id) and notices when the directory was replaced
+while it read (`train --force` elsewhere): a model is never assembled from two runs. The command
+that writes a run holds its lock (`locks`), and nothing below a run directory is read or written
+through a symbolic link (`refuse_links`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
+import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rnnrec_cli import locks
 from rnnrec_cli.config import RunConfig
-from rnnrec_cli.errors import RunDirError, reading
-from rnnrec_cli.validation import from_dict, to_dict
-
-if TYPE_CHECKING:
-    pass
+from rnnrec_cli.errors import DataError, RunDirError, reading
 from rnnrec_cli.files import (
     FORMAT_VERSION,
     _unique_keys,
@@ -34,6 +34,7 @@ from rnnrec_cli.files import (
     save_json,
     temp_dir,
 )
+from rnnrec_cli.validation import from_dict, to_dict
 
 CONFIG = "config.json"
 METRICS = "metrics.jsonl"
@@ -50,6 +51,8 @@ class RunDir:
 
     path: Path
     fresh: bool = False
+    # The run_id read when the run was opened: later reads of its files must find the same one.
+    pinned: str | None = None
 
     @property
     def replaces(self) -> Path | None:
@@ -97,21 +100,35 @@ def default_path(cell: str) -> Path:
     return Path("runs") / f"{datetime.now(UTC).strftime('%Y%m%d-%H%M%S')}-{cell}"
 
 
-def create(path: Path, *, force: bool) -> RunDir:
-    """A fresh run directory. An existing non-empty one is refused unless --force; with --force
-    the new run is built beside it and replaces it only when complete (`finish`)."""
+def create(path: Path, *, force: bool, command: str = "train") -> RunDir:
+    """A fresh run directory, owned (locked) by this process until `locks.release`. An existing
+    non-empty one is refused unless --force; with --force the new run is built beside it and
+    replaces it only when complete (`finish`), and the old one stays locked meanwhile."""
     if exists(path) and not path.is_dir():
         raise RunDirError(f"{path} exists and is not a directory; give another --out")
-    if path.exists() and any(path.iterdir()):
-        if not force:
-            raise RunDirError(f"run directory {path} already exists; pass --force to replace it")
-        staging = temp_dir(path)
-        (staging / "checkpoints").mkdir()
-        (staging / REPLACES).write_text(f"{path.absolute()}\n")
-        return RunDir(staging, fresh=True)
-    clean_stale(path)
-    (path / "checkpoints").mkdir(parents=True, exist_ok=True)
+    if _holds_files(path) and not force:
+        raise RunDirError(f"run directory {path} already exists; pass --force to replace it")
+    path.mkdir(parents=True, exist_ok=True)
+    locks.acquire(path, command)
+    try:
+        if _holds_files(path):
+            if not force:
+                raise RunDirError(f"run directory {path} already exists; pass --force to replace it")
+            staging = temp_dir(path)
+            locks.acquire(staging, command)
+            (staging / "checkpoints").mkdir()
+            (staging / REPLACES).write_text(f"{path.absolute()}\n")
+            return RunDir(staging, fresh=True)
+        clean_stale(path)
+        (path / "checkpoints").mkdir(exist_ok=True)
+    except BaseException:
+        locks.release(path)
+        raise
     return RunDir(path, fresh=True)
+
+
+def _holds_files(path: Path) -> bool:
+    return path.is_dir() and any(p.name != locks.LOCK for p in path.iterdir())
 
 
 def finish(run: RunDir) -> RunDir:
@@ -129,8 +146,17 @@ def discard_failed(run: RunDir) -> None:
     """After a failure: remove a replacement that never finished, and a run this process
     created that has no checkpoint to resume from. Anything resumable stays."""
     resumable = run.checkpoint("last").is_file()
-    if run.replaces is not None or (run.fresh and not resumable):
+    replaces = run.replaces
+    if replaces is not None or (run.fresh and not resumable):
         shutil.rmtree(run.path, ignore_errors=True)
+    release(run, replaces)
+
+
+def release(run: RunDir, final: Path | None = None) -> None:
+    """Give up the run's lock, and the lock on the run it was built to replace (`final`)."""
+    locks.release(run.path)
+    if final is not None and final != run.path:
+        locks.release(final)
 
 
 def data_dir(run: RunDir, cfg: RunConfig) -> Path:
@@ -140,8 +166,9 @@ def data_dir(run: RunDir, cfg: RunConfig) -> Path:
 
 
 def open_run(path: Path) -> RunDir:
-    """An existing, finished run directory (for evaluate/predict)."""
+    """An existing run directory with a best checkpoint (for evaluate/predict), its id pinned."""
     run = RunDir(path)
+    refuse_links(path)
     if not run.config.is_file():
         raise RunDirError(f"{path} is not a run directory (no {CONFIG}); create one with `rnnrec train`")
     if not run.checkpoint("best").is_file():
@@ -149,7 +176,7 @@ def open_run(path: Path) -> RunDir:
             f"{path} has no checkpoint (checkpoints/best.msgpack); training did not finish an "
             "epoch. Run `rnnrec train` again"
         )
-    return run
+    return RunDir(path, pinned=run_id(run))
 
 
 def read_vocabulary(run: RunDir, n_items: int) -> Any:
@@ -179,6 +206,9 @@ def unfinished(run: RunDir) -> list[str]:
     """A warning when the run's training never completed: its best checkpoint so far is used."""
     if run.complete:
         return []
+    owner = locks.owner(run.path)
+    if owner is not None and owner.command.startswith("train"):
+        return [f"{run.path} is being trained now by {owner}: using its best checkpoint so far"]
     improved = [r.get("epoch") for r in read_metrics(run) if r.get("best", True)]
     epoch = f"epoch {improved[-1]}" if improved else "an unknown epoch"
     return [
@@ -188,24 +218,96 @@ def unfinished(run: RunDir) -> list[str]:
 
 
 def save_config(run: RunDir, cfg: RunConfig) -> None:
-    save_json(run.config, {"format_version": FORMAT_VERSION, **to_dict(cfg)})
+    """config.json, with the run's new random id."""
+    save_json(run.config, {"format_version": FORMAT_VERSION, "run_id": uuid.uuid4().hex, **to_dict(cfg)})
+
+
+_NOT_CONFIG = ("format_version", "run_id")
 
 
 def load_config(run: RunDir) -> RunConfig:
     values = load_json(run.config)
     format_version(values, run.config, "train the run again")
-    return from_dict(RunConfig, {k: v for k, v in values.items() if k != "format_version"}, where=str(run.config))
+    check_pinned(run, values.get("run_id", ""))
+    return from_dict(RunConfig, {k: v for k, v in values.items() if k not in _NOT_CONFIG}, where=str(run.config))
+
+
+def run_id(run: RunDir) -> str:
+    """The run's id ("" for a run made before ids, or none at all: its config.json is gone)."""
+    if not run.config.is_file():
+        return ""
+    value = load_json(run.config).get("run_id", "")
+    if not isinstance(value, str):
+        raise RunDirError(f"{run.config}: 'run_id' must be a string; train the run again")
+    return value
+
+
+def check_pinned(run: RunDir, found: object | None = None) -> None:
+    """Refuse to go on when the run opened (its pinned id) is no longer the one at its path:
+    another `train --force` replaced it while this command read or wrote it. `found`: an id
+    just read from one of its files (default: config.json's, read now)."""
+    if run.pinned is None:
+        return
+    found = run_id(run) if found is None else found
+    if found != run.pinned:
+        raise RunDirError(
+            f"{run.path} was replaced by another run while this command used it (train --force?); "
+            "nothing was mixed or written: run the command again"
+        )
+
+
+def sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(1 << 20):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_data(run: RunDir, cfg: RunConfig) -> str | None:
+    """The hash of the run's data manifest, once the data directory config.json names is shown
+    to be the data the run trained on (its manifest the copy the run keeps); None for a run
+    made before it kept one."""
+    if not run.data_manifest.is_file():
+        return None
+    kept = sha256(run.data_manifest)
+    current = data_dir(run, cfg) / "manifest.json"
+    if not current.is_file():
+        raise DataError(f"{current} is missing: {run.config} names data that is gone; prepare it again")
+    if sha256(current) != kept:
+        raise DataError(
+            f"{data_dir(run, cfg)} is not the data {run.path} was trained on (its manifest.json differs from "
+            f"{run.data_manifest}): the data was prepared again, or {run.config} was edited. Point data_dir back at "
+            "that data, or train a new run"
+        )
+    return kept
+
+
+def refuse_links(path: Path) -> None:
+    """A symbolic link anywhere below a run or study directory is an error naming it: rnnrec
+    would otherwise read or write the place it points to (the directory itself may be a link)."""
+    for root, dirs, names in os.walk(path):
+        for name in (*dirs, *names):
+            entry = Path(root) / name
+            if entry.is_symlink():
+                raise RunDirError(
+                    f"{entry} is a symbolic link; rnnrec never reads or writes through links inside {path}: "
+                    "remove it (or replace it with what it points to)"
+                )
 
 
 def append_metrics(run: RunDir, record: dict[str, Any]) -> None:
-    with open(run.metrics, "a") as f:
+    fd = os.open(run.metrics, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o666)
+    with os.fdopen(fd, "a") as f:
         f.write(json.dumps(record) + "\n")
         f.flush()
         os.fsync(f.fileno())
 
 
 def mark_complete(run: RunDir) -> None:
-    (run.path / COMPLETE).write_text("")
+    # Renamed into place: a link planted at COMPLETE is replaced, never written through.
+    with atomic_write(run.path / COMPLETE) as tmp:
+        tmp.write_text("")
 
 
 def save_data_files(run: RunDir, data_dir: Path) -> None:
@@ -253,6 +355,7 @@ def write_metrics(run: RunDir, records: list[dict[str, Any]]) -> None:
 def open_for_resume(path: Path) -> RunDir:
     """A run directory whose training was interrupted after at least one checkpoint."""
     run = RunDir(path)
+    refuse_links(path)
     if not run.config.is_file():
         raise RunDirError(f"{path} is not a run directory (no {CONFIG}); start one with `rnnrec train DATA -o {path}`")
     if run.complete:

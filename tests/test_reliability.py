@@ -40,9 +40,12 @@ def _cli(args: list[str], stdin: bytes | str | None = None):
 
 
 def _snapshot(root: Path) -> dict[str, tuple[int, str]]:
-    """Every path under root: its mode and content hash (links: their target)."""
+    """Every path under root: its mode and content hash (links: their target). Lock files
+    record who owns a directory, not data, and are left out."""
     out = {}
     for p in sorted(root.rglob("*")):
+        if p.name == ".lock":
+            continue
         rel = str(p.relative_to(root))
         if p.is_symlink():
             out[rel] = (0, "-> " + os.readlink(p))

@@ -14,7 +14,7 @@ import typer
 from typer.exceptions import TyperException
 
 from rnnrec_cli.cli import render
-from rnnrec_cli.errors import RnnrecError, Terminated, describe, first_line
+from rnnrec_cli.errors import RnnrecError, Terminated, describe, first_line, interrupt_in
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,6 +54,14 @@ def handle_errors(fn: F) -> F:
                 "report it with the command that failed (run with -v to see where it happened)"
             )
             raise typer.Exit(70) from None
+        except BaseException as exc:
+            stop = interrupt_in(exc)
+            if stop is None:
+                raise
+            try:
+                raise stop from None
+            except KeyboardInterrupt:
+                interrupted("interrupted")
 
     return wrapper  # type: ignore[return-value]
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
 from typing import Annotated
@@ -41,7 +42,7 @@ def evaluate(
     """Full-catalogue next-item evaluation of the best checkpoint beside simple baselines; each
     protocol keeps its own results in RUN/eval/NAME/."""
     opts = o.make(EvalOptions, o.given(locals(), EvalOptions))
-    from rnnrec_cli import rundir
+    from rnnrec_cli import locks, rundir
     from rnnrec_cli.data.sequences import is_data_dir
     from rnnrec_cli.evaluation.evaluate import evaluate as run_evaluate
 
@@ -54,17 +55,21 @@ def evaluate(
     else:
         run = rundir.open_run(target)
         data_dir = rundir.data_dir(run, rundir.load_config(run))
-        render.warn(rundir.unfinished(run))
     if opts.n_sampled:
         render.warn(
             [f"sampled metrics (target vs {opts.n_sampled} random items) are not comparable with full-ranking numbers"]
         )
-    with render.status(f"evaluating on {opts.split}", quiet) as status:
-        result = run_evaluate(
-            data_dir, opts, run=run, on_stage=lambda msg: status.update(f"{opts.split}: {msg}") if status else None
-        )
+    # The run's owner from the start: a run being trained (or evaluated) elsewhere is refused
+    # before the work, not after it.
+    with locks.holding(run.path, "evaluate") if run is not None else contextlib.nullcontext():
         if run is not None:
-            result = result.save(force=force)
+            render.warn(rundir.unfinished(run))
+        with render.status(f"evaluating on {opts.split}", quiet) as status:
+            result = run_evaluate(
+                data_dir, opts, run=run, on_stage=lambda msg: status.update(f"{opts.split}: {msg}") if status else None
+            )
+            if run is not None:
+                result = result.save(force=force)
     if not quiet:
         render.evaluation(result)
     render.warn(render.few_targets(result))

@@ -54,7 +54,7 @@ from rnnrec_cli.evaluation.scoring import head_predictions, model_scores
 from rnnrec_cli.model.network import Params
 from rnnrec_cli.model.weights import restore_model
 from rnnrec_cli.options import EvalOptions, ScoreOptions
-from rnnrec_cli.rundir import RunDir, load_config
+from rnnrec_cli.rundir import RunDir, check_data, check_pinned, load_config
 
 POSITION_BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 9, "5-9"), (10, 19, "10-19"), (20, 10**12, "20+"))
 POPULARITY_BUCKETS = ("head", "mid", "tail")  # see metrics.popularity_groups
@@ -106,8 +106,11 @@ def evaluate(
     counts = item_counts(data_dir).astype(np.float64)
     heads: dict[str, dict[str, Any]] = {}
     scored: dict[str, Scores] = {}
+    provenance = None
     if run is not None and cfg is not None:
-        params, features = restore_model(run, cfg)
+        data_hash = check_data(run, cfg)
+        params, features, checkpoint = restore_model(run, cfg)
+        provenance = {"run_id": run.pinned, "checkpoint": checkpoint.to_json(), "data_manifest_sha256": data_hash}
         if cfg.model.predicts_values:
             note("predicting values")
             heads["value"] = _value_metrics(params, cfg, data_dir, tg, opts.devices, features)
@@ -131,6 +134,7 @@ def evaluate(
         "event_type": heads.get("event_type"),
         "name": name,
         "options": protocol_options(opts),
+        "provenance": provenance,
     }
     if cfg is not None and not cfg.model.predicts_items:
         # A model that ranks no items: its first task's numbers take the same places (metrics,
@@ -156,6 +160,7 @@ def evaluate(
         scored = {name: Scores(s.ranks[tg.keep], s.topk[tg.keep], s.sampled[tg.keep]) for name, s in scored.items()}
         result = _next_item_result(scored, tg, counts, opts, cfg.model.cell if cfg is not None else None, common)
     if run is not None:
+        check_pinned(run)  # everything read above came from the run that was opened
         ranks = {n: s.ranks for n, s in scored.items()}
         result = dataclasses.replace(result, unsaved=lambda r, force: _save(run, r, tg, ranks, opts, force))
     return result

@@ -28,7 +28,7 @@ from rnnrec_cli.files import load_json
 from rnnrec_cli.model import network
 from rnnrec_cli.model.weights import restore_model
 from rnnrec_cli.options import PredictOptions
-from rnnrec_cli.rundir import RunDir, load_config, read_vocabulary
+from rnnrec_cli.rundir import RunDir, check_pinned, load_config, read_vocabulary
 from rnnrec_cli.validation import from_dict
 
 
@@ -223,7 +223,8 @@ def predict(
             raise DataError(f"no item in {include} is known to the model; check the ids")
     if exclude is not None:
         allowed &= ~read_item_list(exclude, vocab)[0]
-    params, features = restore_model(run, cfg)
+    params, features, _ = restore_model(run, cfg)
+    check_pinned(run)  # the vocabulary and the weights above are the same run's
     pop = vocab["count"].to_numpy()
     takes_values = cfg.model.takes_values
     types = cfg.model.event_types if cfg.model.event_input else None

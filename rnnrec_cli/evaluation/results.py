@@ -159,6 +159,9 @@ class EvalResult:
     options: dict[str, Any] = field(default_factory=dict)
     # Baselines kept from the earlier result of this name (same protocol), not recomputed.
     kept: list[str] | None = None
+    # What was scored: the run's id, the checkpoint (name, epoch, SHA-256) and the SHA-256 of
+    # the data manifest; report and compare tell from it whether the result is stale.
+    provenance: dict[str, Any] | None = None
     # What the CLI tells people about where the result went (not saved).
     notes: tuple[str, ...] = ()
     # How `save` writes it into its run (holding the scored targets and every ranking's ranks,

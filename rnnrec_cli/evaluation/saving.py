@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnrec_cli import locks
 from rnnrec_cli.errors import ConfigError, RnnrecError, RunDirError, first_line
 from rnnrec_cli.evaluation.metrics import (
     paired_bootstrap,
@@ -29,10 +30,21 @@ from rnnrec_cli.evaluation.results import (
 )
 from rnnrec_cli.files import atomic_write, replace_dir, save_json, temp_dir
 from rnnrec_cli.options import EvalOptions
-from rnnrec_cli.rundir import RunDir
+from rnnrec_cli.rundir import RunDir, check_pinned, refuse_links
 
 
 def _save(
+    run: RunDir, result: EvalResult, tg: _Targets, ranks: dict[str, np.ndarray], opts: EvalOptions, force: bool
+) -> EvalResult:
+    """Write the result into its run, as the run's owner for the while (its lock), into the run
+    that was scored (its pinned id) and never through a link below it."""
+    with locks.holding(run.path, "evaluate"):
+        refuse_links(run.path)
+        check_pinned(run)
+        return _save_owned(run, result, tg, ranks, opts, force)
+
+
+def _save_owned(
     run: RunDir, result: EvalResult, tg: _Targets, ranks: dict[str, np.ndarray], opts: EvalOptions, force: bool
 ) -> EvalResult:
     """Write the result under its name. Same protocol: the other split stays, and baselines of the

@@ -246,7 +246,7 @@ def fit(
         improved = value > pos.best_value or not has_valid
         best_value, bad_epochs = (value, 0) if improved else (pos.best_value, pos.bad_epochs + 1)
         if improved and s.leader:
-            weights.save_checkpoint(run, "best", {"params": params})
+            weights.save_checkpoint(run, "best", {"params": params}, epoch=epoch)
         rate = done.n_trained / max(seconds - done.compile_seconds, 1e-9)
         report = EpochReport(epoch, train_loss, valid, rate, seconds, improved, valid_seconds, done.compile_seconds)
         if s.leader:

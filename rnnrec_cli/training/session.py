@@ -9,8 +9,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from rnnrec_cli import rundir
+from rnnrec_cli import locks, rundir
 from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
+from rnnrec_cli.errors import interrupt_in
 from rnnrec_cli.rundir import RunDir
 from rnnrec_cli.training.fit import EpochReport, Progress, fit
 from rnnrec_cli.training.start import start_run
@@ -55,10 +56,49 @@ def train_run(
     at `resume`. Without `write` (processes other than 0 of a multi-process run) nothing is
     written. KeyboardInterrupt propagates once the run is cleaned up: kept when it has a last
     checkpoint to resume from, removed when not."""
+    try:
+        return _train_run(
+            data, out, model_cfg, train_cfg, prepare_cfg=prepare_cfg, given=given, item_features=item_features,
+            force=force, resume=resume, write=write, on_start=on_start, on_progress=on_progress, on_epoch=on_epoch,
+        )  # fmt: skip
+    except BaseException as exc:
+        stop = interrupt_in(exc)
+        if stop is None or stop is exc:
+            raise
+        raise stop from None  # the run is cleaned up already, as for any failure
+
+
+def _train_run(
+    data: Sequence[str],
+    out: Path | None,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    *,
+    prepare_cfg: PrepareConfig | None,
+    given: dict[str, list[str]] | None,
+    item_features: bool | None,
+    force: bool,
+    resume: Path | None,
+    write: bool,
+    on_start: Callable[[Started], None] | None,
+    on_progress: Callable[[Progress], None] | None,
+    on_epoch: Callable[[EpochReport], None] | None,
+) -> TrainedRun:
     if resume is not None:
         # Every process reads the run directory (a shared filesystem); only process 0 writes.
         run = rundir.open_for_resume(resume)
-        started = Started(run, rundir.load_config(run), True, {}, False)
+        if write:
+            locks.acquire(resume, "train --resume")
+            try:
+                run = rundir.open_for_resume(resume)  # again, as its owner: it may have changed meanwhile
+                cfg = rundir.load_config(run)
+                rundir.check_data(run, cfg)
+            except BaseException:
+                locks.release(resume)
+                raise
+        else:
+            cfg = rundir.load_config(run)
+        started = Started(run, cfg, True, {}, False)
     else:
         begun = start_run(
             data, out, model_cfg, train_cfg, prepare_cfg=prepare_cfg, given=given,
@@ -67,9 +107,9 @@ def train_run(
         started = Started(begun.run, begun.cfg, False, begun.manifest, begun.prepared)
     run = started.run
     final = run.final_path  # read before training: finishing removes the marker it comes from
-    if on_start is not None:
-        on_start(started)
     try:
+        if on_start is not None:
+            on_start(started)
         epochs = fit(started.cfg, run, resume=started.resumed, on_progress=on_progress, on_epoch=on_epoch)
     except KeyboardInterrupt:
         if write and not run.checkpoint("last").is_file():
@@ -79,4 +119,8 @@ def train_run(
         if write:
             rundir.discard_failed(run)
         raise
+    finally:
+        # The run's lock (taken by rundir.create, or above for --resume) ends with training, and
+        # so does the one on the run a --force run replaced.
+        rundir.release(run, final)
     return TrainedRun(final, started.cfg, epochs)
