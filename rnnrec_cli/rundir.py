@@ -11,7 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
+import re
 import shutil
 import uuid
 from dataclasses import dataclass
@@ -319,11 +321,12 @@ def save_data_files(run: RunDir, data_dir: Path) -> None:
 
 
 def read_metrics(run: RunDir) -> list[dict[str, Any]]:
-    """metrics.jsonl's records; a last line cut off by a kill is dropped, damage elsewhere is an error."""
+    """metrics.jsonl's records, one per epoch in increasing order; a last line cut off by a kill is
+    dropped, damage elsewhere (or an epoch twice, or out of order) is an error naming the line."""
     if not run.metrics.is_file():
         return []
     lines = [line for line in run.metrics.read_text(errors="replace").splitlines() if line.strip()]
-    records = []
+    records: list[dict[str, Any]] = []
     for n, line in enumerate(lines, 1):
         try:
             record = json.loads(line, object_pairs_hook=_unique_keys)
@@ -334,16 +337,43 @@ def read_metrics(run: RunDir) -> list[dict[str, Any]]:
         except ValueError as exc:
             raise RunDirError(f"{run.metrics} line {n}: {exc}") from None
         epoch = record.get("epoch") if isinstance(record, dict) else None
-        fields_ok = isinstance(record, dict) and all(
-            isinstance(v, int | float | bool) or v is None for k, v in record.items() if k != "epoch"
-        )
-        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1 and fields_ok):
+        if not (isinstance(epoch, int) and not isinstance(epoch, bool) and epoch >= 1 and isinstance(record, dict)):
             raise RunDirError(
                 f"{run.metrics} line {n} is not an epoch record (a whole epoch >= 1 and numbers); remove that line "
                 "or train again"
             )
+        if records and epoch <= records[-1]["epoch"]:
+            # A repeated or earlier epoch would be drawn as one more epoch; training writes them in order.
+            raise RunDirError(
+                f"{run.metrics} line {n}: epoch {epoch} follows epoch {records[-1]['epoch']} (epochs must increase, "
+                "each once); remove that line or train again"
+            )
+        for key, value in record.items():
+            if key != "epoch" and (why := _bad_metric(key, value)):
+                raise RunDirError(
+                    f"{run.metrics} line {n}: {key!r} is {value!r}, {why}; remove that line or train again"
+                )
         records.append(record)
     return records
+
+
+_RATE = re.compile(r"^valid/(recall|mrr|ndcg|coverage|accuracy)(@[1-9][0-9]*)?$")
+
+
+def _bad_metric(key: str, value: Any) -> str | None:
+    """Why a field of an epoch record cannot be what training wrote (None: it can). Timings are
+    non-negative finite seconds (or rates), `best` a boolean, validation rates in [0, 1] or null
+    (not measured), every other value a finite number, NaN or null."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if key == "best":
+        return None if isinstance(value, bool) else "not true or false"
+    if key.endswith("seconds") or key.endswith("_per_s"):
+        return None if number and math.isfinite(value) and value >= 0 else "not a non-negative finite number"
+    if value is None or (number and math.isnan(value)):
+        return None
+    if _RATE.match(key):
+        return None if number and 0 <= value <= 1 else "not a share in [0, 1]"
+    return None if number and math.isfinite(value) else "not a finite number"
 
 
 def write_metrics(run: RunDir, records: list[dict[str, Any]]) -> None:

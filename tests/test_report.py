@@ -132,15 +132,43 @@ def test_compare_refuses_runs_evaluated_on_other_targets(runs) -> None:
     assert bad.exit_code == 1 and "recall@K" in bad.output
 
 
+# trials.csv as `tune` writes it (training.trials.write_results).
+TRIALS = (
+    "number,state,value,epochs,seconds,lr,worker,run_dir,error\r\n0,COMPLETE,0.120000,2,1.5,0.05,w0,/s/0000,\r\n"
+    "1,PRUNED,,1,0.7,0.5,w0,/s/0001,\r\n2,COMPLETE,0.150000,2,1.4,0.1,w1,/s/0002,\r\n"
+)
+
+
 def test_study_directory_report(tmp_path: Path) -> None:
     study = tmp_path / "study"
     study.mkdir()
-    (study / "trials.csv").write_text(
-        "number,value,state,params_lr\n0,0.12,COMPLETE,0.05\n1,,PRUNED,0.5\n2,0.15,COMPLETE,0.1\n"
-    )
+    (study / "trials.csv").write_text(TRIALS)
     (study / "best.json").write_text(json.dumps({"model": {"layers": [64]}, "train": {"lr": 0.1}}))
     html = _report([study], tmp_path / "s.html")
     assert 'id="study-0"' in html and "optimisation history" in html and "PRUNED" in html and "0.15" in html
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (TRIALS[:-30], "trials.csv: the last line is cut off (no line end)"),
+        (TRIALS[: TRIALS.index("0.7")] + "\r\n", "trials.csv line 3: 5 fields for 9 columns"),
+        ("number,value,state\r\n0,0.12,COMPLETE\r\n", "trials.csv line 1: not the header `rnnrec tune` writes"),
+        ("", "trials.csv line 1: not the header"),
+        (TRIALS.replace("0.150000", "inf"), "trials.csv line 4: value 'inf' is not a finite number"),
+        (TRIALS.replace("2,COMPLETE", "3,COMPLETE"), "trials.csv line 4: trial number '3' where trial 2 belongs"),
+        (TRIALS.replace("PRUNED", "DONE"), "trials.csv line 3: state 'DONE' is not one of"),
+        (TRIALS.replace(",1,0.7,", ",x,0.7,"), "trials.csv line 3: epochs 'x' is not a count"),
+    ],
+    ids=["cut-mid-row", "short-row", "other-header", "empty", "inf-value", "renumbered", "unknown-state", "epochs"],
+)
+def test_study_report_refuses_a_cut_off_or_edited_trials_csv(tmp_path: Path, text: str, message: str) -> None:
+    study = tmp_path / "study"
+    study.mkdir()
+    (study / "trials.csv").write_text(text, newline="")
+    result = runner.invoke(app, ["report", str(study), "-o", str(tmp_path / "s.html")])
+    assert result.exit_code == 1 and message in result.output, result.output
+    assert result.output.count("Error:") == 1 and "rnnrec tune" in result.output
 
 
 def _copy(run: Path, to: Path) -> Path:
@@ -278,3 +306,73 @@ def test_report_in_a_real_browser(runs, tmp_path: Path) -> None:
     assert pixels.shape[0] >= 900 and pixels.std() > 0.05, "the screenshot is blank"
     assert (pixels[..., :3].mean(axis=2) < 0.5).mean() > 0.01, "nothing dark (text, lines) was drawn"
     np.testing.assert_array_less(0, pixels.shape)
+
+
+def _edit(path: Path, change) -> None:
+    values = json.loads(path.read_text())
+    change(values)
+    path.write_text(json.dumps(values))
+
+
+def _append(line: str):
+    return lambda run: (run / "metrics.jsonl").open("a").write(line + "\n")
+
+
+def _eval(change):
+    return lambda run: _edit(run / "eval" / "default" / "test.json", change)
+
+
+# Hand edits `report` and `compare` once crashed on (exit 70) or drew as real: (edit, file, what the
+# one error line names, whether compare reads that file too).
+EDITS = {
+    "duplicate-epoch": (_append('{"epoch": 2, "train/loss": 1.0, "best": false}'), "metrics.jsonl",
+                        "line 3: epoch 2 follows epoch 2", False),
+    "null-seconds": (_append('{"epoch": 3, "train/loss": 1.0, "seconds": null}'), "metrics.jsonl",
+                     "line 3: 'seconds' is None", False),
+    "huge-interval": (_eval(lambda r: r["ci"]["gru"].update({"mrr@20": [1e308, float("inf")]})), "test.json",
+                      "'ci' [gru] [mrr@20] is [1e+308, inf]", True),
+    "huge-count": (_eval(lambda r: r.update(n_items=10**400)), "test.json", "'n_items' is 1000", True),
+    "inf-paired-diff": (_eval(lambda r: r["paired"]["diff"].update({"mrr@20": float("inf")})), "test.json",
+                        "'paired' [diff] [mrr@20] is inf", True),
+    "text-p-value": (_eval(lambda r: r["paired"]["p"].update({"mrr@20": "x"})), "test.json",
+                     "'paired' [p] [mrr@20] is 'x'", True),
+    "paired-ci-missing": (_eval(lambda r: r["paired"]["ci"].pop("mrr@20")), "test.json",
+                          "'paired' [diff], [ci] and [p] do not hold the same metrics", True),
+    "paired-against-unknown": (_eval(lambda r: r["paired"].update(against="nobody")), "test.json",
+                               "'paired' [against] is 'nobody'", True),
+    "empty-breakdown": (_eval(lambda r: r["breakdown"].update(position={"gru": {}})), "test.json",
+                        "'breakdown' [position] [gru] is {}", True),
+    "protocol-text": (_eval(lambda r: r.update(protocol="x")), "test.json", "'protocol' is 'x'", True),
+    "null-seconds-in-eval": (_eval(lambda r: r.update(seconds=None)), "test.json", "unknown field 'seconds'", True),
+    "stages-text": (lambda run: _edit(run / "data_manifest.json", lambda m: m.update(stages="x")),
+                    "data_manifest.json", "'stages' must be an object", False),
+    "split-rule-list": (lambda run: _edit(run / "data_manifest.json", lambda m: m["stages"].update(split_rule=[1])),
+                        "data_manifest.json", "'split_rule' maps splits to rules", False),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("case", list(EDITS))
+def test_a_hand_edited_run_is_one_error_naming_the_file_and_field(runs, tmp_path: Path, case: str) -> None:
+    edit, name, field, compared = EDITS[case]
+    run = _copy(runs["gru"], tmp_path / "gru")
+    edit(run)
+    commands = [["report", str(run), "-o", str(tmp_path / "r.html")]]
+    commands += [["compare", str(run), str(runs["lstm"])]] if compared else []
+    for args in commands:
+        result = runner.invoke(app, args)
+        assert result.exit_code == 1, (args[0], result.output)
+        error = result.output.strip().splitlines()[-1]
+        assert error.startswith("Error: ") and name in error and field in error, (args[0], result.output)
+        assert result.output.count("Error:") == 1 and "bug" not in result.output
+
+
+@pytest.mark.parametrize("name", ["$\\alpha^{x}$", "x$\\frac{1}$y", "p$^$q", "<b>&amp;"])
+def test_run_names_are_drawn_and_shown_as_text_never_markup(runs, tmp_path: Path, name: str) -> None:
+    """A run's name (its directory) is in the page's tables and in every figure's legend: as the
+    very text, not mathtext (`$...$` drawn as a formula, or an error) and not HTML."""
+    run = _copy(runs["gru"], tmp_path / name)
+    html = _report([run, runs["lstm"]], tmp_path / "r.html")
+    escaped = name.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    legends = re.findall(r"<text[^>]*>([^<]*)</text>", html[html.index('id="comparison"') :])
+    assert escaped in legends, legends
+    assert f"<h2>Run {escaped}</h2>" in html and "<b>&amp;" not in html

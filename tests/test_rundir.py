@@ -78,3 +78,44 @@ def test_files_carry_a_format_version_and_a_newer_one_is_refused(tmp_path: Path)
     with pytest.raises(RunDirError, match="format_version"):
         files.format_version({"format_version": "1"}, "x.json", "fix it")
     assert files.format_version({}, "x.json", "fix it") == 0  # written before versions
+
+
+def _metrics(tmp_path: Path, text: str) -> rundir.RunDir:
+    run = rundir.RunDir(tmp_path)
+    run.metrics.write_text(text)
+    return run
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('{"epoch": 1}\n{"epoch": 2}\n{"epoch": 2}\n', r"metrics.jsonl line 3: epoch 2 follows epoch 2"),
+        ('{"epoch": 2}\n{"epoch": 1}\n', r"metrics.jsonl line 2: epoch 1 follows epoch 2"),
+        ('{"epoch": 1, "seconds": null}\n', r"line 1: 'seconds' is None, not a non-negative finite number"),
+        ('{"epoch": 1, "seconds": -1}\n', r"line 1: 'seconds' is -1, not a non-negative"),
+        ('{"epoch": 1, "train/loss": Infinity}\n', r"line 1: 'train/loss' is inf, not a finite number"),
+        ('{"epoch": 1, "valid/mrr@20": 1e308}\n', r"line 1: 'valid/mrr@20' is 1e\+308, not a share in \[0, 1\]"),
+        ('{"epoch": 1, "best": 1}\n', r"line 1: 'best' is 1, not true or false"),
+    ],
+    ids=["duplicate-epoch", "out-of-order", "null-seconds", "negative-seconds", "inf-loss", "huge-rate", "best-int"],
+)
+def test_read_metrics_refuses_what_training_never_writes(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(RunDirError, match=message):
+        rundir.read_metrics(_metrics(tmp_path, text))
+
+
+def test_read_metrics_drops_a_cut_off_last_line_and_round_trips_for_resume(tmp_path: Path) -> None:
+    records = [
+        {"epoch": 1, "train/loss": 2.0, "valid/mrr@20": 0.1, "valid/rmse": float("nan"), "seconds": 1.5, "best": True},
+        {"epoch": 2, "train/loss": 1.0, "valid/mrr@20": None, "seconds": 0.0, "best": False},
+    ]
+    run = _metrics(tmp_path, "")
+    rundir.write_metrics(run, records)
+    with open(run.metrics, "a") as f:
+        f.write('{"epoch": 3, "train/lo')  # killed mid-write
+    read = rundir.read_metrics(run)
+    assert [r["epoch"] for r in read] == [1, 2] and read[1] == records[1]
+    # Resume keeps the epochs before the checkpoint, rewrites them, and appends the next one.
+    rundir.write_metrics(run, [r for r in read if r["epoch"] < 2])
+    rundir.append_metrics(run, records[1])
+    assert [r["epoch"] for r in rundir.read_metrics(run)] == [1, 2]

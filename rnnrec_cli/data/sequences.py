@@ -98,11 +98,22 @@ def check_manifest(manifest: dict[str, Any], path: Path) -> dict[str, Any]:
         bad = not isinstance(stats, dict) or any(
             not isinstance(stats.get(k, 0), int) or isinstance(stats.get(k, 0), bool) for k in _SPLIT_COUNTS
         )
-        if bad:
-            raise DataError(f"{path}: 'splits' [{name}] must hold integer counts ({', '.join(_SPLIT_COUNTS)}); {fix}")
+        if bad or any(stats.get(k, 0) < 0 for k in _SPLIT_COUNTS):
+            raise DataError(f"{path}: 'splits' [{name}] must hold counts ({', '.join(_SPLIT_COUNTS)}); {fix}")
+        if not all(isinstance(stats.get(k), str | None) for k in ("time_min", "time_max")):
+            raise DataError(f"{path}: 'splits' [{name}] time_min/time_max must be timestamps (text); {fix}")
     inputs = manifest.get("inputs", [])
-    if not isinstance(inputs, list) or not all(isinstance(i, dict) for i in inputs):
-        raise DataError(f"{path}: 'inputs' must be an array of objects; {fix}")
+    if not isinstance(inputs, list) or not all(
+        isinstance(i, dict) and isinstance(i.get("path", ""), str) for i in inputs
+    ):
+        raise DataError(f"{path}: 'inputs' must be an array of objects, each with a 'path' (text); {fix}")
+    stages = manifest.get("stages", {})
+    rule = stages.get("split_rule", {}) if isinstance(stages, dict) else None
+    if not isinstance(rule, dict) or not all(isinstance(v, str | None) for v in rule.values()):
+        raise DataError(f"{path}: 'stages' must be an object whose 'split_rule' maps splits to rules (text); {fix}")
+    for key in ("created", "rnnrec_version", "polars_version"):
+        if not isinstance(manifest.get(key, ""), str):
+            raise DataError(f"{path}: {key!r} must be text, not {json_type(manifest[key])}; {fix}")
     for key in ("warnings",):
         if not isinstance(manifest.get(key, []), list):
             raise DataError(f"{path}: {key!r} must be an array, not {json_type(manifest[key])}; {fix}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from typing import Any, NoReturn
 
 import numpy as np
@@ -19,16 +18,12 @@ from rnnrec_cli.evaluation.results import (
     result_options,
     result_path,
 )
+from rnnrec_cli.evaluation.schema import check_result
 from rnnrec_cli.files import load_json
 from rnnrec_cli.options import EvalOptions
 from rnnrec_cli.rundir import RunDir
 
-_BOUNDED = re.compile(r"^(recall|mrr|ndcg|coverage|gini|pop|tail)@[1-9][0-9]*$")
 _TARGETS = ("seq", "position", "item")
-
-
-def _number(value: Any) -> bool:
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def option_flags(options: dict[str, Any]) -> list[str]:
@@ -88,49 +83,13 @@ def read_result(run: RunDir, split: str, name: str = DEFAULT_EVAL) -> dict[str, 
 
     if result.get("split") != split:
         bad(f"'split' is {result.get('split')!r}, not {split!r}")
-    if result.get("task") not in ("next-item", "value", "event-type"):
-        bad("'task' is not next-item, value or event-type")
-    for key in ("n_events", "n_sequences", "n_items"):
-        if not _number(result.get(key)) or not isinstance(result[key], int) or result[key] < 1:
-            bad(f"{key!r} is not a positive count")
-    model = result.get("model")
-    if model is not None and (not isinstance(model, str) or not isinstance(result.get("metrics"), dict)):
-        bad("'model' or its 'metrics' are missing or of the wrong type")
-    baselines = result.get("baselines", {})
-    if not isinstance(baselines, dict) or not all(isinstance(v, dict) for v in baselines.values()):
-        bad("'baselines' is not an object of metric tables")
-    for name, table in {**({model: result["metrics"]} if model else {}), **baselines}.items():
-        for key, value in table.items():
-            if _BOUNDED.match(key) and not (_number(value) and 0 <= value <= 1):
-                bad(f"{name}'s {key} is {value!r}, not a share in [0, 1]")
-            if key in ("rmse", "mae", "accuracy") and not (_number(value) and (value != value or value >= 0)):
-                bad(f"{name}'s {key} is {value!r}, not a non-negative number")
-    ci = result.get("ci", {})
-    if not isinstance(ci, dict) or any(
-        not isinstance(t, dict)
-        or any(not (isinstance(b, list) and len(b) == 2 and all(map(_number, b))) for b in t.values())
-        for t in ci.values()
-    ):
-        bad("'ci' is not an object of [low, high] intervals")
-    for kind in ("breakdown",):
-        section = result.get(kind, {})
-        if not isinstance(section, dict) or any(
-            not isinstance(per_name, dict)
-            or any(
-                not isinstance(groups, dict)
-                or any(not isinstance(g, dict) or not all(map(_number, g.values())) for g in groups.values())
-                for groups in per_name.values()
-            )
-            for per_name in section.values()
-        ):
-            bad(f"{kind!r} is not an object of per-group numbers")
-    paired = result.get("paired")
-    if paired is not None and (
-        not isinstance(paired, dict)
-        or not isinstance(paired.get("against"), str)
-        or not all(isinstance(paired.get(k), dict) for k in ("diff", "ci", "p"))
-    ):
-        bad("'paired' is not a paired test")
+    check_result(result, bad)
+    if "options" in result:
+        try:
+            stored: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in flags_of(result["options"])}
+            EvalOptions(**stored)
+        except (ConfigError, TypeError, ValueError):
+            bad("'options' are not evaluate's protocol options")
     return result
 
 

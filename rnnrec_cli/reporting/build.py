@@ -127,7 +127,7 @@ def _data_summary(manifest: dict[str, Any]) -> dict[str, Any]:
                 "items": num(st.get("items")),
                 "from": (st.get("time_min") or "")[:16].replace("T", " "),
                 "to": (st.get("time_max") or "")[:16].replace("T", " "),
-                "rule": rule.get(name, ""),
+                "rule": rule.get(name) or "",
             }
             for name, st in splits.items()
         ],
@@ -168,12 +168,14 @@ def _run_section(run: RunView, index: int, color: str, shown: str | None) -> dic
                 "baselines": result.get("baselines", {}),
                 "model": result.get("model"),
             }
-            keys = [k for k, v in (base["metrics"] or {}).items() if isinstance(v, int | float) and k != "n"]
+            first: dict[str, Any] = base["metrics"] or next(iter(base["baselines"].values()), {})
+            keys = [k for k, v in first.items() if isinstance(v, int | float) and k != "n"]
             section["plain"] = {
                 "keys": keys,
-                "rows": [{"name": base["model"], "cells": [num(base["metrics"].get(k)) for k in keys]}]
-                + [{"name": n, "cells": [num(v.get(k)) for k in keys]} for n, v in base["baselines"].items()],
-            }
+                # A result of baselines alone has no model row.
+                "rows": [{"name": n, "cells": [num(v.get(k)) for k in keys]} for n, v in [
+                    *([(base["model"], base["metrics"])] if base["model"] else []), *base["baselines"].items()]],
+            }  # fmt: skip
         section["tasks"] = _task_tables(result)
         evals.append(section)
     return {

@@ -34,7 +34,11 @@ def _figure(n_plots: int, width: float = 5.2, height: float = 3.2) -> tuple[Any,
     import matplotlib
 
     matplotlib.use("Agg")
-    matplotlib.rcParams.update({"svg.fonttype": "none", "svg.hashsalt": "rnnrec", "font.size": 9})
+    # Labels are run, model and baseline names: text from the runs, never mathtext (`$x$` drawn as
+    # a formula, or an error for an unbalanced one).
+    matplotlib.rcParams.update(
+        {"svg.fonttype": "none", "svg.hashsalt": "rnnrec", "font.size": 9, "text.parse_math": False}
+    )
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, n_plots, figsize=(width * n_plots, height), squeeze=False)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -74,19 +75,67 @@ def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
     )
 
 
+# trials.csv as `tune` writes it (training.trials.write_results): these first, the tuned
+# parameters in between, these last.
+TRIALS_HEAD = ("number", "state", "value", "epochs", "seconds")
+TRIALS_TAIL = ("worker", "run_dir", "error")
+TRIAL_STATES = ("COMPLETE", "PRUNED", "FAIL", "RUNNING", "WAITING")
+
+
 def _read_trials(path: Path) -> list[dict[str, str]]:
-    """A `tune` study's trials.csv: a trial number, state and objective value per row."""
-    with reading(path, fix="run `rnnrec tune` again"):
-        rows = list(csv.DictReader(io.StringIO(path.read_text(encoding="utf-8"))))
-    if rows and not {"number", "state", "value"} <= set(rows[0]):
-        raise RunDirError(f"{path} lacks the number/state/value columns `rnnrec tune` writes")
-    for n, row in enumerate(rows, 2):
-        try:
-            int(row["number"])
-            float(row["value"]) if row["value"] not in ("", None) else None
-        except (TypeError, ValueError):
-            raise RunDirError(f"{path} line {n}: the trial number or value is not a number") from None
+    """A `tune` study's trials.csv, checked: tune's header, every row whole (as many fields as
+    the header, the file ending in a line end), trials numbered 0, 1, ... once each, a known
+    state, and numbers where tune writes numbers. A file cut off or edited is one error."""
+    fix = "run `rnnrec tune` again to rewrite it"
+    with reading(path, fix=fix):
+        text = path.read_text(encoding="utf-8")
+    if text and not text.endswith("\n"):
+        raise RunDirError(f"{path}: the last line is cut off (no line end); {fix}")
+    try:
+        table = list(csv.reader(io.StringIO(text, newline="")))
+    except csv.Error as exc:
+        raise RunDirError(f"{path}: not CSV ({exc}); {fix}") from None
+    header = table[0] if table else []
+    if (
+        tuple(header[: len(TRIALS_HEAD)]) != TRIALS_HEAD
+        or tuple(header[-len(TRIALS_TAIL) :]) != TRIALS_TAIL
+        or len(header) < len(TRIALS_HEAD) + len(TRIALS_TAIL)
+        or len(set(header)) < len(header)
+    ):
+        raise RunDirError(
+            f"{path} line 1: not the header `rnnrec tune` writes ({', '.join(TRIALS_HEAD)}, the parameters, "
+            f"{', '.join(TRIALS_TAIL)}); {fix}"
+        )
+    rows = []
+    for n, fields in enumerate(table[1:], 2):
+        if len(fields) != len(header):
+            raise RunDirError(f"{path} line {n}: {len(fields)} fields for {len(header)} columns; {fix}")
+        row = dict(zip(header, fields, strict=True))
+        if why := _bad_trial(row, number=n - 2):
+            raise RunDirError(f"{path} line {n}: {why}; {fix}")
+        rows.append(row)
     return rows
+
+
+def _bad_trial(row: dict[str, str], number: int) -> str | None:
+    """Why a trials.csv row cannot be one tune wrote (None: it can)."""
+    if row["number"] != str(number):
+        return f"trial number {row['number']!r} where trial {number} belongs (trials are numbered 0, 1, ...)"
+    if row["state"] not in TRIAL_STATES:
+        return f"state {row['state']!r} is not one of {', '.join(TRIAL_STATES)}"
+    if not (row["epochs"].isascii() and row["epochs"].isdigit()):
+        return f"epochs {row['epochs']!r} is not a count"
+    for key in ("value", "seconds"):
+        try:
+            value = float(row[key]) if row[key] else None
+        except ValueError:
+            return f"{key} {row[key]!r} is not a number"
+        # A pruned trial's value is its best epoch's, NaN when no epoch was measured.
+        if value is not None and not (math.isfinite(value) or (key == "value" and math.isnan(value))):
+            return f"{key} {row[key]!r} is not a finite number"
+        if value is not None and key == "seconds" and value < 0:
+            return f"seconds {row[key]!r} is negative"
+    return None
 
 
 def _read_best(path: Path) -> dict[str, Any] | None:
