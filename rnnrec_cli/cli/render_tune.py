@@ -92,7 +92,8 @@ def tune_table(rows: list[dict[str, Any]], metric: str, title: str) -> Table:
 
 def tune_header(study: Any, opts: TuneOptions, searched: dict[str, Any], out: Path) -> str:
     """Which study, where it is stored, how far it is, and what it searches."""
-    from rnnrec_cli.training.tune import count_trials, shown_url, storage_url
+    from rnnrec_cli.training.storage import shown_url, storage_url
+    from rnnrec_cli.training.trials import count_trials
 
     finished, running = count_trials(study)
     state = f"continuing with {finished} finished" if finished else "new"

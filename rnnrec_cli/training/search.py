@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from rnnrec_cli.config import ModelConfig, TrainConfig
 from rnnrec_cli.options import TuneOptions
 from rnnrec_cli.training.space import check_space, fixed_settings, load_space, parse_space, without
+from rnnrec_cli.training.storage import guard, storage_url
 from rnnrec_cli.training.trials import top_rows, write_plots
 from rnnrec_cli.training.tune import TrialEvent, check_data, open_study, run_study
 
@@ -54,8 +55,9 @@ def search(
     dims = parse_space(without(load_space(train.loss, space_file), set(fixed)), where)
     check_space(dims, model, train, where)
     searched = {d.name: d.to_json() for d in dims}
-    study = open_study(opts, out, searched, fixed_settings(model, train, dims))
-    if on_open is not None:
-        on_open(study, opts, searched)
-    run_study(data, out, model, train, dims, opts, study, on_trial=on_trial, on_progress=on_progress)
-    return Searched(study, top_rows(study), write_plots(study, out), out / "best.json")
+    with guard(storage_url(opts, out)):
+        study = open_study(opts, out, searched, fixed_settings(model, train, dims))
+        if on_open is not None:
+            on_open(study, opts, searched)
+        run_study(data, out, model, train, dims, opts, study, on_trial=on_trial, on_progress=on_progress)
+        return Searched(study, top_rows(study), write_plots(study, out), out / "best.json")

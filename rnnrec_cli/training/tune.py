@@ -10,7 +10,6 @@ study holds enough finished trials or the time is up, writing best.json and tria
 from __future__ import annotations
 
 import os
-import re
 import socket
 import time
 import warnings
@@ -21,27 +20,17 @@ from typing import TYPE_CHECKING, Any
 
 from rnnrec_cli import files, rundir
 from rnnrec_cli.config import ModelConfig, TrainConfig
-from rnnrec_cli.errors import ConfigError, DataError, StorageError, TrainingDiverged
+from rnnrec_cli.errors import ConfigError, DataError, StorageError, TrainingDiverged, first_line
 
 if TYPE_CHECKING:
     import optuna
 
     from rnnrec_cli.training.fit import EpochReport, Progress
 from rnnrec_cli.options import TuneOptions
+from rnnrec_cli.training import storage
 from rnnrec_cli.training.space import Dim, apply, suggest
+from rnnrec_cli.training.storage import shown_url, storage_url
 from rnnrec_cli.training.trials import _best, _row, count_trials, write_results
-
-# ---------------------------------------------------------------------------- options
-
-
-def storage_url(opts: TuneOptions, out: Path) -> str:
-    return opts.storage or f"sqlite:///{(out / 'study.db').resolve()}"
-
-
-def shown_url(url: str) -> str:
-    """The URL without its password, for messages."""
-    return re.sub(r"(//[^:/@]+:)[^@]*@", r"\1***@", url)
-
 
 # ---------------------------------------------------------------------------- the study
 
@@ -65,81 +54,84 @@ GRACE_S = 120  # ... and its trial is failed when it has not for this long (anot
 
 
 def open_study(opts: TuneOptions, out: Path, space: dict[str, Any], fixed: dict[str, Any]) -> optuna.Study:
-    """Create or load the study (maximising `opts.metric`), refusing one made for another
-    search space or other fixed settings."""
+    """Create or load the study (maximising `opts.metric`) bound to `out` (storage.bind),
+    refusing one made for another search space or other fixed settings. Run inside
+    `storage.guard`, which turns the database's failures into StorageError."""
     import optuna
-    import sqlalchemy.exc
 
+    claim = storage.read_claim(out)
+    # A moved or renamed directory keeps its study's name.
+    name = opts.study or (claim["study"] if claim else out.resolve().name)
     url = storage_url(opts, out)
-    name = opts.study or out.resolve().name
+    storage.check_links(out, url)
+    storage.check_claim(claim, out, name, url)
     # Optuna's own log lines (and a failed trial's traceback) would repeat what the progress
     # shows; a failed trial's reason is in trials.csv and its line.
     optuna.logging.set_verbosity(optuna.logging.ERROR)
     out.mkdir(parents=True, exist_ok=True)
+    bound = claim is not None and "id" in claim
+    if bound and storage.missing_file(url):
+        assert claim is not None
+        raise StorageError(storage.mismatch(out, claim, url, "has no database file"))
     try:
-        for attempt in range(3):
-            try:
-                study = _create(opts, url, name)
-                break
-            except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
-                # Workers starting together race to create the tables or the study; the loser
-                # finds them made a moment later.
-                if attempt == 2:
-                    raise
-                time.sleep(1.0 + attempt)
-        recorded = study.user_attrs
-        if "space" not in recorded:
-            study.set_user_attr("space", space)
-            study.set_user_attr("fixed", fixed)
-            study.set_user_attr("metric", opts.metric)
+        # A directory bound to a study continues it and never creates one in another storage.
+        study, created = _load(opts, url, name, create=not bound)
     except ImportError:
         raise StorageError(
             f"no database driver for --storage {shown_url(url)}; for PostgreSQL: pip install 'psycopg[binary]'"
         ) from None
-    except sqlalchemy.exc.ArgumentError as exc:
-        raise StorageError(f"--storage {shown_url(url)} is not a database URL ({exc})") from None
-    except sqlalchemy.exc.SQLAlchemyError as exc:
-        reason = str(getattr(exc, "orig", None) or exc).strip().splitlines()[0]
-        raise StorageError(f"cannot use the study storage {shown_url(url)}: {reason}") from None
-    _claim(out, name, url)
-    if "space" in recorded:
-        differs = [k for k, v in (("space", space), ("fixed", fixed), ("metric", opts.metric)) if recorded.get(k) != v]
-        if differs:
-            detail = _differences(recorded, space, fixed, opts.metric)
-            raise ConfigError(
-                f"study {name!r} in {shown_url(url)} was created with a different {' and '.join(differs)} "
-                f"({detail}); run the same command as before, or start a new study with --study NAME or another -o"
-            )
+    except RuntimeError as exc:  # Optuna's check of the database's schema version
+        raise StorageError(f"cannot use the study storage {shown_url(url)}: {first_line(exc)}") from None
+    if study is None:
+        assert claim is not None
+        raise StorageError(storage.mismatch(out, claim, url, f"holds no study {name!r}"))
+    storage.bind(study, created, claim, out, url)
+    recorded = study.user_attrs
+    if "space" not in recorded:
+        study.set_user_attr("space", space)
+        study.set_user_attr("fixed", fixed)
+        study.set_user_attr("metric", opts.metric)
+        return study
+    differs = [k for k, v in (("space", space), ("fixed", fixed), ("metric", opts.metric)) if recorded.get(k) != v]
+    if differs:
+        detail = _differences(recorded, space, fixed, opts.metric)
+        raise ConfigError(
+            f"study {name!r} in {shown_url(url)} was created with a different {' and '.join(differs)} "
+            f"({detail}); run the same command as before, or start a new study with --study NAME or another -o"
+        )
     return study
 
 
-def _create(opts: TuneOptions, url: str, name: str) -> optuna.Study:
+def _load(opts: TuneOptions, url: str, name: str, *, create: bool) -> tuple[optuna.Study | None, bool]:
+    """(the study, whether this call created it); (None, False) when it must exist and does not."""
     import optuna
+    import sqlalchemy.exc
 
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        # The heartbeat lets a worker on another host fail the trials of one that died.
-        storage = optuna.storages.RDBStorage(url, heartbeat_interval=HEARTBEAT_S, grace_period=GRACE_S)
-    return optuna.create_study(
-        storage=storage, study_name=name, direction="maximize", load_if_exists=True,
-        pruner=_pruner(opts), sampler=_sampler(opts, 0),
-    )  # fmt: skip
-
-
-def _claim(out: Path, name: str, url: str) -> None:
-    """STUDY_DIR belongs to one study: trial directories are named by trial number, which
-    another study would reuse."""
-    path = out / "study.json"
-    mine = {"study": name, "storage": shown_url(url)}
-    if path.is_file():
-        theirs = files.load_json(path)
-        if theirs != mine:
-            raise ConfigError(
-                f"{out} holds study {theirs.get('study')!r} in {theirs.get('storage')}, not {name!r} in "
-                f"{mine['storage']}; use another -o for another study"
-            )
-        return
-    files.save_json(path, mine)
+    # In memory each connection has its own database: the heartbeat's thread would find none.
+    beat = None if storage.in_memory(url) else HEARTBEAT_S
+    for attempt in range(3):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+                # The heartbeat lets a worker on another host fail the trials of one that died.
+                rdb = optuna.storages.RDBStorage(url, heartbeat_interval=beat, grace_period=beat and GRACE_S)
+            found = dict(storage=rdb, study_name=name, pruner=_pruner(opts), sampler=_sampler(opts, 0))
+            if create:
+                try:
+                    return optuna.create_study(direction="maximize", **found), True  # type: ignore[arg-type]
+                except optuna.exceptions.DuplicatedStudyError:
+                    pass
+            try:
+                return optuna.load_study(**found), False  # type: ignore[arg-type]
+            except KeyError:
+                return None, False
+        except (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError):
+            # Workers starting together race to create the tables or the study; the loser
+            # finds them made a moment later.
+            if attempt == 2:
+                raise
+            time.sleep(1.0 + attempt)
+    raise AssertionError("unreachable")
 
 
 def _differences(recorded: dict[str, Any], space: dict[str, Any], fixed: dict[str, Any], metric: str) -> str:
@@ -285,12 +277,10 @@ def _objective(
         # ones, and one worker's study is reproducible. (Optuna samples at the first suggest.)
         trial.study.sampler = _sampler(opts, trial.number)
         trial.set_user_attr("worker", WORKER)
-        path = out / "trials" / f"{trial.number:04d}"
-        trial.set_user_attr("run_dir", str(path.resolve()))
         model_cfg, train_cfg = apply(model, train, suggest(trial, dims))
-        # The trial number is new to the study, so a directory under it is a leftover of a
-        # study that was deleted: replace it.
-        started = start_run([str(data_dir)], path, model_cfg, train_cfg, force=True)
+        path = storage.new_trial_dir(out, trial.number)
+        trial.set_user_attr("run_dir", str(path.resolve()))
+        started = start_run([str(data_dir)], path, model_cfg, train_cfg)
         run, cfg = started.run, started.cfg
 
         def report(r: EpochReport) -> None:
