@@ -207,10 +207,18 @@ def test_an_evaluation_records_what_it_scored(ws: Path) -> None:
 
     opened = rundir.open_run(run)
     assert stale_notes(opened, saved, "test.json") == []
-    # A newer best checkpoint: the stored result no longer describes the run.
+    # A newer best checkpoint: the stored result no longer describes the run, and report and
+    # compare say so (the copy still holds the checkpoint it scored).
+    shutil.copytree(run, ws / "copy")
     shutil.copyfile(run / "checkpoints" / "last.msgpack", run / "checkpoints" / "best.msgpack")
     (notes,) = stale_notes(opened, saved, "test.json")
     assert "test.json is stale: it scored the best checkpoint of epoch" in notes and "evaluate it again" in notes
+    stale = f"{run / 'eval' / 'default' / 'test.json'} is stale"
+    shown = _cli("report", str(run), "-o", str(ws / "report.html"))
+    assert shown.exit_code == 0 and stale in shown.output.replace("\n", " "), shown.output
+    compared = _cli("compare", str(run), str(ws / "copy"))
+    assert compared.exit_code == 0, compared.output
+    assert stale in compared.output.replace("\n", " ") and "copy/eval" not in compared.output
 
 
 def test_data_other_than_the_run_trained_on_is_refused(ws: Path) -> None:

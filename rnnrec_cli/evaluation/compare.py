@@ -209,7 +209,8 @@ def compare_runs(paths: Sequence[Path], opts: CompareOptions | None = None) -> C
     evaluation (`opts.evaluation`, else `default`, else the one they share)."""
     opts = opts or CompareOptions()
     metric, split, n_boot, seed, evaluation = opts.metric, opts.split, opts.n_boot, opts.seed, opts.evaluation
-    from rnnrec_cli.evaluation.results import evaluations
+    from rnnrec_cli.evaluation.provenance import stale_notes
+    from rnnrec_cli.evaluation.results import evaluations, result_path
 
     if len(paths) < 2:
         raise ConfigError("compare needs at least two runs")
@@ -235,6 +236,9 @@ def compare_runs(paths: Sequence[Path], opts: CompareOptions | None = None) -> C
         {f"run {r.label}": result_metrics(r.result) for r in runs},
         f" in evaluation {name!r}",
     )
+    for path, r in zip(paths, runs, strict=True):
+        run = open_run(path)
+        notes += stale_notes(run, r.result, result_path(run, split, name))
     return Comparison(
         split=split,
         metric=metric.strip().lower(),

@@ -45,7 +45,7 @@ def stale_notes(run: RunDir, result: dict[str, Any], where: Path | str) -> list[
     notes = []
     checkpoint = prov.get("checkpoint")
     if isinstance(checkpoint, dict) and isinstance(checkpoint.get("sha256"), str):
-        name = checkpoint.get("name") if isinstance(checkpoint.get("name"), str) else "best"
+        name = str(checkpoint.get("name") or "best")
         if file_hash(run.checkpoint(name)) != checkpoint["sha256"]:
             epoch = checkpoint.get("epoch")
             scored = f"the {name} checkpoint of epoch {epoch}" if isinstance(epoch, int) else f"an earlier {name}"

@@ -128,6 +128,7 @@ def check_result(result: dict[str, Any], bad: Bad) -> None:
     _check_paired(result.get("paired"), tables, bad)
     _check_breakdown(result.get("breakdown", {}), tables, bad)
     _check_heads(result, bad)
+    _check_provenance(result, bad)
 
 
 def _check_ci(ci: Any, tables: dict[str, Any], bad: Bad) -> None:
@@ -174,6 +175,28 @@ def _check_breakdown(breakdown: Any, tables: dict[str, Any], bad: Bad) -> None:
             where = f"'breakdown' [{kind}] [{name}]"
             for group, row in _object(groups, where, bad, empty=False).items():
                 metric_table(_object(row, f"{where} [{group}]", bad, empty=False), f"{where} [{group}]", bad)
+
+
+_HASH = re.compile(r"^[0-9a-f]{64}$")
+
+
+def _check_provenance(result: dict[str, Any], bad: Bad) -> None:
+    """What the result scored: a run id, the best checkpoint (epoch, SHA-256), the data's hash."""
+    if result.get("provenance") is None:
+        return
+    prov = _object(result["provenance"], "'provenance'", bad)
+    if not isinstance(prov.get("run_id"), str | None):
+        bad(f"'provenance' [run_id] is {_shown(prov.get('run_id'))}, not a run id")
+    checkpoint = _object(prov.get("checkpoint"), "'provenance' [checkpoint]", bad)
+    if checkpoint.get("name") != "best":
+        bad(f"'provenance' [checkpoint] [name] is {_shown(checkpoint.get('name'))}, not 'best'")
+    epoch = checkpoint.get("epoch")
+    if epoch is not None and not (count(epoch) and epoch >= 1):
+        bad(f"'provenance' [checkpoint] [epoch] is {_shown(epoch)}, not an epoch (1, 2, ...)")
+    for where, value in (("[checkpoint] [sha256]", checkpoint.get("sha256")),
+                         ("[data_manifest_sha256]", prov.get("data_manifest_sha256"))):  # fmt: skip
+        if value is not None and not (isinstance(value, str) and _HASH.match(value)):
+            bad(f"'provenance' {where} is {_shown(value)}, not a SHA-256 in hex")
 
 
 def _check_heads(result: dict[str, Any], bad: Bad) -> None:

@@ -331,6 +331,7 @@ def _shown_evaluation(runs: Sequence[RunView], asked: str | None) -> tuple[str |
     if shown is None:
         return None, []
     notes = [f"run {r.label} has no evaluation {shown!r}" for r in runs if r.evals and shown not in r.evals]
+    notes += [note for r in runs for note in r.stale.get(shown, [])]
     if shown != "default" or any(len(r.evals) > 1 for r in runs):
         listed = "; ".join(f"{r.label} has {', '.join(map(repr, r.evals))}" for r in runs if r.evals)
         notes.append(f"showing evaluation {shown!r} ({listed}); pick another with --eval NAME")

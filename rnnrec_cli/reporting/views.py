@@ -26,6 +26,8 @@ class RunView:
     evals: dict[str, dict[str, dict[str, Any]]]  # evaluation name -> split -> result
     ranks: dict[str, dict[str, Any]] = field(default_factory=dict)  # name -> split -> polars DataFrame
     complete: bool = True
+    # Per evaluation name: what no longer holds of its results (provenance.stale_notes).
+    stale: dict[str, list[str]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -41,8 +43,9 @@ def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
     """A run's (or study's) files, each checked as it is read: a damaged or hand-edited file is
     one error naming it, never a wrong number on the page."""
     from rnnrec_cli.data.sequences import check_manifest
+    from rnnrec_cli.evaluation.provenance import stale_notes
     from rnnrec_cli.evaluation.reading import read_ranks, read_result
-    from rnnrec_cli.evaluation.results import evaluations, ranks_path
+    from rnnrec_cli.evaluation.results import evaluations, ranks_path, result_path
     from rnnrec_cli.rundir import load_config
     from rnnrec_cli.validation import to_dict
 
@@ -54,10 +57,12 @@ def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
     config = to_dict(load_config(run))
     evals: dict[str, dict[str, dict[str, Any]]] = {}
     ranks: dict[str, dict[str, Any]] = {}
+    stale: dict[str, list[str]] = {}
     for name, splits in evaluations(run).items():
         evals[name], ranks[name] = {}, {}
         for split in splits:
             result = evals[name][split] = read_result(run, split, name)
+            stale.setdefault(name, []).extend(stale_notes(run, result, result_path(run, split, name)))
             if result["task"] == "next-item" and ranks_path(run, split, name).is_file():
                 ranks[name][split] = read_ranks(run, split, result, name)
     manifest = {}
@@ -72,6 +77,7 @@ def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
         evals=evals,
         ranks=ranks,
         complete=(path / COMPLETE).is_file(),
+        stale=stale,
     )
 
 

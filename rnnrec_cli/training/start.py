@@ -47,6 +47,7 @@ def start_run(
     item_features: bool | None = None,
     force: bool = False,
     write: bool = True,
+    command: str = "train",
 ) -> StartedRun:
     """Create the run directory (preparing raw event files into run/data first), resolve the
     run's config against its data, and save config.json and the data files the run needs.
@@ -54,6 +55,7 @@ def start_run(
     `data`: one prepared data directory, or raw event files (prepared with `prepare_cfg` and
     the `given` split files). Without `write` (processes other than 0 of a multi-process run)
     nothing is written: the data must be prepared already, and the run directory is process 0's.
+    The run is owned (locked) by `command` of this process until `rundir.release`.
     """
     from rnnrec_cli.data.prepare import prepare
 
@@ -73,7 +75,7 @@ def start_run(
         if path.resolve() in first.resolve().parents or path.resolve() == first.resolve():
             raise RunDirError(f"the data {first} lies inside {path}, which this run would replace; give another --out")
         cfg = run_config(first.resolve(), model_cfg, train_cfg, item_features)
-    run = rundir.create(path, force=force)
+    run = rundir.create(path, force=force, command=command)
     try:
         if prepared_dir:
             manifest = load_manifest(first)

@@ -280,7 +280,7 @@ def _objective(
         model_cfg, train_cfg = apply(model, train, suggest(trial, dims))
         path = storage.new_trial_dir(out, trial.number)
         trial.set_user_attr("run_dir", str(path.resolve()))
-        started = start_run([str(data_dir)], path, model_cfg, train_cfg)
+        started = start_run([str(data_dir)], path, model_cfg, train_cfg, command="tune")
         run, cfg = started.run, started.cfg
 
         def report(r: EpochReport) -> None:
@@ -301,6 +301,8 @@ def _objective(
         except TrainingDiverged as exc:
             trial.set_user_attr("error", str(exc))
             raise
+        finally:
+            rundir.release(run)  # the trial's run is its own once the trial ends
         return max(r.valid[metric] for r in reports)
 
     return objective
