@@ -1,8 +1,9 @@
 """Expected failures, and the one place that turns any failure into one readable line.
 
-The CLI turns each `RnnrecError` into one `Error: ...` line and exit code 1; `describe` does the
+The CLI turns each `RnnrecError` into one `Error: ...` line and exit code 1 (an `OptionError`,
+a value given on the command line, exit 2 like Click's own usage errors); `describe` does the
 same for what the libraries raise (filesystem errors, undecodable text, damaged Parquet or
-msgpack files), so no command shows a traceback for a user's file or disk.
+msgpack files, a device out of memory), so no command shows a traceback for a user's file or disk.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ class DataError(RnnrecError):
 
 class ConfigError(RnnrecError):
     """An option or config value is invalid."""
+
+
+class OptionError(ConfigError):
+    """A value given on the command line (an option or argument, or its Python API parameter) is
+    invalid, alone or for this run or data: a usage error, exit 2. Values read back from a run's
+    or data directory's own files are plain ConfigErrors naming the file (exit 1)."""
 
 
 class RunDirError(RnnrecError):
@@ -116,7 +123,8 @@ def first_line(exc: BaseException) -> str:
 
 
 def describe(exc: BaseException) -> str | None:
-    """One line for a failure the libraries raise about the user's files; None if it is not one."""
+    """One line for a failure the libraries raise about the user's files or machine; None if it
+    is not one."""
     if isinstance(exc, OSError):
         return os_error_text(exc)
     if isinstance(exc, UnicodeDecodeError):
@@ -127,7 +135,16 @@ def describe(exc: BaseException) -> str | None:
     code = errno_in(str(exc))
     if code is not None:
         return os_error_text(OSError(code, _strerror(code)))
+    # XLA's allocator failing (by name: importing jax here would make every command slow to start).
+    if type(exc).__name__ in _XLA_ERRORS and "RESOURCE_EXHAUSTED" in str(exc):
+        return (
+            f"the device ran out of memory ({first_line(exc)}); lower --batch-size (or the model's size), "
+            "or use a device with more memory"
+        )
     return None
+
+
+_XLA_ERRORS = ("JaxRuntimeError", "XlaRuntimeError")
 
 
 def _strerror(code: int) -> str:

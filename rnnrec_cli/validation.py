@@ -166,6 +166,11 @@ def _build(cls: type, values: dict[str, Any], where: str) -> Any:
         return cls(**out)
     except TypeError as exc:
         raise ConfigError(f"{where}: {exc}") from None
+    except ConfigError as exc:
+        # A value the config refuses names the file it was read from (an inner section's does).
+        if str(exc).startswith(where):
+            raise
+        raise ConfigError(f"{where}: {exc}") from None
 
 
 def from_dict(cls: type, values: dict[str, Any], where: str = "config") -> Any:

@@ -307,3 +307,84 @@ def test_prepare_headerless_tsv_with_escaped_tab(tmp_path: Path) -> None:
     _ok([*args, "--no-header", "--columns", "user_id,item_id,timestamp", "--sep", "\\t"])
     manifest = json.loads((tmp_path / "d" / "manifest.json").read_text())
     assert manifest["config"]["sep"] == "\t" and manifest["stages"]["events_read"] == synthetic_log(n_users=30).height
+
+
+# ---------------------------------------------------------------------------- exit codes
+
+BAD_VALUES = [
+    (["train", "{data}", "-o", "{tmp}/r", "--epochs", "0"], "--epochs"),
+    (["train", "{data}", "-o", "{tmp}/r", "--epochs", "many"], "--epochs"),
+    (["evaluate", "{run}", "--k", "0,5"], "--k"),
+    (["evaluate", "{run}", "-k", "5"], "-k"),  # no such option (evaluate's is --k)
+    (["tune", "{data}", "-o", "{tmp}/s", "--trials", "0"], "--trials"),
+    (["tune", "{data}", "-o", "{tmp}/s", "--timeout", "soon"], "--timeout"),
+    (["predict", "{run}", "{log}", "-k", "0"], "-k"),
+    (["predict", "{run}", "{log}", "-k", "100000"], "-k"),  # more than the catalogue holds
+    (["predict", "{run}", "{log}", "--generate", "2", "--strategy", "beam", "--beams", "100000"], "--beams"),
+    (["prepare", "{log}", "-o", "{tmp}/d", "--split", "random"], "--split"),
+    (["prepare", "{log}", "-o", "{tmp}/d", "--session-gap", "soon"], "--session-gap"),
+    (["compare", "{run}", "{run}", "--metric", "auc"], "--metric"),
+]
+
+
+@pytest.mark.parametrize(("args", "option"), BAD_VALUES, ids=[" ".join(a[:1] + a[-2:]) for a, _ in BAD_VALUES])
+def test_every_invalid_option_value_exits_2_with_one_error_line(trained, tmp_path: Path, args, option) -> None:
+    log, data, run = trained
+    filled = [a.format(log=log, data=data, run=run, tmp=tmp_path) for a in args]
+    result = runner.invoke(app, filled)
+    assert result.exit_code == 2, result.output
+    assert result.stdout == ""
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("Error: ") and option in lines[0], result.stderr
+    assert "Usage:" not in result.stderr and "╭" not in result.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_damaged_run_config_is_not_a_usage_error(trained, tmp_path: Path) -> None:
+    """A bad value read back from a run's config.json names the file and exits 1, not 2."""
+    import shutil
+
+    _, _, run = trained
+    copy = tmp_path / "run"
+    shutil.copytree(run, copy)
+    cfg = json.loads((copy / "config.json").read_text())
+    cfg["train"]["epochs"] = 0
+    (copy / "config.json").write_text(json.dumps(cfg))
+    result = runner.invoke(app, ["evaluate", str(copy), "-q"])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.startswith("Error: ") and str(copy / "config.json") in result.stderr
+
+
+def test_library_warnings_are_one_line_each(trained, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A warning from JAX, Polars or matplotlib: one `Warning: LIBRARY: ...` line, no path."""
+    import warnings
+
+    from rnnrec_cli.errors import RnnrecError
+    from rnnrec_cli.evaluation import compare
+
+    jax_warning = type("JaxWarning", (UserWarning,), {"__module__": "jax._src.config"})
+
+    def noisy(*args, **kwargs):
+        site = "/venv/lib/python3.11/site-packages/polars/io/csv/functions.py"
+        warnings.warn_explicit("slow path taken;\n  pass a schema", UserWarning, site, 12)
+        warnings.warn("float64 is not enabled", jax_warning, stacklevel=1)  # raised "at" rnnrec's code
+        raise RnnrecError("stopped")
+
+    monkeypatch.setattr(compare, "compare_runs", noisy)
+    _, _, run = trained
+    result = runner.invoke(app, ["compare", str(run), str(run)])
+    assert result.exit_code == 1, result.output
+    assert result.stderr.splitlines() == [
+        "Warning: polars: slow path taken; pass a schema",
+        "Warning: jax: float64 is not enabled",
+        "Error: stopped",
+    ]
+
+
+def test_device_out_of_memory_is_an_expected_failure() -> None:
+    from rnnrec_cli.errors import describe
+
+    oom = type("JaxRuntimeError", (RuntimeError,), {})("RESOURCE_EXHAUSTED: Out of memory allocating 9 bytes.\nmore")
+    line = describe(oom)
+    assert line is not None and "ran out of memory" in line and "--batch-size" in line
+    assert describe(type("JaxRuntimeError", (RuntimeError,), {})("INTERNAL: something else")) is None

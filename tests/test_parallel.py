@@ -115,9 +115,9 @@ def test_prefetch_stops_its_thread_when_the_consumer_leaves() -> None:
 def test_clear_errors_for_impossible_device_counts(data_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["train", str(data_dir), "-o", str(tmp_path / "r"), "--devices", "2", *TRAIN_FLAGS])
-    assert res.exit_code == 1 and "only 1 CPU device(s) visible" in res.output and "XLA_FLAGS" in res.output
+    assert res.exit_code == 2 and "only 1 CPU device(s) visible" in res.output and "XLA_FLAGS" in res.output
     res = runner.invoke(app, ["train", str(data_dir), "-o", str(tmp_path / "r2"), "--num-processes", "2", *TRAIN_FLAGS])
-    assert res.exit_code == 1 and "--coordinator" in res.output
+    assert res.exit_code == 2 and "--coordinator" in res.output
 
 
 def _env(devices: int) -> dict[str, str]:

@@ -209,7 +209,7 @@ def test_headerless_input_is_a_one_line_error_naming_the_fix(run_dir: Path, tmp_
     assert result.exit_code == 1 and result.stderr.count("\n") == 1
     assert f"not in {path}: it has no header row (its first line reads x, 10, 100)" in result.stderr
     result = runner.invoke(app, ["predict", str(run_dir), str(path), "--columns", "user_id,item_id,timestamp"])
-    assert result.exit_code == 1 and "add --no-header" in result.stderr
+    assert result.exit_code == 2 and "add --no-header" in result.stderr
 
 
 def test_a_headerless_run_reads_headerless_input_and_header_on_request(run_dir: Path, tmp_path: Path) -> None:

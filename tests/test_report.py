@@ -129,7 +129,7 @@ def test_compare_refuses_runs_evaluated_on_other_targets(runs) -> None:
     result = runner.invoke(app, ["compare", str(runs["gru"]), str(other)])
     assert result.exit_code == 1 and "other test targets" in result.output, result.output
     bad = runner.invoke(app, ["compare", str(runs["gru"]), str(runs["lstm"]), "--metric", "auc"])
-    assert bad.exit_code == 1 and "recall@K" in bad.output
+    assert bad.exit_code == 2 and "recall@K" in bad.output
 
 
 # trials.csv as `tune` writes it (training.trials.write_results).

@@ -12,19 +12,50 @@ from __future__ import annotations
 
 import logging
 import signal
-from typing import Annotated
+import sys
+from collections.abc import Sequence
+from typing import Annotated, Any
 
 import typer
 from rich.logging import RichHandler
+from typer.core import TyperGroup
 
 from rnnrec_cli import __version__
 from rnnrec_cli.cli import flags
-from rnnrec_cli.cli.boundary import on_sigterm
+from rnnrec_cli.cli.boundary import library_warnings, on_sigterm, usage_error
 from rnnrec_cli.cli.render import err
 from rnnrec_cli.cli.result_commands import compare, evaluate, predict, report
 from rnnrec_cli.cli.run_commands import prepare, train, tune
 
+
+class _Rnnrec(TyperGroup):
+    """The `rnnrec` group: a usage error (a bad option value, an unknown option) is one `Error:`
+    line and exit 2 like every other failure, and the libraries' warnings are `Warning:` lines."""
+
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        windows_expand_args: bool = True,
+        **extra: Any,
+    ) -> Any:
+        if not standalone_mode:
+            return super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+        with library_warnings():
+            try:
+                # Not standalone: Click returns the exit code, or raises what it would print.
+                code = super().main(args, prog_name, complete_var, False, windows_expand_args, **extra)
+            except typer.TyperException as exc:
+                code = usage_error(exc)
+            except typer.Abort:
+                code = 1
+        sys.exit(code if isinstance(code, int) else 0)
+
+
 app = typer.Typer(
+    cls=_Rnnrec,
     no_args_is_help=True,
     pretty_exceptions_show_locals=False,
     add_completion=False,

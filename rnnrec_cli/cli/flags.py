@@ -10,7 +10,8 @@ from __future__ import annotations
 import dataclasses
 import functools
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -18,7 +19,7 @@ import typer
 
 from rnnrec_cli.config import ModelConfig, PrepareConfig, TrainConfig, task_train_defaults
 from rnnrec_cli.data.presets import PRESETS, resolve
-from rnnrec_cli.errors import ConfigError
+from rnnrec_cli.errors import ConfigError, OptionError
 from rnnrec_cli.files import load_json
 from rnnrec_cli.options import EvalOptions, PredictOptions, TuneOptions
 from rnnrec_cli.validation import check_types, json_type, parse_duration
@@ -253,12 +254,22 @@ def given(values: dict[str, Any], cls: type | None = None) -> dict[str, Any]:
     return out
 
 
+@contextmanager
+def option_values() -> Iterator[None]:
+    """What is checked inside are values given as options: a ConfigError there is a usage error
+    (OptionError, exit 2), not a problem of the data or a run (exit 1)."""
+    try:
+        yield
+    except OptionError:
+        raise
+    except ConfigError as exc:
+        raise OptionError(str(exc)) from None
+
+
 def make(cls: type, values: dict[str, Any]) -> Any:
     """The config from these values; an invalid one is a usage error (exit 2)."""
-    try:
+    with option_values():
         return cls(**values)
-    except ConfigError as exc:
-        raise typer.BadParameter(str(exc)) from None
 
 
 def preset_values(preset: str | None) -> dict[str, Any]:
@@ -283,7 +294,9 @@ def prepare_values(flags: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, 
     values: dict[str, Any] = {}
     gap = flags.pop("session_gap", None)
     if gap is not None:
-        values["session_gap"] = None if gap.lower() in ("none", "off", "0") else parse_duration(gap, "--session-gap")
+        with option_values():
+            off = gap.lower() in ("none", "off", "0")
+            values["session_gap"] = None if off else parse_duration(gap, "--session-gap")
     keep_repeats = flags.pop("keep_repeats", None)
     if keep_repeats is not None:
         values["dedupe_consecutive"] = not keep_repeats

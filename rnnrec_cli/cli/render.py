@@ -34,7 +34,8 @@ err = Console(stderr=True) if sys.stderr.isatty() else Console(stderr=True, widt
 def error_line(message: str) -> None:
     """One line, whatever the message quotes: user data is escaped (errors.escape) and never
     read as Rich markup."""
-    err.print(f"[bold red]Error:[/] {markup_escape(escape(message, limit=1000))}", markup=True, highlight=False, soft_wrap=True)
+    line = markup_escape(escape(message, limit=1000))
+    err.print(f"[bold red]Error:[/] {line}", markup=True, highlight=False, soft_wrap=True)
 
 
 def status(message: str, quiet: bool) -> Any:

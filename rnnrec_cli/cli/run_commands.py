@@ -205,9 +205,10 @@ def tune(
     from rnnrec_cli.training.search import search
     from rnnrec_cli.validation import parse_duration
 
-    wait = parse_duration(timeout, "--timeout") if timeout else None
-    opts = TuneOptions(**o.given(dict(trials=trials, metric=metric, storage=storage, study=study, pruning=pruning,
-                                        prune_after=prune_after, max_failed=max_failed, timeout=wait)))  # fmt: skip
+    with o.option_values():
+        wait = parse_duration(timeout, "--timeout") if timeout else None
+    opts = o.make(TuneOptions, o.given(dict(trials=trials, metric=metric, storage=storage, study=study,
+                  pruning=pruning, prune_after=prune_after, max_failed=max_failed, timeout=wait)))  # fmt: skip
     model_cfg, train_cfg = o.run_configs(config, {**flags, "monitor": opts.metric})
     fixed = set(o.given(flags, ModelConfig)) | set(o.given(flags, TrainConfig))
 

@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from rnnrec_cli.errors import ConfigError, RunDirError
+from rnnrec_cli.errors import OptionError, RunDirError
 from rnnrec_cli.evaluation.metrics import paired_bootstrap, per_sequence_sums, summarize
 from rnnrec_cli.options import CompareOptions
 from rnnrec_cli.rundir import open_run
@@ -29,7 +29,7 @@ TARGET_COLUMNS = ("seq", "position", "item")
 def parse_metric(text: str) -> tuple[str, int]:
     m = _METRIC.match(text.strip().lower())
     if m is None:
-        raise ConfigError(f"--metric {text!r} is not one of recall@K, mrr@K, ndcg@K (e.g. mrr@20)")
+        raise OptionError(f"--metric {text!r} is not one of recall@K, mrr@K, ndcg@K (e.g. mrr@20)")
     return m.group(1), int(m.group(2))
 
 
@@ -213,11 +213,11 @@ def compare_runs(paths: Sequence[Path], opts: CompareOptions | None = None) -> C
     from rnnrec_cli.evaluation.results import evaluations, result_path
 
     if len(paths) < 2:
-        raise ConfigError("compare needs at least two runs")
+        raise OptionError("compare needs at least two runs")
     _, k = parse_metric(metric)
     resolved = [p.resolve() for p in paths]
     if len(set(resolved)) < len(resolved):
-        raise ConfigError("the same run is given twice; compare different runs")
+        raise OptionError("the same run is given twice; compare different runs")
     available = {str(p): list(evaluations(open_run(p))) for p in paths}
     name = pick_evaluation(available, evaluation)
     if name is None:

@@ -9,6 +9,7 @@ input ends (sessions must then be contiguous in the input).
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Collection, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -22,14 +23,14 @@ from rnnrec_cli.data.columns import NO_COLUMN, canonicalize, check_times
 from rnnrec_cli.data.ingest import iter_stdin_blocks, materialized_inputs, read_failure, scan_events
 from rnnrec_cli.data.sequences import check_manifest
 from rnnrec_cli.data.transforms import drop_consecutive_repeats, sessionize
-from rnnrec_cli.errors import DataError
+from rnnrec_cli.errors import ConfigError, DataError, OptionError
 from rnnrec_cli.evaluation.recommend import left_padded, recommend, values_after_jit, values_every_jit
 from rnnrec_cli.files import load_json
 from rnnrec_cli.model import network
 from rnnrec_cli.model.weights import restore_model
 from rnnrec_cli.options import PredictOptions
 from rnnrec_cli.rundir import RunDir, check_pinned, load_config, read_vocabulary
-from rnnrec_cli.validation import from_dict
+from rnnrec_cli.validation import check_types, from_dict
 
 
 @dataclass
@@ -52,20 +53,25 @@ def run_prepare_config(run: RunDir, overrides: dict[str, Any], unset: Collection
     """The column mapping and sessionization the run was trained with, plus explicit overrides;
     the fields in `unset` go back to None (e.g. columns that input held in memory lacks)."""
     manifest = check_manifest(load_json(run.data_manifest), run.data_manifest)
-    values = {**manifest["config"], **{k: v for k, v in overrides.items() if v is not None}}
-    values.update(dict.fromkeys(unset))
-    if overrides.get("header") and not manifest["config"].get("header", True):
+    stored = from_dict(PrepareConfig, manifest["config"], where=str(run.data_manifest))
+    values = {k: v for k, v in overrides.items() if v is not None} | dict.fromkeys(unset)
+    if overrides.get("header") and not stored.header:
         values["columns"] = ()  # --header on a run prepared without one: the input's header names its columns
-    if overrides.get("columns") and values.get("header", True):
+    if overrides.get("columns") and values.get("header", stored.header):
         # (A preset's run may keep --columns for its header-less variant: prepare's check lets it pass.)
-        raise DataError("--columns names the columns of input without a header row; add --no-header")
+        raise OptionError("--columns names the columns of input without a header row; add --no-header")
     # Histories to predict from have no split: a split column of the training log is not needed.
     values["split_col"] = NO_COLUMN
     unit = manifest.get("recognised", {}).get("time_unit", {})
     if isinstance(unit, dict) and unit.get("how") == "guessed from the magnitude":
         # Guessed for the training data, so guessed (and checked for mixed units) again here.
         values["time_unit"] = "auto"
-    return from_dict(PrepareConfig, values, where=str(run.data_manifest))
+    # The stored config is valid (checked above): what is refused now is an option's value.
+    try:
+        check_types(PrepareConfig, values, "options")
+        return dataclasses.replace(stored, **values)
+    except ConfigError as exc:
+        raise OptionError(str(exc)) from None
 
 
 @dataclass(frozen=True)
@@ -198,6 +204,16 @@ def read_item_list(path: Path, vocab: pl.DataFrame) -> tuple[np.ndarray, int]:
     return mask, len(lines) - int(mask.sum())
 
 
+def check_catalogue(opts: PredictOptions, n_items: int) -> None:
+    """Lists and beams longer than the catalogue cannot be filled (JAX's top-k needs k <= items)."""
+    if opts.generate == 0 and opts.k > n_items:
+        raise OptionError(f"-k {opts.k} is larger than the catalogue ({n_items} items); use -k {n_items} or less")
+    if opts.generate and opts.strategy == "beam" and opts.beams > n_items:
+        raise OptionError(
+            f"--beams {opts.beams} is larger than the catalogue ({n_items} items); use --beams {n_items} or less"
+        )
+
+
 def predict(
     run: RunDir,
     inputs: Sequence[str],
@@ -214,8 +230,7 @@ def predict(
     cfg = load_config(run)
     pcfg = run_prepare_config(run, overrides or {}, unset)
     vocab = read_vocabulary(run, cfg.n_items)
-    if opts.generate == 0 and opts.k > cfg.n_items:
-        raise DataError(f"-k {opts.k} is larger than the catalogue ({cfg.n_items} items); lower -k")
+    check_catalogue(opts, cfg.n_items)
     allowed = np.ones(cfg.n_items, bool)
     if include is not None:
         allowed, _ = read_item_list(include, vocab)

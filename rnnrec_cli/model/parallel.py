@@ -21,7 +21,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import AxisType, NamedSharding
 from jax.sharding import PartitionSpec as P
 
-from rnnrec_cli.errors import ConfigError
+from rnnrec_cli.errors import ConfigError, OptionError
 
 AXIS = "data"
 # The params subtree (and its mirror in optimiser states) with one row per item; see network.py.
@@ -33,7 +33,7 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
     SLURM, Open MPI, GKE); HOST:PORT with --num-processes/--process-id sets it by hand."""
     if coordinator is None:
         if num_processes is not None or process_id is not None:
-            raise ConfigError("--num-processes/--process-id need --coordinator HOST:PORT (or --coordinator auto)")
+            raise OptionError("--num-processes/--process-id need --coordinator HOST:PORT (or --coordinator auto)")
         return
     # CPU processes need a collectives backend to talk to each other; GPUs and TPUs have their own.
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
@@ -43,9 +43,9 @@ def init_distributed(coordinator: str | None, num_processes: int | None, process
             jax.distributed.initialize()
         else:
             if num_processes is None or process_id is None:
-                raise ConfigError("--coordinator HOST:PORT needs --num-processes and --process-id")
+                raise OptionError("--coordinator HOST:PORT needs --num-processes and --process-id")
             if not 0 <= process_id < num_processes:
-                raise ConfigError(f"--process-id must be in [0, {num_processes}), got {process_id}")
+                raise OptionError(f"--process-id must be in [0, {num_processes}), got {process_id}")
             jax.distributed.initialize(coordinator, num_processes, process_id)
     except (RuntimeError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
@@ -148,16 +148,16 @@ def make_placement(devices: int, shard_items: bool, batch_size: int, *, local: b
     n = len(visible) if devices == 0 else devices
     where = f"{len(visible)} {visible[0].platform.upper()} device(s) visible"
     if not local and jax.process_count() > 1 and n != len(visible):
-        raise ConfigError(f"--devices {devices}: a multi-process run uses every device ({where}); pass --devices 0")
+        raise OptionError(f"--devices {devices}: a multi-process run uses every device ({where}); pass --devices 0")
     if n > len(visible):
         hint = (
             "; for testing on CPU set XLA_FLAGS=--xla_force_host_platform_device_count=N"
             if visible[0].platform == "cpu"
             else ""
         )
-        raise ConfigError(f"--devices {devices}: only {where}{hint}")
+        raise OptionError(f"--devices {devices}: only {where}{hint}")
     if batch_size % n:
-        raise ConfigError(f"--batch-size {batch_size} does not split evenly over {n} devices; use a multiple of {n}")
+        raise OptionError(f"--batch-size {batch_size} does not split evenly over {n} devices; use a multiple of {n}")
     mesh = jax.make_mesh((n,), (AXIS,), axis_types=(AxisType.Auto,), devices=visible[:n])
     return Placement(mesh, shard_items)
 
