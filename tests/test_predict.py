@@ -53,6 +53,21 @@ def test_every_position(run_dir: Path) -> None:
     assert x["position"].to_list() == [1, 2, 3] and x["item_id"].to_list() == [11, 12, 13]
 
 
+def test_every_position_in_windows_equals_one_pass(run_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Long sessions run in windows (state and seen items carried over): the same lists as one
+    window over the whole batch, for sessions of several lengths, seen items excluded."""
+    import rnnrec_cli as rr
+    from rnnrec_cli.evaluation import recommend
+
+    sessions = {"long": [i % 40 for i in range(37)], "mid": [5, 6, 7, 8, 9, 10, 11, 12, 13], "short": [3]}
+    whole = rr.recommend(run_dir, sessions, k=4, every_position=True, exclude_seen=True)
+    monkeypatch.setattr(recommend, "WINDOW", 8)
+    windowed = rr.recommend(run_dir, sessions, k=4, every_position=True, exclude_seen=True)
+    assert windowed.height == whole.height == 4 * (37 + 9 + 1)
+    assert windowed["item_id"].to_list() == whole["item_id"].to_list()
+    assert windowed["score"].to_list() == pytest.approx(whole["score"].to_list(), abs=1e-5)
+
+
 def test_include_exclude_lists(run_dir: Path, tmp_path: Path) -> None:
     inc = tmp_path / "inc.txt"
     inc.write_text("item_id\n40\n41\n42\n99999\n")

@@ -45,10 +45,9 @@ def top_k(
     cfg: ModelConfig,
     k: int,
     exclude_seen: bool,
-    every_position: bool,
 ) -> tuple[jax.Array, jax.Array]:
-    """Top-k after each sequence: (<float32>[B, k] scores, <int32>[B, k] items); with
-    `every_position`, after every event: <float32>[L, B, k], <int32>[L, B, k].
+    """Top-k after each sequence: (<float32>[B, k] scores, <int32>[B, k] items); after every
+    event, see `top_k_window`.
 
     allowed: <bool>[N] candidate items.
     """
@@ -56,14 +55,34 @@ def top_k(
     kernel, bias = scoring.pad_catalogue(*network.output_layer(params, cfg, features), scoring.TOP_K_GROUP)
     n_cols = kernel.shape[0]
     allowed = jnp.pad(allowed, (0, n_cols - allowed.shape[0]))
-    if not every_position:
-        carry, _ = _run(params, cfg, x, features)
-        scores = jnp.where(allowed[None, :], network.last_hidden(cfg, carry) @ kernel.T + bias, -jnp.inf)
-        if exclude_seen:
-            scores = jnp.where(_seen_mask(x.inputs, x.mask, n_cols), -jnp.inf, scores)
-        return scoring.top_k(scores, k)
+    carry, _ = _run(params, cfg, x, features)
+    scores = jnp.where(allowed[None, :], network.last_hidden(cfg, carry) @ kernel.T + bias, -jnp.inf)
+    if exclude_seen:
+        scores = jnp.where(_seen_mask(x.inputs, x.mask, n_cols), -jnp.inf, scores)
+    return scoring.top_k(scores, k)
+
+
+def top_k_window(
+    params: network.Params,
+    x: Batch,
+    allowed: jax.Array,
+    features: network.Features,
+    carry: network.Carry,
+    seen: jax.Array | None,
+    *,
+    cfg: ModelConfig,
+    k: int,
+    exclude_seen: bool,
+) -> tuple[network.Carry, jax.Array, jax.Array, jax.Array]:
+    """Top-k after every event of one window of T steps, from the state `carry` and the items
+    `seen` so far (<bool>[B, N'] over the padded catalogue; None: a batch's first window):
+    (carry, seen, <float32>[T, B, k] scores, <int32>[T, B, k] items), the first two to pass on
+    to the next window."""
+    kernel, bias = scoring.pad_catalogue(*network.output_layer(params, cfg, features), scoring.TOP_K_GROUP)
+    n_cols = kernel.shape[0]
+    allowed = jnp.pad(allowed, (0, n_cols - allowed.shape[0]))
     batch = x.inputs.shape[1]
-    _, hidden = _run(params, cfg, x, features)
+    carry, hidden = network.run(params, cfg, carry, x, None, features)
     rows = jnp.arange(batch)
 
     def step(seen: jax.Array, xs: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, tuple]:
@@ -75,8 +94,9 @@ def top_k(
             s = jnp.where(seen, -jnp.inf, s)
         return seen, scoring.top_k(s, k)
 
-    _, (scores, items) = jax.lax.scan(step, jnp.zeros((batch, n_cols), bool), (hidden, x.inputs, x.reset, x.mask))
-    return scores, items
+    start: jax.Array = jnp.zeros((batch, n_cols), bool) if seen is None else seen
+    end, (scores, items) = jax.lax.scan(step, start, (hidden, x.inputs, x.reset, x.mask))
+    return carry, end, scores, items
 
 
 def generate(
@@ -189,11 +209,47 @@ def values_after(
 
 values_every_jit = jax.jit(values_every, static_argnames=("cfg",))
 values_after_jit = jax.jit(values_after, static_argnames=("cfg",))
-_top_k = jax.jit(top_k, static_argnames=("cfg", "k", "exclude_seen", "every_position"))
+_top_k = jax.jit(top_k, static_argnames=("cfg", "k", "exclude_seen"))
+_top_k_window = jax.jit(top_k_window, static_argnames=("cfg", "k", "exclude_seen"))
 _generate = jax.jit(generate, static_argnames=("cfg", "n_steps", "strategy", "beams", "temperature", "exclude_seen"))
 
 
 # ---------------------------------------------------------------------------- batching
+
+# Every-position predictions run over windows of this many events, the state and the seen items
+# passed from one window to the next, so memory is bounded by the window and the batch's width,
+# not by the longest session.
+WINDOW = 256
+
+
+def _every_position(
+    params: network.Params,
+    cfg: ModelConfig,
+    seqs: Sequence[np.ndarray],
+    idx: np.ndarray,
+    opts: PredictOptions,
+    allowed: np.ndarray,
+    vals: Sequence[np.ndarray] | None,
+    evs: Sequence[np.ndarray] | None,
+    features: dict[str, np.ndarray] | None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """<int32>[L, W, k] items and <float32>[L, W, k] scores after each event of the sequences
+    `idx`, right-aligned. W: the batch's width, a power of two up to --batch-size, so a few long
+    sessions are not padded to a full batch of them."""
+    width = min(opts.batch_size, _bucket(len(idx)))
+    x = left_padded(seqs, idx, width, vals, evs)
+    length = x.inputs.shape[0]
+    window = min(length, WINDOW)  # both powers of two: the windows tile the batch
+    carry, seen = network.zero_carry(cfg, width), None
+    items, scores = [], []
+    for t0 in range(0, length, window):
+        part = Batch(*(None if a is None else a[t0 : t0 + window] for a in x))
+        carry, seen, s, i = _top_k_window(
+            params, part, allowed, features, carry, seen, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
+        )
+        items.append(np.asarray(i))
+        scores.append(np.asarray(s))
+    return np.concatenate(items), np.concatenate(scores)
 
 
 def _bucket(n: int) -> int:
@@ -249,6 +305,12 @@ def recommend(
     b = opts.batch_size
     for lo in range(0, len(seqs), b):
         idx = order[lo : lo + b]
+        if opts.every_position:
+            items, scores = _every_position(params, cfg, seqs, idx, opts, allowed, vals, evs, features)
+            for col, i in enumerate(idx):
+                n = len(seqs[i])
+                out[i] = (items[len(items) - n :, col], scores[len(items) - n :, col])
+            continue
         x = left_padded(seqs, idx, b, vals, evs)
         if opts.generate:
             key, sub = jax.random.split(key)
@@ -258,16 +320,8 @@ def recommend(
                 exclude_seen=opts.exclude_seen,
             )  # fmt: skip
         else:
-            scores, items = _top_k(
-                params, x, allowed, features, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen,
-                every_position=opts.every_position,
-            )  # fmt: skip
+            scores, items = _top_k(params, x, allowed, features, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen)
         items, scores = np.asarray(items), np.asarray(scores)
-        length = x.inputs.shape[0]
         for col, i in enumerate(idx):
-            if opts.every_position:
-                n = len(seqs[i])
-                out[i] = (items[length - n :, col], scores[length - n :, col])
-            else:
-                out[i] = (items[col], scores[col])
+            out[i] = (items[col], scores[col])
     return out
