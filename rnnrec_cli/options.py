@@ -158,8 +158,13 @@ class TuneOptions:
     # Trials of this worker failing in a row (diverged) that stop the study: the space or the
     # fixed settings do not train, and more trials would only fail the same way.
     max_failed: int = 5
+    # Epochs of the training best.json describes (trials train --epochs, a budget): None = the
+    # training default, or the trials' epochs when they run longer.
+    final_epochs: int | None = None
 
     def __post_init__(self) -> None:
+        if self.final_epochs is not None and self.final_epochs <= 0:
+            raise ConfigError(f"--final-epochs must be > 0, got {self.final_epochs}")
         if self.trials <= 0:
             raise ConfigError(f"--trials must be > 0, got {self.trials}")
         if self.timeout is not None and self.timeout <= 0:

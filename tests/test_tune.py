@@ -124,13 +124,17 @@ def test_metric_must_be_computed() -> None:
 @pytest.mark.slow
 def test_tiny_study_end_to_end(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "study"
-    stdout = _tune(data, out, "--trials", "3", *TINY, "--seed", "1")
+    stdout = _tune(data, out, "--trials", "3", *TINY, "--seed", "1", "--final-epochs", "3")
     assert stdout.strip().splitlines()[-1] == str(out / "best.json")
     for name in ("best.json", "trials.csv", "history.png", "importances.png", "study.db"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["number"] for r in rows] == ["0", "1", "2"] and all(r["state"] == "COMPLETE" for r in rows)
     assert {"lr", "dropout_embed", "momentum", "logq"} <= set(rows[0]) and "layers" not in rows[0]  # fixed by a flag
+    # Trial 0 trains the settings the search starts from (the defaults here).
+    d = TrainConfig()
+    assert (float(rows[0]["lr"]), float(rows[0]["momentum"]), float(rows[0]["logq"])) == (d.lr, d.momentum, d.logq)
+    assert float(rows[0]["dropout_embed"]) == ModelConfig().dropout_embed and "batch_size" not in rows[0]
     for r in rows:
         run = Path(r["run_dir"])
         assert run == (out / "trials" / f"{int(r['number']):04d}").resolve() and (run / "COMPLETE").is_file()
@@ -140,7 +144,10 @@ def test_tiny_study_end_to_end(data: Path, tmp_path: Path) -> None:
     best = max(rows, key=lambda r: float(r["value"]))
     cfg = json.loads((out / "best.json").read_text())
     assert cfg["train"]["lr"] == float(best["lr"]) and cfg["model"]["layers"] == [32]
-    assert cfg["train"]["epochs"] == 2 and cfg["train"]["monitor"] == "mrr@20"
+    # Trained for the final epochs, not the trials' budget; `tuning` says which trial it is.
+    assert cfg["train"]["epochs"] == 3 and cfg["train"]["monitor"] == "mrr@20"
+    assert cfg["tuning"]["trial"] == int(best["number"]) and cfg["tuning"]["trial_epochs"] == 2
+    assert cfg["tuning"]["epochs"] == 3 and cfg["tuning"]["baseline"] == (best["number"] == "0")
     run = tmp_path / "retrained"
     result = runner.invoke(app, ["train", str(data), "--config", str(out / "best.json"), "-o", str(run), "-q"])
     assert result.exit_code == 0, result.output

@@ -334,7 +334,8 @@ def run_configs(config: Path | None, flags: dict[str, Any]) -> tuple[ModelConfig
     """Model and training configs: defaults < the task's defaults < --config file < flags. What
     is wrong inside the file is a ConfigError naming the file and key (exit 1)."""
     file_values = load_json(config) if config else {}
-    unknown = set(file_values) - {"model", "train", "format_version"}
+    # `tuning`: which trial of a study a best.json holds (read by people, not by training).
+    unknown = set(file_values) - {"model", "train", "format_version", "tuning"}
     if unknown:
         raise ConfigError(f"{config}: unknown section(s) {', '.join(sorted(unknown))}; use 'model' and 'train'")
     for section, cls in (("model", ModelConfig), ("train", TrainConfig)):
@@ -391,4 +392,7 @@ Pruning = Annotated[
 PruneAfter = Annotated[int | None, opt("Finished trials before pruning starts.", TUNE, (TuneOptions, "prune_after"))]
 MaxFailed = Annotated[
     int | None, opt("Trials failing in a row that stop the study.", TUNE, (TuneOptions, "max_failed"))
+]
+FinalEpochs = Annotated[
+    int | None, opt("Epochs best.json trains (trials train --epochs). \\[default: 10, or --epochs if more]", TUNE)
 ]

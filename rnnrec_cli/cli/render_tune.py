@@ -120,5 +120,5 @@ def tune_footer(out: Path, notes: list[str]) -> str:
                       if p.is_file())  # fmt: skip
     lines = [f"Wrote {out}/: {wrote}; each trial's run directory is in {out}/trials/."]
     lines += [f"note: {n}" for n in notes]
-    lines.append(f"Next: rnnrec train DATA --config {out}/best.json (add --epochs N to train longer)")
+    lines.append(f"Next: rnnrec train DATA --config {out}/best.json (the best trial's settings, for the final epochs)")
     return "\n".join(lines)

@@ -16,6 +16,7 @@ from rnnrec_cli.cli.boundary import handle_errors, interrupted
 from rnnrec_cli.cli.render import err
 from rnnrec_cli.config import ModelConfig, PrepareConfig, TrainConfig
 from rnnrec_cli.options import TuneOptions
+from rnnrec_cli.training.space import describe
 
 
 @handle_errors
@@ -192,6 +193,7 @@ def tune(
     pruning: o.Pruning = None,
     prune_after: o.PruneAfter = None,
     max_failed: o.MaxFailed = None,
+    final_epochs: o.FinalEpochs = None,
     config: Annotated[
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections: every trial's base."),
@@ -199,7 +201,7 @@ def tune(
     run_options: Mapping[str, Any] = model_flags.SHARED_RUN,
     quiet: o.Quiet = False,
 ) -> None:
-    """Search training settings with Optuna (TPE, median pruning); each trial is a run in STUDY_DIR/trials/."""
+    """Search training settings with Optuna; see the docstring set below."""
     flags = dict(locals())
     flags.update(flags.pop("run_options"))
     from rnnrec_cli.training.search import search
@@ -208,7 +210,8 @@ def tune(
     with o.option_values():
         wait = parse_duration(timeout, "--timeout") if timeout else None
     opts = o.make(TuneOptions, o.given(dict(trials=trials, metric=metric, storage=storage, study=study,
-                  pruning=pruning, prune_after=prune_after, max_failed=max_failed, timeout=wait)))  # fmt: skip
+                  pruning=pruning, prune_after=prune_after, max_failed=max_failed, timeout=wait,
+                  final_epochs=final_epochs)))  # fmt: skip
     model_cfg, train_cfg = o.run_configs(config, {**flags, "monitor": opts.metric})
     fixed = set(o.given(flags, ModelConfig)) | set(o.given(flags, TrainConfig))
 
@@ -226,3 +229,13 @@ def tune(
         err.print(render_tune.tune_table(done.top, opts.metric, f"Top trials of study {done.study.study_name!r}"))
         err.print(render_tune.tune_footer(out, done.notes))
     typer.echo(str(done.best))
+
+
+tune.__doc__ = (
+    "Search training settings with Optuna (TPE, median pruning); each trial is a run in STUDY_DIR/trials/. "
+    "Trial 0 trains the settings given (the defaults and your flags), so the best found is never worse on "
+    "validation. Searched unless a flag fixes it (a flag's default below is trial 0's value), for --loss ce: "
+    f"{describe('ce')}; for --loss bpr-max the same with bpreg and elu for logq "
+    f"({'; '.join(describe('bpr-max').split('; ')[-2:])}). best.json trains the best trial's settings for "
+    "--final-epochs."
+)

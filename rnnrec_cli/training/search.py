@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from rnnrec_cli.config import ModelConfig, TrainConfig
 from rnnrec_cli.options import TuneOptions
-from rnnrec_cli.training.space import check_space, fixed_settings, load_space, parse_space, without
+from rnnrec_cli.training.space import baseline, check_space, fixed_settings, load_space, parse_space, without
 from rnnrec_cli.training.storage import guard, storage_url
 from rnnrec_cli.training.trials import top_rows, write_plots
 from rnnrec_cli.training.tune import TrialEvent, check_data, open_study, run_study
@@ -59,5 +59,8 @@ def search(
         study = open_study(opts, out, searched, fixed_settings(model, train, dims))
         if on_open is not None:
             on_open(study, opts, searched)
+        if not study.get_trials(deepcopy=False):
+            # Trial 0 trains the settings the search starts from: its best can only beat them.
+            study.enqueue_trial(baseline(model, train, dims), user_attrs={"baseline": True}, skip_if_exists=True)
         run_study(data, out, model, train, dims, opts, study, on_trial=on_trial, on_progress=on_progress)
         return Searched(study, top_rows(study), write_plots(study, out), out / "best.json")

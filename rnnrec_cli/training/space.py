@@ -200,6 +200,37 @@ def suggest(trial: optuna.Trial, dims: list[Dim]) -> dict[str, Any]:
     return out
 
 
+def baseline(model: ModelConfig, train: TrainConfig, dims: list[Dim]) -> dict[str, Any]:
+    """The searched parameters' values in the given configs (the defaults, or the --config
+    file's and flags'): trial 0 trains them, so a study's best is never worse on validation than
+    what it started from. A value the space does not offer (a --space FILE's narrower range) is
+    left to the sampler."""
+    out: dict[str, Any] = {}
+    for d in dims:
+        if d.low is None and d.choices is None:
+            continue
+        value = (
+            model.layers[0]
+            if d.name == "layers"
+            else getattr(model if PARAMS[d.name][0] is ModelConfig else train, d.name)
+        )
+        inside = value in d.choices if d.choices is not None else d.low <= value <= d.high  # type: ignore[operator]
+        if inside:
+            out[d.name] = value
+    return out
+
+
+def describe(loss: str) -> str:
+    """The shipped space of `loss` in words, for help and docs: 'layers 64-512 (step 32), ...'."""
+    parts = []
+    for name, spec in SPACES[loss].items():
+        if "choices" in spec:
+            parts.append(f"{name} one of {', '.join(map(str, spec['choices']))}")
+        else:
+            parts.append(f"{name} {spec['low']}-{spec['high']} (step {spec['step']})")
+    return "; ".join(parts)
+
+
 def fixed_settings(model: ModelConfig, train: TrainConfig, dims: list[Dim]) -> dict[str, Any]:
     """The settings every trial shares (what is not searched), as JSON: a study must not mix
     trials of different epochs, cells or data. Fields that change no result (checkpoint

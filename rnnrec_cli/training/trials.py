@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import warnings
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnrec_cli import files
 from rnnrec_cli.config import ModelConfig, TrainConfig
+from rnnrec_cli.options import TuneOptions
 from rnnrec_cli.validation import to_dict
 
 if TYPE_CHECKING:
@@ -46,8 +48,15 @@ def top_rows(study: optuna.Study, n: int = 10) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda r: (r["state"] != "COMPLETE", -r["value"], r["number"]))[:n]
 
 
-def write_results(study: optuna.Study, out: Path, model: ModelConfig, train: TrainConfig) -> None:
-    """best.json (`rnnrec train DATA --config best.json` trains the best trial's settings) and
+def final_epochs(train: TrainConfig, opts: TuneOptions) -> int:
+    """The epochs best.json trains: --final-epochs, else the training default, or the trials'
+    epochs when they ran longer (a trial's epochs are a budget, not a setting)."""
+    return opts.final_epochs or max(TrainConfig().epochs, train.epochs)
+
+
+def write_results(study: optuna.Study, out: Path, model: ModelConfig, train: TrainConfig, opts: TuneOptions) -> None:
+    """best.json (`rnnrec train DATA --config best.json` trains the best trial's settings for
+    the final epochs; its `tuning` section says which trial, and the trials' epochs) and
     trials.csv (one row per trial), both replaced atomically: several workers may write them."""
     rows = trial_rows(study)
     names = sorted({k for r in rows for k in r["params"]})
@@ -63,7 +72,10 @@ def write_results(study: optuna.Study, out: Path, model: ModelConfig, train: Tra
     if number is not None:
         best = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
         model_cfg, train_cfg = apply(model, train, _rounded(best.params))
-        files.save_json(out / "best.json", {"model": to_dict(model_cfg), "train": to_dict(train_cfg)})
+        train_cfg = dataclasses.replace(train_cfg, epochs=final_epochs(train, opts))
+        tuning = {"trial": number, "metric": opts.metric, "value": best.value, "trial_epochs": train.epochs,
+                  "epochs": train_cfg.epochs, "baseline": bool(best.user_attrs.get("baseline"))}  # fmt: skip
+        files.save_json(out / "best.json", {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "tuning": tuning})
 
 
 def _rounded(params: dict[str, Any]) -> dict[str, Any]:

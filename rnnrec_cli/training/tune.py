@@ -226,7 +226,7 @@ def run_study(
             # A diverging trial is a bad point of the space, not a broken study: it is marked
             # FAIL and the search goes on.
             study.optimize(objective, n_trials=1, catch=(TrainingDiverged,))
-        write_results(study, out, model, train)
+        write_results(study, out, model, train, opts)
         mine = [t for t in study.get_trials(deepcopy=False) if t.user_attrs.get("worker") == WORKER]
         _stop_after_failures(mine, opts.max_failed)
         if on_trial is not None:
@@ -236,7 +236,7 @@ def run_study(
             best, best_number = _best(study)
             eta = _eta(study, opts.trials - finished, deadline)
             on_trial(TrialEvent(-1, finished, opts.trials, best, best_number, eta, _row(last) if last else None))
-    write_results(study, out, model, train)
+    write_results(study, out, model, train, opts)
     return study
 
 
