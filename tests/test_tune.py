@@ -67,9 +67,32 @@ def _space_file(tmp: Path, values: dict) -> Path:
 def test_shipped_spaces_are_valid_and_loss_specific() -> None:
     for loss, space in SPACES.items():
         dims = parse_space(space, loss)
-        check_space(dims, ModelConfig(), TrainConfig(loss=loss), loss)
+        check_space(dims, ModelConfig(), TrainConfig(loss="ce" if loss == "auto" else loss), loss)
     assert "logq" in SPACES["ce"] and "bpreg" not in SPACES["ce"]
     assert {"bpreg", "elu"} <= set(SPACES["bpr-max"]) and "logq" not in SPACES["bpr-max"]
+
+
+def test_the_loss_is_searched_with_its_own_parameters() -> None:
+    """The shipped space searches the loss, each with its own parameters (a conditional space);
+    a --loss flag fixes it and leaves the other losses' parameters out."""
+    import optuna
+
+    from rnnrec_cli.training.space import baseline, without
+
+    dims = parse_space(SPACES["auto"], "auto")
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=3))
+    seen = {}
+    for _ in range(12):
+        params = suggest(study.ask(), dims)
+        seen[params["loss"]] = set(params)
+        apply(ModelConfig(), TrainConfig(), params)  # every trial is a valid config
+    assert {"logq"} <= seen["ce"] and not {"bpreg", "elu"} & seen["ce"]
+    assert {"bpreg", "elu"} <= seen["bpr-max"] and "logq" not in seen["bpr-max"]
+    fixed = without(SPACES["auto"], {"loss"}, "bpr-max")
+    assert "loss" not in fixed and "logq" not in fixed and {"bpreg", "elu"} <= set(fixed)
+    # Trial 0: the given settings, only the given loss's parameters.
+    start = baseline(ModelConfig(), TrainConfig(), dims)
+    assert start["loss"] == "ce" and start["logq"] == 1.0 and "bpreg" not in start and start["layers"] == 224
 
 
 def test_space_file_narrows_drops_or_replaces(tmp_path: Path) -> None:

@@ -234,8 +234,6 @@ def tune(
 tune.__doc__ = (
     "Search training settings with Optuna (TPE, median pruning); each trial is a run in STUDY_DIR/trials/. "
     "Trial 0 trains the settings given (the defaults and your flags), so the best found is never worse on "
-    "validation. Searched unless a flag fixes it (a flag's default below is trial 0's value), for --loss ce: "
-    f"{describe('ce')}; for --loss bpr-max the same with bpreg and elu for logq "
-    f"({'; '.join(describe('bpr-max').split('; ')[-2:])}). best.json trains the best trial's settings for "
-    "--final-epochs."
+    "validation. Searched unless a flag fixes it (a flag's default below is trial 0's value): "
+    f"{describe('auto')}. best.json trains the best trial's settings for --final-epochs."
 )

@@ -51,8 +51,10 @@ def search(
     is the trials' training seed (`train.seed`). `on_open` sees the study before its first trial."""
     check_data(data)
     opts = dataclasses.replace(opts, seed=train.seed)
-    where = f"--space {space_file or train.loss}"
-    dims = parse_space(without(load_space(train.loss, space_file), set(fixed)), where)
+    where = f"--space {space_file or 'shipped'}"
+    # The loss is searched (with each loss's own parameters) unless the caller fixed it.
+    base = train.loss if "loss" in fixed else "auto"
+    dims = parse_space(without(load_space(base, space_file), set(fixed), train.loss), where)
     check_space(dims, model, train, where)
     searched = {d.name: d.to_json() for d in dims}
     with guard(storage_url(opts, out)):

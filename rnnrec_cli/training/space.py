@@ -38,7 +38,12 @@ PARAMS: dict[str, tuple[type, bool]] = {
     "logq": (TrainConfig, False),
     "bpreg": (TrainConfig, False),
     "elu": (TrainConfig, False),
+    "loss": (TrainConfig, False),
 }
+# Parameters of one loss: a trial suggests them only when it trains that loss (a conditional
+# space), and a study of one fixed loss leaves the others' out.
+FOR_LOSS = {"logq": "ce", "bpreg": "bpr-max", "elu": "bpr-max"}
+LOSSES = ("ce", "bpr-max", "top1-max")
 
 # The ranges of GRU4Rec's published Optuna search (Hidasi & Czapp 2023; REFERENCE.md), on the
 # grids its parameter files use, so best.json holds round values. The loss decides which
@@ -54,9 +59,13 @@ _COMMON: dict[str, Any] = {
     # 0 = the constrained (tied) embedding, GRU4Rec's default and usually best; else a separate one.
     "embedding": {"choices": [0, 64, 128, 256]},
 }
+_CE = {"logq": {"choices": [0.0, 1.0]}}
+_BPR_MAX = {"bpreg": {"low": 0.0, "high": 2.0, "step": 0.05}, "elu": {"choices": [0.0, 0.5, 1.0]}}
 SPACES: dict[str, dict[str, Any]] = {
-    "ce": {**_COMMON, "logq": {"choices": [0.0, 1.0]}},
-    "bpr-max": {**_COMMON, "bpreg": {"low": 0.0, "high": 2.0, "step": 0.05}, "elu": {"choices": [0.0, 0.5, 1.0]}},
+    "ce": {**_COMMON, **_CE},
+    "bpr-max": {**_COMMON, **_BPR_MAX},
+    # The loss searched too (unless --loss fixes it), each with its own parameters.
+    "auto": {**_COMMON, "loss": {"choices": ["ce", "bpr-max"]}, **_CE, **_BPR_MAX},
 }
 
 
@@ -94,6 +103,11 @@ class Dim:
 
 def _dim(name: str, spec: Any, where: str) -> Dim:
     """A `Dim` from its JSON form, checked: known keys, numbers, a non-empty range."""
+    if name == "loss":
+        choices = spec.get("choices") if isinstance(spec, dict) and set(spec) == {"choices"} else [spec]
+        if not isinstance(choices, list) or not choices or any(c not in LOSSES for c in choices):
+            raise ConfigError(f'{where}: loss must be one of {", ".join(LOSSES)} or {{"choices": [...]}} of them')
+        return Dim(name, choices=tuple(choices)) if isinstance(spec, dict) else Dim(name, value=spec)
     is_int = PARAMS[name][1]
     kind = "an integer" if is_int else "a number"
 
@@ -130,11 +144,13 @@ def _dim(name: str, spec: Any, where: str) -> Dim:
 
 
 def load_space(loss: str, file: Path | None) -> dict[str, Any]:
-    """The space's JSON form: the shipped space of `loss`, with a --space FILE's changes.
+    """The space's JSON form: the shipped space of `loss` (`auto`: the loss searched too), with
+    a --space FILE's changes.
 
-    The file is `{"params": {NAME: SPEC or null, ...}}`, optionally with `"base": "ce"`,
-    `"bpr-max"` or `"none"` (default: the shipped space of --loss). Its entries replace the
-    base's, null drops one from the search; with base "none" the file's params are the space."""
+    The file is `{"params": {NAME: SPEC or null, ...}}`, optionally with `"base": "auto"`,
+    `"ce"`, `"bpr-max"` or `"none"` (default: the shipped space of --loss, or `auto`). Its
+    entries replace the base's, null drops one from the search; with base "none" the file's
+    params are the space."""
     if file is None:
         return dict(SPACES.get(loss, SPACES["ce"]))
     where = f"--space {file}"
@@ -182,9 +198,11 @@ def check_space(dims: list[Dim], model: ModelConfig, train: TrainConfig, where: 
 
 
 def suggest(trial: optuna.Trial, dims: list[Dim]) -> dict[str, Any]:
-    """The trial's value of every dimension."""
+    """The trial's value of every dimension; the loss first, then only its own parameters."""
     out: dict[str, Any] = {}
-    for d in dims:
+    for d in sorted(dims, key=lambda d: d.name != "loss"):
+        if d.name in FOR_LOSS and "loss" in out and out["loss"] != FOR_LOSS[d.name]:
+            continue
         if d.choices is not None:
             out[d.name] = trial.suggest_categorical(d.name, list(d.choices))
         elif d.low is None:
@@ -207,7 +225,7 @@ def baseline(model: ModelConfig, train: TrainConfig, dims: list[Dim]) -> dict[st
     left to the sampler."""
     out: dict[str, Any] = {}
     for d in dims:
-        if d.low is None and d.choices is None:
+        if (d.low is None and d.choices is None) or FOR_LOSS.get(d.name, train.loss) != train.loss:
             continue
         value = (
             model.layers[0]
@@ -222,12 +240,18 @@ def baseline(model: ModelConfig, train: TrainConfig, dims: list[Dim]) -> dict[st
 
 def describe(loss: str) -> str:
     """The shipped space of `loss` in words, for help and docs: 'layers 64-512 (step 32), ...'."""
-    parts = []
-    for name, spec in SPACES[loss].items():
+
+    def words(name: str, spec: dict[str, Any]) -> str:
         if "choices" in spec:
-            parts.append(f"{name} one of {', '.join(map(str, spec['choices']))}")
-        else:
-            parts.append(f"{name} {spec['low']}-{spec['high']} (step {spec['step']})")
+            return f"{name} one of {', '.join(map(str, spec['choices']))}"
+        return f"{name} {spec['low']}-{spec['high']} (step {spec['step']})"
+
+    space = SPACES[loss]
+    parts = [words(n, spec) for n, spec in space.items() if n not in FOR_LOSS]
+    for each in dict.fromkeys(FOR_LOSS.values()):
+        own = [words(n, spec) for n, spec in space.items() if FOR_LOSS.get(n) == each]
+        if own:
+            parts.append(f"with {each}: {', '.join(own)}")
     return "; ".join(parts)
 
 
@@ -242,6 +266,10 @@ def fixed_settings(model: ModelConfig, train: TrainConfig, dims: list[Dim]) -> d
     return json.loads(json.dumps(out))
 
 
-def without(space: dict[str, Any], fixed: set[str]) -> dict[str, Any]:
-    """The space less the parameters that flags fix (`--layers 100` trains every trial with 100)."""
-    return {k: v for k, v in space.items() if k not in fixed}
+def without(space: dict[str, Any], fixed: set[str], loss: str) -> dict[str, Any]:
+    """The space less the parameters that flags fix (`--layers 100` trains every trial with 100),
+    and, when the loss is not searched, the other losses' parameters."""
+    kept = {k: v for k, v in space.items() if k not in fixed}
+    if "loss" not in kept:
+        kept = {k: v for k, v in kept.items() if FOR_LOSS.get(k, loss) == loss}
+    return kept
