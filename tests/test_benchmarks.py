@@ -43,6 +43,7 @@ CASES = {
     "scale_bench devices": ("scale_bench.py", "devices", "--events", "3000", "--layers", "8", "--batch", "8", "--workdir", "sc"),
     "event_bench": ("event_bench.py", "--users", "60", "--items", "40", "--epochs", "1", "--layers", "16", "--workdir", "ev"),
     "features_bench": ("features_bench.py", "--quick", "--epochs", "1", "--layers", "16", "--workdir", "fb"),
+    "defaults_bench": ("defaults_bench.py", "--quick", "--candidates", "A-defaults", "D-bprmax", "--workdir", "db"),
 }  # fmt: skip
 
 
