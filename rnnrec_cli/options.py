@@ -153,6 +153,8 @@ class TuneOptions:
     # TPE's seed (each trial's training seed is TrainConfig.seed, the same for all trials).
     seed: int = 0
     pruning: bool = True
+    # median: Optuna's median rule; hyperband: Hyperband over epochs (multi-fidelity).
+    pruner: str = "median"
     # Finished trials before the median pruner may stop a trial at an epoch.
     prune_after: int = 3
     # Trials of this worker failing in a row (diverged) that stop the study: the space or the
@@ -174,6 +176,8 @@ class TuneOptions:
                 f"--metric {self.metric!r} is not a validation metric computed each epoch; use mrr@K or recall@K "
                 "(e.g. mrr@20)"
             )
+        if self.pruner not in ("median", "hyperband"):
+            raise ConfigError(f"--pruner must be median or hyperband, got {self.pruner!r}")
         if self.prune_after < 0:
             raise ConfigError(f"--prune-after must be >= 0, got {self.prune_after}")
         if self.max_failed < 1:

@@ -136,6 +136,18 @@ def test_trial_values_become_configs() -> None:
     assert train.lr == params["lr"] and train.n_sample == 512 and train.logq in (0.0, 1.0)
 
 
+def test_hyperband_pruner_is_chosen_by_name() -> None:
+    import optuna
+
+    from rnnrec_cli.training.tune import _pruner
+
+    assert isinstance(_pruner(TuneOptions(pruner="hyperband")), optuna.pruners.HyperbandPruner)
+    assert isinstance(_pruner(TuneOptions()), optuna.pruners.MedianPruner)
+    assert isinstance(_pruner(TuneOptions(pruner="hyperband", pruning=False)), optuna.pruners.NopPruner)
+    with pytest.raises(ConfigError, match="--pruner must be median or hyperband"):
+        TuneOptions(pruner="asha")
+
+
 def test_metric_must_be_computed() -> None:
     with pytest.raises(ConfigError, match="'ndcg@20' is not a validation metric"):
         TuneOptions(metric="ndcg@20")
@@ -208,6 +220,27 @@ def test_pruning_stops_a_trial_with_a_bad_first_epoch(data: Path, tmp_path: Path
     assert (pruned / "COMPLETE").is_file() and (pruned / "checkpoints" / "best.msgpack").is_file()
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert rows[2]["state"] == "PRUNED" and rows[2]["epochs"] == "1"
+
+
+@pytest.mark.slow
+def test_hyperband_study_prunes_on_epochs(data: Path, tmp_path: Path) -> None:
+    """--pruner hyperband: trials report every epoch to Hyperband's brackets; a study of good
+    and hopeless learning rates ends with finished or pruned trials and the best in best.json."""
+    import optuna
+
+    out = tmp_path / "study"
+    out.mkdir()
+    study = optuna.create_study(study_name=out.name, storage=f"sqlite:///{out / 'study.db'}", direction="maximize")
+    for lr in (0.3, 1e-5, 1e-5, 0.2):
+        study.enqueue_trial({"lr": lr})
+    space = _space_file(tmp_path, {"base": "none", "params": {"lr": {"low": 1e-5, "high": 0.5, "log": True}}})
+    _tune(data, out, "--trials", "4", "--space", str(space), "--pruner", "hyperband", *TINY, "--epochs", "3", "-q")
+    trials = _study(out).trials
+    assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"} and len(trials) == 4
+    # Every epoch is reported (whether a bracket prunes this few trials is Hyperband's call).
+    assert all(list(t.intermediate_values)[:1] == [1] for t in trials)
+    best = json.loads((out / "best.json").read_text())
+    assert best["train"]["lr"] in (0.3, 0.2)
 
 
 @pytest.mark.slow

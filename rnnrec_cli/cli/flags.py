@@ -21,7 +21,7 @@ from rnnrec_cli.config import ModelConfig, PrepareConfig, TrainConfig, task_trai
 from rnnrec_cli.data.presets import PRESETS, resolve
 from rnnrec_cli.errors import ConfigError, OptionError
 from rnnrec_cli.files import load_json
-from rnnrec_cli.options import EvalOptions, PredictOptions, TuneOptions
+from rnnrec_cli.options import EvalOptions, PredictOptions
 from rnnrec_cli.validation import check_types, json_type, parse_duration
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -349,50 +349,3 @@ def run_configs(config: Path | None, flags: dict[str, Any]) -> tuple[ModelConfig
     model_cfg = make(ModelConfig, {**from_file["model"], **model_flags})
     defaults = task_train_defaults(model_cfg, {*from_file["train"], *train_flags})
     return model_cfg, make(TrainConfig, {**defaults, **from_file["train"], **train_flags})
-
-
-# ---------------------------------------------------------------------------- tune
-
-TUNE = "Search"
-Trials = Annotated[
-    int | None, opt("Finished trials the study should hold (a rerun continues it).", TUNE, (TuneOptions, "trials"))
-]
-Timeout = Annotated[
-    str | None, opt("Start no trial after this long (e.g. 45m, 2h); the running one finishes. \\[default: none]", TUNE)
-]
-Metric = Annotated[str | None, opt("Validation metric to maximise: mrr@K or recall@K.", TUNE, (TuneOptions, "metric"))]
-SpaceFile = Annotated[
-    Path | None,
-    typer.Option(
-        "--space",
-        exists=True,
-        dir_okay=False,
-        metavar="FILE",
-        help='JSON {"params": {NAME: {"low", "high", "step"|"log"} or {"choices": [...]} or null}, "base": '
-        '"ce"|"bpr-max"|"none"}: changes the shipped space of --loss (null drops a parameter; base none replaces it).',
-        rich_help_panel=TUNE,
-    ),
-]
-Storage = Annotated[
-    str | None,
-    opt(
-        "SQLAlchemy URL of the study's database, e.g. postgresql://user:pw@host/db for several workers. "
-        "\\[default: sqlite in STUDY_DIR/study.db]",
-        TUNE,
-    ),
-]
-StudyName = Annotated[
-    str | None, opt("Study name in the storage. \\[default: the name of STUDY_DIR]", TUNE, None, "--study")
-]
-Pruning = Annotated[
-    bool | None,
-    opt("Stop trials whose epoch metric is below the median of earlier trials.", TUNE, (TuneOptions, "pruning"),
-        "--pruning/--no-pruning"),
-]  # fmt: skip
-PruneAfter = Annotated[int | None, opt("Finished trials before pruning starts.", TUNE, (TuneOptions, "prune_after"))]
-MaxFailed = Annotated[
-    int | None, opt("Trials failing in a row that stop the study.", TUNE, (TuneOptions, "max_failed"))
-]
-FinalEpochs = Annotated[
-    int | None, opt("Epochs best.json trains (trials train --epochs). \\[default: 10, or --epochs if more]", TUNE)
-]

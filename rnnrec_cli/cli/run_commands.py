@@ -12,6 +12,7 @@ import typer
 
 from rnnrec_cli.cli import data_flags, model_flags, render, render_tune
 from rnnrec_cli.cli import flags as o
+from rnnrec_cli.cli import tune_flags as t
 from rnnrec_cli.cli.boundary import handle_errors, interrupted
 from rnnrec_cli.cli.render import err
 from rnnrec_cli.config import ModelConfig, PrepareConfig, TrainConfig
@@ -184,16 +185,17 @@ def train(
 def tune(
     data: Annotated[Path, typer.Argument(help="A prepared data directory with a validation split.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Study directory: trials/, best.json, studies.csv, plots.")],
-    trials: o.Trials = None,
-    timeout: o.Timeout = None,
-    metric: o.Metric = None,
-    space: o.SpaceFile = None,
-    storage: o.Storage = None,
-    study: o.StudyName = None,
-    pruning: o.Pruning = None,
-    prune_after: o.PruneAfter = None,
-    max_failed: o.MaxFailed = None,
-    final_epochs: o.FinalEpochs = None,
+    trials: t.Trials = None,
+    timeout: t.Timeout = None,
+    metric: t.Metric = None,
+    space: t.SpaceFile = None,
+    storage: t.Storage = None,
+    study: t.StudyName = None,
+    pruning: t.Pruning = None,
+    pruner: t.Pruner = None,
+    prune_after: t.PruneAfter = None,
+    max_failed: t.MaxFailed = None,
+    final_epochs: t.FinalEpochs = None,
     config: Annotated[
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections: every trial's base."),
@@ -210,7 +212,7 @@ def tune(
     with o.option_values():
         wait = parse_duration(timeout, "--timeout") if timeout else None
     opts = o.make(TuneOptions, o.given(dict(trials=trials, metric=metric, storage=storage, study=study,
-                  pruning=pruning, prune_after=prune_after, max_failed=max_failed, timeout=wait,
+                  pruning=pruning, pruner=pruner, prune_after=prune_after, max_failed=max_failed, timeout=wait,
                   final_epochs=final_epochs)))  # fmt: skip
     model_cfg, train_cfg = o.run_configs(config, {**flags, "monitor": opts.metric})
     fixed = set(o.given(flags, ModelConfig)) | set(o.given(flags, TrainConfig))
@@ -232,7 +234,8 @@ def tune(
 
 
 tune.__doc__ = (
-    "Search training settings with Optuna (TPE, median pruning); each trial is a run in STUDY_DIR/trials/. "
+    "Search training settings with Optuna (TPE; median or Hyperband pruning); each trial is a run in "
+    "STUDY_DIR/trials/. "
     "Trial 0 trains the settings given (the defaults and your flags), so the best found is never worse on "
     "validation. Searched unless a flag fixes it (a flag's default below is trial 0's value): "
     f"{describe('auto')}. best.json trains the best trial's settings for --final-epochs."

@@ -158,6 +158,9 @@ def _pruner(opts: TuneOptions) -> optuna.pruners.BasePruner:
 
     if not opts.pruning:
         return optuna.pruners.NopPruner()
+    if opts.pruner == "hyperband":
+        # Brackets over the epochs a trial may run (read from the first trial that reports).
+        return optuna.pruners.HyperbandPruner(min_resource=1, max_resource="auto", reduction_factor=3)
     return optuna.pruners.MedianPruner(n_startup_trials=opts.prune_after, n_warmup_steps=0)
 
 
