@@ -1,11 +1,14 @@
 """Evaluation throughput: full-catalogue ranks + top-20 (target events/s) for the model, and the
 baselines' time on a prepared log.
 
-Usage: python benchmarks/eval_bench.py [--items 50000,1000000] [--events 100000] [--data DATA_DIR]
+Usage: python benchmarks/eval_bench.py [--items 50000,1000000] [--events 100000] [--exclude-seen]
+       [--data DATA_DIR]
 
 The model part uses random parameters (speed does not depend on training) and random sequences
-of 2-20 events. With --data it also times every baseline on that data directory's test split
-(e.g. one prepared from benchmarks/make_synthetic.py --events 1000000).
+of 2-20 events. --exclude-seen times the protocol that removes each sequence's earlier items
+from its ranking too, interleaved with the plain one. With --data it also times every baseline
+on that data directory's test split (e.g. one prepared from benchmarks/make_synthetic.py
+--events 1000000).
 """
 
 from __future__ import annotations
@@ -38,22 +41,27 @@ def main() -> None:
     p.add_argument("--items", default="50000,1000000")
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--hidden", type=int, default=100)
+    p.add_argument("--exclude-seen", action="store_true", help="also time --exclude-seen (interleaved)")
     p.add_argument("--data", type=Path)
     args = p.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
-    print(f"{'items':>9} {'targets':>8} {'events/s':>9} {'compile+first s':>15}")
+    print(f"{'items':>9} {'protocol':>13} {'targets':>8} {'events/s':>9} {'compile+first s':>15}")
     for n_items in map(int, args.items.split(",")):
         cfg = RunConfig(data_dir="-", n_items=n_items, model=ModelConfig(layers=(args.hidden,)), train=TrainConfig())
         params = network.init_params(cfg.model, n_items, jax.random.key(0))
         warm = random_sequences(n_items, 2_000, seed=1)
-        t0 = time.perf_counter()
-        model_scores(params, cfg, warm, ScoreOptions(k=20))
-        first = time.perf_counter() - t0
         seqs = random_sequences(n_items, args.events)
-        t0 = time.perf_counter()
-        model_scores(params, cfg, seqs, ScoreOptions(k=20))
-        dt = time.perf_counter() - t0
-        print(f"{n_items:>9,} {seqs.n_targets:>8,} {seqs.n_targets / dt:>9,.0f} {first:>15.1f}", flush=True)
+        for exclude in (False, True) if args.exclude_seen else (False,):
+            opts = ScoreOptions(k=20, exclude_seen=exclude)
+            t0 = time.perf_counter()
+            model_scores(params, cfg, warm, opts)
+            first = time.perf_counter() - t0
+            t0 = time.perf_counter()
+            model_scores(params, cfg, seqs, opts)
+            dt = time.perf_counter() - t0
+            shown = "exclude-seen" if exclude else "all items"
+            print(f"{n_items:>9,} {shown:>13} {seqs.n_targets:>8,} {seqs.n_targets / dt:>9,.0f} {first:>15.1f}",
+                  flush=True)  # fmt: skip
     if args.data:
         train, test = read_sequences(args.data, "train"), read_sequences(args.data, "test")
         counts = read_items(args.data).sort("idx")["count"].to_numpy()
