@@ -191,6 +191,32 @@ def test_a_run_replaced_while_read_is_an_error_never_a_mix(ws: Path) -> None:
     assert not (run / "eval").exists() or before.keys().isdisjoint(p for p in (run / "eval").rglob("*"))
 
 
+@pytest.mark.slow
+def test_a_checkpoint_copied_from_another_run_is_named_as_such(ws: Path) -> None:
+    other = ws / "other"
+    assert _cli("train", str(ws / "data"), "-o", str(other), "--epochs", "1", *TINY).exit_code == 0
+    shutil.copyfile(other / "checkpoints" / "best.msgpack", ws / "run" / "checkpoints" / "best.msgpack")
+    result = _cli("evaluate", str(ws / "run"), "-q", "--force")
+    assert result.exit_code == 1 and "was written by another run" in result.output, result.output
+
+
+def test_report_writes_into_pipes_and_devices(ws: Path) -> None:
+    """A named pipe or /dev/null as -o is written into as a stream (never opened to be read,
+    which would wait for a writer forever)."""
+    import threading
+
+    fifo = ws / "page.fifo"
+    os.mkfifo(fifo)
+    got: list[bytes] = []
+    reader = threading.Thread(target=lambda: got.append(fifo.read_bytes()), daemon=True)
+    reader.start()
+    result = _cli("report", str(ws / "run"), "-o", str(fifo))
+    reader.join(timeout=60)
+    assert result.exit_code == 0, result.output
+    assert got and b"<title>rnnrec report" in got[0] and fifo.exists() and not fifo.is_file()
+    assert _cli("report", str(ws / "run"), "-o", "/dev/null").exit_code == 0
+
+
 # ---------------------------------------------------------------------------- provenance
 
 
@@ -250,7 +276,11 @@ def test_a_link_planted_inside_a_run_is_an_error_naming_it(ws: Path, planted: st
     shutil.move(target, elsewhere)
     target.symlink_to(elsewhere)
     before = sorted(p.name for p in elsewhere.rglob("*")) if elsewhere.is_dir() else elsewhere.read_bytes()
-    for args in (["evaluate", str(run), "-q", "--force"], ["predict", str(run), str(ws / "events.csv"), "-q"]):
+    for args in (
+        ["evaluate", str(run), "-q", "--force"],
+        ["predict", str(run), str(ws / "events.csv"), "-q"],
+        ["report", str(run), "-o", str(ws / "report.html")],
+    ):
         result = _cli(*args)
         assert result.exit_code == 1, result.output
         assert f"{target} is a symbolic link" in result.output

@@ -175,7 +175,7 @@ def report(
 ) -> None:
     """One self-contained HTML page (no network needed): what was run, learning curves, test metrics
     with intervals beside the baselines, metric@K curves, breakdowns; several runs side by side."""
-    from rnnrec_cli.files import atomic_write, exists
+    from rnnrec_cli.files import atomic_write, exists, is_special
     from rnnrec_cli.reporting.build import build_report
 
     for path in paths:
@@ -188,6 +188,11 @@ def report(
     render.notes(notes)
     if str(target) == "-":
         typer.echo(html)
+        return
+    if is_special(target):
+        # A device or pipe (`-o /dev/null`, a named pipe): written into as a stream, never replaced.
+        with open(target, "w", encoding="utf-8") as stream:
+            stream.write(html)
         return
     if exists(target) and not force and not _is_report(target):
         raise RnnrecError(f"{target} exists and is not an rnnrec report; pass --force to replace it")

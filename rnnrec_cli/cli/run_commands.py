@@ -184,7 +184,7 @@ def train(
 @model_flags.with_run_options
 def tune(
     data: Annotated[Path, typer.Argument(help="A prepared data directory with a validation split.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Study directory: trials/, best.json, studies.csv, plots.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Study directory: trials/, best.json, trials.csv, plots.")],
     trials: t.Trials = None,
     timeout: t.Timeout = None,
     metric: t.Metric = None,

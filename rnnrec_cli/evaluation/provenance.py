@@ -50,10 +50,10 @@ def stale_notes(run: RunDir, result: dict[str, Any], where: Path | str) -> list[
             epoch = checkpoint.get("epoch")
             scored = f"the {name} checkpoint of epoch {epoch}" if isinstance(epoch, int) else f"an earlier {name}"
             now = _best_epoch(run)
-            notes.append(
-                f"{where} is stale: it scored {scored}, and the run's {name} checkpoint has changed since"
-                f"{f' (now from epoch {now})' if now is not None else ''}; {again}"
-            )
+            # The epoch as metrics.jsonl tells it: said only when it tells something new.
+            since = f" (the run's best epoch is now {now})" if now is not None and now != epoch else ""
+            changed = f"the run's {name} checkpoint has changed since{since}"
+            notes.append(f"{where} is stale: it scored {scored}, and {changed}; {again}")
     data = prov.get("data_manifest_sha256")
     if isinstance(data, str) and run.data_manifest.is_file() and file_hash(run.data_manifest) != data:
         notes.append(f"{where} scored other data than {run.path} was trained on (its data manifest differs); {again}")

@@ -86,6 +86,7 @@ def _save_owned(
             names = [*([result.model] if result.model else []), *result.baselines]
             _write_csv(tmp / f"{split}.csv", {n: _row(result, n) for n in names}, result.ci)
             write_ranks(tmp / f"{split}_ranks.parquet", tg, {n: ranks[n] for n in names})
+        check_pinned(run)  # again at the last moment: the run may have been moved away meanwhile
         replace_dir(tmp, folder)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

@@ -81,7 +81,12 @@ def read_checkpoint(run: RunDir, name: str, template: Any) -> tuple[Any, Checkpo
     epoch = None
     if isinstance(written_by, dict):
         if "run_id" in written_by:
-            rundir.check_pinned(run, written_by["run_id"])
+            rundir.check_pinned(run)  # config.json is still the opened run's
+            if written_by["run_id"] != (run.pinned if run.pinned is not None else rundir.run_id(run)):
+                raise RunDirError(
+                    f"checkpoint {path} was written by another run (its run_id is not {run.config}'s): it was "
+                    f"copied in from elsewhere; {fix}"
+                )
         epoch = int(written_by["epoch"]) if isinstance(written_by.get("epoch"), int) else None
     info = CheckpointInfo(name, epoch, hashlib.sha256(data).hexdigest())
     tree = {k: v for k, v in raw.items() if k not in _META} if isinstance(raw, dict) else raw

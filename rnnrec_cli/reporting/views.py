@@ -46,7 +46,7 @@ def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
     from rnnrec_cli.evaluation.provenance import stale_notes
     from rnnrec_cli.evaluation.reading import read_ranks, read_result
     from rnnrec_cli.evaluation.results import evaluations, ranks_path, result_path
-    from rnnrec_cli.rundir import load_config
+    from rnnrec_cli.rundir import load_config, refuse_links
     from rnnrec_cli.validation import to_dict
 
     if not (path / "config.json").is_file() and (path / "trials.csv").is_file():
@@ -54,6 +54,7 @@ def load_view(path: Path, label: str | None = None) -> RunView | StudyView:
     run = RunDir(path)
     if not run.config.is_file():
         raise RunDirError(f"{path} is neither a run directory (no config.json) nor a tune study (no trials.csv)")
+    refuse_links(path)
     config = to_dict(load_config(run))
     evals: dict[str, dict[str, dict[str, Any]]] = {}
     ranks: dict[str, dict[str, Any]] = {}
