@@ -128,5 +128,13 @@ def interrupted(message: str) -> NoReturn:
 
 
 def on_sigterm(signum: int, frame: Any) -> None:
-    """SIGTERM stops a command the way Ctrl-C does (see errors.Terminated)."""
+    """SIGTERM stops a command the way Ctrl-C does (see errors.Terminated). Python drops an
+    exception raised inside a garbage-collector callback (JAX registers one), so the signal is
+    sent again in 5 s: a command that is still running then is stopped by the second one."""
+    import signal
+    import threading
+
+    timer = threading.Timer(5.0, os.kill, (os.getpid(), signal.SIGTERM))
+    timer.daemon = True
+    timer.start()
     raise Terminated()
