@@ -151,15 +151,15 @@ def _next_item_loss(
     # Gathering the needed rows keeps the full item table out of the products.
     w_t, b_t = kernel[batch.targets], bias[batch.targets]  # [T, B, H], [T, B]
     in_batch = jnp.einsum("tbh,tch->tbc", hidden, w_t) + b_t[:, None, :]  # [T, B, B]
-    logq = tc.loss == "ce" and tc.logq and stats is not None
+    # GRU4Rec's log-Q correction: each column group by the probability of drawing the item into
+    # it (data popularity for in-batch targets, support^alpha for samples).
+    corrected = stats if tc.loss == "ce" and tc.logq else None
     column = bias[batch.negatives]
-    if logq:
-        # GRU4Rec's correction: each column group by the probability of drawing the item into
-        # it (data popularity for in-batch targets, support^alpha for samples).
-        column = column - tc.logq * stats.log_p_sample[batch.negatives]
+    if corrected is not None:
+        column = column - tc.logq * corrected.log_p_sample[batch.negatives]
     sampled = _with_column_terms(h, kernel[batch.negatives], column)  # [T*B, S]
     if tc.loss == "ce":
-        corr_in = tc.logq * stats.log_p_target[batch.targets] if logq else None  # [T, B]
+        corr_in = None if corrected is None else tc.logq * corrected.log_p_target[batch.targets]  # [T, B]
         return losses.split_cross_entropy(in_batch, sampled, batch.mask, corr_in)
     logits = jnp.concatenate([in_batch.reshape(-1, batch_size), sampled], axis=1)
     own = jnp.tile(jnp.arange(batch_size), n_steps)
