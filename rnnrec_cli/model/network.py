@@ -262,7 +262,7 @@ def _keep_mask(key: jax.Array | None, rate: float, shape: tuple[int, ...]) -> ja
     (the finaliser is a bijection with full avalanche)."""
     if key is None or rate == 0.0:
         return None
-    words = jax.random.key_data(key).ravel() if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key) else key.ravel()
+    words = jax.random.key_data(key).ravel()  # a typed key: train_step wraps raw key data
     k0, k1 = words[0].astype(jnp.uint32), words[-1].astype(jnp.uint32)
     count = jax.lax.iota(jnp.uint32, math.prod(shape)).reshape(shape)
     bits = _fmix32(_fmix32(count * jnp.uint32(0x9E3779B9) + k0) ^ k1)

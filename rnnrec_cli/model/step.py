@@ -210,7 +210,7 @@ def touched_rows(batch: Batch, n_items: int) -> tuple[jax.Array, Batch]:
     read none: their id 0 would count item 0 as touched, and with momentum a touched row moves
     even with a zero gradient."""
     real = lambda ids: jnp.where(batch.mask, ids, n_items).ravel()  # noqa: E731
-    ids = jnp.concatenate([real(batch.inputs), real(batch.targets), batch.negatives]).astype(jnp.int32)
+    ids = jnp.concatenate([real(batch.inputs), real(batch.targets), batch.negatives])
     size = ids.shape[0]
     if n_items <= DENSE_MARK_RATIO * size:
         # Position of each item among the touched ones: a running count of the marks. Padding
