@@ -282,6 +282,9 @@ class TrainConfig:
     momentum: float = 0.4
     clip_norm: float = 0.0
     seed: int = 0
+    # Further seeds (`train --seeds 0,1,2` sets seed 0 and these 1, 2): the same settings trained
+    # again with each, into seeds/seed-<s>/ of the run; evaluate reports their mean and spread.
+    more_seeds: tuple[int, ...] = ()
     # Early stopping: stop after this many epochs without improvement of `monitor` (0 = never).
     patience: int = 0
     monitor: str = f"mrr@{HEADLINE_K}"
@@ -306,6 +309,10 @@ class TrainConfig:
     def __post_init__(self) -> None:
         check_finite(self)
         check_positive("--seed", self.seed, allow_zero=True)
+        for s in self.more_seeds:
+            check_positive("--seeds", s, allow_zero=True)
+        if len({self.seed, *self.more_seeds}) != 1 + len(self.more_seeds):
+            raise ConfigError(f"--seeds must differ from each other, got {(self.seed, *self.more_seeds)}")
         check_choice("--loss", self.loss, Loss)
         check_choice("--value-loss", self.value_loss, ValueLoss)
         check_positive("--target-weighting", self.target_weighting, allow_zero=True)

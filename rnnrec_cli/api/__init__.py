@@ -149,14 +149,17 @@ def train(
     model: ModelConfig | None = None,
     train: TrainConfig | None = None,
     seed: int | None = None,
+    seeds: Sequence[int] | None = None,
     force: bool = False,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> Run:
     """Train a model on prepared data, as `rnnrec train DATA -o OUT` does; returns the run.
 
     The run directory is written (it holds the checkpoints); without `out` it goes to
-    runs/<cell>-<time>. `seed` overrides `train.seed`. An unfinished run leaves nothing behind
-    unless it checkpointed, in which case `resume(path)` continues it exactly.
+    runs/<cell>-<time>. `seed` overrides `train.seed`; `seeds` (as `--seeds 0,1,2`) trains the
+    same settings once per seed, the run's model being the first, and `evaluate` then reports
+    their mean and spread. An unfinished run leaves nothing behind unless it checkpointed, in
+    which case `resume(path)` continues it exactly.
     """
     from rnnrec_cli.config import task_train_defaults
     from rnnrec_cli.training.session import train_run
@@ -170,6 +173,10 @@ def train(
         train = TrainConfig(**task_train_defaults(model))
     if seed is not None:
         train = dataclasses.replace(train, seed=seed)
+    if seeds:
+        if seed is not None and seed != seeds[0]:
+            raise ConfigError(f"seed={seed} differs from the first of seeds={list(seeds)}; give one")
+        train = dataclasses.replace(train, seed=seeds[0], more_seeds=tuple(seeds[1:]))
     done = train_run([str(data)], Path(out) if out is not None else None, model, train, force=force, on_epoch=on_epoch)
     return _run(done.path)
 

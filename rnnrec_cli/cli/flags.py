@@ -229,6 +229,7 @@ _PARSERS: dict[str, tuple[Callable[[str, str], Any], str]] = {
     "layers": (_items(int, "a comma-separated list of sizes like 256,128"), "--layers"),
     "tasks": (_LIST, "--task"),
     "task_weights": (_items(float, "a comma-separated list of numbers"), "--task-weights"),
+    "seeds": (_items(int, "a comma-separated list of seeds like 0,1,2"), "--seeds"),
     "target_weighting": (_weighting, "--target-weighting"),
     "ks": (_items(int, "a list of positive integers like 1,5,10,20"), "--k"),
     "baselines": (_baselines, "--baselines"),

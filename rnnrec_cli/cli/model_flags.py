@@ -84,6 +84,14 @@ LrSchedule = Annotated[
 Momentum = Annotated[float | None, _t("Momentum (adagrad, sgd).", "momentum", OPTIMISATION)]
 ClipNorm = Annotated[float | None, _t("Clip gradients to this global norm (0 = off).", "clip_norm", OPTIMISATION)]
 Seed = Annotated[int | None, _t("Random seed (initialisation, order, negatives, dropout).", "seed", OPTIMISATION)]
+Seeds = Annotated[
+    str | None,
+    opt(
+        "Train the same settings once per seed, e.g. 0,1,2: the run's model is the first, the others go to "
+        "seeds/seed-<s>/, and evaluate reports their mean and spread. [default: one seed, --seed]",
+        OPTIMISATION,
+    ),
+]
 Patience = Annotated[
     int | None, _t("Stop after this many epochs without improvement (0 = off).", "patience", OPTIMISATION)
 ]

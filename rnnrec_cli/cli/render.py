@@ -21,7 +21,6 @@ from rnnrec_cli.errors import escape
 from rnnrec_cli.rules import MIN_TARGETS
 
 if TYPE_CHECKING:
-    from rnnrec_cli.evaluation.compare import Comparison
     from rnnrec_cli.evaluation.evaluate import EvalResult
     from rnnrec_cli.evaluation.predict import PredictStats
     from rnnrec_cli.training import fit
@@ -147,7 +146,9 @@ def training_header(cfg: RunConfig, path: Path, resume: bool) -> str:
     return (
         f"{'Resuming' if resume else 'Training'} {m.cell.upper()} {list(m.layers)} on {cfg.n_items:,} items"
         + (f" (+ {', '.join(extra)} as input)" if extra else "")
-        + f"; {'; '.join(heads)}; {t.optimizer} lr {t.lr} -> {path}"
+        + f"; {'; '.join(heads)}; {t.optimizer} lr {t.lr}"
+        + (f"; seed {t.seed}, then seeds {', '.join(map(str, t.more_seeds))}" if t.more_seeds else "")
+        + f" -> {path}"
     )
 
 
@@ -270,6 +271,8 @@ def _results_table(result: EvalResult) -> Group:
         lo, hi = result.ci[name][key]
         notes.append(f"{name} MRR@{k_max} 95% CI [{lo:.4f}, {hi:.4f}]")
     lines = ["; ".join(notes)]
+    if result.seeds is not None:
+        lines.append(seeds_line(result.seeds, result.model or "", f"mrr@{k_max}", f"recall@{k_max}"))
     if result.paired is not None:
         p = result.paired
         lo, hi = p["ci"][key]
@@ -278,6 +281,16 @@ def _results_table(result: EvalResult) -> Group:
             f"{p['diff'][key]:+.4f} [{lo:+.4f}, {hi:+.4f}], {p_text(p['p'][key])} (paired bootstrap over sequences)"
         )
     return Group(title, table, Text("\n".join(lines)))
+
+
+def seeds_line(seeds: dict[str, Any], model: str, *shown: str) -> str:
+    """The mean and spread over a run's seeds (train --seeds) of the metrics `shown`."""
+    listed, sd, mean = seeds["seeds"], seeds["sd"], seeds["mean"]
+    parts = [f"{m.replace('recall', 'Recall').replace('mrr', 'MRR')} {mean[m]:.4f}"
+             + (f" sd {sd[m]:.4f} [{min(seeds['metrics'][m]):.4f}, {max(seeds['metrics'][m]):.4f}]" if sd[m] is not None
+                else "") for m in shown]  # fmt: skip
+    missing = f"; seeds {', '.join(map(str, seeds['missing']))} not trained yet" if seeds["missing"] else ""
+    return f"{model} over seeds {', '.join(map(str, listed))}: " + "; ".join(parts) + f" (mean, sd, range){missing}"
 
 
 def _value_table(result: EvalResult) -> Group:
@@ -369,31 +382,3 @@ def predict_warnings(stats: PredictStats, safe_csv: bool = False) -> list[str]:
 
 
 # ---------------------------------------------------------------------------- compare
-
-
-def comparison(result: Comparison) -> Table:
-    """Each run's metrics at K; for each run after the first, its difference from the first with a
-    95% interval and p-value. The tested metric is bold."""
-    from rnnrec_cli.evaluation.metrics import p_text
-
-    names = list(result.values[0])
-    table = Table(
-        title=f"{result.split} (evaluation {result.evaluation!r}): {result.n_events:,} targets in "
-        f"{result.n_sequences:,} sequences, paired with "
-        f"{result.runs[0]} (second line: this run minus the first, 95% paired bootstrap interval, two-sided p)",
-        title_justify="left",
-    )
-    table.add_column("run")
-    table.add_column("model")
-    for name in names:
-        table.add_column(f"[bold]{name}[/]" if name == result.metric else name, justify="right")
-    for i, (run, model, values) in enumerate(zip(result.runs, result.models, result.values, strict=True)):
-        cells = []
-        for name in names:
-            cell = f"{values[name]:.4f}"
-            if i:
-                d = result.differences[i - 1][name]
-                cell += f"\n{d['diff']:+.4f} [{d['ci'][0]:+.4f}, {d['ci'][1]:+.4f}] {p_text(d['p'])}"
-            cells.append(f"[bold]{cell}[/]" if name == result.metric else cell)
-        table.add_row(markup_escape(run), model, *cells)
-    return table

@@ -9,7 +9,7 @@ from typing import Annotated
 
 import typer
 
-from rnnrec_cli.cli import data_flags, render
+from rnnrec_cli.cli import data_flags, render, render_compare
 from rnnrec_cli.cli import flags as o
 from rnnrec_cli.cli.boundary import handle_errors
 from rnnrec_cli.cli.render import err
@@ -237,4 +237,4 @@ def compare(
     if as_json:
         typer.echo(json.dumps(result.to_json(), indent=2))
         return
-    err.print(render.comparison(result))
+    err.print(render_compare.comparison(result))

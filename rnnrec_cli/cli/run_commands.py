@@ -93,6 +93,7 @@ def train(
     feature_dim: model_flags.FeatureDim = None,
     feature_output: model_flags.FeatureOutput = None,
     target_weighting: model_flags.TargetWeighting = None,
+    seeds: model_flags.Seeds = None,
     patience: model_flags.Patience = None,
     monitor: model_flags.Monitor = None,
     devices: model_flags.TrainDevices = None,
@@ -108,6 +109,7 @@ def train(
     """Train a recurrent next-item model; prints the run directory as the last stdout line."""
     flags = dict(locals())
     flags.update(flags.pop("run_options"))
+    flags.update(_seed_flags(flags.pop("seeds"), flags["seed"], coordinator))
     from rnnrec_cli.data.sequences import is_data_dir
     from rnnrec_cli.model import parallel
     from rnnrec_cli.training.session import Started, train_run
@@ -163,6 +165,8 @@ def train(
                 data or [], out, model_cfg, train_cfg, prepare_cfg=prep_cfg, given=split_files,
                 item_features=item_features, force=force, resume=resume, write=leader, on_start=on_start,
                 on_progress=on_progress, on_epoch=None if quiet else lambda r: err.print(epoch_line(r, started[0].cfg)),
+                on_seed=None if quiet else lambda seed, path, again: err.print(
+                    f"{'Resuming' if again else 'Training'} seed {seed} with the same settings -> {path}"),
             )  # fmt: skip
     except KeyboardInterrupt:
         if started and started[0].run.checkpoint("last").is_file():
@@ -178,6 +182,22 @@ def train(
                 f"Next: rnnrec evaluate {final}"
             )
         typer.echo(str(final))
+
+
+def _seed_flags(seeds: str | None, seed: int | None, coordinator: str | None) -> dict[str, Any]:
+    """--seeds 0,1,2 as the run's seed (the first) and its further seeds."""
+    if seeds is None:
+        return {}
+    first, *more = o.given({"seeds": seeds})["seeds"] or [None]
+    if first is None:
+        raise typer.BadParameter("give at least one seed, e.g. 0,1,2", param_hint="--seeds")
+    if seed is not None and seed != first:
+        raise typer.BadParameter(f"--seed {seed} differs from the first of --seeds {seeds}; give one",
+                                 param_hint="--seed")  # fmt: skip
+    if coordinator is not None and more:
+        raise typer.BadParameter("a multi-process run trains one seed; train each seed as its own run",
+                                 param_hint="--seeds")  # fmt: skip
+    return {"seed": first, "more_seeds": tuple(more)}
 
 
 @handle_errors

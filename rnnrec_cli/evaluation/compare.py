@@ -19,6 +19,7 @@ import numpy as np
 
 from rnnrec_cli.errors import OptionError, RunDirError
 from rnnrec_cli.evaluation.metrics import paired_bootstrap, per_sequence_sums, summarize
+from rnnrec_cli.evaluation.results import seed_columns
 from rnnrec_cli.options import CompareOptions
 from rnnrec_cli.rundir import open_run
 
@@ -44,6 +45,8 @@ class RunRanks:
     targets: dict[str, np.ndarray]
     ranks: np.ndarray
     result: dict[str, Any]
+    # The ranks under the run's further seeds (train --seeds), in its result's order.
+    seed_ranks: tuple[np.ndarray, ...] = ()
 
 
 def pick_evaluation(
@@ -97,7 +100,9 @@ def ranks_of(label: str, result: dict[str, Any], table: Any) -> RunRanks:
     protocol = {"ties": result.get("ties"), **result.get("protocol", {})}
     targets = {c: table[c].to_numpy() for c in TARGET_COLUMNS}
     model = result["model"]
-    return RunRanks(label, model, protocol, targets, table[model].to_numpy().astype(np.float64), result)
+    own = table[model].to_numpy().astype(np.float64)
+    more = tuple(table[c].to_numpy().astype(np.float64) for c in seed_columns(result))
+    return RunRanks(label, model, protocol, targets, own, result, more)
 
 
 def result_metrics(result: dict[str, Any]) -> list[str]:
@@ -133,22 +138,35 @@ def paired_differences(
 ) -> tuple[list[dict[str, float]], list[dict[str, dict[str, Any]]], int, int]:
     """Each run's Recall/MRR/NDCG at `ks`, and each later run's paired bootstrap difference from
     the first ({metric: {"diff", "ci", "p"}}), over the sequences of their common targets (check
-    them first). Also the number of targets and of sequences."""
+    them first). Also the number of targets and of sequences. A run trained with several seeds
+    counts as the mean of its seeds' models, target by target."""
     _, seq = np.unique(runs[0].targets["seq"], return_inverse=True)
     n_seqs = int(seq.max()) + 1 if len(seq) else 0
     n_events = np.bincount(seq, minlength=n_seqs).astype(np.float64)
-    sums = [per_sequence_sums(r.ranks, seq, n_seqs, ks) for r in runs]
-    names = sums[0][1]
+    per_run = [[per_sequence_sums(r, seq, n_seqs, ks) for r in (run.ranks, *run.seed_ranks)] for run in runs]
+    names = per_run[0][0][1]
+    sums = [np.mean([one for one, _ in per_seed], axis=0) for per_seed in per_run]
     differences = []
-    for i, (run_sums, _) in enumerate(sums[1:], 1):
-        diff, ci, p = paired_bootstrap(run_sums, sums[0][0], n_events, n_boot=n_boot, seed=seed + i)
+    for i, run_sums in enumerate(sums[1:], 1):
+        diff, ci, p = paired_bootstrap(run_sums, sums[0], n_events, n_boot=n_boot, seed=seed + i)
         differences.append(
             {
                 n: {"diff": float(diff[j]), "ci": [float(ci[j, 0]), float(ci[j, 1])], "p": float(p[j])}
                 for j, n in enumerate(names)
             }
         )
-    return [summarize(r.ranks, ks) for r in runs], differences, len(seq), n_seqs
+    values = [seed_spread(run, ks)[0] for run in runs]
+    return values, differences, len(seq), n_seqs
+
+
+def seed_spread(run: RunRanks, ks: Sequence[int]) -> tuple[dict[str, float], dict[str, float] | None]:
+    """A run's metrics at `ks` (the mean over its seeds' models) and their sample standard
+    deviation across seeds (None for a run of one seed)."""
+    per_seed = [summarize(r, ks) for r in (run.ranks, *run.seed_ranks)]
+    mean = {m: float(np.mean([p[m] for p in per_seed])) for m in per_seed[0]}
+    if len(per_seed) < 2:
+        return mean, None
+    return mean, {m: float(np.std([p[m] for p in per_seed], ddof=1)) for m in per_seed[0]}
 
 
 def missing_notes(
@@ -185,6 +203,10 @@ class Comparison:
     evaluation: str = "default"
     # Which evaluation was picked, and what one run has that another lacks.
     notes: list[str] = field(default_factory=list)
+    # Per run: how many seeds its numbers average, and their sample standard deviation of each
+    # metric (None: one seed).
+    n_seeds: list[int] = field(default_factory=list)
+    spreads: list[dict[str, float] | None] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -195,9 +217,23 @@ class Comparison:
             "n_events": self.n_events,
             "n_sequences": self.n_sequences,
             "runs": [
-                {"run": run, "model": model, "metrics": values, **({"vs_first": diff} if i else {})}
-                for i, (run, model, values, diff) in enumerate(
-                    zip(self.runs, self.models, self.values, [{}, *self.differences], strict=True)
+                {
+                    "run": run,
+                    "model": model,
+                    "metrics": values,
+                    **({"vs_first": diff} if i else {}),
+                    **({"seeds": n, "seed_sd": spread} if spread is not None else {}),
+                }
+                for i, (run, model, values, diff, n, spread) in enumerate(
+                    zip(
+                        self.runs,
+                        self.models,
+                        self.values,
+                        [{}, *self.differences],
+                        self.n_seeds,
+                        self.spreads,
+                        strict=True,
+                    )
                 )
             ],
             "notes": self.notes,
@@ -239,6 +275,13 @@ def compare_runs(paths: Sequence[Path], opts: CompareOptions | None = None) -> C
     for path, r in zip(paths, runs, strict=True):
         run = open_run(path)
         notes += stale_notes(run, r.result, result_path(run, split, name))
+    several = [r.label for r in runs if r.seed_ranks]
+    if several:
+        notes.append(f"{', '.join(several)}: the mean of {'its' if len(several) == 1 else 'their'} seeds' models, "
+                     "target by target; the interval is over targets, the seed spread is beside it")  # fmt: skip
+    if several and len(several) < len(runs):
+        notes.append(f"{', '.join(r.label for r in runs if not r.seed_ranks)}: one seed, so seed noise is not "
+                     "measured for it (train with --seeds 0,1,2)")  # fmt: skip
     return Comparison(
         split=split,
         metric=metric.strip().lower(),
@@ -251,4 +294,6 @@ def compare_runs(paths: Sequence[Path], opts: CompareOptions | None = None) -> C
         differences=differences,
         evaluation=name,
         notes=notes,
+        n_seeds=[1 + len(r.seed_ranks) for r in runs],
+        spreads=[seed_spread(r, [k])[1] for r in runs],
     )

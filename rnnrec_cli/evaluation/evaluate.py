@@ -48,13 +48,14 @@ from rnnrec_cli.evaluation.metrics import (
     summarize,
     value_errors,
 )
-from rnnrec_cli.evaluation.results import EvalResult, _Targets, eval_name, protocol_options
+from rnnrec_cli.evaluation.results import EvalResult, _Targets, eval_name, protocol_options, seed_column
 from rnnrec_cli.evaluation.saving import _paired_best, _save
 from rnnrec_cli.evaluation.scoring import head_predictions, model_scores
 from rnnrec_cli.model.network import Params
 from rnnrec_cli.model.weights import restore_model
 from rnnrec_cli.options import EvalOptions, ScoreOptions
 from rnnrec_cli.rundir import RunDir, check_data, check_pinned, load_config
+from rnnrec_cli.seeds import seed_runs
 
 POSITION_BUCKETS = ((1, 1, "1"), (2, 2, "2"), (3, 4, "3-4"), (5, 9, "5-9"), (10, 19, "10-19"), (20, 10**12, "20+"))
 POPULARITY_BUCKETS = ("head", "mid", "tail")  # see metrics.popularity_groups
@@ -106,6 +107,8 @@ def evaluate(
     counts = item_counts(data_dir).astype(np.float64)
     heads: dict[str, dict[str, Any]] = {}
     scored: dict[str, Scores] = {}
+    seed_ranks: dict[int, np.ndarray] = {}
+    missing: list[int] = []
     provenance = None
     if run is not None and cfg is not None:
         data_hash = check_data(run, cfg)
@@ -122,6 +125,7 @@ def evaluate(
             scored[cfg.model.cell] = model_scores(
                 params, cfg, tg.seqs, _score_options(opts, cfg.n_items), opts.seed, features
             )
+            seed_ranks, missing = _seed_ranks(run, cfg, tg, opts, note)
     n_sequences = int(np.count_nonzero(np.bincount(tg.seq, minlength=len(tg.seqs))))
     common: dict[str, Any] = {
         "split": opts.split,
@@ -159,11 +163,51 @@ def evaluate(
         note("summarising")
         scored = {name: Scores(s.ranks[tg.keep], s.topk[tg.keep], s.sampled[tg.keep]) for name, s in scored.items()}
         result = _next_item_result(scored, tg, counts, opts, cfg.model.cell if cfg is not None else None, common)
+        if cfg is not None and cfg.train.more_seeds:
+            seed_ranks = {s: r[tg.keep] for s, r in seed_ranks.items()}
+            own = scored[cfg.model.cell].ranks
+            result = dataclasses.replace(result, seeds=_seed_section(cfg.train.seed, own, seed_ranks, missing, opts))
     if run is not None:
         check_pinned(run)  # everything read above came from the run that was opened
         ranks = {n: s.ranks for n, s in scored.items()}
+        if cfg is not None:
+            ranks |= {seed_column(cfg.model.cell, s): r for s, r in seed_ranks.items()}
         result = dataclasses.replace(result, unsaved=lambda r, force: _save(run, r, tg, ranks, opts, force))
     return result
+
+
+def _seed_ranks(
+    run: RunDir, cfg: RunConfig, tg: _Targets, opts: EvalOptions, note: Callable[[str], None]
+) -> tuple[dict[int, np.ndarray], list[int]]:
+    """The ranks of every target under each further seed's model (train --seeds), and the
+    seeds not trained to a checkpoint yet."""
+    ranks, missing = {}, []
+    for seed, sub in seed_runs(run, cfg):
+        if sub is None:
+            missing.append(seed)
+            continue
+        note(f"scoring seed {seed}")
+        sub_cfg = load_config(sub)
+        params, features, _ = restore_model(sub, sub_cfg)
+        scores = model_scores(params, sub_cfg, tg.seqs, _score_options(opts, cfg.n_items), opts.seed, features)
+        ranks[seed] = scores.ranks
+    return ranks, missing
+
+
+def _seed_section(
+    seed: int, own: np.ndarray, others: dict[int, np.ndarray], missing: list[int], opts: EvalOptions
+) -> dict[str, Any]:
+    """Next-item metrics per seed (the run's own first), their mean and sample standard
+    deviation (None with one seed)."""
+    per_seed = [summarize(r, opts.ks) for r in (own, *others.values())]
+    metrics = {m: [float(p[m]) for p in per_seed] for m in per_seed[0]}
+    return {
+        "seeds": [seed, *others],
+        "metrics": metrics,
+        "mean": {m: float(np.mean(v)) for m, v in metrics.items()},
+        "sd": {m: float(np.std(v, ddof=1)) if len(v) > 1 else None for m, v in metrics.items()},
+        "missing": missing,
+    }
 
 
 def _score_options(opts: EvalOptions, n_items: int) -> ScoreOptions:

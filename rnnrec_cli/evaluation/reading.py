@@ -17,6 +17,7 @@ from rnnrec_cli.evaluation.results import (
     ranks_path,
     result_options,
     result_path,
+    seed_columns,
 )
 from rnnrec_cli.evaluation.schema import check_result
 from rnnrec_cli.files import load_json
@@ -107,6 +108,7 @@ def read_ranks(run: RunDir, split: str, result: dict[str, Any], name: str = DEFA
     with reading(path, fix=f"run `{again}` again"):
         table = pl.read_parquet(path, glob=False)
     names = ([result["model"]] if result.get("model") else []) + list(result.get("baselines", {}))
+    names += seed_columns(result)
 
     def bad(what: str) -> NoReturn:
         raise RunDirError(f"{path}: {what}; the file was damaged or edited: run `{again}` again")

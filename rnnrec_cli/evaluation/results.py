@@ -162,6 +162,10 @@ class EvalResult:
     # What was scored: the run's id, the checkpoint (name, epoch, SHA-256) and the SHA-256 of
     # the data manifest; report and compare tell from it whether the result is stale.
     provenance: dict[str, Any] | None = None
+    # A run trained with several seeds (train --seeds): "seeds" (the run's own first), each
+    # one's next-item "metrics" (lists in that order), their "mean" and "sd", and the "missing"
+    # seeds not trained to a checkpoint yet. Their ranks are columns <model>@seed<s>.
+    seeds: dict[str, Any] | None = None
     # What the CLI tells people about where the result went (not saved).
     notes: tuple[str, ...] = ()
     # How `save` writes it into its run (holding the scored targets and every ranking's ranks,
@@ -203,6 +207,17 @@ class _Targets:
     types: tuple[str, ...] | None
     # The type of each kept target's event (index into `types`), when the data has types.
     kinds: np.ndarray | None
+
+
+def seed_column(model: str, seed: int) -> str:
+    """The ranks column of one further seed's model."""
+    return f"{model}@seed{seed}"
+
+
+def seed_columns(result: dict[str, Any]) -> list[str]:
+    """The ranks columns of a stored result's further seeds (none for one seed)."""
+    seeds = (result.get("seeds") or {}).get("seeds", [])
+    return [seed_column(result["model"], s) for s in seeds[1:]]
 
 
 def _row(result: EvalResult, name: str) -> dict[str, float]:

@@ -27,6 +27,7 @@ from rnnrec_cli.evaluation.results import (
     option_differences,
     result_options,
     result_path,
+    seed_columns,
 )
 from rnnrec_cli.files import atomic_write, replace_dir, save_json, temp_dir
 from rnnrec_cli.options import EvalOptions
@@ -85,6 +86,7 @@ def _save_owned(
         if result.task == "next-item":
             names = [*([result.model] if result.model else []), *result.baselines]
             _write_csv(tmp / f"{split}.csv", {n: _row(result, n) for n in names}, result.ci)
+            names += seed_columns({"model": result.model, "seeds": result.seeds})
             write_ranks(tmp / f"{split}_ranks.parquet", tg, {n: ranks[n] for n in names})
         check_pinned(run)  # again at the last moment: the run may have been moved away meanwhile
         replace_dir(tmp, folder)

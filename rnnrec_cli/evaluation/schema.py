@@ -129,6 +129,36 @@ def check_result(result: dict[str, Any], bad: Bad) -> None:
     _check_breakdown(result.get("breakdown", {}), tables, bad)
     _check_heads(result, bad)
     _check_provenance(result, bad)
+    _check_seeds(result.get("seeds"), result.get("metrics"), bad)
+
+
+def _check_seeds(seeds: Any, metrics: Any, bad: Bad) -> None:
+    """Per-seed metrics of a run trained with several seeds: distinct seeds, the run's own
+    first (its numbers the model's), one rate per seed for each metric, a mean and an sd."""
+    if seeds is None:
+        return
+    seeds = _object(seeds, "'seeds'", bad)
+    listed, missing = seeds.get("seeds"), seeds.get("missing", [])
+    for key, value in (("seeds", listed), ("missing", missing)):
+        if not isinstance(value, list) or not all(count(s) for s in value):
+            bad(f"'seeds' [{key}] is {_shown(value)}, not a list of seeds")
+    if not listed or len(set(listed) | set(missing)) != len(listed) + len(missing):
+        bad(f"'seeds' [seeds] is {_shown(listed)}, not distinct seeds")
+    per_seed = _object(seeds.get("metrics"), "'seeds' [metrics]", bad, empty=False)
+    mean, sd = (_object(seeds.get(k), f"'seeds' [{k}]", bad) for k in ("mean", "sd"))
+    if not set(per_seed) == set(mean) == set(sd):
+        bad("'seeds' [metrics], [mean] and [sd] do not hold the same metrics")
+    for key, values in per_seed.items():
+        if not _PAIRED.match(key) or not isinstance(values, list) or len(values) != len(listed):
+            bad(f"'seeds' [metrics] [{key}] is not recall@K, mrr@K or ndcg@K with one value per seed")
+        if not all(_rate(v) for v in values) or not _rate(mean[key]):
+            bad(f"'seeds' [metrics] [{key}] holds {_shown(values)}, not shares in [0, 1]")
+        if sd[key] is None if len(listed) > 1 else sd[key] is not None:
+            bad(f"'seeds' [sd] [{key}] is {_shown(sd[key])}: a spread needs two seeds or more, and only then")
+        if sd[key] is not None and not (_finite(sd[key]) and sd[key] >= 0):
+            bad(f"'seeds' [sd] [{key}] is {_shown(sd[key])}, not a non-negative number")
+        if isinstance(metrics, dict) and metrics.get(key) != values[0]:
+            bad(f"'seeds' [metrics] [{key}] does not start with the model's own {key}")
 
 
 def _check_ci(ci: Any, tables: dict[str, Any], bad: Bad) -> None:

@@ -21,6 +21,7 @@ import numpy as np
 from rnnrec_cli import __version__
 from rnnrec_cli.errors import RunDirError
 from rnnrec_cli.evaluation.metrics import p_text
+from rnnrec_cli.evaluation.results import seed_columns
 from rnnrec_cli.reporting.figures import breakdown_figure, k_curve_figure, learning_figure, study_figure
 from rnnrec_cli.reporting.views import RunView, StudyView, load_view
 from rnnrec_cli.training.plots import BASELINE_COLORS, MODEL_COLORS, series_colors
@@ -72,6 +73,10 @@ def _metric_table(result: dict[str, Any]) -> dict[str, Any]:
         }
         for name, values in rows_in.items()
     ]
+    if seeds := result.get("seeds"):  # train --seeds: their mean, the sd in place of an interval
+        mean, sd, n = seeds["mean"], seeds["sd"], len(seeds["seeds"])
+        cells = [{"value": num(mean.get(k)), "ci": f"sd {num(sd[k])}" if sd.get(k) is not None else ""} for k in keys]
+        rows.insert(1, {"name": f"{result['model']}, mean of {n} seeds", "is_model": False, "cells": cells})
     beyond_keys = [k for k in next(iter(rows_in.values()), {}) if k.split("@")[0] in BEYOND]
     beyond = [{"name": n, "cells": [num(v.get(k)) for k in beyond_keys]} for n, v in rows_in.items()]
     paired = result.get("paired")
@@ -158,7 +163,7 @@ def _run_section(run: RunView, index: int, color: str, shown: str | None) -> dic
             section["table"] = _metric_table(result)
             if split in run.ranks.get(shown or "", {}):
                 table = run.ranks[shown or ""][split]
-                names = [c for c in table.columns if c not in ("seq", "position", "item")]
+                names = [c for c in table.columns if c not in ("seq", "position", "item", *seed_columns(result))]
                 names.sort(key=lambda n: n != result.get("model"))
                 section["k_curves"] = k_curve_figure({n: table[n].to_numpy().astype(np.float64) for n in names}, colors)
             section["breakdown"] = breakdown_figure(result.get("breakdown", {}), colors)
@@ -266,7 +271,8 @@ def _comparison(runs: Sequence[RunView], colors: Mapping[str, str], shown: str |
     models = len(lines)
     first = runs[0].ranks.get(shown or "", {}).get("test")
     if first is not None:
-        for name in [c for c in first.columns if c not in ("seq", "position", "item", tests[0].get("model"))]:
+        skip = ("seq", "position", "item", tests[0].get("model"), *seed_columns(tests[0]))
+        for name in [c for c in first.columns if c not in skip]:
             lines[name] = first[name].to_numpy().astype(np.float64)
     return {
         "rows": rows,

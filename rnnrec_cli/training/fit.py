@@ -204,6 +204,7 @@ def fit(
     run: RunDir,
     *,
     resume: bool = False,
+    finish: bool = True,
     on_progress: Callable[[Progress], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
 ) -> list[EpochReport]:
@@ -262,7 +263,8 @@ def fit(
             log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch, tc.monitor, bad_epochs)
     if s.leader:
         learning_curve(rundir.read_metrics(run), run.path / "learning_curve.png", tc.monitor)
-        rundir.finish(run)
+        if finish:
+            rundir.finish(run)
     return reports
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from rnnrec_cli.config import ModelConfig, TrainConfig
+from rnnrec_cli.errors import ConfigError
 from rnnrec_cli.options import TuneOptions
 from rnnrec_cli.training.space import baseline, check_space, fixed_settings, load_space, parse_space, without
 from rnnrec_cli.training.storage import guard, storage_url
@@ -50,6 +51,9 @@ def search(
     `out`. `fixed`: the config fields the caller set, left out of the space. The sampler's seed
     is the trials' training seed (`train.seed`). `on_open` sees the study before its first trial."""
     check_data(data)
+    if train.more_seeds:
+        raise ConfigError("tune trains each trial with one seed; drop more_seeds from --config (train the best "
+                          "settings with `rnnrec train --config best.json --seeds 0,1,2` instead)")  # fmt: skip
     opts = dataclasses.replace(opts, seed=train.seed)
     where = f"--space {space_file or 'shipped'}"
     # The loss is searched (with each loss's own parameters) unless the caller fixed it.

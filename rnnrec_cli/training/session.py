@@ -13,6 +13,7 @@ from rnnrec_cli import locks, rundir
 from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnnrec_cli.errors import interrupt_in
 from rnnrec_cli.rundir import RunDir
+from rnnrec_cli.seeds import train_seeds
 from rnnrec_cli.training.fit import EpochReport, Progress, fit
 from rnnrec_cli.training.start import start_run
 
@@ -51,15 +52,19 @@ def train_run(
     on_start: Callable[[Started], None] | None = None,
     on_progress: Callable[[Progress], None] | None = None,
     on_epoch: Callable[[EpochReport], None] | None = None,
+    on_seed: Callable[[int, Path, bool], None] | None = None,
 ) -> TrainedRun:
     """Train `data` (a prepared directory or raw event files) into `out`, or continue the run
-    at `resume`. Without `write` (processes other than 0 of a multi-process run) nothing is
-    written. KeyboardInterrupt propagates once the run is cleaned up: kept when it has a last
-    checkpoint to resume from, removed when not."""
+    at `resume`; a run with further seeds (train.more_seeds) trains them next, each told to
+    `on_seed(seed, path, resumed)` first, and is complete once they all are. Without `write`
+    (processes other than 0 of a multi-process run) nothing is written. KeyboardInterrupt
+    propagates once the run is cleaned up: kept when it has a last checkpoint to resume from,
+    removed when not."""
     try:
         return _train_run(
             data, out, model_cfg, train_cfg, prepare_cfg=prepare_cfg, given=given, item_features=item_features,
             force=force, resume=resume, write=write, on_start=on_start, on_progress=on_progress, on_epoch=on_epoch,
+            on_seed=on_seed,
         )  # fmt: skip
     except BaseException as exc:
         stop = interrupt_in(exc)
@@ -83,6 +88,7 @@ def _train_run(
     on_start: Callable[[Started], None] | None,
     on_progress: Callable[[Progress], None] | None,
     on_epoch: Callable[[EpochReport], None] | None,
+    on_seed: Callable[[int, Path, bool], None] | None,
 ) -> TrainedRun:
     if resume is not None:
         # Every process reads the run directory (a shared filesystem); only process 0 writes.
@@ -110,7 +116,13 @@ def _train_run(
     try:
         if on_start is not None:
             on_start(started)
-        epochs = fit(started.cfg, run, resume=started.resumed, on_progress=on_progress, on_epoch=on_epoch)
+        more = started.cfg.train.more_seeds
+        epochs = fit(started.cfg, run, resume=started.resumed, finish=not more, on_progress=on_progress,
+                     on_epoch=on_epoch)  # fmt: skip
+        if more:
+            train_seeds(started.cfg, run, lambda c, r, again: fit(c, r, resume=again, on_progress=on_progress,
+                        on_epoch=on_epoch), on_seed)  # fmt: skip
+            rundir.finish(run)
     except KeyboardInterrupt:
         if write and not run.checkpoint("last").is_file():
             rundir.discard_failed(run)
