@@ -90,6 +90,15 @@ def cli_ok(args: list[str], **kw) -> str:
     return result.stdout
 
 
+def prepare_synthetic(folder: Path, n_users: int = 60, n_items: int = 40) -> Path:
+    """events.csv (synthetic_log) and data/ prepared from it in `folder`: the last 20% of the time
+    as test, the 10% before as validation. Returns the data directory."""
+    synthetic_log(n_users=n_users, n_items=n_items).write_csv(folder / "events.csv")
+    args = ["prepare", str(folder / "events.csv"), "-o", str(folder / "data"), "--split", "time:0.2", "--valid", "0.1"]
+    cli_ok([*args, "-q"])
+    return folder / "data"
+
+
 def stacked(stream):
     """Every chunk of a stream stacked: [n_steps, B] arrays (small data only)."""
     from rnnrec_cli.data.batches import Batch

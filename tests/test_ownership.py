@@ -25,7 +25,7 @@ from rnnrec_cli import locks, rundir
 from rnnrec_cli.cli.app import app
 from rnnrec_cli.errors import DataError, RunDirError
 
-from .conftest import synthetic_log
+from .conftest import prepare_synthetic
 
 TINY = ["--layers", "16", "--batch-size", "16", "--bptt", "4", "--seed", "0", "-q"]
 runner = CliRunner()
@@ -62,9 +62,8 @@ def _kill(proc: subprocess.Popen) -> None:
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """events.csv, data/ (prepared), run/ (trained 2 epochs, evaluated)."""
     root = tmp_path_factory.mktemp("ownership")
-    synthetic_log(n_users=60, n_items=40).write_csv(root / "events.csv")
+    prepare_synthetic(root)
     for args in (
-        ["prepare", str(root / "events.csv"), "-o", str(root / "data"), "--split", "time:0.2", "--valid", "0.1", "-q"],
         ["train", str(root / "data"), "-o", str(root / "run"), "--epochs", "2", *TINY],
         ["evaluate", str(root / "run"), "-q", "--bootstrap", "50"],
     ):

@@ -26,7 +26,7 @@ from typer.testing import CliRunner
 
 from rnnrec_cli.cli.app import app
 
-from .conftest import synthetic_log
+from .conftest import prepare_synthetic, synthetic_log
 
 # End to end: bad input, crashes and signals against the real command line.
 pytestmark = pytest.mark.slow
@@ -60,9 +60,8 @@ def _snapshot(root: Path) -> dict[str, tuple[int, str]]:
 def base(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """events.csv, data/ (prepared), run/ (trained, evaluated), recs.csv (predicted)."""
     root = tmp_path_factory.mktemp("reliability-base")
-    synthetic_log(n_users=60, n_items=40).write_csv(root / "events.csv")
+    prepare_synthetic(root)
     for args in (
-        ["prepare", str(root / "events.csv"), "-o", str(root / "data"), "--split", "time:0.2", "--valid", "0.1", "-q"],
         ["train", str(root / "data"), "-o", str(root / "run"), "--seed", "0", *TINY],
         ["predict", str(root / "run"), str(root / "events.csv"), "-o", str(root / "recs.csv"), "-k", "3", "-q"],
         ["train", str(root / "data"), "-o", str(root / "run2"), "--seed", "1", "--cell", "lstm", *TINY],

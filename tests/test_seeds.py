@@ -31,12 +31,10 @@ def _losses(run: Path) -> list[float]:
 
 @pytest.fixture(scope="module")
 def seeded(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, Path]:
-    from .conftest import synthetic_log
+    from .conftest import prepare_synthetic
 
     tmp = tmp_path_factory.mktemp("seeds")
-    synthetic_log(n_users=60, n_items=60).write_csv(tmp / "events.csv")
-    data, run, single = tmp / "data", tmp / "run", tmp / "single"
-    _ok(["prepare", str(tmp / "events.csv"), "-o", str(data), "--split", "time:0.2", "--valid", "0.1", "-q"])
+    data, run, single = prepare_synthetic(tmp, n_items=60), tmp / "run", tmp / "single"
     _ok(["train", str(data), "-o", str(run), "--seeds", "3,5", *TINY])
     _ok(["evaluate", str(run), "--baselines", "pop", "--bootstrap", "50", "-q"])
     _ok(["train", str(data), "-o", str(single), "--seed", "3", *TINY])

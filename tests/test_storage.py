@@ -16,7 +16,7 @@ from rnnrec_cli.errors import RunDirError
 from rnnrec_cli.options import TuneOptions
 from rnnrec_cli.training import storage
 
-from .conftest import synthetic_log
+from .conftest import prepare_synthetic
 
 runner = CliRunner()
 TINY = ["--layers", "32", "--batch-size", "16", "--bptt", "4", "--epochs", "1"]
@@ -25,13 +25,7 @@ LR = {"base": "none", "params": {"lr": {"low": 0.1, "high": 0.2}}}
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("storage")
-    log = tmp / "events.csv"
-    synthetic_log(n_users=60, n_items=40).write_csv(log)
-    out = tmp / "data"
-    result = runner.invoke(app, ["prepare", str(log), "-o", str(out), "--split", "time:0.2", "--valid", "0.1", "-q"])
-    assert result.exit_code == 0, result.output
-    return out
+    return prepare_synthetic(tmp_path_factory.mktemp("storage"))
 
 
 @pytest.fixture

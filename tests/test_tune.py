@@ -25,7 +25,7 @@ from rnnrec_cli.errors import ConfigError
 from rnnrec_cli.options import TuneOptions
 from rnnrec_cli.training.space import SPACES, apply, check_space, load_space, parse_space, suggest
 
-from .conftest import synthetic_log
+from .conftest import prepare_synthetic
 
 runner = CliRunner()
 # Tiny trials: a few seconds each, most of it compiling.
@@ -34,13 +34,7 @@ TINY = ["--layers", "32", "--batch-size", "16", "--bptt", "4", "--epochs", "2"]
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    tmp = tmp_path_factory.mktemp("tune")
-    log = tmp / "events.csv"
-    synthetic_log(n_users=100, n_items=150).write_csv(log)
-    out = tmp / "data"
-    result = runner.invoke(app, ["prepare", str(log), "-o", str(out), "--split", "time:0.2", "--valid", "0.1", "-q"])
-    assert result.exit_code == 0, result.output
-    return out
+    return prepare_synthetic(tmp_path_factory.mktemp("tune"), n_users=100, n_items=150)
 
 
 def _tune(data: Path, out: Path, *args: str) -> str:
