@@ -56,7 +56,7 @@ def train_cmd(data: Path, out: Path, args: argparse.Namespace, *extra: str) -> l
     return [
         sys.executable, "-m", "rnnrec_cli", "train", str(data), "-o", str(out), "--force", "-q",
         "--epochs", "1", "--layers", args.layers, "--batch-size", str(args.batch), "--valid-sample", "500",
-        "--checkpoint-every", "0", *extra,
+        "--checkpoint-every", "0", "--loss", "ce", "--lr", "0.05", *extra,
     ]  # fmt: skip
 
 

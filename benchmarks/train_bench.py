@@ -149,7 +149,9 @@ def main() -> None:
               f"{'epoch ev/s':>10} {'compile s':>9} {'valid s':>7}")  # fmt: skip
         for size in args.sizes.split(","):
             hidden, batch = map(int, size.split("x"))
-            train = TrainConfig(batch_size=batch, n_sample=args.n_sample, epochs=2, checkpoint_every=0)
+            train = TrainConfig(
+                batch_size=batch, n_sample=args.n_sample, epochs=2, checkpoint_every=0, loss="ce", lr=0.05
+            )
             step_cfg = RunConfig(data_dir="-", n_items=args.items, model=ModelConfig(layers=(hidden,)), train=train)
             eps, comp, gflops = step_bench(step_cfg, seqs, args.chunks)
             run_cfg = RunConfig(data_dir=str(data), n_items=n_items, model=ModelConfig(layers=(hidden,)), train=train)

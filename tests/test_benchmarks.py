@@ -43,7 +43,7 @@ CASES = {
     "scale_bench devices": ("scale_bench.py", "devices", "--events", "3000", "--layers", "8", "--batch", "8", "--workdir", "sc"),
     "event_bench": ("event_bench.py", "--users", "60", "--items", "40", "--epochs", "1", "--layers", "16", "--workdir", "ev"),
     "features_bench": ("features_bench.py", "--quick", "--epochs", "1", "--layers", "16", "--workdir", "fb"),
-    "defaults_bench": ("defaults_bench.py", "--quick", "--candidates", "A-defaults", "D-bprmax", "--workdir", "db"),
+    "defaults_bench": ("defaults_bench.py", "--quick", "--candidates", "A-ce", "E-bprmax-lr03", "--workdir", "db"),
 }  # fmt: skip
 
 

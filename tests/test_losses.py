@@ -97,7 +97,10 @@ def test_bpr_max_softmax_excludes_the_target() -> None:
 def test_sampled_chunk_loss_uses_same_step_targets_and_shared_negatives() -> None:
     """The sampled output layer equals CE computed from the full scores, sliced by hand."""
     cfg = RunConfig(
-        data_dir="-", n_items=9, model=ModelConfig(layers=(5,)), train=TrainConfig(logq=1.0, n_sample=2, batch_size=2)
+        data_dir="-",
+        n_items=9,
+        model=ModelConfig(layers=(5,)),
+        train=TrainConfig(loss="ce", logq=1.0, n_sample=2, batch_size=2),
     )
     params = network.init_params(cfg.model, 9, jax.random.key(3))
     inputs = jnp.array([[1, 2], [3, 4]])

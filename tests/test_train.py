@@ -38,7 +38,7 @@ def _stream(cfg: RunConfig, seqs: Sequences):
 
 
 def test_full_softmax_loss_matches_numpy_reference() -> None:
-    cfg = _cfg(batch_size=2, bptt=3, full_softmax=True)
+    cfg = _cfg(batch_size=2, bptt=3, full_softmax=True, loss="ce")
     params = network.init_params(cfg.model, cfg.n_items, jax.random.key(0))
     chunk = next(_stream(cfg, Sequences.from_lists([[1, 2, 3, 4], [5, 6]])).chunks())
     loss, (_, n) = chunk_loss(params, cfg, network.zero_carry(cfg.model, 2), _batch(chunk), STATS, None)

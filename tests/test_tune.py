@@ -86,7 +86,10 @@ def test_the_loss_is_searched_with_its_own_parameters() -> None:
     assert "loss" not in fixed and "logq" not in fixed and {"bpreg", "elu"} <= set(fixed)
     # Trial 0: the given settings, only the given loss's parameters.
     start = baseline(ModelConfig(), TrainConfig(), dims)
-    assert start["loss"] == "ce" and start["logq"] == 1.0 and "bpreg" not in start and start["layers"] == 224
+    assert start["loss"] == "bpr-max" and (start["bpreg"], start["elu"]) == (1.95, 0.5) and "logq" not in start
+    assert start["layers"] == 224
+    start = baseline(ModelConfig(), TrainConfig(loss="ce"), dims)
+    assert start["loss"] == "ce" and start["logq"] == 1.0 and "bpreg" not in start
 
 
 def test_space_file_narrows_drops_or_replaces(tmp_path: Path) -> None:
@@ -159,10 +162,12 @@ def test_tiny_study_end_to_end(data: Path, tmp_path: Path) -> None:
         assert (out / name).is_file(), name
     rows = list(csv.DictReader((out / "trials.csv").open()))
     assert [r["number"] for r in rows] == ["0", "1", "2"] and all(r["state"] == "COMPLETE" for r in rows)
-    assert {"lr", "dropout_embed", "momentum", "logq"} <= set(rows[0]) and "layers" not in rows[0]  # fixed by a flag
+    assert {"lr", "dropout_embed", "momentum", "bpreg", "elu"} <= set(rows[0]) and "layers" not in rows[0]  # a flag
     # Trial 0 trains the settings the search starts from (the defaults here).
     d = TrainConfig()
-    assert (float(rows[0]["lr"]), float(rows[0]["momentum"]), float(rows[0]["logq"])) == (d.lr, d.momentum, d.logq)
+    assert rows[0]["loss"] == d.loss and rows[0]["logq"] == ""  # CE's parameter: not this loss's
+    trial0 = tuple(float(rows[0][k]) for k in ("lr", "momentum", "bpreg", "elu"))
+    assert trial0 == (d.lr, d.momentum, d.bpreg, d.elu)
     assert float(rows[0]["dropout_embed"]) == ModelConfig().dropout_embed and "batch_size" not in rows[0]
     for r in rows:
         run = Path(r["run_dir"])
