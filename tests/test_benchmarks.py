@@ -37,6 +37,7 @@ def _run(tmp_path: Path, script: str, *args: str) -> str:
 CASES = {
     "make_synthetic": ("make_synthetic.py", "--events", "3000", "--items", "200", "--categories", "10", "--out", "e.csv"),
     "train_bench": ("train_bench.py", "--quick"),
+    "train_bench_bprmax": ("train_bench.py", "--quick", "--loss", "bpr-max"),
     "eval_bench": ("eval_bench.py", "--items", "300", "--events", "300", "--hidden", "16", "--exclude-seen"),
     "predict_bench": ("predict_bench.py", "--items", "300", "--sessions", "100", "--hidden", "16"),
     "prepare_bench": ("prepare_bench.py", "--events", "3000", "--workdir", "pb"),
