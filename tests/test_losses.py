@@ -196,3 +196,35 @@ def test_split_cross_entropy_equals_the_joined_matrix() -> None:
     )  # fmt: skip
     want = losses.cross_entropy(logits, jnp.tile(jnp.arange(batch), n_steps), valid, correction)
     np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize(("elu", "n_sample", "scale"), [(0.0, 5, 1.0), (0.5, 5, 3.0), (1.0, 0, 1.0), (0.5, 7, 30.0)])
+def test_split_bpr_max_equals_the_joined_matrix(elu: float, n_sample: int, scale: float) -> None:
+    """BPR-max from per-block sums under one shared softmax equals BPR-max over the joined
+    [in-batch | sampled] columns, in value and gradient, with padding columns, without sampled
+    columns and with scores large enough to overflow an unshifted exponential."""
+    rng = np.random.default_rng(int(10 * elu) + n_sample)
+    n_steps, batch = 3, 4
+    in_batch = jnp.asarray(scale * rng.normal(size=(n_steps, batch, batch)), jnp.float32)
+    sampled = jnp.asarray(scale * rng.normal(size=(n_steps * batch, n_sample)), jnp.float32)
+    mask = jnp.asarray(rng.random((n_steps, batch)) < 0.7).at[0].set(False)  # a step with no in-batch negative
+
+    def joined(in_batch: jax.Array, sampled: jax.Array) -> jax.Array:
+        logits = jnp.concatenate([in_batch.reshape(-1, batch), sampled], axis=1)
+        valid = jnp.concatenate(
+            [jnp.broadcast_to(mask[:, None, :], (n_steps, batch, batch)).reshape(-1, batch),
+             jnp.ones((n_steps * batch, n_sample), bool)], axis=1,
+        )  # fmt: skip
+        return losses.bpr_max(logits, jnp.tile(jnp.arange(batch), n_steps), valid, 1.5, elu)
+
+    def split(in_batch: jax.Array, sampled: jax.Array) -> jax.Array:
+        return losses.split_bpr_max(in_batch, sampled, mask, 1.5, elu)
+
+    np.testing.assert_allclose(
+        split(in_batch, sampled), joined(in_batch, sampled), rtol=2e-5, atol=2e-5, equal_nan=False
+    )
+    weights = jnp.asarray(rng.random(n_steps * batch), jnp.float32)
+    grads = [jax.grad(lambda a, b, f=f: (f(a, b) * weights).sum(), argnums=(0, 1))(in_batch, sampled)
+             for f in (split, joined)]  # fmt: skip
+    for got, want in zip(*grads, strict=True):
+        np.testing.assert_allclose(got, want, rtol=2e-4, atol=2e-5, equal_nan=False)

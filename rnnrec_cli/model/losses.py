@@ -95,6 +95,45 @@ def bpr_max(logits: jax.Array, own: jax.Array, valid: jax.Array, bpreg: float, e
     return -jnp.log(prob + 1e-24) + bpreg * jnp.sum(s * logits**2, axis=1)
 
 
+def split_bpr_max(
+    in_batch: jax.Array, sampled: jax.Array, column_valid: jax.Array, bpreg: float, elu: float = 0.0
+) -> jax.Array:
+    """`bpr_max` over [in-batch columns | sampled columns] without joining them (as
+    `split_cross_entropy`): the negatives' softmax weights s_j = e_j / Z share one row maximum
+    and one normaliser Z over both blocks, so each block only adds its sums of e_j,
+    e_j * sigmoid(r_t - r_j) and e_j * r_j^2.
+
+    Args:
+      in_batch: <float32>[T, B, B] scores, each row's own target on the diagonal.
+      sampled: <float32>[T*B, S] scores of the shared sampled items.
+      column_valid: <bool>[T, B] slot c holds a real target at step t.
+    Returns:
+      <float32>[T*B] per-row loss, rows in (t, b) order.
+    """
+    n_steps, batch, _ = in_batch.shape
+    if elu > 0:
+        in_batch, sampled = jax.nn.elu(in_batch, alpha=elu), jax.nn.elu(sampled, alpha=elu)
+    sampled = sampled.reshape(n_steps, batch, -1)
+    own = jnp.diagonal(in_batch, axis1=1, axis2=2)[..., None]  # [T, B, 1]
+    neg = column_valid[:, None, :] & ~jnp.eye(batch, dtype=bool)[None]
+    top = jnp.maximum(jnp.max(jnp.where(neg, in_batch, -jnp.inf), axis=-1), jnp.max(sampled, axis=-1, initial=-jnp.inf))
+    # No negative at all (a padding row of a one-slot batch without samples): any finite shift.
+    top = jax.lax.stop_gradient(jnp.where(jnp.isfinite(top), top, 0.0))[..., None]
+
+    def sums(scores: jax.Array, mask: jax.Array | None) -> tuple[jax.Array, jax.Array, jax.Array]:
+        e = jnp.exp(scores - top)
+        if mask is not None:
+            e = jnp.where(mask, e, 0.0)
+        return e.sum(-1), (e * jax.nn.sigmoid(own - scores)).sum(-1), (e * scores**2).sum(-1)
+
+    z_in, p_in, r_in = sums(in_batch, neg)
+    z_s, p_s, r_s = sums(sampled, None)
+    z = z_in + z_s
+    z = jnp.where(z > 0, z, 1.0)  # no negatives: prob 0, as bpr_max gives it
+    loss = -jnp.log((p_in + p_s) / z + 1e-24) + bpreg * (r_in + r_s) / z
+    return loss.reshape(-1)
+
+
 def top1_max(logits: jax.Array, own: jax.Array, valid: jax.Array) -> jax.Array:
     """TOP1-max per row: sum_j s_j (sigmoid(r_j - r_t) + sigmoid(r_j^2))."""
     neg = negative_mask(own, valid)

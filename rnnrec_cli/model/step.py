@@ -161,6 +161,8 @@ def _next_item_loss(
     if tc.loss == "ce":
         corr_in = None if corrected is None else tc.logq * corrected.log_p_target[batch.targets]  # [T, B]
         return losses.split_cross_entropy(in_batch, sampled, batch.mask, corr_in)
+    if tc.loss == "bpr-max":
+        return losses.split_bpr_max(in_batch, sampled, batch.mask, tc.bpreg, tc.elu)
     logits = jnp.concatenate([in_batch.reshape(-1, batch_size), sampled], axis=1)
     own = jnp.tile(jnp.arange(batch_size), n_steps)
     valid = jnp.concatenate(
@@ -170,8 +172,6 @@ def _next_item_loss(
         ],
         axis=1,
     )
-    if tc.loss == "bpr-max":
-        return losses.bpr_max(logits, own, valid, tc.bpreg, tc.elu)
     return losses.top1_max(logits, own, valid)
 
 
