@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import pytest
 
 from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
@@ -67,3 +69,17 @@ def test_task_defaults_and_given_split_rules() -> None:
     assert not PrepareConfig(**AS_GIVEN).filters_items
     assert PrepareConfig(**{**AS_GIVEN, "min_session_length": 3}).filters_items
     assert PrepareConfig(**{**AS_GIVEN, "min_item_support": 5}).filters_items
+
+
+def test_the_shipped_gru4rec_config_holds_the_official_defaults() -> None:
+    """configs/gru4rec-defaults.json: GRU4Rec's published default settings (100 units, CE without
+    log-Q, batch 64, no dropout, lr 0.05, no momentum, 2,048 samples at alpha 0.5, tied
+    embedding, 10 epochs), trained one event per step; what the flags leave alone stays."""
+    from rnnrec_cli.cli.flags import run_configs
+
+    model, train = run_configs(Path(__file__).parent.parent / "configs" / "gru4rec-defaults.json", {"epochs": 2})
+    assert (model.cell, model.layers, model.embedding, model.dropout_embed, model.dropout_hidden) == (
+        "gru", (100,), 0, 0.0, 0.0)  # fmt: skip
+    assert (train.loss, train.logq, train.batch_size, train.bptt, train.lr, train.momentum) == (
+        "ce", 0.0, 64, 1, 0.05, 0.0)  # fmt: skip
+    assert (train.n_sample, train.sample_alpha, train.optimizer, train.epochs) == (2048, 0.5, "adagrad", 2)
