@@ -85,6 +85,7 @@ def bpr_max(logits: jax.Array, own: jax.Array, valid: jax.Array, bpreg: float, e
 
     -log sum_j s_j sigmoid(r_t - r_j) + bpreg * sum_j s_j r_j^2, with s a softmax over the
     negatives; summed over negatives, not averaged. Scores pass through ELU(elu) when elu > 0.
+    Training uses `split_bpr_max`; this joined form is the definition it is tested against.
     """
     if elu > 0:
         logits = jax.nn.elu(logits, alpha=elu)
