@@ -163,8 +163,14 @@ class TuneOptions:
     # Epochs of the training best.json describes (trials train --epochs, a budget): None = the
     # training default, or the trials' epochs when they run longer.
     final_epochs: int | None = None
+    # The best complete trials trained again for the final epochs, with trial 0, before best.json
+    # is chosen on validation at that length (see training.finalists); 0 = best.json is the best
+    # trial as measured after the trials' epochs.
+    finalists: int = 2
 
     def __post_init__(self) -> None:
+        if self.finalists < 0:
+            raise ConfigError(f"--finalists must be >= 0, got {self.finalists}")
         if self.final_epochs is not None and self.final_epochs <= 0:
             raise ConfigError(f"--final-epochs must be > 0, got {self.final_epochs}")
         if self.trials <= 0:

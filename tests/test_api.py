@@ -151,9 +151,11 @@ def test_compare_and_report_in_process(trained: rr.Run, tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_tune_is_one_call(trained: rr.Run, tmp_path: Path) -> None:
-    found = rr.tune(trained.config.data_dir, out=tmp_path / "study", trials=2, fixed=("layers",),
-                    model=rr.ModelConfig(layers=(8,)), train=rr.TrainConfig(epochs=1, batch_size=16))  # fmt: skip
+    found = rr.tune(trained.config.data_dir, out=tmp_path / "study", trials=2, fixed=("layers",), finalists=1,
+                    final_epochs=2, model=rr.ModelConfig(layers=(8,)), train=rr.TrainConfig(epochs=1, batch_size=16))  # fmt: skip
     assert found.best == tmp_path / "study" / "best.json" and found.best.is_file()
+    # The best trial and trial 0, each trained again for the final epochs.
+    assert {f.trial for f in found.finalists} >= {0} and all(f.epochs == 2 for f in found.finalists)
     assert 1 <= len(found.top) <= 2 and all("layers" not in row["params"] for row in found.top)
     with pytest.raises(rr.ConfigError, match="metric"):
         rr.tune(trained.config.data_dir, out=tmp_path / "other", metric="ndcg@5")

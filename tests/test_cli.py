@@ -317,6 +317,7 @@ BAD_VALUES = [
     (["evaluate", "{run}", "--k", "0,5"], "--k"),
     (["evaluate", "{run}", "-k", "5"], "-k"),  # no such option (evaluate's is --k)
     (["tune", "{data}", "-o", "{tmp}/s", "--trials", "0"], "--trials"),
+    (["tune", "{data}", "-o", "{tmp}/s", "--finalists", "-1"], "--finalists"),
     (["tune", "{data}", "-o", "{tmp}/s", "--timeout", "soon"], "--timeout"),
     (["predict", "{run}", "{log}", "-k", "0"], "-k"),
     (["predict", "{run}", "{log}", "-k", "100000"], "-k"),  # more than the catalogue holds

@@ -36,7 +36,8 @@ def space(tmp_path: Path) -> Path:
 
 
 def _tune(data: Path, out: Path, *args: str):
-    return runner.invoke(app, ["tune", str(data), "-o", str(out), *TINY, "-q", *args])
+    # No finalists: these tests are about the study's storage, not its final choice.
+    return runner.invoke(app, ["tune", str(data), "-o", str(out), *TINY, "--finalists", "0", "-q", *args])
 
 
 def _error(result) -> str:
@@ -154,7 +155,9 @@ def test_a_moved_study_continues_and_memory_storage_is_not_reused(data: Path, tm
     moved = tmp_path / "elsewhere" / "renamed"
     moved.parent.mkdir()
     shutil.move(first, moved)
-    result = runner.invoke(app, ["tune", str(data), "-o", str(moved), *TINY, "--space", str(space), "--trials", "2"])
+    result = runner.invoke(
+        app, ["tune", str(data), "-o", str(moved), *TINY, "--space", str(space), "--trials", "2", "--finalists", "0"]
+    )
     assert result.exit_code == 0, result.output
     assert "Tuning study 'first' (continuing with 1 finished)" in result.stderr
     assert sorted(p.name for p in (moved / "trials").iterdir()) == ["0000", "0001"]

@@ -150,13 +150,44 @@ def test_metric_must_be_computed() -> None:
         TuneOptions(metric="ndcg@20")
 
 
+def test_finalists_are_the_best_complete_trials_and_trial_0(tmp_path: Path) -> None:
+    import optuna
+    from optuna.distributions import FloatDistribution
+    from optuna.trial import TrialState, create_trial
+
+    from rnnrec_cli.training.finalists import Finalist, chosen, pick
+
+    study = optuna.create_study(direction="maximize")
+    lr = {"lr": FloatDistribution(1e-4, 1.0)}
+    # (value, state, baseline): trial 0 started from the defaults; trial 3 was pruned higher.
+    for value, state, start in ((0.20, "COMPLETE", True), (0.25, "COMPLETE", False), (0.22, "COMPLETE", False),
+                                (0.30, "PRUNED", False), (0.10, "COMPLETE", False)):  # fmt: skip
+        trial = create_trial(params={"lr": 0.1}, distributions=lr, value=value if state == "COMPLETE" else None,
+                             state=TrialState[state], intermediate_values={1: value},
+                             user_attrs={"baseline": True} if start else {})  # fmt: skip
+        study.add_trial(trial)
+    picked = pick(study, tmp_path, 2)
+    assert [(f.trial, f.trial_value, f.baseline) for f in picked] == [
+        (1, 0.25, False),
+        (2, 0.22, False),
+        (0, 0.2, True),
+    ]
+    assert picked[0].path == tmp_path / "finalists" / "0001"
+    assert [f.trial for f in pick(study, tmp_path, 3)] == [1, 2, 0]  # trial 0 among the best: once
+    assert pick(study, tmp_path, 0) == []
+    # At the final length the best on validation wins; a tie goes to the lower trial (trial 0).
+    done = [Finalist(1, 0.25, False, tmp_path, 0.31, 10), Finalist(0, 0.2, True, tmp_path, 0.31, 10)]
+    assert chosen(done).trial == 0
+    assert chosen([*done, Finalist(2, 0.22, False, tmp_path, 0.32, 10)]).trial == 2
+
+
 # ---------------------------------------------------------------------------- end to end
 
 
 @pytest.mark.slow
 def test_tiny_study_end_to_end(data: Path, tmp_path: Path) -> None:
     out = tmp_path / "study"
-    stdout = _tune(data, out, "--trials", "3", *TINY, "--seed", "1", "--final-epochs", "3")
+    stdout = _tune(data, out, "--trials", "3", *TINY, "--seed", "1", "--final-epochs", "3", "--finalists", "1")
     assert stdout.strip().splitlines()[-1] == str(out / "best.json")
     for name in ("best.json", "trials.csv", "history.png", "importances.png", "study.db"):
         assert (out / name).is_file(), name
@@ -174,14 +205,29 @@ def test_tiny_study_end_to_end(data: Path, tmp_path: Path) -> None:
         assert run == (out / "trials" / f"{int(r['number']):04d}").resolve() and (run / "COMPLETE").is_file()
         assert len((run / "metrics.jsonl").read_text().splitlines()) == 2
 
-    # best.json is the best trial's settings, and `train --config` takes it.
-    best = max(rows, key=lambda r: float(r["value"]))
+    # The finalists: the best trial and trial 0, each trained again for the final epochs.
+    best = max(rows, key=lambda r: (float(r["value"]), -int(r["number"])))
+    picked = sorted({int(best["number"]), 0})
+    assert sorted(int(p.name) for p in (out / "finalists").iterdir()) == picked
+    values = {}
+    for n in picked:
+        lines = [
+            json.loads(line) for line in (out / "finalists" / f"{n:04d}" / "metrics.jsonl").read_text().splitlines()
+        ]
+        assert len(lines) == 3 and (out / "finalists" / f"{n:04d}" / "COMPLETE").is_file()
+        values[n] = max(r["valid/mrr@20"] for r in lines)
+    win = max(picked, key=lambda n: (values[n], -n))
+    # best.json is the best finalist's settings at the final length, and `train --config` takes it.
     cfg = json.loads((out / "best.json").read_text())
-    assert cfg["train"]["lr"] == float(best["lr"]) and cfg["model"]["layers"] == [32]
-    # Trained for the final epochs, not the trials' budget; `tuning` says which trial it is.
+    chosen = next(r for r in rows if int(r["number"]) == win)
+    assert cfg["train"]["lr"] == float(chosen["lr"]) and cfg["model"]["layers"] == [32]
     assert cfg["train"]["epochs"] == 3 and cfg["train"]["monitor"] == "mrr@20"
-    assert cfg["tuning"]["trial"] == int(best["number"]) and cfg["tuning"]["trial_epochs"] == 2
-    assert cfg["tuning"]["epochs"] == 3 and cfg["tuning"]["baseline"] == (best["number"] == "0")
+    tuning = cfg["tuning"]
+    assert tuning["chosen_by"] == "finalists" and tuning["trial"] == win and tuning["value"] == values[win]
+    assert tuning["trial_value"] == pytest.approx(float(chosen["value"]), abs=1e-6)
+    assert tuning["trial_epochs"] == 2 and tuning["epochs"] == 3 and tuning["baseline"] == (win == 0)
+    assert [f["trial"] for f in tuning["finalists"]] == [int(best["number"]), *([0] if best["number"] != "0" else [])]
+    best = chosen
     run = tmp_path / "retrained"
     result = runner.invoke(app, ["train", str(data), "--config", str(out / "best.json"), "-o", str(run), "-q"])
     assert result.exit_code == 0, result.output
@@ -190,11 +236,16 @@ def test_tiny_study_end_to_end(data: Path, tmp_path: Path) -> None:
     result = runner.invoke(app, ["evaluate", best["run_dir"], "--baselines", "pop", "--json", "-q"])
     assert result.exit_code == 0, result.output
 
-    # The same command again: the study has its trials, nothing runs or repeats.
-    again = runner.invoke(app, ["tune", str(data), "-o", str(out), "--trials", "3", *TINY, "--seed", "1"])
+    # The same command again: the study has its trials and its finalists, nothing runs or repeats.
+    before = {p.name: (p / "metrics.jsonl").read_text() for p in (out / "finalists").iterdir()}
+    again = runner.invoke(app, ["tune", str(data), "-o", str(out), "--trials", "3", *TINY, "--seed", "1",
+                                "--final-epochs", "3", "--finalists", "1"])  # fmt: skip
     assert again.exit_code == 0, again.output
-    assert "continuing with 3 finished" in again.stderr
+    assert "continuing with 3 finished" in again.stderr and "training it for the final epochs" not in again.stderr
+    assert f"Finalists, retrained for the final epochs (best.json: trial {win})" in again.stderr
     assert len(_study(out).trials) == 3
+    assert {p.name: (p / "metrics.jsonl").read_text() for p in (out / "finalists").iterdir()} == before
+    assert json.loads((out / "best.json").read_text()) == cfg
 
 
 @pytest.mark.slow
@@ -209,7 +260,22 @@ def test_pruning_stops_a_trial_with_a_bad_first_epoch(data: Path, tmp_path: Path
     for lr in (0.3, 0.2, 1e-5):
         study.enqueue_trial({"lr": lr})
     space = _space_file(tmp_path, {"base": "none", "params": {"lr": {"low": 1e-5, "high": 0.5, "log": True}}})
-    _tune(data, out, "--trials", "3", "--space", str(space), "--prune-after", "2", *TINY, "--epochs", "3", "-q")
+    _tune(
+        data,
+        out,
+        "--trials",
+        "3",
+        "--space",
+        str(space),
+        "--prune-after",
+        "2",
+        *TINY,
+        "--epochs",
+        "3",
+        "--finalists",
+        "0",
+        "-q",
+    )
     trials = _study(out).trials
     states = [t.state.name for t in trials]
     assert states == ["COMPLETE", "COMPLETE", "PRUNED"], [(t.params, t.intermediate_values) for t in trials]
@@ -233,7 +299,22 @@ def test_hyperband_study_prunes_on_epochs(data: Path, tmp_path: Path) -> None:
     for lr in (0.3, 1e-5, 1e-5, 0.2):
         study.enqueue_trial({"lr": lr})
     space = _space_file(tmp_path, {"base": "none", "params": {"lr": {"low": 1e-5, "high": 0.5, "log": True}}})
-    _tune(data, out, "--trials", "4", "--space", str(space), "--pruner", "hyperband", *TINY, "--epochs", "3", "-q")
+    _tune(
+        data,
+        out,
+        "--trials",
+        "4",
+        "--space",
+        str(space),
+        "--pruner",
+        "hyperband",
+        *TINY,
+        "--epochs",
+        "3",
+        "--finalists",
+        "0",
+        "-q",
+    )
     trials = _study(out).trials
     assert {t.state.name for t in trials} <= {"COMPLETE", "PRUNED"} and len(trials) == 4
     # Every epoch is reported (whether a bracket prunes this few trials is Hyperband's call).
@@ -249,7 +330,7 @@ def test_kill_9_then_the_same_command_continues(data: Path, tmp_path: Path) -> N
     from optuna.trial import TrialState
 
     out = tmp_path / "study"
-    args = ["tune", str(data), "-o", str(out), "--trials", "3", *TINY, "--epochs", "3", "-q"]
+    args = ["tune", str(data), "-o", str(out), "--trials", "3", *TINY, "--epochs", "3", "--finalists", "0", "-q"]
     proc = subprocess.Popen(
         [sys.executable, "-m", "rnnrec_cli", *args], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
     )
@@ -275,6 +356,44 @@ def test_kill_9_then_the_same_command_continues(data: Path, tmp_path: Path) -> N
     assert (out / "trials" / "0000" / "metrics.jsonl").read_text() == first_metrics
     # A resumed study draws new points, not the first trials' again.
     assert after[2].params != after[0].params
+
+
+@pytest.mark.slow
+def test_a_killed_finalist_resumes_to_the_same_training(data: Path, tmp_path: Path) -> None:
+    """kill -9 while a finalist trains; the same command again resumes it from its last
+    checkpoint, and it ends with the losses of the same settings trained without a stop."""
+    out = tmp_path / "study"
+    args = ["tune", str(data), "-o", str(out), "--trials", "2", *TINY, "--finalists", "1", "--final-epochs", "6", "-q"]
+    proc = subprocess.Popen([sys.executable, "-m", "rnnrec_cli", *args], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.PIPE)  # fmt: skip
+    deadline = time.time() + 300
+    while (
+        time.time() < deadline and proc.poll() is None and not glob.glob(f"{out}/finalists/*/checkpoints/last.msgpack")
+    ):
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    if proc.returncode != -signal.SIGKILL:
+        pytest.skip("the study ended before a finalist had a checkpoint")
+    killed = Path(glob.glob(f"{out}/finalists/*/checkpoints/last.msgpack")[0]).parents[1]
+    assert not (killed / "COMPLETE").is_file()
+
+    result = runner.invoke(app, args)
+    assert result.exit_code == 0, result.output
+    cfg = json.loads((out / "best.json").read_text())
+    assert cfg["tuning"]["chosen_by"] == "finalists"
+    assert str(killed) in {f["run_dir"] for f in cfg["tuning"]["finalists"]}
+    resumed = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in resumed] == [1, 2, 3, 4, 5, 6] and (killed / "COMPLETE").is_file()
+    # The same settings trained in one go: the same losses, epoch by epoch.
+    settings = json.loads((killed / "config.json").read_text())
+    config = tmp_path / "finalist.json"
+    config.write_text(json.dumps({"model": settings["model"], "train": settings["train"]}))
+    plain = tmp_path / "plain"
+    result = runner.invoke(app, ["train", str(data), "--config", str(config), "-o", str(plain), "-q"])
+    assert result.exit_code == 0, result.output
+    straight = [json.loads(line) for line in (plain / "metrics.jsonl").read_text().splitlines()]
+    assert [r["train/loss"] for r in resumed] == pytest.approx([r["train/loss"] for r in straight], rel=1e-6)
 
 
 # ---------------------------------------------------------------------------- bad input
@@ -376,7 +495,7 @@ def postgres_url():
 def test_two_workers_share_a_postgres_study(data: Path, tmp_path: Path, postgres_url: str) -> None:
     out = tmp_path / "study"
     cmd = [sys.executable, "-m", "rnnrec_cli", "tune", str(data), "-o", str(out), "--storage", postgres_url,
-           "--study", "shared", "--trials", "6", *TINY, "-q"]  # fmt: skip
+           "--study", "shared", "--trials", "6", *TINY, "--final-epochs", "2", "-q"]  # fmt: skip
     workers = [subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE) for _ in range(2)]
     for w in workers:
         stdout, stderr = w.communicate(timeout=600)
@@ -392,4 +511,11 @@ def test_two_workers_share_a_postgres_study(data: Path, tmp_path: Path, postgres
     pids = {str(w.pid) for w in workers}
     assert {t.user_attrs["worker"].rpartition(":")[2] for t in finished} == pids, "both workers ran trials"
     assert len({t.user_attrs["run_dir"] for t in trials}) == len(trials)
-    assert (out / "best.json").is_file()
+    # Both workers reach the finalists: each is trained once (by one of them) and both read it.
+    best = json.loads((out / "best.json").read_text())["tuning"]
+    assert best["chosen_by"] == "finalists" and len(best["finalists"]) >= 2
+    for f in best["finalists"]:
+        run = Path(f["run_dir"])
+        assert (run / "COMPLETE").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
+    # (A worker that reached them first may have trained one the other's later trial displaced.)
+    assert {f"{f['trial']:04d}" for f in best["finalists"]} <= {p.name for p in (out / "finalists").iterdir()}

@@ -248,9 +248,11 @@ def tune(
     **fields: Any,
 ) -> Searched:
     """An Optuna search of training settings on the data's validation split, as `rnnrec tune`:
-    each trial is a run in `out`/trials/, the best settings go to `out`/best.json. `model` and
-    `train` are every trial's base; `fixed` names the fields of theirs the search leaves alone;
-    `space` is a search-space file; `fields` are TuneOptions' (e.g. `trials=20`)."""
+    each trial is a run in `out`/trials/; then the best trials and trial 0 train again for the
+    final epochs (`finalists=2`, in `out`/finalists/) and the best of them at that length goes
+    to `out`/best.json. `model` and `train` are every trial's base; `fixed` names the fields of
+    theirs the search leaves alone; `space` is a search-space file; `fields` are TuneOptions'
+    (e.g. `trials=20`)."""
     from rnnrec_cli.training.search import search
 
     model = model or ModelConfig()

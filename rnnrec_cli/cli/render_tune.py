@@ -13,6 +13,7 @@ from rich.table import Table
 if TYPE_CHECKING:
     from rnnrec_cli.options import TuneOptions
     from rnnrec_cli.training import fit, tune
+    from rnnrec_cli.training.finalists import Finalist
 from rnnrec_cli.cli.render import progress_bars
 
 # ---------------------------------------------------------------------------- tune
@@ -47,12 +48,38 @@ def trial_line(row: dict[str, Any], ev: tune.TrialEvent, metric: str) -> str:
     )
 
 
+def finalist_line(f: Finalist, done: bool, metric: str) -> str:
+    """A finalist starting to train, or trained: printed on every output, TTY or not."""
+    start = " (trial 0: the settings the search started from)" if f.baseline else ""
+    if not done:
+        return (f"finalist: trial {f.trial}{start}, {metric} {f.trial_value:.4f} as a trial; training it for the "
+                f"final epochs in {f.path}")  # fmt: skip
+    return f"finalist trial {f.trial}: {metric} {f.value:.4f} after {f.epochs} epoch(s), {f.trial_value:.4f} as a trial"
+
+
+def finalists_table(finalists: list[Finalist], metric: str) -> Table:
+    """The finalists, best first at the final length; the first row is best.json's."""
+    from rnnrec_cli.training.finalists import chosen
+
+    win = chosen(finalists)
+    table = Table(title=f"Finalists, retrained for the final epochs (best.json: trial {win.trial})",
+                  title_justify="left")  # fmt: skip
+    for col in ("trial", f"{metric} final", "epochs", f"{metric} as a trial"):
+        table.add_column(col, justify="right")
+    for f in sorted(finalists, key=lambda f: (f is not win, -(f.value or 0.0), f.trial)):
+        name = f"{f.trial} (start)" if f.baseline else str(f.trial)
+        table.add_row(name, f"{f.value:.4f}", str(f.epochs), f"{f.trial_value:.4f}")
+    return table
+
+
 @contextmanager
 def tune_progress(
     quiet: bool, metric: str
-) -> Iterator[tuple[Callable[[tune.TrialEvent], None], Callable[[fit.Progress], None]]]:
+) -> Iterator[
+    tuple[Callable[[tune.TrialEvent], None], Callable[[fit.Progress], None], Callable[[Finalist, bool], None]]
+]:
     """Two bars: the study's trials (k of N, best so far, ETA) and the running trial's epoch.
-    Yields the `on_trial` and `on_progress` callbacks for `tune.run_study`."""
+    Yields the `on_trial`, `on_progress` and `on_finalist` callbacks for `search`."""
     progress = progress_bars(quiet)
     with progress:
         study_task = progress.add_task("trials", total=None, stats="")
@@ -74,7 +101,13 @@ def tune_progress(
                 epoch_task, description=f"epoch {p.epoch}", completed=p.chunk, total=p.n_chunks, stats=stats
             )
 
-        yield on_trial, on_progress
+        def on_finalist(f: Finalist, done: bool) -> None:
+            if not quiet:
+                progress.console.print(finalist_line(f, done, metric), highlight=False)
+            progress.update(study_task, description="finalists", stats="")
+            progress.reset(epoch_task, description="epoch", total=None, stats="")
+
+        yield on_trial, on_progress, on_finalist
 
 
 def tune_table(rows: list[dict[str, Any]], metric: str, title: str) -> Table:
@@ -115,10 +148,13 @@ def tune_header(study: Any, opts: TuneOptions, searched: dict[str, Any], out: Pa
     )
 
 
-def tune_footer(out: Path, notes: list[str]) -> str:
+def tune_footer(out: Path, notes: list[str], finalists: bool = False) -> str:
     wrote = ", ".join(p.name for p in (out / n for n in ("best.json", "trials.csv", "history.png", "importances.png"))
                       if p.is_file())  # fmt: skip
     lines = [f"Wrote {out}/: {wrote}; each trial's run directory is in {out}/trials/."]
     lines += [f"note: {n}" for n in notes]
-    lines.append(f"Next: rnnrec train DATA --config {out}/best.json (the best trial's settings, for the final epochs)")
+    if finalists:
+        lines[0] += f" The finalists' runs are in {out}/finalists/."
+    chosen = "the best finalist's" if finalists else "the best trial's"
+    lines.append(f"Next: rnnrec train DATA --config {out}/best.json ({chosen} settings, for the final epochs)")
     return "\n".join(lines)

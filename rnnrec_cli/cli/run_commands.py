@@ -216,6 +216,7 @@ def tune(
     prune_after: t.PruneAfter = None,
     max_failed: t.MaxFailed = None,
     final_epochs: t.FinalEpochs = None,
+    finalists: t.Finalists = None,
     config: Annotated[
         Path | None,
         typer.Option(exists=True, dir_okay=False, help="JSON with 'model' and 'train' sections: every trial's base."),
@@ -233,7 +234,7 @@ def tune(
         wait = parse_duration(timeout, "--timeout") if timeout else None
     opts = o.make(TuneOptions, o.given(dict(trials=trials, metric=metric, storage=storage, study=study,
                   pruning=pruning, pruner=pruner, prune_after=prune_after, max_failed=max_failed, timeout=wait,
-                  final_epochs=final_epochs)))  # fmt: skip
+                  final_epochs=final_epochs, finalists=finalists)))  # fmt: skip
     model_cfg, train_cfg = o.run_configs(config, {**flags, "monitor": opts.metric})
     fixed = set(o.given(flags, ModelConfig)) | set(o.given(flags, TrainConfig))
 
@@ -242,14 +243,16 @@ def tune(
             err.print(render_tune.tune_header(found, used, searched, out))
 
     try:
-        with render_tune.tune_progress(quiet, opts.metric) as (on_trial, on_progress):
+        with render_tune.tune_progress(quiet, opts.metric) as (on_trial, on_progress, on_finalist):
             done = search(data, out, model_cfg, train_cfg, opts, space_file=space, fixed=fixed, on_open=on_open,
-                          on_trial=on_trial, on_progress=on_progress)  # fmt: skip
+                          on_trial=on_trial, on_progress=on_progress, on_finalist=on_finalist)  # fmt: skip
     except KeyboardInterrupt:
         interrupted("interrupted; the running trial is marked failed. Continue the study with the same command")
     if not quiet:
         err.print(render_tune.tune_table(done.top, opts.metric, f"Top trials of study {done.study.study_name!r}"))
-        err.print(render_tune.tune_footer(out, done.notes))
+        if done.finalists:
+            err.print(render_tune.finalists_table(done.finalists, opts.metric))
+        err.print(render_tune.tune_footer(out, done.notes, bool(done.finalists)))
     typer.echo(str(done.best))
 
 
@@ -258,5 +261,6 @@ tune.__doc__ = (
     "STUDY_DIR/trials/. "
     "Trial 0 trains the settings given (the defaults and your flags), so the best found is never worse on "
     "validation. Searched unless a flag fixes it (a flag's default below is trial 0's value): "
-    f"{describe('auto')}. best.json trains the best trial's settings for --final-epochs."
+    f"{describe('auto')}. Then the --finalists best trials and trial 0 train again for --final-epochs, and "
+    "best.json holds the settings of the best of them on validation at that length."
 )

@@ -15,7 +15,12 @@ Trials = Annotated[
     int | None, opt("Finished trials the study should hold (a rerun continues it).", TUNE, (TuneOptions, "trials"))
 ]
 Timeout = Annotated[
-    str | None, opt("Start no trial after this long (e.g. 45m, 2h); the running one finishes. \\[default: none]", TUNE)
+    str | None,
+    opt(
+        "Start no trial after this long (e.g. 45m, 2h); the running one finishes, then the finalists train. "
+        "\\[default: none]",
+        TUNE,
+    ),
 ]
 Metric = Annotated[str | None, opt("Validation metric to maximise: mrr@K or recall@K.", TUNE, (TuneOptions, "metric"))]
 SpaceFile = Annotated[
@@ -60,3 +65,9 @@ MaxFailed = Annotated[
 FinalEpochs = Annotated[
     int | None, opt("Epochs best.json trains (trials train --epochs). \\[default: 10, or --epochs if more]", TUNE)
 ]
+Finalists = Annotated[
+    int | None,
+    opt("Best complete trials trained again for --final-epochs, with trial 0, before best.json is chosen on "
+        "validation at that length (0: best.json is the best trial after the trials' epochs).", TUNE,
+        (TuneOptions, "finalists")),
+]  # fmt: skip
