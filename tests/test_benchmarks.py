@@ -45,6 +45,7 @@ CASES = {
     "event_bench": ("event_bench.py", "--users", "60", "--items", "40", "--epochs", "1", "--layers", "16", "--workdir", "ev"),
     "features_bench": ("features_bench.py", "--quick", "--epochs", "1", "--layers", "16", "--workdir", "fb"),
     "defaults_bench": ("defaults_bench.py", "--quick", "--candidates", "A-ce", "E-bprmax-lr03", "--workdir", "db"),
+    "repeat_bench": ("repeat_bench.py", "--quick", "--betas", "0,1000"),
 }  # fmt: skip
 
 

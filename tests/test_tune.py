@@ -227,6 +227,7 @@ def test_tiny_study_end_to_end(data: Path, tmp_path: Path) -> None:
     assert tuning["trial_value"] == pytest.approx(float(chosen["value"]), abs=1e-6)
     assert tuning["trial_epochs"] == 2 and tuning["epochs"] == 3 and tuning["baseline"] == (win == 0)
     assert [f["trial"] for f in tuning["finalists"]] == [int(best["number"]), *([0] if best["number"] != "0" else [])]
+    assert all(f["run_dir"] == f"finalists/{f['trial']:04d}" for f in tuning["finalists"])
     best = chosen
     run = tmp_path / "retrained"
     result = runner.invoke(app, ["train", str(data), "--config", str(out / "best.json"), "-o", str(run), "-q"])
@@ -382,7 +383,7 @@ def test_a_killed_finalist_resumes_to_the_same_training(data: Path, tmp_path: Pa
     assert result.exit_code == 0, result.output
     cfg = json.loads((out / "best.json").read_text())
     assert cfg["tuning"]["chosen_by"] == "finalists"
-    assert str(killed) in {f["run_dir"] for f in cfg["tuning"]["finalists"]}
+    assert killed in {out / f["run_dir"] for f in cfg["tuning"]["finalists"]}
     resumed = [json.loads(line) for line in (killed / "metrics.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in resumed] == [1, 2, 3, 4, 5, 6] and (killed / "COMPLETE").is_file()
     # The same settings trained in one go: the same losses, epoch by epoch.
@@ -515,7 +516,7 @@ def test_two_workers_share_a_postgres_study(data: Path, tmp_path: Path, postgres
     best = json.loads((out / "best.json").read_text())["tuning"]
     assert best["chosen_by"] == "finalists" and len(best["finalists"]) >= 2
     for f in best["finalists"]:
-        run = Path(f["run_dir"])
+        run = out / f["run_dir"]
         assert (run / "COMPLETE").is_file() and len((run / "metrics.jsonl").read_text().splitlines()) == 2
     # (A worker that reached them first may have trained one the other's later trial displaced.)
     assert {f"{f['trial']:04d}" for f in best["finalists"]} <= {p.name for p in (out / "finalists").iterdir()}

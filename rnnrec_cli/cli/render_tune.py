@@ -50,7 +50,7 @@ def trial_line(row: dict[str, Any], ev: tune.TrialEvent, metric: str) -> str:
 
 def finalist_line(f: Finalist, done: bool, metric: str) -> str:
     """A finalist starting to train, or trained: printed on every output, TTY or not."""
-    start = " (trial 0: the settings the search started from)" if f.baseline else ""
+    start = " (the settings the search started from)" if f.baseline else ""
     if not done:
         return (f"finalist: trial {f.trial}{start}, {metric} {f.trial_value:.4f} as a trial; training it for the "
                 f"final epochs in {f.path}")  # fmt: skip

@@ -44,8 +44,9 @@ class Finalist:
     epochs: int = 0  # epochs it trained (early stopping may end it sooner)
 
     def row(self) -> dict[str, Any]:
+        # run_dir relative to the study directory, which may move (see storage: study.db too).
         return {"trial": self.trial, "trial_value": self.trial_value, "value": self.value, "epochs": self.epochs,
-                "baseline": self.baseline, "run_dir": str(self.path)}  # fmt: skip
+                "baseline": self.baseline, "run_dir": f"finalists/{self.path.name}"}  # fmt: skip
 
 
 def pick(study: optuna.Study, out: Path, n: int) -> list[Finalist]:
