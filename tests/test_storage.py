@@ -199,6 +199,10 @@ def test_links_are_refused(data: Path, tmp_path: Path, space: Path) -> None:
     (out / "trials").symlink_to(tmp_path / "elsewhere")
     assert f"{out}/trials is a symbolic link" in _error(_tune(data, out, "--space", str(space)))
     assert not list((tmp_path / "elsewhere").iterdir())
+    (out / "trials").unlink()
+    (out / "finalists").symlink_to(tmp_path / "elsewhere")
+    assert f"{out}/finalists is a symbolic link" in _error(_tune(data, out, "--space", str(space)))
+    assert not list((tmp_path / "elsewhere").iterdir())
 
 
 # ---------------------------------------------------------------------------- failures and warnings

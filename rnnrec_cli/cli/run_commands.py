@@ -247,7 +247,8 @@ def tune(
             done = search(data, out, model_cfg, train_cfg, opts, space_file=space, fixed=fixed, on_open=on_open,
                           on_trial=on_trial, on_progress=on_progress, on_finalist=on_finalist)  # fmt: skip
     except KeyboardInterrupt:
-        interrupted("interrupted; the running trial is marked failed. Continue the study with the same command")
+        interrupted("interrupted; the running trial is marked failed (a finalist resumes from its checkpoint). "
+                    "Continue the study with the same command")  # fmt: skip
     if not quiet:
         err.print(render_tune.tune_table(done.top, opts.metric, f"Top trials of study {done.study.study_name!r}"))
         if done.finalists:

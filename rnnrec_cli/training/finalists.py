@@ -23,6 +23,7 @@ from rnnrec_cli.config import ModelConfig, TrainConfig
 from rnnrec_cli.errors import RunDirError
 from rnnrec_cli.options import TuneOptions
 from rnnrec_cli.training.space import apply
+from rnnrec_cli.training.storage import FINALISTS
 from rnnrec_cli.training.trials import _rounded, final_epochs
 from rnnrec_cli.validation import to_dict
 
@@ -46,7 +47,7 @@ class Finalist:
     def row(self) -> dict[str, Any]:
         # run_dir relative to the study directory, which may move (see storage: study.db too).
         return {"trial": self.trial, "trial_value": self.trial_value, "value": self.value, "epochs": self.epochs,
-                "baseline": self.baseline, "run_dir": f"finalists/{self.path.name}"}  # fmt: skip
+                "baseline": self.baseline, "run_dir": f"{FINALISTS}/{self.path.name}"}  # fmt: skip
 
 
 def pick(study: optuna.Study, out: Path, n: int) -> list[Finalist]:
@@ -60,7 +61,7 @@ def pick(study: optuna.Study, out: Path, n: int) -> list[Finalist]:
             if t.value is not None}  # fmt: skip
     best = sorted(done, key=lambda k: (-done[k][0], k))[:n]
     start = [k for k, (_, t) in done.items() if t.user_attrs.get("baseline") and k not in best]
-    return [Finalist(k, done[k][0], bool(done[k][1].user_attrs.get("baseline")), out / "finalists" / f"{k:04d}")
+    return [Finalist(k, done[k][0], bool(done[k][1].user_attrs.get("baseline")), out / FINALISTS / f"{k:04d}")
             for k in best + start]  # fmt: skip
 
 

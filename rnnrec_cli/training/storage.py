@@ -29,6 +29,7 @@ log = logging.getLogger(__name__)
 CLAIM = "study.json"  # which study (name, storage, id) the directory belongs to
 DB = "study.db"
 TRIALS = "trials"
+FINALISTS = "finalists"  # the best trials trained for the final epochs (training.finalists)
 ID_ATTR = "study_id"  # the study's user attr holding the id that study.json holds too
 ADOPT_WAIT_S = 5.0  # how long a worker waits for the id of a study another worker just created
 
@@ -93,7 +94,7 @@ def _made_with(claim: dict[str, Any], out: Path) -> str:
 
 
 def check_links(out: Path, url: str) -> None:
-    """STUDY_DIR/study.db and STUDY_DIR/trials are the directory's own: a link would share them
+    """STUDY_DIR/study.db, trials/ and finalists/ are the directory's own: a link would share them
     with another study (and a moved directory would still write through it)."""
     _, path = _sqlite(url)
     db = out / DB
@@ -102,11 +103,12 @@ def check_links(out: Path, url: str) -> None:
             f"{db} is a symbolic link; a study's database is not opened through a link. Replace the link with "
             "the file (or give the file with --storage sqlite:///PATH), or use a new -o"
         )
-    if (out / TRIALS).is_symlink():
-        raise RunDirError(
-            f"{out / TRIALS} is a symbolic link; trial directories are not written through a link. Replace it "
-            "with a directory, or use a new -o"
-        )
+    for name in (TRIALS, FINALISTS):
+        if (out / name).is_symlink():
+            raise RunDirError(
+                f"{out / name} is a symbolic link; run directories are not written through a link. Replace it "
+                "with a directory, or use a new -o"
+            )
 
 
 def read_claim(out: Path) -> dict[str, Any] | None:
