@@ -56,6 +56,9 @@ def main() -> None:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, required=True)
     args = p.parse_args()
+    if not 0 < args.categories <= args.items:
+        # Items are split evenly over the categories: fewer items than categories leaves none.
+        p.error(f"--categories must be between 1 and --items ({args.items}), got {args.categories}")
     rng = np.random.default_rng(args.seed)
     n_users = max(1, args.events // 40)
     t0 = time.perf_counter()

@@ -322,6 +322,10 @@ def test_hyperband_study_prunes_on_epochs(data: Path, tmp_path: Path) -> None:
     assert all(list(t.intermediate_values)[:1] == [1] for t in trials)
     best = json.loads((out / "best.json").read_text())
     assert best["train"]["lr"] in (0.3, 0.2)
+    # Without finalists, best.json is the best trial as measured after the trials' epochs.
+    tuning = best["tuning"]
+    assert tuning["chosen_by"] == "trials" and tuning["value"] == tuning["trial_value"] and tuning["trial_epochs"] == 3
+    assert not (out / "finalists").exists()
 
 
 @pytest.mark.slow

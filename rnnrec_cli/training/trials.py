@@ -73,7 +73,8 @@ def write_results(study: optuna.Study, out: Path, model: ModelConfig, train: Tra
         best = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
         model_cfg, train_cfg = apply(model, train, _rounded(best.params))
         train_cfg = dataclasses.replace(train_cfg, epochs=final_epochs(train, opts))
-        tuning = {"trial": number, "metric": opts.metric, "value": best.value, "trial_epochs": train.epochs,
+        tuning = {"trial": number, "metric": opts.metric, "value": best.value, "trial_value": best.value,
+                  "trial_epochs": train.epochs,
                   "epochs": train_cfg.epochs, "baseline": bool(best.user_attrs.get("baseline")),
                   "chosen_by": "trials"}  # fmt: skip
         files.save_json(out / "best.json", {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "tuning": tuning})
