@@ -18,14 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from rnnrec_cli import files, locks, rundir
+from rnnrec_cli import locks, rundir
 from rnnrec_cli.config import ModelConfig, TrainConfig
 from rnnrec_cli.errors import RunDirError
 from rnnrec_cli.options import TuneOptions
-from rnnrec_cli.training.space import apply
 from rnnrec_cli.training.storage import FINALISTS
-from rnnrec_cli.training.trials import _rounded, final_epochs
-from rnnrec_cli.validation import to_dict
+from rnnrec_cli.training.trials import save_best, trial_settings
 
 if TYPE_CHECKING:
     import optuna
@@ -96,7 +94,7 @@ def train_finalists(
         busy = []
         for f in pending:
             try:
-                results[f.trial] = _train_one(data_dir, f, *_settings(model, train, opts, trials[f.trial].params),
+                results[f.trial] = _train_one(data_dir, f, *trial_settings(model, train, opts, trials[f.trial].params),
                                               opts.metric, on_finalist, on_progress, on_epoch)  # fmt: skip
             except locks.BusyError:
                 busy.append(f)
@@ -150,13 +148,6 @@ def _train_one(
     return f
 
 
-def _settings(
-    model: ModelConfig, train: TrainConfig, opts: TuneOptions, params: dict[str, Any]
-) -> tuple[ModelConfig, TrainConfig]:
-    model_cfg, train_cfg = apply(model, train, _rounded(params))
-    return model_cfg, dataclasses.replace(train_cfg, epochs=final_epochs(train, opts))
-
-
 def chosen(results: list[Finalist]) -> Finalist:
     """The best finalist on validation; a tie goes to the lower trial number (trial 0 first)."""
     return max(results, key=lambda f: (f.value if f.value is not None else float("-inf"), -f.trial))
@@ -173,8 +164,6 @@ def write_best(
     """best.json from the chosen finalist: its settings for the final epochs, and in `tuning`
     every finalist's value at the trials' length and at the final one."""
     win = chosen(results)
-    model_cfg, train_cfg = _settings(model, train, opts, trials[win.trial].params)
     tuning = {"trial": win.trial, "metric": opts.metric, "value": win.value, "trial_value": win.trial_value,
-              "trial_epochs": train.epochs, "epochs": train_cfg.epochs, "baseline": win.baseline,
-              "chosen_by": "finalists", "finalists": [f.row() for f in results]}  # fmt: skip
-    files.save_json(out / "best.json", {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "tuning": tuning})
+              "baseline": win.baseline, "chosen_by": "finalists", "finalists": [f.row() for f in results]}  # fmt: skip
+    save_best(out, model, train, opts, trials[win.trial].params, tuning)

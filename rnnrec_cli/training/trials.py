@@ -71,13 +71,27 @@ def write_results(study: optuna.Study, out: Path, model: ModelConfig, train: Tra
     _, number = _best(study)
     if number is not None:
         best = next(t for t in study.get_trials(deepcopy=False) if t.number == number)
-        model_cfg, train_cfg = apply(model, train, _rounded(best.params))
-        train_cfg = dataclasses.replace(train_cfg, epochs=final_epochs(train, opts))
         tuning = {"trial": number, "metric": opts.metric, "value": best.value, "trial_value": best.value,
-                  "trial_epochs": train.epochs,
-                  "epochs": train_cfg.epochs, "baseline": bool(best.user_attrs.get("baseline")),
-                  "chosen_by": "trials"}  # fmt: skip
-        files.save_json(out / "best.json", {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "tuning": tuning})
+                  "baseline": bool(best.user_attrs.get("baseline")), "chosen_by": "trials"}  # fmt: skip
+        save_best(out, model, train, opts, best.params, tuning)
+
+
+def trial_settings(
+    model: ModelConfig, train: TrainConfig, opts: TuneOptions, params: dict[str, Any]
+) -> tuple[ModelConfig, TrainConfig]:
+    """A trial's settings as best.json trains them: the trial's parameters, the final epochs."""
+    model_cfg, train_cfg = apply(model, train, _rounded(params))
+    return model_cfg, dataclasses.replace(train_cfg, epochs=final_epochs(train, opts))
+
+
+def save_best(
+    out: Path, model: ModelConfig, train: TrainConfig, opts: TuneOptions, params: dict[str, Any], tuning: dict[str, Any]
+) -> None:
+    """best.json: the chosen trial's settings (`trial_settings`) and its `tuning` section, with
+    the trials' epochs and the final ones added."""
+    model_cfg, train_cfg = trial_settings(model, train, opts, params)
+    tuning = {**tuning, "trial_epochs": train.epochs, "epochs": train_cfg.epochs}
+    files.save_json(out / "best.json", {"model": to_dict(model_cfg), "train": to_dict(train_cfg), "tuning": tuning})
 
 
 def _rounded(params: dict[str, Any]) -> dict[str, Any]:
