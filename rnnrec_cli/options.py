@@ -6,6 +6,7 @@ EvalOptions (evaluate), ScoreOptions (what scoring computes per target) and Pred
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass
 from typing import Literal
@@ -48,6 +49,9 @@ class EvalOptions:
     target_events: tuple[str, ...] = ()
     # The evaluation's name (eval/<name>/); None: derived from the options (evaluate.eval_name).
     name: str | None = None
+    # The repeat boost of the model's scores (see evaluation.repeats): "off", a weight beta, or
+    # "auto" (beta fitted on the validation split).
+    repeat: str = "off"
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -59,6 +63,13 @@ class EvalOptions:
                 "starting with a letter or digit (e.g. exclude-seen)"
             )
         check_choice("--ties", self.ties, Ties)
+        if self.repeat != "auto" and self.repeat_weight is None:
+            raise ConfigError(f"--repeat takes off, auto or a weight >= 0 (e.g. 2), got {self.repeat!r}")
+        if self.repeat_weight == 0:
+            object.__setattr__(self, "repeat", "off")  # one spelling, one protocol: 0 is off
+        if self.repeat != "off" and (self.exclude_seen or self.n_sampled):
+            raise ConfigError("--repeat raises the items seen earlier and ranks the full catalogue only: "
+                              "drop --exclude-seen and --sampled")  # fmt: skip
         if not self.ks or any(k < 1 for k in self.ks):
             raise ConfigError(f"--k needs positive cut-offs like 1,5,10,20, got {self.ks}")
         unknown = [b for b in self.baselines if b not in EvalOptions.baselines]
@@ -75,6 +86,17 @@ class EvalOptions:
             raise ConfigError(f"--bootstrap {self.n_boot} is more resamples than useful; use at most {MAX_BOOTSTRAP:,}")
         check_positive("--devices", self.devices, allow_zero=True)
 
+    @property
+    def repeat_weight(self) -> float | None:
+        """The repeat boost's weight: 0 for off, None for auto (and for what is neither)."""
+        if self.repeat == "off":
+            return 0.0
+        try:
+            beta = float(self.repeat)
+        except ValueError:
+            return None
+        return beta if math.isfinite(beta) and beta >= 0 else None
+
 
 @dataclass(frozen=True, kw_only=True)
 class ScoreOptions:
@@ -90,12 +112,19 @@ class ScoreOptions:
     # bounded for catalogues of millions of items.
     item_block: int = 32768
     devices: int = 0
+    # The repeat boost's weight beta (0 = none; see evaluation.repeats).
+    repeat: float = 0.0
 
     def __post_init__(self) -> None:
         check_finite(self)
         check_choice("ties", self.ties, Ties)
         check_positive("k", self.k, allow_zero=True)
         check_positive("item block", self.item_block)
+        check_positive("--repeat", self.repeat, allow_zero=True)
+        if self.repeat and self.exclude_seen:
+            raise ConfigError("--repeat raises the items seen earlier, which --exclude-seen removes: use one of them")
+        if self.repeat and self.n_sampled:
+            raise ConfigError("--repeat ranks against the full catalogue only: drop --n-sampled")
         if self.item_block >= 1 << 24:
             raise ConfigError("item block must stay below 2**24 items (per-block counts are summed in float32)")
 
@@ -121,11 +150,23 @@ class PredictOptions:
     batch_size: int = 256  # sequences per jitted call
     block_rows: int = 100_000  # stdin rows per block
     seed: int = 0
+    # The repeat boost's weight beta (0 = none; see evaluation.repeats).
+    repeat: float = 0.0
 
     def __post_init__(self) -> None:
         check_finite(self)
         check_positive("--seed", self.seed, allow_zero=True)
         check_positive("-k", self.k)
+        check_positive("--repeat", self.repeat, allow_zero=True)
+        if self.repeat and self.exclude_seen:
+            raise ConfigError(
+                "--repeat raises the session's own items, which predict leaves out by default: add --include-seen"
+            )
+        if self.repeat and (self.generate or self.task != "next-item"):
+            raise ConfigError(
+                "--repeat applies to top-K lists (after the last event or --every-position), "
+                "not to --generate or --task value"
+            )
         check_positive("--generate", self.generate, allow_zero=True)
         check_positive("--batch-size", self.batch_size)
         check_positive("--block-rows", self.block_rows)

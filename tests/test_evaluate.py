@@ -14,7 +14,8 @@ from rnnrec_cli.data.sequences import Sequences, positions
 from rnnrec_cli.evaluation import scoring
 from rnnrec_cli.evaluation.baselines import baseline_scores
 from rnnrec_cli.evaluation.metrics import beyond_accuracy, bootstrap_ci, gini, paired_bootstrap, per_sequence_sums
-from rnnrec_cli.evaluation.scoring import TOP_K_GROUP, model_ranks, model_scores, top_k
+from rnnrec_cli.evaluation.scoring import model_ranks, model_scores
+from rnnrec_cli.evaluation.topk import TOP_K_GROUP, top_k
 from rnnrec_cli.model import network
 from rnnrec_cli.options import ScoreOptions
 
@@ -282,6 +283,9 @@ def test_eval_names_from_the_options() -> None:
     assert eval_name(EvalOptions(n_sampled=100)) == "sampled100"
     assert eval_name(EvalOptions(target_events=("add to cart",), knn=50)) == "events-addtocart_knn50"
     assert eval_name(EvalOptions(exclude_seen=True, name="mine")) == "mine"
+    assert [eval_name(EvalOptions(repeat=r)) for r in ("auto", "2", "0.5", "off", "0")] == [
+        "repeat-auto", "repeat-2", "repeat-0_5", "default", "default"
+    ]  # fmt: skip
     long = eval_name(EvalOptions(target_events=tuple(f"type{i}" for i in range(20))))
     assert len(long) <= 64 and long != eval_name(EvalOptions(target_events=tuple(f"type{i}" for i in range(21))))
 

@@ -70,6 +70,22 @@ def test_every_position_in_windows_equals_one_pass(run_dir: Path, monkeypatch: p
     assert windowed["score"].to_list() == pytest.approx(whole["score"].to_list(), abs=1e-5)
 
 
+def test_repeat_puts_the_sessions_own_items_first_and_needs_include_seen(run_dir: Path) -> None:
+    plain = _predict(run_dir, SESSION, "-k", "3", "--include-seen")
+    boosted = _predict(run_dir, SESSION, "-k", "3", "--include-seen", "--repeat", "1000")
+    x = boosted.filter(pl.col("session_id") == "x")
+    # A weight of 1000 sd ranks the session's own items (10, 11, 12, once each) first, in the
+    # model's order among them; the learned next item no longer leads.
+    assert sorted(x["item_id"].to_list()) == [10, 11, 12]
+    assert plain.filter(pl.col("session_id") == "x")["item_id"][0] == 13
+    every = _predict(run_dir, SESSION, "-k", "1", "--include-seen", "--repeat", "1000", "--every-position")
+    tops = every.filter(pl.col("session_id") == "x").sort("position")["item_id"].to_list()
+    assert [top in (10, 11, 12)[:p] for p, top in enumerate(tops, 1)] == [True] * 3  # the items so far
+    for args, words in (([], "--include-seen"), (["--include-seen", "--generate", "3"], "--generate")):
+        result = runner.invoke(app, ["predict", str(run_dir), "-", "-q", "--repeat", "2", *args], input=SESSION)
+        assert result.exit_code != 0 and words in result.output and "Traceback" not in result.output
+
+
 def test_include_exclude_lists(run_dir: Path, tmp_path: Path) -> None:
     inc = tmp_path / "inc.txt"
     inc.write_text("item_id\n40\n41\n42\n99999\n")

@@ -101,6 +101,15 @@ LastOnly = Annotated[bool | None, _e("Score only the last event of each sequence
 ExcludeSeen = Annotated[
     bool | None, _e("Remove items seen earlier in the sequence from the ranking.", "exclude_seen", "--exclude-seen")
 ]
+Repeat = Annotated[
+    str | None,
+    _e(
+        "Raise the model's scores of items the sequence already holds by WEIGHT x the row's score sd x log(1 + "
+        "times seen): off, a weight (e.g. 2; 1000 puts them first) or auto (the weight chosen on the validation "
+        "split). Baselines are not boosted.",
+        "repeat",
+    ),
+]
 Sampled = Annotated[
     int | None, _e("Also report sampled metrics against N random items (not comparable).", "n_sampled", "--sampled")
 ]
@@ -146,6 +155,14 @@ K = Annotated[int | None, _p("Recommendations per sequence (or per position).", 
 OutFormat = Annotated[str | None, _p("csv, jsonl or parquet.", "format", "--format")]
 PredictExcludeSeen = Annotated[
     bool | None, _p("Leave out items already in the session.", "exclude_seen", "--exclude-seen/--include-seen")
+]
+PredictRepeat = Annotated[
+    float | None,
+    _p(
+        "Raise the scores of the session's own items by WEIGHT x the row's score sd x log(1 + times seen), as "
+        "`evaluate --repeat` does (it prints the weight it chose); needs --include-seen.",
+        "repeat",
+    ),
 ]
 EveryPosition = Annotated[
     bool | None, _p("Recommend after every event, not only the last.", "every_position", "--every-position")

@@ -204,6 +204,18 @@ def training_progress(quiet: bool) -> Iterator[Callable[[fit.Progress], None]]:
 # ---------------------------------------------------------------------------- evaluate
 
 
+def _repeat_note(repeat: dict[str, Any] | None, model: str | None) -> str:
+    """The title's words for the repeat boost, with what the validation split said of it."""
+    if not repeat:
+        return ""
+    note = f"; {model}'s scores of items seen earlier raised by {repeat['weight']:g} sd x log(1 + times seen)"
+    if repeat.get("chosen_on") == "valid":
+        grid = {r["weight"]: r for r in repeat["grid"]}
+        mrr = next(k for k in grid[0.0] if k.startswith("mrr@"))
+        note += f" (chosen on validation: {mrr} {grid[0.0][mrr]:.4f} without, {grid[repeat['weight']][mrr]:.4f} with)"
+    return note
+
+
 def evaluation(result: EvalResult) -> None:
     """The result tables of every task the result holds."""
     if result.task == "next-item":
@@ -255,6 +267,7 @@ def _results_table(result: EvalResult) -> Group:
         f"ranked against all {result.n_items:,} items, {result.ties} ties"
         + (", last position only" if protocol["last_only"] else "")
         + (", seen items excluded" if protocol["exclude_seen"] else "")
+        + _repeat_note(protocol.get("repeat"), result.model)
     )
     table = Table()
     table.add_column("metric")

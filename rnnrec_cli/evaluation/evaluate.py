@@ -48,6 +48,7 @@ from rnnrec_cli.evaluation.metrics import (
     summarize,
     value_errors,
 )
+from rnnrec_cli.evaluation.repeat_fit import fit_weight
 from rnnrec_cli.evaluation.results import EvalResult, _Targets, eval_name, protocol_options, seed_column
 from rnnrec_cli.evaluation.saving import _paired_best, _save
 from rnnrec_cli.evaluation.scoring import head_predictions, model_scores
@@ -110,6 +111,7 @@ def evaluate(
     seed_ranks: dict[int, np.ndarray] = {}
     missing: list[int] = []
     provenance = None
+    repeat: dict[str, Any] | None = None
     if run is not None and cfg is not None:
         data_hash = check_data(run, cfg)
         params, features, checkpoint = restore_model(run, cfg)
@@ -121,11 +123,18 @@ def evaluate(
             note("predicting event types")
             heads["event_type"] = _event_metrics(params, cfg, data_dir, tg, opts.devices, features)
         if cfg.model.predicts_items:
+            beta = opts.repeat_weight
+            if beta is None:
+                note("choosing the repeat weight on the validation split")
+                beta, grid = fit_weight(params, cfg, data_dir, features, opts.devices, opts.seed)
+                repeat = {"weight": beta, "chosen_on": "valid", "grid": grid}
+            elif beta:
+                repeat = {"weight": beta, "chosen_on": None}
             note("scoring the model")
             scored[cfg.model.cell] = model_scores(
-                params, cfg, tg.seqs, _score_options(opts, cfg.n_items), opts.seed, features
+                params, cfg, tg.seqs, _score_options(opts, cfg.n_items, beta), opts.seed, features
             )
-            seed_ranks, missing = _seed_ranks(run, cfg, tg, opts, note)
+            seed_ranks, missing = _seed_ranks(run, cfg, tg, opts, beta, note)
     n_sequences = int(np.count_nonzero(np.bincount(tg.seq, minlength=len(tg.seqs))))
     common: dict[str, Any] = {
         "split": opts.split,
@@ -133,7 +142,7 @@ def evaluate(
         "n_sequences": n_sequences,
         "n_items": len(counts),
         "ties": opts.ties,
-        "protocol": _protocol(opts),
+        "protocol": _protocol(opts) | ({"repeat": repeat} if repeat else {}),
         "value": heads.get("value"),
         "event_type": heads.get("event_type"),
         "name": name,
@@ -177,10 +186,10 @@ def evaluate(
 
 
 def _seed_ranks(
-    run: RunDir, cfg: RunConfig, tg: _Targets, opts: EvalOptions, note: Callable[[str], None]
+    run: RunDir, cfg: RunConfig, tg: _Targets, opts: EvalOptions, beta: float, note: Callable[[str], None]
 ) -> tuple[dict[int, np.ndarray], list[int]]:
     """The ranks of every target under each further seed's model (train --seeds), and the
-    seeds not trained to a checkpoint yet."""
+    seeds not trained to a checkpoint yet. Each seed takes the run's repeat weight `beta`."""
     ranks, missing = {}, []
     for seed, sub in seed_runs(run, cfg):
         if sub is None:
@@ -189,7 +198,7 @@ def _seed_ranks(
         note(f"scoring seed {seed}")
         sub_cfg = load_config(sub)
         params, features, _ = restore_model(sub, sub_cfg)
-        scores = model_scores(params, sub_cfg, tg.seqs, _score_options(opts, cfg.n_items), opts.seed, features)
+        scores = model_scores(params, sub_cfg, tg.seqs, _score_options(opts, cfg.n_items, beta), opts.seed, features)
         ranks[seed] = scores.ranks
     return ranks, missing
 
@@ -210,12 +219,13 @@ def _seed_section(
     }
 
 
-def _score_options(opts: EvalOptions, n_items: int) -> ScoreOptions:
+def _score_options(opts: EvalOptions, n_items: int, repeat: float = 0.0) -> ScoreOptions:
     # Top-K lists longer than the catalogue hold every item: metrics at such K read them whole.
     k = min(max(opts.ks), n_items)
     return ScoreOptions(
-        ties=opts.ties, k=k, exclude_seen=opts.exclude_seen, n_sampled=opts.n_sampled, devices=opts.devices
-    )
+        ties=opts.ties, k=k, exclude_seen=opts.exclude_seen, n_sampled=opts.n_sampled, devices=opts.devices,
+        repeat=repeat,
+    )  # fmt: skip
 
 
 def _protocol(opts: EvalOptions) -> dict[str, Any]:

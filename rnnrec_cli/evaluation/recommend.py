@@ -14,7 +14,9 @@ import numpy as np
 
 from rnnrec_cli.config import ModelConfig
 from rnnrec_cli.data.batches import Batch
-from rnnrec_cli.evaluation import scoring
+from rnnrec_cli.evaluation import repeats
+from rnnrec_cli.evaluation.topk import TOP_K_GROUP, pad_catalogue
+from rnnrec_cli.evaluation.topk import top_k as top_k_of
 from rnnrec_cli.model import network
 from rnnrec_cli.options import PredictOptions, Strategy
 
@@ -30,10 +32,43 @@ def _run(
 
 def _seen_mask(inputs: jax.Array, valid: jax.Array, n_items: int) -> jax.Array:
     """<bool>[B, N]: items in each (left-padded) column of `inputs`."""
+    return _seen_counts(inputs, valid, n_items) > 0
+
+
+def _seen_counts(inputs: jax.Array, valid: jax.Array, n_items: int) -> jax.Array:
+    """<float32>[B, N]: times each item occurs in each (left-padded) column of `inputs`."""
     batch = inputs.shape[1]
     cols = jnp.where(valid, inputs, n_items)
     rows = jnp.broadcast_to(jnp.arange(batch)[None, :], inputs.shape)
-    return jnp.zeros((batch, n_items), bool).at[rows, cols].set(True, mode="drop")
+    return jnp.zeros((batch, n_items), jnp.float32).at[rows, cols].add(1.0, mode="drop")
+
+
+def _scores(
+    h: jax.Array,
+    kernel: jax.Array,
+    bias: jax.Array,
+    allowed: jax.Array,
+    counts: jax.Array,
+    cov: jax.Array,
+    repeat: float,
+) -> jax.Array:
+    """<float32>[B, N'] scores over the padded catalogue (-inf outside `allowed`), raised by the
+    repeat boost when `repeat` (see evaluation.repeats)."""
+    s = h @ kernel.T + bias
+    if repeat:
+        s = s + repeats.dense_boost(counts, repeats.score_sd(h, cov), repeat)
+    return jnp.where(allowed[None, :], s, -jnp.inf)
+
+
+def _layer(
+    params: network.Params, cfg: ModelConfig, features: network.Features, allowed: jax.Array, repeat: float
+) -> tuple[jax.Array, jax.Array, jax.Array, jax.Array]:
+    """The output layer padded to whole top-k groups, `allowed` padded alike, and, with the
+    repeat boost, the catalogue's score covariance (of the real items)."""
+    kernel, bias = network.output_layer(params, cfg, features)
+    cov = repeats.catalogue_cov(kernel, bias) if repeat else jnp.zeros((1, 1))
+    kernel, bias = pad_catalogue(kernel, bias, TOP_K_GROUP)
+    return kernel, bias, jnp.pad(allowed, (0, kernel.shape[0] - allowed.shape[0])), cov
 
 
 def top_k(
@@ -45,21 +80,21 @@ def top_k(
     cfg: ModelConfig,
     k: int,
     exclude_seen: bool,
+    repeat: float = 0.0,
 ) -> tuple[jax.Array, jax.Array]:
     """Top-k after each sequence: (<float32>[B, k] scores, <int32>[B, k] items); after every
     event, see `top_k_window`.
 
-    allowed: <bool>[N] candidate items.
+    allowed: <bool>[N] candidate items. repeat: the repeat boost's weight (0 = none).
     """
     # Scores over the catalogue padded to whole groups of the two-pass top-k (padding: -inf).
-    kernel, bias = scoring.pad_catalogue(*network.output_layer(params, cfg, features), scoring.TOP_K_GROUP)
-    n_cols = kernel.shape[0]
-    allowed = jnp.pad(allowed, (0, n_cols - allowed.shape[0]))
+    kernel, bias, allowed, cov = _layer(params, cfg, features, allowed, repeat)
+    counts = _seen_counts(x.inputs, x.mask, kernel.shape[0]) if exclude_seen or repeat else jnp.zeros((1, 1))
     carry, _ = _run(params, cfg, x, features)
-    scores = jnp.where(allowed[None, :], network.last_hidden(cfg, carry) @ kernel.T + bias, -jnp.inf)
+    scores = _scores(network.last_hidden(cfg, carry), kernel, bias, allowed, counts, cov, repeat)
     if exclude_seen:
-        scores = jnp.where(_seen_mask(x.inputs, x.mask, n_cols), -jnp.inf, scores)
-    return scoring.top_k(scores, k)
+        scores = jnp.where(counts > 0, -jnp.inf, scores)
+    return top_k_of(scores, k)
 
 
 def top_k_window(
@@ -73,28 +108,31 @@ def top_k_window(
     cfg: ModelConfig,
     k: int,
     exclude_seen: bool,
+    repeat: float = 0.0,
 ) -> tuple[network.Carry, jax.Array, jax.Array, jax.Array]:
     """Top-k after every event of one window of T steps, from the state `carry` and the items
-    `seen` so far (<bool>[B, N'] over the padded catalogue; None: a batch's first window):
-    (carry, seen, <float32>[T, B, k] scores, <int32>[T, B, k] items), the first two to pass on
-    to the next window."""
-    kernel, bias = scoring.pad_catalogue(*network.output_layer(params, cfg, features), scoring.TOP_K_GROUP)
+    `seen` so far ([B, N'] over the padded catalogue, <float32> times seen with the repeat
+    boost, else <bool>; None: a batch's first window): (carry, seen, <float32>[T, B, k] scores,
+    <int32>[T, B, k] items), the first two to pass on to the next window."""
+    kernel, bias, allowed, cov = _layer(params, cfg, features, allowed, repeat)
     n_cols = kernel.shape[0]
-    allowed = jnp.pad(allowed, (0, n_cols - allowed.shape[0]))
     batch = x.inputs.shape[1]
     carry, hidden = network.run(params, cfg, carry, x, None, features)
     rows = jnp.arange(batch)
 
     def step(seen: jax.Array, xs: tuple[jax.Array, jax.Array, jax.Array, jax.Array]) -> tuple[jax.Array, tuple]:
         h, x, r, v = xs
-        seen = jnp.where(r[:, None], False, seen)
-        seen = seen.at[rows, jnp.where(v, x, n_cols)].set(True, mode="drop")
-        s = jnp.where(allowed[None, :], h @ kernel.T + bias, -jnp.inf)
+        seen = jnp.where(r[:, None], jnp.zeros((), seen.dtype), seen)
+        at = seen.at[rows, jnp.where(v, x, n_cols)]
+        seen = at.add(1.0, mode="drop") if repeat else at.set(True, mode="drop")
+        s = _scores(h, kernel, bias, allowed, seen, cov, repeat)
         if exclude_seen:
-            s = jnp.where(seen, -jnp.inf, s)
-        return seen, scoring.top_k(s, k)
+            s = jnp.where(seen > 0, -jnp.inf, s)
+        return seen, top_k_of(s, k)
 
-    start: jax.Array = jnp.zeros((batch, n_cols), bool) if seen is None else seen
+    # Counts for the boost; without it, flags (a quarter of the memory at a million items).
+    kind = jnp.float32 if repeat else bool
+    start: jax.Array = jnp.zeros((batch, n_cols), kind) if seen is None else seen
     end, (scores, items) = jax.lax.scan(step, start, (hidden, x.inputs, x.reset, x.mask))
     return carry, end, scores, items
 
@@ -209,8 +247,8 @@ def values_after(
 
 values_every_jit = jax.jit(values_every, static_argnames=("cfg",))
 values_after_jit = jax.jit(values_after, static_argnames=("cfg",))
-_top_k = jax.jit(top_k, static_argnames=("cfg", "k", "exclude_seen"))
-_top_k_window = jax.jit(top_k_window, static_argnames=("cfg", "k", "exclude_seen"))
+_top_k = jax.jit(top_k, static_argnames=("cfg", "k", "exclude_seen", "repeat"))
+_top_k_window = jax.jit(top_k_window, static_argnames=("cfg", "k", "exclude_seen", "repeat"))
 _generate = jax.jit(generate, static_argnames=("cfg", "n_steps", "strategy", "beams", "temperature", "exclude_seen"))
 
 
@@ -245,8 +283,9 @@ def _every_position(
     for t0 in range(0, length, window):
         part = Batch(*(None if a is None else a[t0 : t0 + window] for a in x))
         carry, seen, s, i = _top_k_window(
-            params, part, allowed, features, carry, seen, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen
-        )
+            params, part, allowed, features, carry, seen, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen,
+            repeat=opts.repeat,
+        )  # fmt: skip
         items.append(np.asarray(i))
         scores.append(np.asarray(s))
     return np.concatenate(items), np.concatenate(scores)
@@ -320,7 +359,9 @@ def recommend(
                 exclude_seen=opts.exclude_seen,
             )  # fmt: skip
         else:
-            scores, items = _top_k(params, x, allowed, features, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen)
+            scores, items = _top_k(
+                params, x, allowed, features, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen, repeat=opts.repeat
+            )
         items, scores = np.asarray(items), np.asarray(scores)
         for col, i in enumerate(idx):
             out[i] = (items[col], scores[col])

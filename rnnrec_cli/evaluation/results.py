@@ -26,6 +26,7 @@ SPLITS = ("test", "valid")
 PROTOCOL_FLAGS = {
     "ks": "--k", "ties": "--ties", "last_only": "--last-only", "exclude_seen": "--exclude-seen",
     "n_sampled": "--sampled", "target_events": "--target-events", "knn": "--knn", "knn_sample": "--knn-sample",
+    "repeat": "--repeat",
 }  # fmt: skip
 
 if TYPE_CHECKING:
@@ -35,6 +36,12 @@ if TYPE_CHECKING:
 def protocol_options(opts: EvalOptions) -> dict[str, Any]:
     """The protocol options of an evaluation, as JSON (the result's `options`)."""
     return {k: list(v) if isinstance(v, tuple) else v for k in PROTOCOL_FLAGS for v in [getattr(opts, k)]}
+
+
+def _weight(opts: EvalOptions) -> str:
+    """`--repeat` in a name: auto, or the weight with '_' for its point (repeat-0_5)."""
+    beta = opts.repeat_weight
+    return opts.repeat if beta is None else f"{beta:g}".replace(".", "_")
 
 
 def eval_name(opts: EvalOptions) -> str:
@@ -53,6 +60,7 @@ def eval_name(opts: EvalOptions) -> str:
           if opts.target_events else []),
         *([f"knn{opts.knn}"] if opts.knn != d.knn else []),
         *([f"knn-sample{opts.knn_sample}"] if opts.knn_sample != d.knn_sample else []),
+        *([f"repeat-{_weight(opts)}"] if opts.repeat != d.repeat else []),
     ]  # fmt: skip
     name = "_".join(parts) or DEFAULT_EVAL
     if len(name) > 64:
@@ -64,9 +72,10 @@ def eval_name(opts: EvalOptions) -> str:
 def result_options(result: dict[str, Any]) -> dict[str, Any]:
     """A stored result's protocol options. A result written before evaluations had names holds
     no `options`: they are read from what it holds (sknn's --knn/--knn-sample as the defaults)."""
-    if isinstance(result.get("options"), dict):
-        return result["options"]
     d = protocol_options(EvalOptions())
+    if isinstance(result.get("options"), dict):
+        # Options added since the result was written read as their defaults.
+        return {**d, **result["options"]}
     protocol = p if isinstance(p := result.get("protocol"), dict) else {}
     table: dict[str, Any] = result.get("metrics") or next(iter((result.get("baselines") or {}).values()), {})
     ks = sorted({int(k.split("@")[1]) for k in table if re.match(r"^recall@\d+$", k)})

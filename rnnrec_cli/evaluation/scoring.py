@@ -7,6 +7,7 @@ target's score, so the comparison counts it once as a tie, never as higher.
 
 from __future__ import annotations
 
+import dataclasses
 import itertools
 from collections.abc import Iterator
 from functools import partial
@@ -19,11 +20,23 @@ import numpy as np
 from rnnrec_cli.config import RunConfig, Ties
 from rnnrec_cli.data.batches import Batch, Stream, longest_first, session_parallel
 from rnnrec_cli.data.sequences import Sequences, positions
+from rnnrec_cli.evaluation import repeats
 from rnnrec_cli.evaluation.metrics import Scores, rank_with_ties
+from rnnrec_cli.evaluation.topk import TOP_K_GROUP, pad_catalogue, top_k
 from rnnrec_cli.model import network, parallel
 from rnnrec_cli.options import ScoreOptions
 
 EVAL_BPTT = 32
+
+
+class Boost(NamedTuple):
+    """The repeat boost's inputs (see evaluation.repeats): <float32>[R, L] each seen entry's
+    share of log(1 + count), the weight beta (a scalar) and the catalogue's [H+1, H+1] score
+    covariance, for each row's score sd."""
+
+    inc: jax.Array
+    beta: jax.Array
+    cov: jax.Array
 
 
 class StepOut(NamedTuple):
@@ -39,48 +52,6 @@ def _count(mask: jax.Array) -> jax.Array:
     return jnp.sum(mask.astype(jnp.float32), axis=1).astype(jnp.int32)
 
 
-# Items per group of the two-pass top-k: a multiple of the SIMD width, small enough that the
-# k best groups are few candidates.
-TOP_K_GROUP = 128
-
-
-def top_k(s: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
-    """`jax.lax.top_k` over the last axis (ties: the lower index first), in two passes, which
-    XLA's CPU backend runs 2-4x faster on wide rows: the k groups of TOP_K_GROUP columns with
-    the highest maxima hold the top k (any column outside them is beaten by those k maxima, on
-    value or, tied, on index), so one top-k runs over the group maxima and one over those k
-    groups' columns, taken in index order. Other widths (pad the scores' source with
-    `pad_catalogue`: padding the scores themselves costs more than it saves) and narrow rows
-    take one `lax.top_k`, as do scores where a group holds a NaN or has a zero maximum: top_k
-    orders -0.0 below +0.0 and NaN above inf, which a float maximum does not see (an
-    integer-key maximum would, at 3x the cost of the whole top-k)."""
-    n = s.shape[-1]
-    if n % TOP_K_GROUP or n // TOP_K_GROUP < 4 * k:
-        return jax.lax.top_k(s, k)
-
-    groups = s.reshape(*s.shape[:-1], n // TOP_K_GROUP, TOP_K_GROUP)
-    maxima = groups.max(axis=-1)
-
-    def two_pass(s: jax.Array) -> tuple[jax.Array, jax.Array]:
-        _, best = jax.lax.top_k(maxima, k)
-        cols = (jnp.sort(best, axis=-1)[..., None] * TOP_K_GROUP + jnp.arange(TOP_K_GROUP)).reshape(*s.shape[:-1], -1)
-        v, j = jax.lax.top_k(jnp.take_along_axis(s, cols, axis=-1), k)
-        return v, jnp.take_along_axis(cols, j, axis=-1)
-
-    # A NaN makes its group's sum NaN (the CPU maximum may skip it); a group whose maximum is
-    # a zero may hold both zeros.
-    special = jnp.any(jnp.isnan(groups.sum(axis=-1)) | (maxima == 0))
-    return jax.lax.cond(special, lambda s: tuple(jax.lax.top_k(s, k)), two_pass, s)
-
-
-def pad_catalogue(kernel: jax.Array, bias: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
-    """The output layer's [N, H] weights and [N] bias with zero rows of bias -inf appended up to
-    a multiple of `multiple`: scores over them come in whole top-k groups or item blocks, and
-    the padding columns, after every item and never above one, change no rank or top-k."""
-    pad = -kernel.shape[0] % multiple
-    return jnp.pad(kernel, ((0, pad), (0, 0))), jnp.pad(bias, (0, pad), constant_values=-jnp.inf)
-
-
 def rank_step(
     h: jax.Array,
     targets: jax.Array,
@@ -88,6 +59,7 @@ def rank_step(
     negatives: jax.Array,
     kernel_blocks: jax.Array,
     bias_blocks: jax.Array,
+    boost: Boost,
     *,
     opts: ScoreOptions,
 ) -> StepOut:
@@ -95,10 +67,12 @@ def rank_step(
 
     Args:
       h: <float32>[R, H] hidden states; targets: <int32>[R].
-      seen: <int32>[R, L] items seen before each target (-1 = none), used with exclude_seen.
+      seen: <int32>[R, L] items seen before each target (-1 = none), used with exclude_seen
+        and the repeat boost.
       negatives: <int32>[R, n_sampled] items for sampled ranks.
       kernel_blocks, bias_blocks: [n_blocks, block, H] and [n_blocks, block], the item matrix
         padded to whole blocks (padding rows have bias -inf: never above a target).
+      boost: the repeat boost's inputs, used when opts.repeat (see `Boost`).
     """
     batch = h.shape[0]
     block = kernel_blocks.shape[1]
@@ -107,6 +81,10 @@ def rank_step(
     rows = jnp.arange(batch)
     ts = jnp.sum(h * kernel[targets], axis=-1) + bias[targets]
     target_seen = jnp.any(seen == targets[:, None], axis=1) if opts.exclude_seen else jnp.zeros(batch, bool)
+    if opts.repeat:
+        # Each seen entry's share of its item's boost; the target's own share raises its score.
+        add = boost.beta * repeats.score_sd(h, boost.cov)[:, None] * boost.inc
+        ts = ts + jnp.sum(jnp.where(seen == targets[:, None], add, 0.0), axis=1)
 
     def over_blocks(acc: tuple, xs: tuple) -> tuple[tuple, None]:
         higher, tied, top_v, top_i = acc
@@ -115,6 +93,9 @@ def rank_step(
         if opts.exclude_seen:
             local = jnp.where((seen >= start) & (seen < start + block), seen - start, block)
             s = s.at[rows[:, None], local].set(-jnp.inf, mode="drop")
+        if opts.repeat:
+            local = jnp.where((seen >= start) & (seen < start + block), seen - start, block)
+            s = s.at[rows[:, None], local].add(add, mode="drop")
         # Count over the whole block, then take the target's own column back out: exact, with no
         # write into the [R, block] scores.
         own = targets - start
@@ -167,16 +148,18 @@ def _rank_rows(
     negatives: jax.Array,
     kernel_blocks: jax.Array,
     bias_blocks: jax.Array,
+    boost: Boost,
     *,
     opts: ScoreOptions,
 ) -> StepOut:
-    """`rank_step` over the first `n` of S batches of rows ([S, R, ...] inputs; the rest is
-    padding, left as zeros in the output)."""
+    """`rank_step` over the first `n` of S batches of rows ([S, R, ...] inputs, boost.inc too;
+    the rest is padding, left as zeros in the output)."""
     s, r = targets.shape
     out = StepOut(jnp.zeros((s, r)), jnp.zeros((s, r, opts.k), jnp.int32), jnp.zeros((s, r)))
 
     def one(i: jax.Array, out: StepOut) -> StepOut:
-        o = rank_step(h[i], targets[i], seen[i], negatives[i], kernel_blocks, bias_blocks, opts=opts)
+        b = boost._replace(inc=boost.inc[i])
+        o = rank_step(h[i], targets[i], seen[i], negatives[i], kernel_blocks, bias_blocks, b, opts=opts)
         return jax.tree.map(lambda a, b: a.at[i].set(b), out, o)
 
     return jax.lax.fori_loop(0, n, one, out)
@@ -196,6 +179,13 @@ def item_blocks(
     block = -(-block // TOP_K_GROUP) * TOP_K_GROUP if block >= 1024 else block
     kernel, bias = pad_catalogue(kernel, bias, n_blocks * block)
     return kernel.reshape(n_blocks, block, -1), bias.reshape(n_blocks, block)
+
+
+@partial(jax.jit, static_argnames=("cfg",))
+def _catalogue_cov(params: network.Params, features: network.Features, *, cfg: RunConfig) -> jax.Array:
+    kernel, bias = network.output_layer(params, cfg.model, features)
+    # [:n_items]: item tables split over devices carry padding rows that are not items.
+    return repeats.catalogue_cov(kernel[: cfg.n_items], bias[: cfg.n_items])
 
 
 @partial(jax.jit, static_argnames=("cfg",), donate_argnums=(1,))
@@ -254,6 +244,12 @@ def model_scores(
     replicated)."""
     place, batch, params, stream, carry, placed = _placed_stream(params, cfg, seqs, opts.devices, features)
     blocks = item_blocks(params, placed, cfg=cfg, item_block=opts.item_block)
+    # The boost's weight is an input, not part of the compiled program: `--repeat auto` scores
+    # the validation split at several weights with one compilation.
+    beta, opts = np.float32(opts.repeat), dataclasses.replace(opts, repeat=float(opts.repeat > 0))
+    cov = _catalogue_cov(params, placed, cfg=cfg) if opts.repeat else np.zeros((1, 1), np.float32)
+    cov = place.put(cov, place.replicated)
+    histories = opts.exclude_seen or opts.repeat
     # SCORE_ROWS per device: each device scores batches of the shape one device would, so the
     # float results, and the ranks of near-ties, do not depend on the device count.
     rows = SCORE_ROWS * place.n_devices
@@ -264,7 +260,7 @@ def model_scores(
     sampled = np.zeros(n, np.float32)
     rng = np.random.default_rng(seed)
     # Each item's sequence start, for the histories --exclude-seen takes out.
-    first = np.repeat(seqs.offsets[:-1], seqs.lengths) if opts.exclude_seen else np.zeros(0, np.int64)
+    first = np.repeat(seqs.offsets[:-1], seqs.lengths) if histories else np.zeros(0, np.int64)
     running: list[tuple[np.ndarray, StepOut]] = []
 
     def collect() -> None:
@@ -278,25 +274,31 @@ def model_scores(
     def score(h: np.ndarray, pos: np.ndarray) -> None:
         # With --exclude-seen each target carries its history: fewer batches per call when
         # histories are long keep that array within SEEN_ENTRIES.
-        width = max(8, 1 << int((pos - first[pos]).max() - 1).bit_length()) if opts.exclude_seen else 1
+        width = max(8, 1 << int((pos - first[pos]).max() - 1).bit_length()) if histories else 1
         n_batches = max(1, min(SCORE_CALL, SEEN_ENTRIES // (rows * width)))
         size = rows * n_batches
         for i in range(0, len(pos), size):
             part = pos[i : i + size]
             pad = size - len(part)
-            if opts.exclude_seen:
+            if histories:
                 seen = _seen_before(seqs.items, first[part], part, width)
             else:
                 seen = np.full((len(part), 1), -1, np.int32)
+            seen = np.pad(seen, ((0, pad), (0, 0)), constant_values=-1)
+            inc = repeats.occurrence_increments(seen) if opts.repeat else np.zeros((size, 1), np.float32)
             host: tuple[np.ndarray, ...] = (
                 np.pad(h[i : i + size], ((0, pad), (0, 0))),
                 np.pad(seqs.items[part], (0, pad)).astype(np.int32),
-                np.pad(seen, ((0, pad), (0, 0)), constant_values=-1),
+                seen,
                 rng.integers(0, cfg.n_items, (size, opts.n_sampled), dtype=np.int32),
+                inc,
             )
             host = tuple(x.reshape(n_batches, rows, *x.shape[1:]) for x in host)
+            boost = Boost(place.put(host[-1], place.batch), place.put(beta, place.replicated), cov)
             used = np.int32(-(-len(part) // rows))
-            out = _rank_rows(place.put(used, place.replicated), *place.put(host, place.batch), *blocks, opts=opts)
+            out = _rank_rows(
+                place.put(used, place.replicated), *place.put(host[:-1], place.batch), *blocks, boost, opts=opts
+            )
             collect()  # the previous call's results, read while this one runs
             running.append((part, out))
 
