@@ -67,6 +67,11 @@ class EvalOptions:
             raise ConfigError(f"--repeat takes off, auto or a weight >= 0 (e.g. 2), got {self.repeat!r}")
         if self.repeat_weight == 0:
             object.__setattr__(self, "repeat", "off")  # one spelling, one protocol: 0 is off
+        if self.repeat == "auto" and self.split == "valid":
+            raise ConfigError(
+                "--repeat auto chooses the weight on the validation split, so on --split valid it would score the "
+                "targets it was chosen on: give the weight instead (e.g. --repeat 2)"
+            )
         if self.repeat != "off" and (self.exclude_seen or self.n_sampled):
             raise ConfigError("--repeat raises the items seen earlier and ranks the full catalogue only: "
                               "drop --exclude-seen and --sampled")  # fmt: skip

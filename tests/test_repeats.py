@@ -127,7 +127,11 @@ def test_evaluate_repeat_auto_chooses_the_weight_on_validation_and_records_it(re
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("args", [["--repeat", "-1"], ["--repeat", "lots"], ["--repeat", "auto", "--exclude-seen"]])
+@pytest.mark.parametrize(
+    "args",
+    [["--repeat", "-1"], ["--repeat", "lots"], ["--repeat", "auto", "--exclude-seen"], ["--repeat", "auto", "--split",
+     "valid"], ["--repeat", "auto", "--sampled", "10"]],
+)  # fmt: skip
 def test_bad_repeat_options_are_one_line_errors(repeat_run, args: list[str]) -> None:
     from typer.testing import CliRunner
 
@@ -137,19 +141,20 @@ def test_bad_repeat_options_are_one_line_errors(repeat_run, args: list[str]) -> 
     assert result.exit_code != 0 and "--repeat" in result.output and "Traceback" not in result.output
 
 
-@pytest.mark.parametrize("every_position", [False, True])
-def test_predict_top_k_with_the_boost_equals_the_reference(every_position: bool) -> None:
-    from rnnrec_cli.evaluation.recommend import recommend
-    from rnnrec_cli.options import PredictOptions
+@pytest.mark.slow
+def test_repeat_auto_without_a_validation_split_says_how_to_get_one(tmp_path) -> None:
+    from typer.testing import CliRunner
 
-    n_items = 300
-    cfg = RunConfig(data_dir="x", n_items=n_items, model=ModelConfig(layers=(6,)))
-    params = network.init_params(cfg.model, n_items, jax.random.key(3))
-    lists = _repeating(np.random.default_rng(1), 12, n_items)
-    opts = PredictOptions(k=5, exclude_seen=False, repeat=2.0, every_position=every_position, batch_size=4)
-    got = recommend(params, cfg.model, [np.array(s) for s in lists], opts, np.ones(n_items, bool))
-    # The reference's targets are the items after each prefix: append one to score the last.
-    _, tops = _boosted_reference(params, cfg, [[*s, 0] for s in lists], 2.0, 5)
-    per_seq = np.split(np.array(tops), np.cumsum([len(s) for s in lists])[:-1])
-    for (items, _scores), want in zip(got, per_seq, strict=True):
-        assert items.tolist() == (want.tolist() if every_position else want[-1].tolist())
+    from rnnrec_cli.cli.app import app
+
+    from .conftest import cli_ok, write_data_dir
+
+    rng = np.random.default_rng(1)
+    data = write_data_dir(
+        tmp_path / "data", {s: _repeating(rng, 40 * (s != "valid"), 50) for s in ("train", "valid", "test")}, 50
+    )
+    run = tmp_path / "run"
+    cli_ok(["train", str(data), "-o", str(run), "--layers", "4", "--epochs", "1", "--batch-size", "8", "-q"])
+    result = CliRunner().invoke(app, ["evaluate", str(run), "--repeat", "auto"])
+    assert result.exit_code != 0 and "Traceback" not in result.output
+    assert "--repeat auto" in result.output and "--valid" in result.output
