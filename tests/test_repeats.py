@@ -158,3 +158,14 @@ def test_repeat_auto_without_a_validation_split_says_how_to_get_one(tmp_path) ->
     result = CliRunner().invoke(app, ["evaluate", str(run), "--repeat", "auto"])
     assert result.exit_code != 0 and "Traceback" not in result.output
     assert "--repeat auto" in result.output and "--valid" in result.output
+
+
+@pytest.mark.slow
+def test_the_library_takes_the_repeat_boost(repeat_run) -> None:
+    import rnnrec_cli as rr
+
+    result = rr.evaluate(repeat_run, repeat="auto", baselines=())
+    assert result.protocol["repeat"]["chosen_on"] == "valid" and result.protocol["repeat"]["weight"] > 0
+    recs = rr.recommend(repeat_run, {"s": [7, 8, 7, 9]}, k=3, exclude_seen=False, repeat=1000.0)
+    # The session's own items first, the one seen twice ahead of those seen once.
+    assert recs["item_id"][0] == 7 and set(recs["item_id"].to_list()) == {7, 8, 9}
