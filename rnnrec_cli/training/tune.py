@@ -282,7 +282,8 @@ def _objective(
         trial.set_user_attr("worker", WORKER)
         model_cfg, train_cfg = apply(model, train, suggest(trial, dims))
         path = storage.new_trial_dir(out, trial.number)
-        trial.set_user_attr("run_dir", str(path.resolve()))
+        # Relative to STUDY_DIR (the worker's, see `worker`): a study moved elsewhere still reads.
+        trial.set_user_attr("run_dir", f"{storage.TRIALS}/{path.name}")
         started = start_run([str(data_dir)], path, model_cfg, train_cfg, command="tune")
         run, cfg = started.run, started.cfg
 
