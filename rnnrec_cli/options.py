@@ -26,6 +26,20 @@ OutputFormat = Literal["csv", "jsonl", "parquet"]
 EVAL_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,63}$")
 
 
+def repeat_weight(value: object) -> float | None:
+    """`--repeat` as a weight: 0 for off, None for what is not a weight >= 0 (auto too). Numbers
+    are taken as given (the Python API), strings as the command line writes them."""
+    if value == "off":
+        return 0.0
+    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+        return None
+    try:
+        beta = float(value)
+    except ValueError:
+        return None
+    return beta if math.isfinite(beta) and beta >= 0 else None
+
+
 @dataclass(frozen=True, kw_only=True)
 class EvalOptions:
     """What `evaluate` scores and reports."""
@@ -65,8 +79,10 @@ class EvalOptions:
         check_choice("--ties", self.ties, Ties)
         if self.repeat != "auto" and self.repeat_weight is None:
             raise ConfigError(f"--repeat takes off, auto or a weight >= 0 (e.g. 2), got {self.repeat!r}")
-        if self.repeat_weight == 0:
-            object.__setattr__(self, "repeat", "off")  # one spelling, one protocol: 0 is off
+        if self.repeat != "auto":
+            # One spelling per protocol: 2, 2.0 and 2e0 are "2", and a weight of 0 is "off".
+            weight = self.repeat_weight
+            object.__setattr__(self, "repeat", f"{weight:g}" if weight else "off")
         if self.repeat == "auto" and self.split == "valid":
             raise ConfigError(
                 "--repeat auto chooses the weight on the validation split, so on --split valid it would score the "
@@ -94,13 +110,7 @@ class EvalOptions:
     @property
     def repeat_weight(self) -> float | None:
         """The repeat boost's weight: 0 for off, None for auto (and for what is neither)."""
-        if self.repeat == "off":
-            return 0.0
-        try:
-            beta = float(self.repeat)
-        except ValueError:
-            return None
-        return beta if math.isfinite(beta) and beta >= 0 else None
+        return repeat_weight(self.repeat)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -162,10 +172,17 @@ class PredictOptions:
         check_finite(self)
         check_positive("--seed", self.seed, allow_zero=True)
         check_positive("-k", self.k)
-        check_positive("--repeat", self.repeat, allow_zero=True)
+        weight = repeat_weight(self.repeat)
+        if weight is None:
+            raise ConfigError(
+                f"--repeat takes a weight >= 0 (e.g. 2) or off, got {self.repeat!r}; `rnnrec evaluate RUN --repeat "
+                "auto` chooses one on the validation split and prints it"
+            )
+        object.__setattr__(self, "repeat", weight)  # the command line passes it as text
         if self.repeat and self.exclude_seen:
             raise ConfigError(
-                "--repeat raises the session's own items, which predict leaves out by default: add --include-seen"
+                "--repeat raises the session's own items, which predict leaves out by default: add --include-seen "
+                "(exclude_seen=False in Python)"
             )
         if self.repeat and (self.generate or self.task != "next-item"):
             raise ConfigError(

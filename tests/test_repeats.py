@@ -169,3 +169,31 @@ def test_the_library_takes_the_repeat_boost(repeat_run) -> None:
     recs = rr.recommend(repeat_run, {"s": [7, 8, 7, 9]}, k=3, exclude_seen=False, repeat=1000.0)
     # The session's own items first, the one seen twice ahead of those seen once.
     assert recs["item_id"][0] == 7 and set(recs["item_id"].to_list()) == {7, 8, 9}
+
+
+def test_one_weight_has_one_spelling_and_bad_python_values_are_config_errors() -> None:
+    from rnnrec_cli.options import EvalOptions, PredictOptions
+
+    assert {EvalOptions(repeat=r).repeat for r in ("2", "2.0", "2e0", 2, 2.0)} == {"2"}
+    assert EvalOptions(repeat="0").repeat == EvalOptions(repeat=0.0).repeat == "off"
+    assert PredictOptions(repeat="2", exclude_seen=False).repeat == 2.0
+    for bad in (None, True, "lots", -1, float("nan")):
+        with pytest.raises(ConfigError, match="--repeat"):
+            EvalOptions(repeat=bad)  # type: ignore[arg-type]
+    for bad in ("auto", True, None):
+        with pytest.raises(ConfigError, match="--repeat"):
+            PredictOptions(repeat=bad, exclude_seen=False)  # type: ignore[arg-type]
+
+
+@pytest.mark.slow
+def test_runs_boosted_by_auto_pair_in_compare_whatever_weights_they_chose(repeat_run, tmp_path) -> None:
+    from .conftest import cli_ok
+
+    other = tmp_path / "other"
+    data = str(repeat_run.parent / "data")
+    cli_ok(["train", data, "-o", str(other), "--layers", "8", "--epochs", "1", "--batch-size", "16", "--seed", "1",
+            "-q"])  # fmt: skip
+    for run in (repeat_run, other):
+        cli_ok(["evaluate", str(run), "--baselines", "none", "--repeat", "auto", "-q"])
+    out = cli_ok(["compare", str(repeat_run), str(other), "--eval", "repeat-auto", "--json"])
+    assert "mrr@20" in out

@@ -160,7 +160,8 @@ PredictRepeat = Annotated[
     float | None,
     _p(
         "Raise the scores of the session's own items by WEIGHT x the row's score sd x log(1 + times seen), as "
-        "`evaluate --repeat` does (it prints the weight it chose); needs --include-seen.",
+        "`evaluate --repeat` does (`evaluate RUN --repeat auto` chooses a weight on validation and prints it); "
+        "0 is off; needs --include-seen.",
         "repeat",
     ),
 ]

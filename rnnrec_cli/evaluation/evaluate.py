@@ -35,7 +35,7 @@ from rnnrec_cli.data.sequences import (
     read_sequences,
     scored_mask,
 )
-from rnnrec_cli.errors import DataError
+from rnnrec_cli.errors import ConfigError, DataError
 from rnnrec_cli.evaluation.baselines import VALUE_BASELINES, baseline_scores, value_baseline
 from rnnrec_cli.evaluation.metrics import (
     Scores,
@@ -100,7 +100,12 @@ def evaluate(
     if is_leave_one_out(data_dir):
         # Earlier events of a leave-one-out test sequence are training data: never score them.
         opts = dataclasses.replace(opts, last_only=True)
+    if run is None and opts.repeat != "off":
+        raise ConfigError("--repeat boosts a model's scores, and a data directory has no model (baselines are never "
+                          "boosted): evaluate a run")  # fmt: skip
     cfg = load_config(run) if run is not None else None
+    if cfg is not None and not cfg.model.predicts_items and opts.repeat != "off":
+        raise ConfigError(f"--repeat boosts next-item scores, and this run predicts {', '.join(cfg.model.tasks)} only")
     if cfg is not None and not cfg.model.predicts_items:
         # A value-only model ranks nothing: its comparison is the value baselines.
         opts = dataclasses.replace(opts, baselines=())

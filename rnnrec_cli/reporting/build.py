@@ -207,6 +207,8 @@ def _evaluation_list(run: RunView, shown: str | None) -> list[dict[str, Any]]:
     for name, splits in run.evals.items():
         result = splits.get("test") or next(iter(splits.values()))
         flags = option_flags(result_options(result))
+        if isinstance(boost := (result.get("protocol") or {}).get("repeat"), dict) and boost.get("chosen_on"):
+            flags.append(f"(weight {boost.get('weight')} chosen on {boost['chosen_on']})")
         metrics = result.get("metrics") or {}
         k = _largest_k(result)
         key = f"mrr@{k}" if k else next((m for m in metrics if m != "n"), "")
