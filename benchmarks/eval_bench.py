@@ -2,11 +2,13 @@
 baselines' time on a prepared log.
 
 Usage: python benchmarks/eval_bench.py [--items 50000,1000000] [--events 100000] [--exclude-seen]
-       [--data DATA_DIR]
+       [--repeat WEIGHT] [--data DATA_DIR]
 
 The model part uses random parameters (speed does not depend on training) and random sequences
 of 2-20 events. --exclude-seen times the protocol that removes each sequence's earlier items
-from its ranking too, interleaved with the plain one. With --data it also times every baseline
+from its ranking too, interleaved with the plain one, and --repeat W the repeat boost at weight
+W (evaluate --repeat W; random sequences hold few repeats, but the boost's work does not depend
+on how many). With --data it also times every baseline
 on that data directory's test split (e.g. one prepared from benchmarks/make_synthetic.py
 --events 1000000).
 """
@@ -42,6 +44,7 @@ def main() -> None:
     p.add_argument("--events", type=int, default=100_000)
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--exclude-seen", action="store_true", help="also time --exclude-seen (interleaved)")
+    p.add_argument("--repeat", type=float, default=0.0, help="also time the repeat boost at this weight (interleaved)")
     p.add_argument("--data", type=Path)
     args = p.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
@@ -51,15 +54,16 @@ def main() -> None:
         params = network.init_params(cfg.model, n_items, jax.random.key(0))
         warm = random_sequences(n_items, 2_000, seed=1)
         seqs = random_sequences(n_items, args.events)
-        for exclude in (False, True) if args.exclude_seen else (False,):
-            opts = ScoreOptions(k=20, exclude_seen=exclude)
+        protocols = [("all items", ScoreOptions(k=20))]
+        protocols += [("exclude-seen", ScoreOptions(k=20, exclude_seen=True))] if args.exclude_seen else []
+        protocols += [(f"repeat {args.repeat:g}", ScoreOptions(k=20, repeat=args.repeat))] if args.repeat else []
+        for shown, opts in protocols:
             t0 = time.perf_counter()
             model_scores(params, cfg, warm, opts)
             first = time.perf_counter() - t0
             t0 = time.perf_counter()
             model_scores(params, cfg, seqs, opts)
             dt = time.perf_counter() - t0
-            shown = "exclude-seen" if exclude else "all items"
             print(f"{n_items:>9,} {shown:>13} {seqs.n_targets:>8,} {seqs.n_targets / dt:>9,.0f} {first:>15.1f}",
                   flush=True)  # fmt: skip
     if args.data:
