@@ -208,12 +208,17 @@ def _repeat_note(repeat: dict[str, Any] | None, model: str | None) -> str:
     """The title's words for the repeat boost, with what the validation split said of it."""
     if not repeat:
         return ""
-    note = f"; {model}'s scores of items seen earlier raised by {repeat['weight']:g} sd x log(1 + times seen)"
-    if repeat.get("chosen_on") == "valid":
-        grid = {r["weight"]: r for r in repeat["grid"]}
-        mrr = next(k for k in grid[0.0] if k.startswith("mrr@"))
-        note += f" (chosen on validation: {mrr} {grid[0.0][mrr]:.4f} without, {grid[repeat['weight']][mrr]:.4f} with)"
-    return note
+    weight = repeat["weight"]
+    if repeat.get("chosen_on") != "valid":
+        return f"; {model}'s scores of items seen earlier raised by {weight:g} sd x log(1 + times seen)"
+    grid = {r["weight"]: r for r in repeat["grid"]}
+    mrr = next(k for k in grid[0.0] if k.startswith("mrr@"))
+    if not weight:
+        runner_up = max((r for w, r in grid.items() if w), key=lambda r: r[mrr])
+        return (f"; no repeat boost: weight 0 was best on validation ({mrr} {grid[0.0][mrr]:.4f}; "
+                f"weight {runner_up['weight']:g}: {runner_up[mrr]:.4f})")  # fmt: skip
+    return (f"; {model}'s scores of items seen earlier raised by {weight:g} sd x log(1 + times seen), the weight "
+            f"chosen on validation ({mrr} {grid[0.0][mrr]:.4f} without, {grid[weight][mrr]:.4f} with)")  # fmt: skip
 
 
 def evaluation(result: EvalResult) -> None:
