@@ -30,17 +30,15 @@ def _run(
     return network.run(params, cfg, network.zero_carry(cfg, x.inputs.shape[1]), x, None, features)
 
 
-def _seen_mask(inputs: jax.Array, valid: jax.Array, n_items: int) -> jax.Array:
-    """<bool>[B, N]: items in each (left-padded) column of `inputs`."""
-    return _seen_counts(inputs, valid, n_items) > 0
-
-
-def _seen_counts(inputs: jax.Array, valid: jax.Array, n_items: int) -> jax.Array:
-    """<float32>[B, N]: times each item occurs in each (left-padded) column of `inputs`."""
+def _seen_mask(inputs: jax.Array, valid: jax.Array, n_items: int, counts: bool = False) -> jax.Array:
+    """<bool>[B, N]: items in each (left-padded) column of `inputs`; with `counts`, <float32>
+    times each occurs (a bool is a quarter of the memory at a million items)."""
     batch = inputs.shape[1]
     cols = jnp.where(valid, inputs, n_items)
     rows = jnp.broadcast_to(jnp.arange(batch)[None, :], inputs.shape)
-    return jnp.zeros((batch, n_items), jnp.float32).at[rows, cols].add(1.0, mode="drop")
+    if counts:
+        return jnp.zeros((batch, n_items), jnp.float32).at[rows, cols].add(1.0, mode="drop")
+    return jnp.zeros((batch, n_items), bool).at[rows, cols].set(True, mode="drop")
 
 
 def _scores(
@@ -48,14 +46,15 @@ def _scores(
     kernel: jax.Array,
     bias: jax.Array,
     allowed: jax.Array,
-    counts: jax.Array,
+    counts: jax.Array | None,
     cov: jax.Array,
     repeat: float,
 ) -> jax.Array:
     """<float32>[B, N'] scores over the padded catalogue (-inf outside `allowed`), raised by the
-    repeat boost when `repeat` (see evaluation.repeats)."""
+    repeat boost when `repeat` (see evaluation.repeats; `counts`: times each item was seen)."""
     s = h @ kernel.T + bias
     if repeat:
+        assert counts is not None
         s = s + repeats.dense_boost(counts, repeats.score_sd(h, cov), repeat)
     return jnp.where(allowed[None, :], s, -jnp.inf)
 
@@ -89,11 +88,12 @@ def top_k(
     """
     # Scores over the catalogue padded to whole groups of the two-pass top-k (padding: -inf).
     kernel, bias, allowed, cov = _layer(params, cfg, features, allowed, repeat)
-    counts = _seen_counts(x.inputs, x.mask, kernel.shape[0]) if exclude_seen or repeat else jnp.zeros((1, 1))
+    # --repeat and --exclude-seen never meet (options refuse it): the one asked for is computed.
+    seen = _seen_mask(x.inputs, x.mask, kernel.shape[0], counts=bool(repeat)) if exclude_seen or repeat else None
     carry, _ = _run(params, cfg, x, features)
-    scores = _scores(network.last_hidden(cfg, carry), kernel, bias, allowed, counts, cov, repeat)
-    if exclude_seen:
-        scores = jnp.where(counts > 0, -jnp.inf, scores)
+    scores = _scores(network.last_hidden(cfg, carry), kernel, bias, allowed, seen, cov, repeat)
+    if seen is not None and exclude_seen:
+        scores = jnp.where(seen, -jnp.inf, scores)
     return top_k_of(scores, k)
 
 
