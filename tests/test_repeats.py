@@ -200,12 +200,10 @@ def test_runs_boosted_by_auto_pair_in_compare_whatever_weights_they_chose(repeat
 
 
 def test_the_table_title_says_which_weight_and_what_validation_said() -> None:
-    from rnnrec_cli.cli.render import _repeat_note
-
     grid = [{"weight": w, "recall@20": 0.2, "mrr@20": m} for w, m in ((0.0, 0.0959), (0.5, 0.0932), (1000.0, 0.0704))]
-    assert _repeat_note(None, "gru") == ""
-    none = _repeat_note({"weight": 0.0, "chosen_on": "valid", "grid": grid}, "gru")
+    assert repeats.describe(None, "gru") == ""
+    none = repeats.describe({"weight": 0.0, "chosen_on": "valid", "grid": grid}, "gru")
     assert "no repeat boost" in none and "0.0959" in none and "weight 0.5: 0.0932" in none
-    some = _repeat_note({"weight": 1000.0, "chosen_on": "valid", "grid": grid}, "gru")
+    some = repeats.describe({"weight": 1000.0, "chosen_on": "valid", "grid": grid}, "gru")
     assert "raised by 1000 sd" in some and "0.0959 without, 0.0704 with" in some
-    assert "chosen" not in _repeat_note({"weight": 2.0, "chosen_on": None}, "gru")
+    assert "chosen" not in repeats.describe({"weight": 2.0, "chosen_on": None}, "gru")

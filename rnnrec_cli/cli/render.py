@@ -204,23 +204,6 @@ def training_progress(quiet: bool) -> Iterator[Callable[[fit.Progress], None]]:
 # ---------------------------------------------------------------------------- evaluate
 
 
-def _repeat_note(repeat: dict[str, Any] | None, model: str | None) -> str:
-    """The title's words for the repeat boost, with what the validation split said of it."""
-    if not repeat:
-        return ""
-    weight = repeat["weight"]
-    if repeat.get("chosen_on") != "valid":
-        return f"; {model}'s scores of items seen earlier raised by {weight:g} sd x log(1 + times seen)"
-    grid = {r["weight"]: r for r in repeat["grid"]}
-    mrr = next(k for k in grid[0.0] if k.startswith("mrr@"))
-    if not weight:
-        runner_up = max((r for w, r in grid.items() if w), key=lambda r: r[mrr])
-        return (f"; no repeat boost: weight 0 was best on validation ({mrr} {grid[0.0][mrr]:.4f}; "
-                f"weight {runner_up['weight']:g}: {runner_up[mrr]:.4f})")  # fmt: skip
-    return (f"; {model}'s scores of items seen earlier raised by {weight:g} sd x log(1 + times seen), the weight "
-            f"chosen on validation ({mrr} {grid[0.0][mrr]:.4f} without, {grid[weight][mrr]:.4f} with)")  # fmt: skip
-
-
 def evaluation(result: EvalResult) -> None:
     """The result tables of every task the result holds."""
     if result.task == "next-item":
@@ -258,6 +241,7 @@ def few_targets(result: EvalResult) -> list[str]:
 
 def _results_table(result: EvalResult) -> Group:
     """Metrics as rows and models as columns, so more baselines stay readable in 80 columns."""
+    from rnnrec_cli.evaluation import repeats
     from rnnrec_cli.evaluation.metrics import p_text
 
     rows = {**({result.model: result.metrics} if result.model and result.metrics else {}), **result.baselines}
@@ -272,7 +256,7 @@ def _results_table(result: EvalResult) -> Group:
         f"ranked against all {result.n_items:,} items, {result.ties} ties"
         + (", last position only" if protocol["last_only"] else "")
         + (", seen items excluded" if protocol["exclude_seen"] else "")
-        + _repeat_note(protocol.get("repeat"), result.model)
+        + repeats.describe(protocol.get("repeat"), result.model)
     )
     table = Table()
     table.add_column("metric")

@@ -14,6 +14,8 @@ These are pure functions, shared by evaluation (item blocks) and predict (dense 
 
 from __future__ import annotations
 
+from typing import Any
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -56,3 +58,21 @@ def occurrence_increments(seen: np.ndarray) -> np.ndarray:
 def dense_boost(counts: jax.Array, sd: jax.Array, beta: float) -> jax.Array:
     """<float32>[B, N] the boost of every item, from <float32>[B, N] times seen and [B] sd."""
     return beta * sd[:, None] * jnp.log1p(counts)
+
+
+def describe(repeat: dict[str, Any] | None, model: str | None) -> str:
+    """The boost as a results table's title says it (`protocol.repeat` of a result), with what the
+    validation split said of it."""
+    if not repeat:
+        return ""
+    weight = repeat["weight"]
+    if repeat.get("chosen_on") != "valid":
+        return f"; {model}'s scores of items seen earlier raised by {weight:g} sd x log(1 + times seen)"
+    grid = {r["weight"]: r for r in repeat["grid"]}
+    mrr = next(k for k in grid[0.0] if k.startswith("mrr@"))
+    if not weight:
+        runner_up = max((r for w, r in grid.items() if w), key=lambda r: r[mrr])
+        return (f"; no repeat boost: weight 0 was best on validation ({mrr} {grid[0.0][mrr]:.4f}; "
+                f"weight {runner_up['weight']:g}: {runner_up[mrr]:.4f})")  # fmt: skip
+    return (f"; {model}'s scores of items seen earlier raised by {weight:g} sd x log(1 + times seen), the weight "
+            f"chosen on validation ({mrr} {grid[0.0][mrr]:.4f} without, {grid[weight][mrr]:.4f} with)")  # fmt: skip
