@@ -217,11 +217,10 @@ def test_a_split_with_context_scores_only_its_targets_for_model_baselines_and_va
 
     import polars as pl
 
-    from rnnrec_cli.data.sequences import read_sequences, scored_mask
+    from rnnrec_cli.data.sequences import read_sequences, scored_mask, validation_targets
     from rnnrec_cli.evaluation.evaluate import evaluate
     from rnnrec_cli.options import EvalOptions
     from rnnrec_cli.rundir import RunDir, read_metrics
-    from rnnrec_cli.training.fit import _valid_mask
 
     from .conftest import cli_ok
 
@@ -234,7 +233,7 @@ def test_a_split_with_context_scores_only_its_targets_for_model_baselines_and_va
     test = read_sequences(data, "test")
     assert 0 < manifest["splits"]["test"]["targets"] < test.n_targets  # context is not scored
     valid = read_sequences(data, "valid")
-    mask = _valid_mask(valid, leave_one_out=False)
+    mask = validation_targets(valid, leave_one_out=False)
     assert mask is not None and int(mask.sum()) == manifest["splits"]["valid"]["targets"]
     cli_ok(["train", str(data), "-o", str(run), "--layers", "8", "--epochs", "1", "--batch-size", "8", "-q"])
     assert "valid/mrr@20" in read_metrics(RunDir(run))[-1]

@@ -287,3 +287,11 @@ def last_target_mask(seqs: Sequences) -> np.ndarray:
     """<bool>[n_targets]: the target is the last event of its sequence (sequence order)."""
     pos = positions(seqs)
     return pos.end == seqs.offsets[1:][pos.seq] - 1
+
+
+def validation_targets(seqs: Sequences, leave_one_out: bool) -> np.ndarray | None:
+    """The validation targets that are scored: the last of each sequence (leave-one-out), the
+    events after the cutoff (a split with context), or all (None)."""
+    if leave_one_out:
+        return last_target_mask(seqs)
+    return None if seqs.scored is None else scored_mask(seqs)

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 
 from rnnrec_cli.config import RunConfig
-from rnnrec_cli.data.sequences import is_leave_one_out, last_target_mask, read_sequences, scored_mask
+from rnnrec_cli.data.sequences import is_leave_one_out, read_sequences, validation_targets
 from rnnrec_cli.errors import DataError
 from rnnrec_cli.evaluation.metrics import summarize
 from rnnrec_cli.evaluation.repeats import GRID
@@ -35,7 +35,9 @@ def fit_weight(
             f"--repeat auto chooses the weight on the validation split, and {data_dir} has none: prepare with "
             "--valid (e.g. --valid 0.1), or give the weight (e.g. --repeat 2)"
         )
-    keep = last_target_mask(seqs) if is_leave_one_out(data_dir) else scored_mask(seqs)
+    # The targets validation scores during training, so the weight is chosen on what it reports.
+    mask = validation_targets(seqs, is_leave_one_out(data_dir))
+    keep = slice(None) if mask is None else mask
     recall, mrr = f"recall@{HEADLINE_K}", f"mrr@{HEADLINE_K}"
     rows = []
     for beta in GRID:

@@ -41,10 +41,9 @@ from rnnrec_cli.data.sequences import (
     Sequences,
     is_leave_one_out,
     item_counts,
-    last_target_mask,
     positions,
     read_sequences,
-    scored_mask,
+    validation_targets,
 )
 from rnnrec_cli.errors import RunDirError, TrainingDiverged
 from rnnrec_cli.evaluation.metrics import event_accuracy, summarize, value_errors
@@ -189,7 +188,7 @@ def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainSt
         plan=plan,
         slots=placement.local_slots(tc.batch_size),
         valid=valid,
-        valid_last=_valid_mask(valid, is_leave_one_out(data_dir)),
+        valid_last=validation_targets(valid, is_leave_one_out(data_dir)),
         features=features,
         zero_carry=zero_host,
         leader=parallel.is_leader(),
@@ -334,14 +333,6 @@ def run_epoch(
     full = network.resize_carry(carry, tc.batch_size)
     end = Position(epoch, stream.n_chunks, full, loss_sum, n_sum, pos.best_value, pos.bad_epochs)
     return _EpochRun(state, end, time.perf_counter() - t0, int(n_sum) - n_start, saved_once, compile_seconds)
-
-
-def _valid_mask(seqs: Sequences, leave_one_out: bool) -> np.ndarray | None:
-    """The validation targets that are scored: the last of each sequence (leave-one-out), the
-    events after the cutoff (a split with context), or all (None)."""
-    if leave_one_out:
-        return last_target_mask(seqs)
-    return None if seqs.scored is None else scored_mask(seqs)
 
 
 def validate(
