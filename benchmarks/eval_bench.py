@@ -2,13 +2,14 @@
 baselines' time on a prepared log.
 
 Usage: python benchmarks/eval_bench.py [--items 50000,1000000] [--events 100000] [--exclude-seen]
-       [--repeat WEIGHT] [--data DATA_DIR]
+       [--repeat WEIGHT] [--choice] [--data DATA_DIR]
 
 The model part uses random parameters (speed does not depend on training) and random sequences
 of 2-20 events. --exclude-seen times the protocol that removes each sequence's earlier items
 from its ranking too, interleaved with the plain one, and --repeat W the repeat boost at weight
 W (evaluate --repeat W; random sequences hold few repeats, but the boost's work does not depend
-on how many). With --data it also times every baseline
+on how many). --choice times training's choice of the repeat weight (its 8 weights scored in one
+pass, against each alone). With --data it also times every baseline
 on that data directory's test split (e.g. one prepared from benchmarks/make_synthetic.py
 --events 1000000).
 """
@@ -17,6 +18,8 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 
 import jax
@@ -25,6 +28,7 @@ import numpy as np
 from rnnrec_cli.config import ModelConfig, RunConfig, TrainConfig
 from rnnrec_cli.data.sequences import Sequences, read_items, read_sequences
 from rnnrec_cli.evaluation.baselines import BASELINES, baseline_scores
+from rnnrec_cli.evaluation.repeats import GRID
 from rnnrec_cli.evaluation.scoring import model_scores
 from rnnrec_cli.model import network
 from rnnrec_cli.options import ScoreOptions
@@ -38,6 +42,24 @@ def random_sequences(n_items: int, n_targets: int, seed: int = 0) -> Sequences:
     return Sequences(items=items, offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64))
 
 
+def _protocols(params: network.Params, cfg: RunConfig, args: argparse.Namespace) -> list[tuple[str, Callable]]:
+    """What to time: (name, a function of the sequences), the plain protocol first."""
+
+    def one(opts: ScoreOptions, weights: tuple[float, ...] = ()) -> Callable[[Sequences], object]:
+        return partial(model_scores, params, cfg, opts=opts, weights=weights)
+
+    out = [("all items", one(ScoreOptions(k=20)))]
+    out += [("exclude-seen", one(ScoreOptions(k=20, exclude_seen=True)))] if args.exclude_seen else []
+    out += [(f"repeat {args.repeat:g}", one(ScoreOptions(k=20, repeat=args.repeat)))] if args.repeat else []
+    if args.choice:
+        # Training's choice of the repeat weight: the grid's ranks in one pass over the catalogue,
+        # against scoring each weight alone (as before 2026-12-06).
+        alone = [one(ScoreOptions(k=0, repeat=b)) for b in GRID]
+        out += [("choice 1 pass", one(ScoreOptions(k=0), GRID))]
+        out += [("choice 8 pass", lambda s: [f(s) for f in alone])]
+    return out
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--items", default="50000,1000000")
@@ -45,6 +67,7 @@ def main() -> None:
     p.add_argument("--hidden", type=int, default=100)
     p.add_argument("--exclude-seen", action="store_true", help="also time --exclude-seen (interleaved)")
     p.add_argument("--repeat", type=float, default=0.0, help="also time the repeat boost at this weight (interleaved)")
+    p.add_argument("--choice", action="store_true", help="also time choosing the repeat weight (its 8 weights)")
     p.add_argument("--data", type=Path)
     args = p.parse_args()
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}")
@@ -54,15 +77,14 @@ def main() -> None:
         params = network.init_params(cfg.model, n_items, jax.random.key(0))
         warm = random_sequences(n_items, 2_000, seed=1)
         seqs = random_sequences(n_items, args.events)
-        protocols = [("all items", ScoreOptions(k=20))]
-        protocols += [("exclude-seen", ScoreOptions(k=20, exclude_seen=True))] if args.exclude_seen else []
-        protocols += [(f"repeat {args.repeat:g}", ScoreOptions(k=20, repeat=args.repeat))] if args.repeat else []
-        for shown, opts in protocols:
+
+        protocols = _protocols(params, cfg, args)
+        for shown, run in protocols:
             t0 = time.perf_counter()
-            model_scores(params, cfg, warm, opts)
+            run(warm)
             first = time.perf_counter() - t0
             t0 = time.perf_counter()
-            model_scores(params, cfg, seqs, opts)
+            run(seqs)
             dt = time.perf_counter() - t0
             print(f"{n_items:>9,} {shown:>13} {seqs.n_targets:>8,} {seqs.n_targets / dt:>9,.0f} {first:>15.1f}",
                   flush=True)  # fmt: skip

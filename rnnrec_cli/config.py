@@ -118,10 +118,8 @@ class PrepareConfig:
         check_positive("--min-item-support", self.min_item_support)
         check_positive("--buckets", self.buckets, allow_zero=True)
         if self.min_session_length < 2:
-            raise ConfigError(
-                f"--min-session-length must be >= 2 (a sequence of one event has no "
-                f"next item to predict), got {self.min_session_length}"
-            )
+            raise ConfigError(f"--min-session-length must be >= 2 (a sequence of one event has no next item to "
+                              f"predict), got {self.min_session_length}")  # fmt: skip
         if self.split_values and (
             len(self.split_values) != 3 or len(set(self.split_values)) != 3 or not all(self.split_values)
         ):
@@ -198,9 +196,7 @@ class ModelConfig:
         check_finite(self)
         check_choice("--cell", self.cell, Cell)
         if not self.tasks or len(set(self.tasks)) != len(self.tasks):
-            raise ConfigError(
-                f"--task needs distinct tasks from next-item, value, event-type; got {','.join(self.tasks)}"
-            )
+            raise ConfigError(f"--task needs distinct tasks of next-item, value, event-type: {','.join(self.tasks)}")
         for task in self.tasks:
             check_choice("--task", task, Task)
         check_positive("value std", self.value_std)
@@ -236,12 +232,8 @@ class ModelConfig:
     def input_dim(self) -> int:
         """Width of the first cell's input: the item embedding, plus the value and the event
         type's embedding when they are fed."""
-        return (
-            self.embedding_dim
-            + int(self.takes_values)
-            + (self.event_dim if self.event_input else 0)
-            + (self.feature_dim if self.item_features else 0)
-        )
+        extra = (self.event_dim if self.event_input else 0) + (self.feature_dim if self.item_features else 0)
+        return self.embedding_dim + int(self.takes_values) + extra
 
     @property
     def embedding_dim(self) -> int:
@@ -306,6 +298,10 @@ class TrainConfig:
     # Run the end of each epoch, where the longest sequences outlast the others, on a batch
     # halved as slots run dry (GRU4Rec's batch shrinks there) instead of computing idle slots.
     narrow_tail: bool = True
+    # The repeat boost's weight (evaluation.repeats) is chosen after training on the validation
+    # split, or without one before the last epoch on this share of the earliest training
+    # sequences, which sit out every epoch but the last (training.holdout). 0 = no boost.
+    repeat_holdout: float = 0.05
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -342,6 +338,9 @@ class TrainConfig:
         check_positive("--checkpoint-every", self.checkpoint_every, allow_zero=True)
         check_positive("--devices", self.devices, allow_zero=True)
         check_positive("--prefetch", self.prefetch, allow_zero=True)
+        if not 0 <= self.repeat_holdout <= 0.5:
+            raise ConfigError(f"--repeat-holdout must be in [0, 0.5] (a share of the training sequences), got "
+                              f"{self.repeat_holdout}")  # fmt: skip
         if not re.fullmatch(r"(recall|mrr)@\d+|rmse|mae|accuracy", self.monitor):
             raise ConfigError(
                 f"--monitor {self.monitor!r} must look like mrr@20 or recall@20, or be rmse, mae or accuracy"

@@ -63,9 +63,10 @@ class EvalOptions:
     target_events: tuple[str, ...] = ()
     # The evaluation's name (eval/<name>/); None: derived from the options (evaluate.eval_name).
     name: str | None = None
-    # The repeat boost of the model's scores (see evaluation.repeats): "off", a weight beta, or
-    # "auto" (beta fitted on the validation split).
-    repeat: str = "off"
+    # The repeat boost of the model's scores (see evaluation.repeats): "run" (the weight training
+    # chose, see training.holdout; none if it chose none), "off", a weight beta, or "auto" (beta
+    # chosen now on the validation split).
+    repeat: str = "run"
 
     def __post_init__(self) -> None:
         check_finite(self)
@@ -77,9 +78,9 @@ class EvalOptions:
                 "starting with a letter or digit (e.g. exclude-seen)"
             )
         check_choice("--ties", self.ties, Ties)
-        if self.repeat != "auto" and self.repeat_weight is None:
-            raise ConfigError(f"--repeat takes off, auto or a weight >= 0 (e.g. 2), got {self.repeat!r}")
-        if self.repeat != "auto":
+        if self.repeat not in ("auto", "run") and self.repeat_weight is None:
+            raise ConfigError(f"--repeat takes run, off, auto or a weight >= 0 (e.g. 2), got {self.repeat!r}")
+        if self.repeat not in ("auto", "run"):
             # One spelling per protocol: 2, 2.0 and 2e0 are "2", and a weight of 0 is "off".
             weight = self.repeat_weight
             object.__setattr__(self, "repeat", f"{weight:g}" if weight else "off")
@@ -88,7 +89,7 @@ class EvalOptions:
                 "--repeat auto chooses the weight on the validation split, so on --split valid it would score the "
                 "targets it was chosen on: give the weight instead (e.g. --repeat 2)"
             )
-        if self.repeat != "off" and (self.exclude_seen or self.n_sampled):
+        if self.repeat not in ("off", "run") and (self.exclude_seen or self.n_sampled):
             raise ConfigError("--repeat raises the items seen earlier and ranks the full catalogue only: "
                               "drop --exclude-seen and --sampled")  # fmt: skip
         if not self.ks or any(k < 1 for k in self.ks):
@@ -109,7 +110,7 @@ class EvalOptions:
 
     @property
     def repeat_weight(self) -> float | None:
-        """The repeat boost's weight: 0 for off, None for auto (and for what is neither)."""
+        """The repeat boost's weight: 0 for off, None for auto and run (and for what is neither)."""
         return repeat_weight(self.repeat)
 
 
@@ -165,26 +166,28 @@ class PredictOptions:
     batch_size: int = 256  # sequences per jitted call
     block_rows: int = 100_000  # stdin rows per block
     seed: int = 0
-    # The repeat boost's weight beta (0 = none; see evaluation.repeats).
-    repeat: float = 0.0
+    # The repeat boost's weight beta (0 = none; see evaluation.repeats), or "run": the weight the
+    # run's training chose, where it applies (top-K lists that keep the session's own items).
+    repeat: float | str = "run"
 
     def __post_init__(self) -> None:
         check_finite(self)
         check_positive("--seed", self.seed, allow_zero=True)
         check_positive("-k", self.k)
-        weight = repeat_weight(self.repeat)
-        if weight is None:
+        weight = None if self.repeat == "run" else repeat_weight(self.repeat)
+        if weight is None and self.repeat != "run":
             raise ConfigError(
-                f"--repeat takes a weight >= 0 (e.g. 2) or off, got {self.repeat!r}; `rnnrec evaluate RUN --repeat "
-                "auto` chooses one on the validation split and prints it"
+                f"--repeat takes run, off or a weight >= 0 (e.g. 2), got {self.repeat!r}; `rnnrec evaluate RUN "
+                "--repeat auto` chooses one on the validation split and prints it"
             )
-        object.__setattr__(self, "repeat", weight)  # the command line passes it as text
-        if self.repeat and self.exclude_seen:
+        if weight is not None:
+            object.__setattr__(self, "repeat", weight)  # the command line passes it as text
+        if self.boost_weight and self.exclude_seen:
             raise ConfigError(
                 "--repeat raises the session's own items, which predict leaves out by default: add --include-seen "
                 "(exclude_seen=False in Python)"
             )
-        if self.repeat and (self.generate or self.task != "next-item"):
+        if self.boost_weight and (self.generate or self.task != "next-item"):
             raise ConfigError(
                 "--repeat applies to top-K lists (after the last event or --every-position), "
                 "not to --generate or --task value"
@@ -201,6 +204,11 @@ class PredictOptions:
             raise ConfigError("--every-position and --generate do not combine")
         if not self.generate and (self.strategy != "greedy" or self.temperature != 1.0 or self.beams != 5):
             raise ConfigError("--strategy, --beams and --temperature shape --generate N; add --generate")
+
+    @property
+    def boost_weight(self) -> float:
+        """The weight asked for (0 for "run", which predict resolves from the run)."""
+        return 0.0 if self.repeat == "run" else float(self.repeat)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -39,7 +39,7 @@ CASES = {
     "train_bench": ("train_bench.py", "--quick"),
     "train_bench_bprmax": ("train_bench.py", "--quick", "--loss", "bpr-max"),
     "eval_bench": ("eval_bench.py", "--items", "300", "--events", "300", "--hidden", "16", "--exclude-seen",
-                   "--repeat", "2"),
+                   "--repeat", "2", "--choice"),
     "predict_bench": ("predict_bench.py", "--items", "300", "--sessions", "100", "--hidden", "16"),
     "prepare_bench": ("prepare_bench.py", "--events", "3000", "--workdir", "pb"),
     "scale_bench devices": ("scale_bench.py", "devices", "--events", "3000", "--layers", "8", "--batch", "8", "--workdir", "sc"),

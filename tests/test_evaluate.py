@@ -283,7 +283,7 @@ def test_eval_names_from_the_options() -> None:
     assert eval_name(EvalOptions(target_events=("add to cart",), knn=50)) == "events-addtocart_knn50"
     assert eval_name(EvalOptions(exclude_seen=True, name="mine")) == "mine"
     assert [eval_name(EvalOptions(repeat=r)) for r in ("auto", "2", "0.5", "off", "0")] == [
-        "repeat-auto", "repeat-2", "repeat-0_5", "default", "default"
+        "repeat-auto", "repeat-2", "repeat-0_5", "repeat-off", "repeat-off"
     ]  # fmt: skip
     long = eval_name(EvalOptions(target_events=tuple(f"type{i}" for i in range(20))))
     assert len(long) <= 64 and long != eval_name(EvalOptions(target_events=tuple(f"type{i}" for i in range(21))))

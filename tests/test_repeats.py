@@ -75,6 +75,24 @@ def test_boosted_ranks_and_top_k_equal_a_slow_reference(beta: float, block: int,
     assert np.mean(got.ranks) < np.mean(plain.ranks)  # repeated targets move up
 
 
+@pytest.mark.parametrize(("block", "n_items"), [(16, 40), (1000, 3072)])
+def test_one_pass_over_the_weights_ranks_as_each_weight_alone(block: int, n_items: int) -> None:
+    """The choice scores every weight of the grid in one pass: each weight's ranks are those of
+    scoring it alone, and of the float64 reference."""
+    cfg = RunConfig(data_dir="x", n_items=n_items, model=ModelConfig(layers=(6,)), train=TrainConfig(eval_batch_size=8))
+    params = network.init_params(cfg.model, n_items, jax.random.key(3))
+    rng = np.random.default_rng(6)
+    lists = [rng.choice(rng.integers(0, n_items, 4), size=int(rng.integers(2, 14))).tolist() for _ in range(30)]
+    seqs = Sequences.from_lists(lists)
+    together = model_scores(params, cfg, seqs, ScoreOptions(k=0, item_block=block), weights=repeats.GRID)
+    assert together.grid is not None and together.grid.shape == (len(repeats.GRID), seqs.n_targets)
+    for beta, ranks in zip(repeats.GRID, together.grid, strict=True):
+        alone = model_scores(params, cfg, seqs, ScoreOptions(k=0, item_block=block, repeat=beta))
+        assert ranks.tolist() == alone.ranks.tolist()
+    assert together.grid[3].tolist() == _boosted_reference(params, cfg, lists, repeats.GRID[3], 1)[0]
+    assert together.ranks.tolist() == together.grid[0].tolist()
+
+
 def test_repeat_refuses_what_it_cannot_mean() -> None:
     with pytest.raises(ConfigError, match="--exclude-seen"):
         ScoreOptions(repeat=1.0, exclude_seen=True)
@@ -108,8 +126,13 @@ def test_evaluate_repeat_auto_chooses_the_weight_on_validation_and_records_it(re
 
     from .conftest import cli_ok
 
-    plain = json.loads(cli_ok(["evaluate", str(repeat_run), "--baselines", "spop", "--json", "-q"]))
+    plain = json.loads(cli_ok(["evaluate", str(repeat_run), "--baselines", "spop", "--repeat", "off", "--json", "-q"]))
     auto = json.loads(cli_ok(["evaluate", str(repeat_run), "--baselines", "spop", "--repeat", "auto", "--json", "-q"]))
+    # Training chose the weight the same way, on the same split and model: the default evaluation
+    # applies it.
+    default = json.loads(cli_ok(["evaluate", str(repeat_run), "--baselines", "spop", "--json", "-q"]))
+    assert default["metrics"] == auto["metrics"] and default["protocol"]["repeat"]["chosen_on"] == "valid"
+    assert default["protocol"]["repeat"]["weight"] == auto["protocol"]["repeat"]["weight"]
     repeat = auto["protocol"]["repeat"]
     assert repeat["chosen_on"] == "valid" and [r["weight"] for r in repeat["grid"]] == list(repeats.GRID)
     best = max(repeat["grid"], key=lambda r: r["mrr@20"])
@@ -183,6 +206,9 @@ def test_one_weight_has_one_spelling_and_bad_python_values_are_config_errors() -
     for bad in ("auto", True, None):
         with pytest.raises(ConfigError, match="--repeat"):
             PredictOptions(repeat=bad, exclude_seen=False)  # type: ignore[arg-type]
+    # "run" (the default) is resolved from the run, so it never clashes with other options.
+    assert PredictOptions().repeat == "run" and PredictOptions(generate=3).boost_weight == 0.0
+    assert EvalOptions(exclude_seen=True).repeat == "run"
 
 
 @pytest.mark.slow

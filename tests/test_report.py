@@ -189,7 +189,14 @@ def test_report_lists_every_evaluation_and_eval_picks_the_one_shown(runs, tmp_pa
     rows = re.findall(
         r'<tr class="[^"]*"><td class="name">([^<]+)</td><td>([^<]*)</td><td>[^<]*</td><td>([^<]+)<', html
     )
-    assert ("default", "shown below", "default options") in rows and ("exclude-seen", "", "--exclude-seen") in rows
+    assert ("exclude-seen", "", "--exclude-seen") in rows
+    # The default evaluation applies the repeat weight training chose, and says so.
+    boost = default["protocol"]["repeat"]
+    assert (
+        "default",
+        "shown below",
+        f"default options (repeat weight {boost['weight']:g} chosen on {boost['chosen_on']})",
+    ) in rows
     assert "Test metrics of evaluation default" in text and num(default["metrics"]["mrr@20"]) in text
     # What one evaluation has and the other lacks: on stderr and on the page.
     lacking = "evaluation 'exclude-seen' of run gru has no baselines 'spop', 'markov', 'iknn', 'sknn'"

@@ -105,8 +105,8 @@ Repeat = Annotated[
     str | None,
     _e(
         "Raise the model's scores of items the sequence already holds by WEIGHT x the row's score sd x log(1 + "
-        "times seen): off, a weight (e.g. 2; 1000 puts them first) or auto (the weight chosen on the validation "
-        "split). Baselines are not boosted.",
+        "times seen): run (the weight training chose, see train --repeat-holdout), off, a weight (e.g. 2; 1000 "
+        "puts them first) or auto (chosen now on the validation split). Baselines are not boosted.",
         "repeat",
     ),
 ]
@@ -157,11 +157,11 @@ PredictExcludeSeen = Annotated[
     bool | None, _p("Leave out items already in the session.", "exclude_seen", "--exclude-seen/--include-seen")
 ]
 PredictRepeat = Annotated[
-    float | None,
+    str | None,
     _p(
         "Raise the scores of the session's own items by WEIGHT x the row's score sd x log(1 + times seen), as "
-        "`evaluate --repeat` does (`evaluate RUN --repeat auto` chooses a weight on validation and prints it); "
-        "0 is off; needs --include-seen.",
+        "`evaluate --repeat` does: run (the weight training chose; applied with --include-seen), off, or a "
+        "weight (needs --include-seen).",
         "repeat",
     ),
 ]

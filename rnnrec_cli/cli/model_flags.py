@@ -107,6 +107,15 @@ TrainDevices = Annotated[
 ]
 ShardItems = Annotated[bool | None, _t("Also split the item tables over the devices by rows.", "shard_items", SCALE)]
 Prefetch = Annotated[int | None, _t("Chunks assembled ahead in a background thread (0 = off).", "prefetch", SCALE)]
+RepeatHoldout = Annotated[
+    float | None,
+    _t(
+        "Share of the earliest training sequences held out of every epoch but the last, to choose the repeat "
+        "boost's weight on before it (the validation split instead, if the data has one; 0 = no boost).",
+        "repeat_holdout",
+        RUN,
+    ),
+]
 NarrowTail = Annotated[
     bool | None,
     _t("Run each epoch's end on a batch halved as slots run dry (off: full width).", "narrow_tail", SCALE),
@@ -145,6 +154,7 @@ SHARED_RUN_OPTIONS: dict[str, Any] = {
     "seed": Seed,
     "checkpoint_every": CheckpointEvery,
     "valid_sample": ValidSample,
+    "repeat_holdout": RepeatHoldout,
 }
 # Stands for the dict `with_run_options` passes.
 SHARED_RUN: Mapping[str, Any] = MappingProxyType({})

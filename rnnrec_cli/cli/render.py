@@ -360,6 +360,7 @@ def predict_summary(stats: PredictStats, candidates: bool, left_out: bool) -> st
         "on items unknown to the model skipped; "
         f"{stats.empty_sequences:,} sequences had no known item"
         + (" (left out)" if left_out else " (popular items given, marked fallback)")
+        + (f"; the session's own items raised by the repeat boost, weight {stats.repeat:g}" if stats.repeat else "")
     )
 
 

@@ -274,19 +274,22 @@ def epoch_stream(
     slots: range,
     plan: Layout | None = None,
     narrow_by: int | None = None,
+    subset: np.ndarray | None = None,
 ) -> Stream:
     """The epoch's stream for `slots`: a function of (seed, epoch) alone, so a resumed run
     replays exactly the batches an uninterrupted one would see, and every process agrees on
     the layout without talking to the others. `plan`: the unshuffled layout, if already made.
     `narrow_by`: run the epoch's tail on narrower batches, in multiples of this (the device
-    count; the caller passes it only where one process holds all slots)."""
+    count; the caller passes it only where one process holds all slots). `subset`: the indices
+    of the sequences to run (in stored order; None = all)."""
     tc = cfg.train
     if tc.shuffle:
-        order = np.random.default_rng([tc.seed, epoch]).permutation(len(data.lengths))
-        plan = layout(data.lengths, tc.batch_size, tc.bptt, order)
+        n = len(data.lengths) if subset is None else len(subset)
+        order = np.random.default_rng([tc.seed, epoch]).permutation(n)
+        plan = layout(data.lengths, tc.batch_size, tc.bptt, order if subset is None else subset[order])
     elif plan is None:
         # Prepared sequences are stored by start time; GRU4Rec trains in that order.
-        plan = layout(data.lengths, tc.batch_size, tc.bptt)
+        plan = layout(data.lengths, tc.batch_size, tc.bptt, subset)
     widths = None if narrow_by is None else chunk_widths(plan, tc.bptt, narrow_by)
     if data.seqs is not None:
         seqs = data.seqs

@@ -99,9 +99,12 @@ def ranks_of(label: str, result: dict[str, Any], table: Any) -> RunRanks:
     """A run's model ranks from its checked result and ranks table (evaluate.read_ranks)."""
     protocol = {"ties": result.get("ties"), **result.get("protocol", {})}
     if isinstance(repeat := protocol.get("repeat"), dict):
-        # A weight chosen on validation belongs to its model, as the model's own scores do: two
-        # runs boosted by `--repeat auto` pair, whatever weights they chose; fixed ones must match.
-        protocol["repeat"] = "auto" if repeat.get("chosen_on") else repeat.get("weight")
+        # A weight chosen on held-out data (by training, or `--repeat auto`) belongs to its model,
+        # as the model's own scores do: such runs pair with any run. Fixed weights must match.
+        if repeat.get("chosen_on"):
+            del protocol["repeat"]
+        else:
+            protocol["repeat"] = repeat.get("weight")
     targets = {c: table[c].to_numpy() for c in TARGET_COLUMNS}
     model = result["model"]
     own = table[model].to_numpy().astype(np.float64)

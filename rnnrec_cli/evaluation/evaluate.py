@@ -48,7 +48,7 @@ from rnnrec_cli.evaluation.metrics import (
     summarize,
     value_errors,
 )
-from rnnrec_cli.evaluation.repeat_fit import fit_weight
+from rnnrec_cli.evaluation.repeat_fit import fit_weight, read_choice
 from rnnrec_cli.evaluation.results import EvalResult, _Targets, eval_name, protocol_options, seed_column
 from rnnrec_cli.evaluation.saving import _paired_best, _save
 from rnnrec_cli.evaluation.scoring import head_predictions, model_scores
@@ -100,11 +100,11 @@ def evaluate(
     if is_leave_one_out(data_dir):
         # Earlier events of a leave-one-out test sequence are training data: never score them.
         opts = dataclasses.replace(opts, last_only=True)
-    if run is None and opts.repeat != "off":
+    cfg = load_config(run) if run is not None else None
+    if run is None and opts.repeat not in ("off", "run"):
         raise ConfigError("--repeat boosts a model's scores, and a data directory has no model (baselines are never "
                           "boosted): evaluate a run")  # fmt: skip
-    cfg = load_config(run) if run is not None else None
-    if cfg is not None and not cfg.model.predicts_items and opts.repeat != "off":
+    if cfg is not None and not cfg.model.predicts_items and opts.repeat not in ("off", "run"):
         raise ConfigError(f"--repeat boosts next-item scores, and this run predicts {', '.join(cfg.model.tasks)} only")
     if cfg is not None and not cfg.model.predicts_items:
         # A value-only model ranks nothing: its comparison is the value baselines.
@@ -129,7 +129,12 @@ def evaluate(
             heads["event_type"] = _event_metrics(params, cfg, data_dir, tg, opts.devices, features)
         if cfg.model.predicts_items:
             beta = opts.repeat_weight
-            if beta is None:
+            if opts.repeat == "run":
+                # The weight training chose: none for an earlier version's run, or where seen
+                # items are left out or candidates sampled.
+                choice = None if opts.exclude_seen or opts.n_sampled else read_choice(run.path)
+                beta, repeat = (float(choice["weight"]), choice) if choice else (0.0, None)
+            elif beta is None:
                 note("choosing the repeat weight on the validation split")
                 beta, grid = fit_weight(params, cfg, data_dir, features, opts.devices, opts.seed)
                 repeat = {"weight": beta, "chosen_on": "valid", "grid": grid}
@@ -139,7 +144,8 @@ def evaluate(
             scored[cfg.model.cell] = model_scores(
                 params, cfg, tg.seqs, _score_options(opts, cfg.n_items, beta), opts.seed, features
             )
-            seed_ranks, missing = _seed_ranks(run, cfg, tg, opts, beta, note)
+            each = None if opts.repeat == "run" and repeat is not None else beta
+            seed_ranks, missing = _seed_ranks(run, cfg, tg, opts, each, note)
     n_sequences = int(np.count_nonzero(np.bincount(tg.seq, minlength=len(tg.seqs))))
     common: dict[str, Any] = {
         "split": opts.split,
@@ -191,10 +197,11 @@ def evaluate(
 
 
 def _seed_ranks(
-    run: RunDir, cfg: RunConfig, tg: _Targets, opts: EvalOptions, beta: float, note: Callable[[str], None]
+    run: RunDir, cfg: RunConfig, tg: _Targets, opts: EvalOptions, beta: float | None, note: Callable[[str], None]
 ) -> tuple[dict[int, np.ndarray], list[int]]:
     """The ranks of every target under each further seed's model (train --seeds), and the
-    seeds not trained to a checkpoint yet. Each seed takes the run's repeat weight `beta`."""
+    seeds not trained to a checkpoint yet. Each seed takes the repeat weight `beta`, or with
+    None the one its training chose."""
     ranks, missing = {}, []
     for seed, sub in seed_runs(run, cfg):
         if sub is None:
@@ -203,7 +210,8 @@ def _seed_ranks(
         note(f"scoring seed {seed}")
         sub_cfg = load_config(sub)
         params, features, _ = restore_model(sub, sub_cfg)
-        scores = model_scores(params, sub_cfg, tg.seqs, _score_options(opts, cfg.n_items, beta), opts.seed, features)
+        own = float((read_choice(sub.path) or {}).get("weight", 0.0)) if beta is None else beta
+        scores = model_scores(params, sub_cfg, tg.seqs, _score_options(opts, cfg.n_items, own), opts.seed, features)
         ranks[seed] = scores.ranks
     return ranks, missing
 

@@ -24,6 +24,7 @@ class Scores:
     ranks: np.ndarray  # <float32>[n]; inf where the target was excluded as seen
     topk: np.ndarray  # <int32>[n, k]
     sampled: np.ndarray  # <float32>[n] rank among sampled items (zeros unless asked for)
+    grid: np.ndarray | None = None  # <float32>[G, n] ranks under each repeat-boost weight scored
 
 
 def popularity_groups(counts: np.ndarray) -> np.ndarray:

@@ -25,6 +25,7 @@ from rnnrec_cli.data.sequences import check_manifest
 from rnnrec_cli.data.transforms import drop_consecutive_repeats, sessionize
 from rnnrec_cli.errors import ConfigError, DataError, OptionError
 from rnnrec_cli.evaluation.recommend import left_padded, recommend, values_after_jit, values_every_jit
+from rnnrec_cli.evaluation.repeat_fit import read_choice
 from rnnrec_cli.files import load_json
 from rnnrec_cli.model import network
 from rnnrec_cli.model.weights import restore_model
@@ -42,6 +43,8 @@ class PredictStats:
     unknown_events: int = 0
     empty_sequences: int = 0
     repeated_keys: int = 0
+    # The repeat boost's weight the lists were made with (0 = none).
+    repeat: float = 0.0
     # CSV cells (ids) that start like a spreadsheet formula; quoted when `safe_csv`.
     formula_cells: int = 0
     # Lists with fewer recommendations than asked (-k, or --generate steps).
@@ -240,6 +243,12 @@ def predict(
         allowed &= ~read_item_list(exclude, vocab)[0]
     params, features, _ = restore_model(run, cfg)
     check_pinned(run)  # the vocabulary and the weights above are the same run's
+    if opts.repeat == "run":
+        # The weight training chose, for the lists it was chosen for: the session's own items kept.
+        applies = not opts.exclude_seen and not opts.generate and opts.task == "next-item"
+        choice = read_choice(run.path) if applies and cfg.model.predicts_items else None
+        opts = dataclasses.replace(opts, repeat=float(choice["weight"]) if choice else 0.0)
+    stats.repeat = float(opts.repeat)
     pop = vocab["count"].to_numpy()
     takes_values = cfg.model.takes_values
     types = cfg.model.event_types if cfg.model.event_input else None

@@ -284,7 +284,7 @@ def _every_position(
         part = Batch(*(None if a is None else a[t0 : t0 + window] for a in x))
         carry, seen, s, i = _top_k_window(
             params, part, allowed, features, carry, seen, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen,
-            repeat=opts.repeat,
+            repeat=opts.boost_weight,
         )  # fmt: skip
         items.append(np.asarray(i))
         scores.append(np.asarray(s))
@@ -360,7 +360,14 @@ def recommend(
             )  # fmt: skip
         else:
             scores, items = _top_k(
-                params, x, allowed, features, cfg=cfg, k=opts.k, exclude_seen=opts.exclude_seen, repeat=opts.repeat
+                params,
+                x,
+                allowed,
+                features,
+                cfg=cfg,
+                k=opts.k,
+                exclude_seen=opts.exclude_seen,
+                repeat=opts.boost_weight,
             )
         items, scores = np.asarray(items), np.asarray(scores)
         for col, i in enumerate(idx):

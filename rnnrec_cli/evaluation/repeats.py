@@ -6,15 +6,16 @@ repeats from memory, not as a rule, so on new sessions it ranks the session's ow
 The boost adds `beta * sd * log(1 + c)` to an item's score, where c is the times the item occurs
 among the sequence's events before the target and sd the standard deviation of that row's
 scores over the whole catalogue: scaled so, one beta means the same for any model. beta is a
-choice made on held-out data (`evaluate --repeat auto` fits it on the validation split): fitted
-on the training sequences, which the model knows by heart, it would always be 0.
+choice made on held-out data (training chooses it, see training.holdout; `evaluate --repeat
+auto` on the validation split): fitted on the training sequences, which the model knows by
+heart, it would always be 0.
 
 These are pure functions, shared by evaluation (item blocks) and predict (dense scores).
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NamedTuple
 
 import jax
 import jax.numpy as jnp
@@ -23,6 +24,25 @@ import numpy as np
 # The betas `--repeat auto` tries on the validation split. 1000 ranks the sequence's own items
 # first (by count, then by score): no model score is 1000 standard deviations above another.
 GRID = (0.0, 0.5, 1.0, 2.0, 3.0, 5.0, 10.0, 1000.0)
+
+
+class Boost(NamedTuple):
+    """The boost's inputs to the item-block scorer: <float32>[R, L] each seen entry's share of
+    log(1 + count) (`occurrence_increments`), the weights beta ([G]: one, or the grid a choice
+    scores) and the catalogue's [H+1, H+1] score covariance, for each row's score sd."""
+
+    inc: jax.Array
+    beta: jax.Array
+    cov: jax.Array
+
+
+def seen_before(items: np.ndarray, first: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
+    """<int32>[R, width] the items from `first` up to (not including) each target at `pos`, -1
+    past them. `width` is a power of two (at least 8) that holds the longest, so few shapes
+    are compiled."""
+    col = np.arange(width)
+    idx = np.minimum(first[:, None] + col, len(items) - 1)
+    return np.where(col < (pos - first)[:, None], items[idx], -1).astype(np.int32)
 
 
 def catalogue_cov(kernel: jax.Array, bias: jax.Array) -> jax.Array:
@@ -62,17 +82,18 @@ def dense_boost(counts: jax.Array, sd: jax.Array, beta: float) -> jax.Array:
 
 def describe(repeat: dict[str, Any] | None, model: str | None) -> str:
     """The boost as a results table's title says it (`protocol.repeat` of a result), with what the
-    validation split said of it."""
+    held-out sequences it was chosen on said of it."""
     if not repeat:
         return ""
     weight = repeat["weight"]
-    if repeat.get("chosen_on") != "valid":
+    where = {"valid": "validation", "holdout": "the held-out training sequences"}.get(repeat.get("chosen_on") or "")
+    if where is None:
         return f"; {model}'s scores of items seen earlier raised by {weight:g} sd x log(1 + times seen)"
     grid = {r["weight"]: r for r in repeat["grid"]}
     mrr = next(k for k in grid[0.0] if k.startswith("mrr@"))
     if not weight:
         runner_up = max((r for w, r in grid.items() if w), key=lambda r: r[mrr])
-        return (f"; no repeat boost: weight 0 was best on validation ({mrr} {grid[0.0][mrr]:.4f}; "
+        return (f"; no repeat boost: weight 0 was best on {where} ({mrr} {grid[0.0][mrr]:.4f}; "
                 f"weight {runner_up['weight']:g}: {runner_up[mrr]:.4f})")  # fmt: skip
     return (f"; {model}'s scores of items seen earlier raised by {weight:g} sd x log(1 + times seen), the weight "
-            f"chosen on validation ({mrr} {grid[0.0][mrr]:.4f} without, {grid[weight][mrr]:.4f} with)")  # fmt: skip
+            f"chosen on {where} ({mrr} {grid[0.0][mrr]:.4f} without, {grid[weight][mrr]:.4f} with)")  # fmt: skip

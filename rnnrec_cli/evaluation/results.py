@@ -39,9 +39,9 @@ def protocol_options(opts: EvalOptions) -> dict[str, Any]:
 
 
 def _weight(opts: EvalOptions) -> str:
-    """`--repeat` in a name: auto, or the weight with '_' for its point (repeat-0_5)."""
+    """`--repeat` in a name: auto, off, or the weight with '_' for its point (repeat-0_5)."""
     beta = opts.repeat_weight
-    return opts.repeat if beta is None else f"{beta:g}".replace(".", "_")
+    return opts.repeat if beta is None or not beta else f"{beta:g}".replace(".", "_")
 
 
 def eval_name(opts: EvalOptions) -> str:

@@ -63,7 +63,7 @@ def _save_owned(
                 if s == split:
                     notes.append(f"the earlier {s} result of evaluation {name!r} was unreadable ({first_line(exc)}); "
                                  "it is replaced")  # fmt: skip
-    clash = {s: d for s, r in earlier.items() if (d := option_differences(result_options(r), result.options))}
+    clash = {s: d for s, r in earlier.items() if (d := _differences(r, result))}
     if clash and not force:
         s, differ = next(iter(clash.items()))
         raise RunDirError(
@@ -202,3 +202,14 @@ def _write_csv(path: Path, table: dict[str, dict[str, float]], ci: dict[str, dic
                     *(ci[name][m][1] for m in ci_names),
                 ]
             )
+
+
+def _differences(earlier: dict[str, Any], result: EvalResult) -> list[str]:
+    """The protocol options an earlier result of the same evaluation was made with otherwise.
+    `--repeat off` and `run` score alike where neither boosted (a run training chose no weight
+    for, or a result from before `run` was the default)."""
+    before, now = result_options(earlier), dict(result.options)
+    boosted = (earlier.get("protocol") or {}).get("repeat") or (result.protocol or {}).get("repeat")
+    if {before.get("repeat"), now.get("repeat")} == {"off", "run"} and not boosted:
+        before["repeat"] = now["repeat"]
+    return option_differences(before, now)

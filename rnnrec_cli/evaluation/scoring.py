@@ -29,27 +29,18 @@ from rnnrec_cli.options import ScoreOptions
 EVAL_BPTT = 32
 
 
-class Boost(NamedTuple):
-    """The repeat boost's inputs (see evaluation.repeats): <float32>[R, L] each seen entry's
-    share of log(1 + count), the weight beta (a scalar) and the catalogue's [H+1, H+1] score
-    covariance, for each row's score sd."""
-
-    inc: jax.Array
-    beta: jax.Array
-    cov: jax.Array
-
-
 class StepOut(NamedTuple):
     ranks: jax.Array  # <float32>[B]; inf when the target was excluded as seen
     topk: jax.Array  # <int32>[B, k]
     sampled: jax.Array  # <float32>[B] rank among n_sampled negatives (1 + count above); 0 if unused
+    grid: jax.Array  # <float32>[G, B] the ranks under each of the boost's G weights (the first: `ranks`)
 
 
 def _count(mask: jax.Array) -> jax.Array:
-    """<int32>[B] True per row. Summed as float32, which XLA's CPU backend vectorises (an
+    """<int32>[..., B] True per row. Summed as float32, which XLA's CPU backend vectorises (an
     integer sum of booleans runs ~3x slower there); exact, as a block has far fewer than 2**24
     columns."""
-    return jnp.sum(mask.astype(jnp.float32), axis=1).astype(jnp.int32)
+    return jnp.sum(mask.astype(jnp.float32), axis=-1).astype(jnp.int32)
 
 
 def rank_step(
@@ -59,11 +50,12 @@ def rank_step(
     negatives: jax.Array,
     kernel_blocks: jax.Array,
     bias_blocks: jax.Array,
-    boost: Boost,
+    boost: repeats.Boost,
     *,
     opts: ScoreOptions,
 ) -> StepOut:
-    """Ranks and top-k of a batch of rows (one target each).
+    """Ranks and top-k of a batch of rows (one target each); with the repeat boost, the ranks
+    under each of its weights too (one pass over the catalogue for all: the scores are shared).
 
     Args:
       h: <float32>[R, H] hidden states; targets: <int32>[R].
@@ -72,7 +64,7 @@ def rank_step(
       negatives: <int32>[R, n_sampled] items for sampled ranks.
       kernel_blocks, bias_blocks: [n_blocks, block, H] and [n_blocks, block], the item matrix
         padded to whole blocks (padding rows have bias -inf: never above a target).
-      boost: the repeat boost's inputs, used when opts.repeat (see `Boost`).
+      boost: the repeat boost's inputs, used when opts.repeat (see `repeats.Boost`).
     """
     batch = h.shape[0]
     block = kernel_blocks.shape[1]
@@ -81,32 +73,35 @@ def rank_step(
     rows = jnp.arange(batch)
     ts = jnp.sum(h * kernel[targets], axis=-1) + bias[targets]
     target_seen = jnp.any(seen == targets[:, None], axis=1) if opts.exclude_seen else jnp.zeros(batch, bool)
+    n_weights = boost.beta.shape[0] if opts.repeat else 1
+    add = jnp.zeros((1, batch, 1))
+    ts = ts[None]  # [G, R]: the target's score under each weight
     if opts.repeat:
         # Each seen entry's share of its item's boost; the target's own share raises its score.
-        add = boost.beta * repeats.score_sd(h, boost.cov)[:, None] * boost.inc
-        ts = ts + jnp.sum(jnp.where(seen == targets[:, None], add, 0.0), axis=1)
+        add = boost.beta[:, None, None] * repeats.score_sd(h, boost.cov)[None, :, None] * boost.inc[None]
+        ts = ts + jnp.sum(jnp.where(seen == targets[:, None], add, 0.0), axis=2)
 
     def over_blocks(acc: tuple, xs: tuple) -> tuple[tuple, None]:
         higher, tied, top_v, top_i = acc
         w, b, start = xs
-        s = h @ w.T + b
+        s = (h @ w.T + b)[None]
         if opts.exclude_seen:
             local = jnp.where((seen >= start) & (seen < start + block), seen - start, block)
-            s = s.at[rows[:, None], local].set(-jnp.inf, mode="drop")
+            s = s.at[0, rows[:, None], local].set(-jnp.inf, mode="drop")
         if opts.repeat:
             local = jnp.where((seen >= start) & (seen < start + block), seen - start, block)
-            s = s.at[rows[:, None], local].add(add, mode="drop")
+            s = jnp.broadcast_to(s, (n_weights, *s.shape[1:])).at[:, rows[:, None], local].add(add, mode="drop")
         # Count over the whole block, then take the target's own column back out: exact, with no
-        # write into the [R, block] scores.
+        # write into the [G, R, block] scores.
         own = targets - start
         mine = (own >= 0) & (own < block)
-        s_own = jnp.take_along_axis(s, jnp.clip(own, 0, block - 1)[:, None], axis=1)[:, 0]
-        higher = higher + _count(s > ts[:, None]) - (mine & (s_own > ts))
-        tied = tied + _count(s == ts[:, None]) - (mine & (s_own == ts))
+        s_own = jnp.take_along_axis(s, jnp.clip(own, 0, block - 1)[None, :, None], axis=2)[..., 0]
+        higher = higher + _count(s > ts[..., None]) - (mine & (s_own > ts))
+        tied = tied + _count(s == ts[..., None]) - (mine & (s_own == ts))
         if opts.k:
-            # The block's own top-k first, then merged with the running one: ties keep the
-            # lower item id, as one top-k over the whole catalogue would.
-            v, j = top_k(s, opts.k)
+            # The block's own top-k first (the first weight's), then merged with the running one:
+            # ties keep the lower item id, as one top-k over the whole catalogue would.
+            v, j = top_k(s[0], opts.k)
             cand_v, cand_i = jnp.concatenate([top_v, v], axis=1), jnp.concatenate([top_i, start + j], axis=1)
             top_v, j = jax.lax.top_k(cand_v, opts.k)
             top_i = jnp.take_along_axis(cand_i, j, axis=1)
@@ -114,20 +109,20 @@ def rank_step(
 
     n_blocks = kernel_blocks.shape[0]
     init = (
-        jnp.zeros(batch, jnp.int32),
-        jnp.zeros(batch, jnp.int32),
+        jnp.zeros((n_weights, batch), jnp.int32),
+        jnp.zeros((n_weights, batch), jnp.int32),
         jnp.full((batch, opts.k), -jnp.inf),
         jnp.zeros((batch, opts.k), jnp.int32),
     )
     starts = jnp.arange(n_blocks, dtype=jnp.int32) * block
     (higher, tied, _, top_i), _ = jax.lax.scan(over_blocks, init, (kernel_blocks, bias_blocks, starts))
-    ranks = jnp.where(target_seen, jnp.inf, rank_with_ties(higher, tied, opts.ties).astype(jnp.float32))
+    grid = jnp.where(target_seen, jnp.inf, rank_with_ties(higher, tied, opts.ties).astype(jnp.float32))
     if opts.n_sampled:
         neg = jnp.einsum("bh,bnh->bn", h, kernel[negatives]) + bias[negatives]
-        sampled = (1 + jnp.sum(neg >= ts[:, None], axis=1)).astype(jnp.float32)
+        sampled = (1 + jnp.sum(neg >= ts[0][:, None], axis=1)).astype(jnp.float32)
     else:
         sampled = jnp.zeros(batch, jnp.float32)
-    return StepOut(ranks, top_i, sampled)
+    return StepOut(grid[0], top_i, sampled, grid)
 
 
 # Targets are scored SCORE_ROWS at a time, up to SCORE_CALL of those per jitted call: inside one
@@ -148,14 +143,15 @@ def _rank_rows(
     negatives: jax.Array,
     kernel_blocks: jax.Array,
     bias_blocks: jax.Array,
-    boost: Boost,
+    boost: repeats.Boost,
     *,
     opts: ScoreOptions,
 ) -> StepOut:
     """`rank_step` over the first `n` of S batches of rows ([S, R, ...] inputs, boost.inc too;
     the rest is padding, left as zeros in the output)."""
     s, r = targets.shape
-    out = StepOut(jnp.zeros((s, r)), jnp.zeros((s, r, opts.k), jnp.int32), jnp.zeros((s, r)))
+    g = boost.beta.shape[0] if opts.repeat else 1
+    out = StepOut(jnp.zeros((s, r)), jnp.zeros((s, r, opts.k), jnp.int32), jnp.zeros((s, r)), jnp.zeros((s, g, r)))
 
     def one(i: jax.Array, out: StepOut) -> StepOut:
         b = boost._replace(inc=boost.inc[i])
@@ -217,15 +213,6 @@ def _hidden_rows(
         pending = None if chunk is None else (hidden, chunk)
 
 
-def _seen_before(items: np.ndarray, first: np.ndarray, pos: np.ndarray, width: int) -> np.ndarray:
-    """<int32>[R, width] the items from `first` up to (not including) each target at `pos`, -1
-    past them. `width` is a power of two (at least 8) that holds the longest, so few shapes
-    are compiled."""
-    col = np.arange(width)
-    idx = np.minimum(first[:, None] + col, len(items) - 1)
-    return np.where(col < (pos - first)[:, None], items[idx], -1).astype(np.int32)
-
-
 def model_scores(
     params: network.Params,
     cfg: RunConfig,
@@ -233,10 +220,12 @@ def model_scores(
     opts: ScoreOptions,
     seed: int = 0,
     features: dict[str, np.ndarray] | None = None,
+    weights: tuple[float, ...] = (),
 ) -> Scores:
     """Score every target of `seqs` (positions 2..L of each sequence) with the model; where
     `seqs.scored` marks targets, only those (the others get rank 0 and top-K 0: callers keep
-    `sequences.scored_mask`).
+    `sequences.scored_mask`). With `weights`, the ranks under each of those repeat-boost
+    weights too (`Scores.grid`), in the same pass; `ranks` are then the first weight's.
 
     The recurrence runs session-parallel; its hidden states are then scored in full batches of
     targets, however few slots still held a sequence (long sequences leave most slots idle
@@ -244,9 +233,9 @@ def model_scores(
     replicated)."""
     place, batch, params, stream, carry, placed = _placed_stream(params, cfg, seqs, opts.devices, features)
     blocks = item_blocks(params, placed, cfg=cfg, item_block=opts.item_block)
-    # The boost's weight is an input, not part of the compiled program: `--repeat auto` scores
-    # the validation split at several weights with one compilation.
-    beta, opts = np.float32(opts.repeat), dataclasses.replace(opts, repeat=float(opts.repeat > 0))
+    # The boost's weights are an input, not part of the compiled program.
+    beta = np.asarray(weights or (opts.repeat,), np.float32)
+    opts = dataclasses.replace(opts, repeat=float(bool(weights) or opts.repeat > 0))
     cov = _catalogue_cov(params, placed, cfg=cfg) if opts.repeat else np.zeros((1, 1), np.float32)
     cov = place.put(cov, place.replicated)
     histories = opts.exclude_seen or opts.repeat
@@ -256,6 +245,7 @@ def model_scores(
     per_call = rows * SCORE_CALL
     n = len(seqs.items)
     ranks = np.zeros(n, np.float32)
+    grid = np.zeros((len(beta), n), np.float32)
     topk = np.zeros((n, opts.k), np.int32)
     sampled = np.zeros(n, np.float32)
     rng = np.random.default_rng(seed)
@@ -269,6 +259,8 @@ def model_scores(
             ranks[pos] = np.asarray(out.ranks).reshape(-1)[:m]
             topk[pos] = np.asarray(out.topk).reshape(out.ranks.size, opts.k)[:m]
             sampled[pos] = np.asarray(out.sampled).reshape(-1)[:m]
+            if weights:
+                grid[:, pos] = np.moveaxis(np.asarray(out.grid), 1, 0).reshape(len(beta), -1)[:, :m]
         running.clear()
 
     def score(h: np.ndarray, pos: np.ndarray) -> None:
@@ -281,7 +273,7 @@ def model_scores(
             part = pos[i : i + size]
             pad = size - len(part)
             if histories:
-                seen = _seen_before(seqs.items, first[part], part, width)
+                seen = repeats.seen_before(seqs.items, first[part], part, width)
             else:
                 seen = np.full((len(part), 1), -1, np.int32)
             seen = np.pad(seen, ((0, pad), (0, 0)), constant_values=-1)
@@ -294,7 +286,7 @@ def model_scores(
                 inc,
             )
             host = tuple(x.reshape(n_batches, rows, *x.shape[1:]) for x in host)
-            boost = Boost(place.put(host[-1], place.batch), place.put(beta, place.replicated), cov)
+            boost = repeats.Boost(place.put(host[-1], place.batch), place.put(beta, place.replicated), cov)
             used = np.int32(-(-len(part) // rows))
             out = _rank_rows(
                 place.put(used, place.replicated), *place.put(host[:-1], place.batch), *blocks, boost, opts=opts
@@ -321,7 +313,7 @@ def model_scores(
         score(np.concatenate(held_h), np.concatenate(held_pos))
     collect()
     keep = positions(seqs).end
-    return Scores(ranks[keep], topk[keep], sampled[keep])
+    return Scores(ranks[keep], topk[keep], sampled[keep], grid[:, keep] if weights else None)
 
 
 def _placed_stream(

@@ -206,9 +206,9 @@ def _evaluation_list(run: RunView, shown: str | None) -> list[dict[str, Any]]:
     out = []
     for name, splits in run.evals.items():
         result = splits.get("test") or next(iter(splits.values()))
-        flags = option_flags(result_options(result))
+        flags = option_flags(result_options(result)) or ["default options"]
         if isinstance(boost := (result.get("protocol") or {}).get("repeat"), dict) and boost.get("chosen_on"):
-            flags.append(f"(weight {boost.get('weight')} chosen on {boost['chosen_on']})")
+            flags.append(f"(repeat weight {boost.get('weight'):g} chosen on {boost['chosen_on']})")
         metrics = result.get("metrics") or {}
         k = _largest_k(result)
         key = f"mrr@{k}" if k else next((m for m in metrics if m != "n"), "")
@@ -216,7 +216,7 @@ def _evaluation_list(run: RunView, shown: str | None) -> list[dict[str, Any]]:
             "name": name,
             "shown": name == shown,
             "splits": ", ".join(splits),
-            "protocol": " ".join(flags) if flags else "default options",
+            "protocol": " ".join(flags),
             "targets": num(result.get("n_events")),
             "headline": f"{key} {num(metrics.get(key))}" if key and result.get("model") else "–",
             "baselines": ", ".join(result.get("baselines", {})) or "none",

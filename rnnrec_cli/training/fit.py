@@ -41,19 +41,18 @@ from rnnrec_cli.data.sequences import (
     Sequences,
     is_leave_one_out,
     item_counts,
-    positions,
     read_sequences,
     validation_targets,
 )
 from rnnrec_cli.errors import RunDirError, TrainingDiverged
-from rnnrec_cli.evaluation.metrics import event_accuracy, summarize, value_errors
-from rnnrec_cli.evaluation.scoring import head_predictions, model_ranks
 from rnnrec_cli.model import network, parallel, weights
 from rnnrec_cli.model.step import ItemStats, TrainState, item_stats, make_optimizer, train_step
 from rnnrec_cli.rundir import RunDir
 from rnnrec_cli.training.checkpoint import Position, Trainer, make_trainer, restore_last, save_last
 from rnnrec_cli.training.compile import compile_ahead, shut_down
+from rnnrec_cli.training.holdout import choose, held_out, held_sequences
 from rnnrec_cli.training.plots import learning_curve
+from rnnrec_cli.training.validate import validate
 
 log = logging.getLogger(__name__)
 
@@ -138,6 +137,8 @@ class _Session(NamedTuple):
     leader: bool
     # Narrow the epoch's tail in multiples of this (the device count), or None: full width.
     narrow_by: int | None
+    # The earliest training sequences held out until the repeat weight is chosen (training.holdout).
+    held: int
 
 
 def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainState, Position]:
@@ -156,8 +157,12 @@ def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainSt
             "no validation split: the last epoch's model is kept (prepare with --valid 1d, --valid 0.1 or "
             "--valid FILE to pick the best epoch and to stop early)"
         )
+    n_seqs = len(train_data.lengths)
+    held = held_out(n_seqs, tc.repeat_holdout) if cfg.model.predicts_items and not valid.n_targets else 0
+    if held:
+        log.info("the earliest %d training sequences sit out until the last epoch, to choose the repeat weight", held)
     # Schedules need the run's length; epochs differ by a chunk or two with the shuffled order.
-    plan = layout(train_data.lengths, tc.batch_size, tc.bptt)
+    plan = layout(train_data.lengths, tc.batch_size, tc.bptt, np.arange(held, n_seqs) if held else None)
     tx = make_optimizer(tc, total_steps=plan.n_steps // tc.bptt * tc.epochs)
     trainer, host = make_trainer(cfg, tx)
     placement = trainer.placement
@@ -194,6 +199,7 @@ def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainSt
         leader=parallel.is_leader(),
         # A process of a multi-host run supplies a fixed share of the slots: keep the full width.
         narrow_by=placement.n_devices if tc.narrow_tail and jax.process_count() == 1 else None,
+        held=held,
     )
     return session, trainer.place_state(host), pos
 
@@ -226,8 +232,16 @@ def fit(
     for epoch in range(pos.epoch, tc.epochs + 1):
         if tc.patience and pos.bad_epochs >= tc.patience:
             break
-        if stream is None or tc.shuffle:
-            stream = epoch_stream(cfg, s.data, epoch, s.slots, s.plan, s.narrow_by)
+        choice_seconds = 0.0
+        if s.held and epoch == tc.epochs:
+            if pos.chunk == 0 or epoch != pos.epoch:
+                t_choice = time.perf_counter()
+                _choose_on_held(s, state)
+                choice_seconds = time.perf_counter() - t_choice
+            # The last epoch is a whole one: the held-out sequences first, in their time order.
+            stream = epoch_stream(cfg, s.data, epoch, s.slots, None, s.narrow_by)
+        elif stream is None or tc.shuffle:
+            stream = epoch_stream(cfg, s.data, epoch, s.slots, s.plan, s.narrow_by, _kept(s))
         done = run_epoch(s, state, stream, epoch, pos, saved_once, compiled, on_progress)
         state, end, seconds, saved_once = done.state, done.end, done.seconds, done.saved_once
         train_loss = float(end.loss_sum / max(int(end.n_sum), 1))
@@ -248,6 +262,7 @@ def fit(
         if improved and s.leader:
             weights.save_checkpoint(run, "best", {"params": params}, epoch=epoch)
         rate = done.n_trained / max(seconds - done.compile_seconds, 1e-9)
+        seconds, valid_seconds = seconds + choice_seconds, valid_seconds + choice_seconds
         report = EpochReport(epoch, train_loss, valid, rate, seconds, improved, valid_seconds, done.compile_seconds)
         if s.leader:
             rundir.append_metrics(run, _record(report))
@@ -260,6 +275,10 @@ def fit(
             on_epoch(report)
         if tc.patience and bad_epochs >= tc.patience:
             log.info("early stopping after epoch %d: %s did not improve for %d epochs", epoch, tc.monitor, bad_epochs)
+    if has_valid and tc.repeat_holdout and cfg.model.predicts_items and s.leader:
+        # On the model training keeps: the best epoch's, which need not be the last.
+        best, _ = weights.read_params(run, cfg)
+        choose(run.path, best, cfg, s.valid, s.valid_last, s.features, "valid", write=True)
     if s.leader:
         learning_curve(rundir.read_metrics(run), run.path / "learning_curve.png", tc.monitor)
         if finish:
@@ -335,33 +354,16 @@ def run_epoch(
     return _EpochRun(state, end, time.perf_counter() - t0, int(n_sum) - n_start, saved_once, compile_seconds)
 
 
-def validate(
-    params: network.Params,
-    cfg: RunConfig,
-    seqs: Sequences,
-    last: np.ndarray | None,
-    features: dict[str, np.ndarray] | None = None,
-) -> dict[str, float]:
-    """Validation metrics of the tasks the model has ({} without a validation split); with
-    `last`, only the targets it marks. Every process computes them itself on the same split:
-    no traffic, the same answer."""
-    if not len(seqs) or not seqs.n_targets:
-        return {}
-    keep = last if last is not None else slice(None)
-    out: dict[str, float] = {}
-    if cfg.model.predicts_items:
-        out.update(summarize(model_ranks(params, cfg, seqs, features=features)[keep], cfg.train.valid_ks))
-    if cfg.model.predicts_values or cfg.model.predicts_events:
-        heads = head_predictions(params, cfg, seqs, features=features)
-        at = positions(seqs).end
-        if "value" in heads:
-            assert seqs.values is not None
-            errors = value_errors(heads["value"][keep], seqs.values[at][keep])
-            out.update(rmse=errors["rmse"], mae=errors["mae"])
-        if "event" in heads:
-            assert seqs.events is not None
-            out["accuracy"] = event_accuracy(heads["event"][keep], seqs.events[at][keep])
-    return out
+def _kept(s: _Session) -> np.ndarray | None:
+    """The training sequences the epochs before the last run: all but the held-out ones."""
+    return np.arange(s.held, len(s.data.lengths)) if s.held else None
+
+
+def _choose_on_held(s: _Session, state: TrainState) -> None:
+    """The repeat weight, chosen on the held-out sequences by the model as it stands before the
+    last epoch, which trains on them (every process computes it, as validation; one writes it)."""
+    params = parallel.unpad_items(parallel.to_host(state.params), s.cfg.n_items)
+    choose(s.run.path, params, s.cfg, held_sequences(s.data, s.held), None, s.features, "holdout", s.leader)
 
 
 def _all_finite(tree: Any) -> bool:

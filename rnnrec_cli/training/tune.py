@@ -9,6 +9,7 @@ study holds enough finished trials or the time is up, writing best.json and tria
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import socket
 import time
@@ -284,7 +285,10 @@ def _objective(
         path = storage.new_trial_dir(out, trial.number)
         # Relative to STUDY_DIR (the worker's, see `worker`): a study moved elsewhere still reads.
         trial.set_user_attr("run_dir", f"{storage.TRIALS}/{path.name}")
-        started = start_run([str(data_dir)], path, model_cfg, train_cfg, command="tune")
+        # A trial is scored without the repeat boost: choosing its weight would cost a trial more
+        # validation passes than its epochs may take (best.json keeps the setting for the retrain).
+        trial_cfg = dataclasses.replace(train_cfg, repeat_holdout=0.0)
+        started = start_run([str(data_dir)], path, model_cfg, trial_cfg, command="tune")
         run, cfg = started.run, started.cfg
 
         def report(r: EpochReport) -> None:
