@@ -9,7 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from typer.testing import CliRunner
 
+from rnnrec_cli.cli.app import app
 from rnnrec_cli.config import ConfigError, ModelConfig, RunConfig, TrainConfig
 from rnnrec_cli.data import batches
 from rnnrec_cli.rundir import RunDir, create
@@ -128,6 +130,19 @@ def test_train_chooses_the_weight_and_evaluate_and_predict_apply_it(tmp_path: Pa
     assert "repeat" not in unboosted["protocol"]
     # Runs with a chosen weight pair in compare with runs without one: the weight is their model's.
     assert "mrr@20" in cli_ok(["compare", str(run), str(plain), "--json"])
+    # Two evaluations of one run, paired: the boost against none.
+    paired = json.loads(cli_ok(["compare", str(run), str(run), "--eval", "repeat-off,default", "--json"]))
+    assert [r["run"] for r in paired["runs"]] == [f"{run} (repeat-off)", f"{run} (default)"]
+    gain = paired["runs"][1]["vs_first"]["mrr@20"]
+    assert gain["diff"] == pytest.approx(default["metrics"]["mrr@20"] - off["metrics"]["mrr@20"]) and gain["ci"][0] > 0
+    for args, says in (
+        (["--eval", "default"], "--eval A,B"),
+        (["--eval", "default,default"], "given twice"),
+        (["--eval", "default,repeat-off,default"], "one per run"),
+        (["--eval", "default,nope"], "no such evaluation"),
+    ):
+        result = CliRunner().invoke(app, ["compare", str(run), str(run), *args])
+        assert result.exit_code != 0 and says in result.output and "Traceback" not in result.output
     # predict applies it where the session's own items are kept, as the same weight given.
     events = tmp_path / "events.csv"
     events.write_text("session_id,item_id,timestamp\ns,7,1\ns,8,2\ns,7,3\ns,9,4\n")

@@ -133,6 +133,14 @@ EvalForce = Annotated[
 ShowEval = Annotated[
     str | None, typer.Option("--eval", help="The evaluation to show (default: 'default', or a run's only one).")
 ]
+CompareEval = Annotated[
+    str | None,
+    typer.Option(
+        "--eval",
+        help="The evaluation to compare (default: 'default', or the one the runs share), or one per run, in order "
+        "(e.g. --eval default,repeat-off: a run given twice, with and without the repeat boost).",
+    ),
+]
 AsJson = Annotated[bool, typer.Option("--json", help="Print the results as one JSON object on stdout.")]
 
 # ---------------------------------------------------------------------------- predict

@@ -226,7 +226,7 @@ def compare(
         int | None, o.opt("Bootstrap resamples (100 to 100,000).", None, (CompareOptions, "n_boot"), "--bootstrap")
     ] = None,
     seed: Annotated[int | None, o.opt("Seed of the bootstrap.", None, (CompareOptions, "seed"))] = None,
-    evaluation: o.ShowEval = None,
+    evaluation: o.CompareEval = None,
     as_json: o.AsJson = False,
 ) -> None:
     """Paired bootstrap of runs evaluated on the same targets: each run's metrics at K and its

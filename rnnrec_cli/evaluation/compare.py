@@ -98,13 +98,9 @@ def run_ranks(path: Path, split: str, name: str, label: str | None = None) -> Ru
 def ranks_of(label: str, result: dict[str, Any], table: Any) -> RunRanks:
     """A run's model ranks from its checked result and ranks table (evaluate.read_ranks)."""
     protocol = {"ties": result.get("ties"), **result.get("protocol", {})}
-    if isinstance(repeat := protocol.get("repeat"), dict):
-        # A weight chosen on held-out data (by training, or `--repeat auto`) belongs to its model,
-        # as the model's own scores do: such runs pair with any run. Fixed weights must match.
-        if repeat.get("chosen_on"):
-            del protocol["repeat"]
-        else:
-            protocol["repeat"] = repeat.get("weight")
+    # The repeat boost changes the model's scores, not which targets are ranked against what:
+    # boosted and unboosted evaluations pair, as two models do (the weight is part of the model).
+    protocol.pop("repeat", None)
     targets = {c: table[c].to_numpy() for c in TARGET_COLUMNS}
     model = result["model"]
     own = table[model].to_numpy().astype(np.float64)
@@ -249,7 +245,9 @@ class Comparison:
 
 def compare_runs(paths: Sequence[Path], opts: CompareOptions | None = None) -> Comparison:
     """Pair each run after the first with the first, on the targets they all ranked, in one
-    evaluation (`opts.evaluation`, else `default`, else the one they share)."""
+    evaluation (`opts.evaluation`, else `default`, else the one they share), or in one each
+    (`opts.evaluation` "A,B,...": then one run may be given twice, e.g. with and without the
+    repeat boost)."""
     opts = opts or CompareOptions()
     metric, split, n_boot, seed, evaluation = opts.metric, opts.split, opts.n_boot, opts.seed, opts.evaluation
     from rnnrec_cli.evaluation.provenance import stale_notes
@@ -258,30 +256,37 @@ def compare_runs(paths: Sequence[Path], opts: CompareOptions | None = None) -> C
     if len(paths) < 2:
         raise OptionError("compare needs at least two runs")
     _, k = parse_metric(metric)
-    resolved = [p.resolve() for p in paths]
-    if len(set(resolved)) < len(resolved):
-        raise OptionError("the same run is given twice; compare different runs")
     available = {str(p): list(evaluations(open_run(p))) for p in paths}
-    name = pick_evaluation(available, evaluation)
-    if name is None:
-        raise RunDirError(f"{paths[0]} has no evaluation; run `rnnrec evaluate {paths[0]}` first")
-    runs = [run_ranks(p, split, name) for p in paths]
+    each = evaluation.split(",") if evaluation is not None and "," in evaluation else None
+    if each is not None:
+        names = _one_each(paths, each, available)
+        name = ",".join(names)
+    else:
+        if len({p.resolve() for p in paths}) < len(paths):
+            raise OptionError("the same run is given twice; compare different runs, or two evaluations of one run "
+                              "with --eval A,B")  # fmt: skip
+        picked = pick_evaluation(available, evaluation)
+        if picked is None:
+            raise RunDirError(f"{paths[0]} has no evaluation; run `rnnrec evaluate {paths[0]}` first")
+        name, names = picked, [picked] * len(paths)
+    labels = [f"{p} ({n})" if each is not None else str(p) for p, n in zip(paths, names, strict=True)]
+    runs = [run_ranks(p, split, n, label) for p, n, label in zip(paths, names, labels, strict=True)]
     first = runs[0]
     for other in runs[1:]:
         check_comparable(first, other, split)
     values, differences, n_events, n_seqs = paired_differences(runs, [k], n_boot, seed)
     notes = []
-    if any(len(names) > 1 for names in available.values()) or name != "default":
+    if each is None and (any(len(held) > 1 for held in available.values()) or name != "default"):
         notes.append(f"comparing evaluation {name!r} (" + "; ".join(
-            f"{label} has {', '.join(map(repr, names))}" for label, names in available.items()) + ")")  # fmt: skip
+            f"{label} has {', '.join(map(repr, held))}" for label, held in available.items()) + ")")  # fmt: skip
     notes += missing_notes(
         {f"run {r.label}": list(r.result.get("baselines", {})) for r in runs},
         {f"run {r.label}": result_metrics(r.result) for r in runs},
         f" in evaluation {name!r}",
     )
-    for path, r in zip(paths, runs, strict=True):
+    for path, r, n in zip(paths, runs, names, strict=True):
         run = open_run(path)
-        notes += stale_notes(run, r.result, result_path(run, split, name))
+        notes += stale_notes(run, r.result, result_path(run, split, n))
     several = [r.label for r in runs if r.seed_ranks]
     if several:
         notes.append(f"{', '.join(several)}: the mean of {'its' if len(several) == 1 else 'their'} seeds' models, "
@@ -304,3 +309,18 @@ def compare_runs(paths: Sequence[Path], opts: CompareOptions | None = None) -> C
         n_seeds=[1 + len(r.seed_ranks) for r in runs],
         spreads=[seed_spread(r, [k])[1] for r in runs],
     )
+
+
+def _one_each(paths: Sequence[Path], names: list[str], available: Mapping[str, Sequence[str]]) -> list[str]:
+    """`--eval A,B,...`: one evaluation per run, each held by its run, no pair given twice."""
+    if len(names) != len(paths) or not all(names):
+        raise OptionError(f"--eval {','.join(names)} names {len(names)} evaluations for {len(paths)} runs: give one "
+                          "per run, in order (e.g. --eval default,repeat-off)")  # fmt: skip
+    pairs = [(p.resolve(), n) for p, n in zip(paths, names, strict=True)]
+    if len(set(pairs)) < len(pairs):
+        raise OptionError("the same run and evaluation are given twice; compare different runs or evaluations")
+    for p, n in zip(paths, names, strict=True):
+        if n not in available[str(p)]:
+            held = ", ".join(map(repr, available[str(p)])) or "none"
+            raise RunDirError(f"--eval {n!r}: {p} has no such evaluation (it has {held})")
+    return names
