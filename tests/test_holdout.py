@@ -118,6 +118,9 @@ def test_train_chooses_the_weight_and_evaluate_and_predict_apply_it(tmp_path: Pa
     choice = json.loads((run / "repeat.json").read_text())
     assert choice["chosen_on"] == "holdout" and choice["sequences"] == 15 and choice["weight"] > 0
     assert not (plain / "repeat.json").exists()
+    # One epoch has nothing to hold the sequences out of: no choice, no boost.
+    cli_ok(["train", str(data), "-o", str(tmp_path / "one"), *args, "--epochs", "1"])
+    assert not (tmp_path / "one" / "repeat.json").exists()
     default = json.loads(cli_ok(["evaluate", str(run), "--baselines", "spop", "--json", "-q"]))
     off = json.loads(cli_ok(["evaluate", str(run), "--baselines", "spop", "--repeat", "off", "--json", "-q"]))
     assert default["protocol"]["repeat"] == choice and "repeat" not in off["protocol"]
@@ -152,3 +155,10 @@ def test_train_chooses_the_weight_and_evaluate_and_predict_apply_it(tmp_path: Pa
     assert own.splitlines()[1].split(",")[2] == "7"  # seen twice: first
     excluded = cli_ok(["predict", str(run), str(events), "-k", "5"])
     assert "7" not in [line.split(",")[2] for line in excluded.splitlines()[1:]]
+    # A damaged choice is one line naming the file and the way out, for evaluate and predict alike.
+    (run / "repeat.json").write_text('{"weight": "lots"}')
+    for args in (["evaluate", str(run)], ["predict", str(run), str(events), "--include-seen"]):
+        result = CliRunner().invoke(app, args)
+        assert result.exit_code != 0 and "repeat.json is damaged" in result.output and "--repeat off" in result.output
+        assert "Traceback" not in result.output
+    cli_ok(["evaluate", str(run), "--repeat", "off", "-q", "--baselines", "none"])  # the way out works

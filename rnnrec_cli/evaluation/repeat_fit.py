@@ -12,7 +12,7 @@ import numpy as np
 
 from rnnrec_cli.config import RunConfig
 from rnnrec_cli.data.sequences import Sequences, is_leave_one_out, read_sequences, validation_targets
-from rnnrec_cli.errors import DataError
+from rnnrec_cli.errors import DataError, RunDirError
 from rnnrec_cli.evaluation.metrics import summarize
 from rnnrec_cli.evaluation.repeats import GRID
 from rnnrec_cli.evaluation.scoring import model_scores
@@ -77,4 +77,16 @@ def read_choice(run_path: Path) -> dict[str, Any] | None:
     """The repeat boost training chose for the run at `run_path`, or None (trained without one,
     or by a version before it)."""
     path = run_path / REPEAT_FILE
-    return load_json(path) if path.is_file() else None
+    if not path.is_file():
+        return None
+    choice = load_json(path)
+    weight, grid = choice.get("weight"), choice.get("grid")
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, (int, float))
+        or not weight >= 0
+        or not isinstance(grid, list)
+    ):
+        raise RunDirError(f"{path} is damaged (no weight >= 0 and grid); train the run again, or evaluate it with "
+                          "--repeat off or --repeat WEIGHT")  # fmt: skip
+    return choice

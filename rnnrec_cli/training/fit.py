@@ -158,7 +158,9 @@ def _setup(cfg: RunConfig, run: RunDir, resume: bool) -> tuple[_Session, TrainSt
             "--valid FILE to pick the best epoch and to stop early)"
         )
     n_seqs = len(train_data.lengths)
-    held = held_out(n_seqs, tc.repeat_holdout) if cfg.model.predicts_items and not valid.n_targets else 0
+    # One epoch has no earlier epoch to hold sequences out of: it chooses no weight.
+    choosing = cfg.model.predicts_items and not valid.n_targets and tc.epochs > 1
+    held = held_out(n_seqs, tc.repeat_holdout) if choosing else 0
     if held:
         log.info("the earliest %d training sequences sit out until the last epoch, to choose the repeat weight", held)
     # Schedules need the run's length; epochs differ by a chunk or two with the shuffled order.
