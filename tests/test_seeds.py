@@ -56,6 +56,9 @@ def test_each_further_seed_is_a_complete_run_of_the_same_settings(seeded) -> Non
     # The run's own model is its first seed: the same as a run of that seed alone.
     assert _losses(run) == _losses(single)
     assert _losses(sub) != _losses(run)
+    # Each seed chose its own repeat weight (on the validation split), as a run of its own does.
+    assert json.loads((run / "repeat.json").read_text()) == json.loads((single / "repeat.json").read_text())
+    assert json.loads((sub / "repeat.json").read_text())["chosen_on"] == "valid"
     # A further seed is a run of its own: it evaluates alone.
     _ok(["evaluate", str(sub), "--baselines", "none", "--bootstrap", "20", "-q"])
 

@@ -73,35 +73,45 @@ def rank_step(
     rows = jnp.arange(batch)
     ts = jnp.sum(h * kernel[targets], axis=-1) + bias[targets]
     target_seen = jnp.any(seen == targets[:, None], axis=1) if opts.exclude_seen else jnp.zeros(batch, bool)
-    n_weights = boost.beta.shape[0] if opts.repeat else 1
-    add = jnp.zeros((1, batch, 1))
-    ts = ts[None]  # [G, R]: the target's score under each weight
+    # Several weights (a choice's grid) score [G, R, block]; one keeps [R, block] (faster on CPU).
+    multi = bool(opts.repeat) and boost.beta.shape[0] > 1
+    add = jnp.zeros((batch, 1))
     if opts.repeat:
         # Each seen entry's share of its item's boost; the target's own share raises its score.
-        add = boost.beta[:, None, None] * repeats.score_sd(h, boost.cov)[None, :, None] * boost.inc[None]
-        ts = ts + jnp.sum(jnp.where(seen == targets[:, None], add, 0.0), axis=2)
+        sd = repeats.score_sd(h, boost.cov)
+        if multi:
+            add = boost.beta[:, None, None] * sd[None, :, None] * boost.inc[None]
+        else:
+            add = boost.beta[0] * sd[:, None] * boost.inc
+        ts = ts + jnp.sum(jnp.where(seen == targets[:, None], add, 0.0), axis=-1)  # [G, R] or [R]
 
     def over_blocks(acc: tuple, xs: tuple) -> tuple[tuple, None]:
         higher, tied, top_v, top_i = acc
         w, b, start = xs
-        s = (h @ w.T + b)[None]
+        s = h @ w.T + b
         if opts.exclude_seen:
             local = jnp.where((seen >= start) & (seen < start + block), seen - start, block)
-            s = s.at[0, rows[:, None], local].set(-jnp.inf, mode="drop")
+            s = s.at[rows[:, None], local].set(-jnp.inf, mode="drop")
+        first = s
         if opts.repeat:
             local = jnp.where((seen >= start) & (seen < start + block), seen - start, block)
-            s = jnp.broadcast_to(s, (n_weights, *s.shape[1:])).at[:, rows[:, None], local].add(add, mode="drop")
+            if multi:
+                s = jnp.broadcast_to(s, (add.shape[0], *s.shape)).at[:, rows[:, None], local].add(add, mode="drop")
+                first = s[0]
+            else:
+                s = first = s.at[rows[:, None], local].add(add, mode="drop")
         # Count over the whole block, then take the target's own column back out: exact, with no
-        # write into the [G, R, block] scores.
+        # write into the block's scores.
         own = targets - start
         mine = (own >= 0) & (own < block)
-        s_own = jnp.take_along_axis(s, jnp.clip(own, 0, block - 1)[None, :, None], axis=2)[..., 0]
+        at = jnp.clip(own, 0, block - 1)[:, None]
+        s_own = jnp.take_along_axis(s, at[None] if multi else at, axis=-1)[..., 0]
         higher = higher + _count(s > ts[..., None]) - (mine & (s_own > ts))
         tied = tied + _count(s == ts[..., None]) - (mine & (s_own == ts))
         if opts.k:
             # The block's own top-k first (the first weight's), then merged with the running one:
             # ties keep the lower item id, as one top-k over the whole catalogue would.
-            v, j = top_k(s[0], opts.k)
+            v, j = top_k(first, opts.k)
             cand_v, cand_i = jnp.concatenate([top_v, v], axis=1), jnp.concatenate([top_i, start + j], axis=1)
             top_v, j = jax.lax.top_k(cand_v, opts.k)
             top_i = jnp.take_along_axis(cand_i, j, axis=1)
@@ -109,17 +119,18 @@ def rank_step(
 
     n_blocks = kernel_blocks.shape[0]
     init = (
-        jnp.zeros((n_weights, batch), jnp.int32),
-        jnp.zeros((n_weights, batch), jnp.int32),
+        jnp.zeros(ts.shape, jnp.int32),
+        jnp.zeros(ts.shape, jnp.int32),
         jnp.full((batch, opts.k), -jnp.inf),
         jnp.zeros((batch, opts.k), jnp.int32),
     )
     starts = jnp.arange(n_blocks, dtype=jnp.int32) * block
     (higher, tied, _, top_i), _ = jax.lax.scan(over_blocks, init, (kernel_blocks, bias_blocks, starts))
-    grid = jnp.where(target_seen, jnp.inf, rank_with_ties(higher, tied, opts.ties).astype(jnp.float32))
+    ranks = jnp.where(target_seen, jnp.inf, rank_with_ties(higher, tied, opts.ties).astype(jnp.float32))
+    grid = ranks if multi else ranks[None]
     if opts.n_sampled:
         neg = jnp.einsum("bh,bnh->bn", h, kernel[negatives]) + bias[negatives]
-        sampled = (1 + jnp.sum(neg >= ts[0][:, None], axis=1)).astype(jnp.float32)
+        sampled = (1 + jnp.sum(neg >= ts[:, None], axis=1)).astype(jnp.float32)
     else:
         sampled = jnp.zeros(batch, jnp.float32)
     return StepOut(grid[0], top_i, sampled, grid)
