@@ -365,7 +365,8 @@ def _choose_on_held(s: _Session, state: TrainState) -> None:
     """The repeat weight, chosen on the held-out sequences by the model as it stands before the
     last epoch, which trains on them (every process computes it, as validation; one writes it)."""
     params = parallel.unpad_items(parallel.to_host(state.params), s.cfg.n_items)
-    choose(s.run.path, params, s.cfg, held_sequences(s.data, s.held), None, s.features, "holdout", s.leader)
+    held = held_sequences(s.data, s.held)
+    choose(s.run.path, params, s.cfg, held, validation_targets(held, False), s.features, "holdout", s.leader)
 
 
 def _all_finite(tree: Any) -> bool:
