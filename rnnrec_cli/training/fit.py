@@ -236,7 +236,7 @@ def fit(
             break
         choice_seconds = 0.0
         if s.held and epoch == tc.epochs:
-            if pos.chunk == 0 or epoch != pos.epoch:
+            if pos.chunk == 0:  # a run resumed inside the last epoch chose before it stopped
                 t_choice = time.perf_counter()
                 _choose_on_held(s, state)
                 choice_seconds = time.perf_counter() - t_choice
