@@ -11,9 +11,10 @@ Usage:
   or --data), as `rnnrec train` runs it: events/s of the second epoch, which excludes validation
   and compilation, then the compile and validation seconds.
 
-Achieved GFLOP/s count XLA's own estimate of the step's floating-point work (`cost_analysis`),
-and the share of peak is against cores x clock x FP32 FLOP/cycle: 64 with AVX-512 (two 16-wide
-FMA units), else 32 (AVX2: two 8-wide FMA units); or --peak-gflops.
+Achieved GFLOP/s count XLA's own estimate of the step's floating-point work (`cost_analysis`).
+"of peak" sets them against cores x clock x FP32 FLOP/cycle (see `peak_gflops`, or
+--peak-gflops); "of dense" against the rate a large dense product reaches on this machine (a
+2048 x 2048 float32 matrix product in XLA, measured at the start).
 """
 
 from __future__ import annotations
@@ -30,7 +31,7 @@ import jax
 import numpy as np
 import polars as pl
 
-from rnnrec_cli import rundir
+from rnnrec_cli import allocator, rundir
 from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
 from rnnrec_cli.data.batches import Batch, session_parallel
 from rnnrec_cli.data.prepare import prepare
@@ -49,13 +50,31 @@ def synthetic_sequences(n_items: int, n_events: int, seed: int = 0) -> Sequences
 
 
 def peak_gflops() -> tuple[float, str]:
-    """(GFLOP/s, how): cores x clock (GHz) x FP32 FLOP per cycle (64 with AVX-512, else 32)."""
+    """(GFLOP/s, how): cores x clock (GHz) x FP32 FLOP per cycle: 64 with AVX-512 (two 16-wide
+    FMA units), except on AMD's family 25 (Zen 3 and 4), whose two FMA units are 8 wide and run
+    AVX-512 in halves, and on CPUs without AVX-512: 32."""
     info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     mhz = [float(line.split(":")[1]) for line in info.splitlines() if "MHz" in line]
     flags = next((line.split(":")[1].split() for line in info.splitlines() if line.startswith("flags")), [])
-    per_cycle = 64 if "avx512f" in flags else 32
+    family = next((line.split(":")[1].strip() for line in info.splitlines() if line.startswith("cpu family")), "")
+    amd_256 = "AuthenticAMD" in info and family == "25"
+    per_cycle = 64 if "avx512f" in flags and not amd_256 else 32
     cores, ghz = os.cpu_count() or 1, max(mhz) / 1000 if mhz else 2.0
     return cores * ghz * per_cycle, f"{cores} cores x {ghz:.2f} GHz x {per_cycle} FLOP/cycle"
+
+
+def matmul_gflops(n: int = 2048, repeats: int = 5) -> float:
+    """GFLOP/s of XLA's own [n, n] x [n, n] float32 product, the best of `repeats`: the rate
+    this machine's dense products reach, to set the step's against."""
+    a = jax.numpy.ones((n, n), jax.numpy.float32)
+    product = jax.jit(lambda x: x @ x)
+    product(a).block_until_ready()
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        product(a).block_until_ready()
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n**3 / best / 1e9
 
 
 def step_bench(cfg: RunConfig, seqs: Sequences, n_chunks: int) -> tuple[float, float, float]:
@@ -129,6 +148,10 @@ def main() -> None:
     if args.quick:
         args.sizes, args.items, args.events, args.chunks, args.n_sample = "16x8", 300, 3000, 3, 32
     peak, how = (args.peak_gflops, "given") if args.peak_gflops else peak_gflops()
+    # As `rnnrec train` runs (fit sets it too, but the step part runs before any fit).
+    allocator.keep_freed_memory()
+    side = 256 if args.quick else 2048
+    dense = matmul_gflops(side)
     cpu = (
         next(
             (
@@ -143,13 +166,14 @@ def main() -> None:
     )
     seqs = synthetic_sequences(args.items, args.events)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {args.loss} over in-batch + {args.n_sample} shared "
-          f"negatives; bptt 10\n{cpu}; FP32 peak taken as {peak:.0f} GFLOP/s ({how})")  # fmt: skip
+          f"negatives; bptt 10\n{cpu}; FP32 peak taken as {peak:.0f} GFLOP/s ({how}); "
+          f"a {side} x {side} product runs {dense:.0f} GFLOP/s ({dense / peak:.0%} of peak)")  # fmt: skip
     with tempfile.TemporaryDirectory(prefix="rnnrec-train-bench-") as tmp:
         data = args.data or synthetic_data_dir(seqs, Path(tmp))
         n_items = int(load_manifest(data)["n_items"])
         print(f"step: synthetic, {args.items:,} items; epoch: {data if args.data else 'synthetic'}, {n_items:,} items")
-        print(f"{'GRU':>4} {'batch':>5} | {'step ev/s':>9} {'GFLOP/s':>7} {'of peak':>7} {'compile s':>9} | "
-              f"{'epoch ev/s':>10} {'compile s':>9} {'valid s':>7}")  # fmt: skip
+        print(f"{'GRU':>4} {'batch':>5} | {'step ev/s':>9} {'GFLOP/s':>7} {'of peak':>7} {'of dense':>8} "
+              f"{'compile s':>9} | {'epoch ev/s':>10} {'compile s':>9} {'valid s':>7}")  # fmt: skip
         for size in args.sizes.split(","):
             hidden, batch = map(int, size.split("x"))
             train = TrainConfig(
@@ -165,7 +189,7 @@ def main() -> None:
             eps, comp, gflops = step_bench(step_cfg, seqs, args.chunks)
             run_cfg = RunConfig(data_dir=str(data), n_items=n_items, model=ModelConfig(layers=(hidden,)), train=train)
             ep = epoch_bench(run_cfg, Path(tmp))
-            step_part = f"{eps:>9,.0f} {gflops:>7.1f} {gflops / peak:>7.0%} {comp:>9.2f}"
+            step_part = f"{eps:>9,.0f} {gflops:>7.1f} {gflops / peak:>7.0%} {gflops / dense:>8.0%} {comp:>9.2f}"
             epoch_part = f"{ep['events_per_s']:>10,.0f} {ep['compile_s']:>9.2f} {ep['valid_s']:>7.2f}"
             print(f"{hidden:>4} {batch:>5} | {step_part} | {epoch_part}", flush=True)
 

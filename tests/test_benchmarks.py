@@ -47,6 +47,7 @@ CASES = {
     "features_bench": ("features_bench.py", "--quick", "--epochs", "1", "--layers", "16", "--workdir", "fb"),
     "defaults_bench": ("defaults_bench.py", "--quick", "--candidates", "A-ce", "E-bprmax-lr03", "--workdir", "db"),
     "repeat_bench": ("repeat_bench.py", "--quick", "--betas", "0,1000"),
+    "movielens_split": ("movielens_split.py", str(REPO / "datasets" / "ml-latest-small" / "ratings.csv"), "-o", "ml"),
 }  # fmt: skip
 
 
@@ -60,3 +61,18 @@ def test_benchmark_runs(tmp_path: Path, case: str) -> None:
 def test_every_benchmark_script_is_run_here() -> None:
     scripts = {p.name for p in BENCH.glob("*.py") if not p.name.startswith("_")}
     assert scripts == {args[0] for args in CASES.values()}
+
+
+def test_movielens_split_trains_on_the_users_who_finished_first(tmp_path: Path) -> None:
+    ratings = tmp_path / "ratings.csv"
+    # Users 1-10; user u's last rating at time 100 - u, so users 10, 9, ... finish first.
+    rows = [f"{u},{u * 10 + k},4.0,{100 - u - 5 + k}" for u in range(1, 11) for k in range(6)]
+    ratings.write_text("userId,movieId,rating,timestamp\n" + "\n".join(rows) + "\n")
+    out = _run(tmp_path, "movielens_split.py", str(ratings), "-o", "split", "--share", "0.8")
+    assert "8 users" in out and "2 users" in out
+    train = (tmp_path / "split" / "train.tsv").read_text().splitlines()
+    test = (tmp_path / "split" / "test.tsv").read_text().splitlines()
+    assert train[0] == test[0] == "SessionId\tItemId\tTime"
+    assert {int(line.split("\t")[0]) for line in test[1:]} == {1, 2}
+    assert {int(line.split("\t")[0]) for line in train[1:]} == set(range(3, 11))
+    assert len(train) - 1 == 8 * 6 and len(test) - 1 == 2 * 6

@@ -179,7 +179,30 @@ def _with_column_terms(h: jax.Array, w: jax.Array, column: jax.Array) -> jax.Arr
     """h @ w.T + column, as one matrix product ([h, 1] against [w, column]): the [rows, S]
     scores, the largest array of a step, are then written once instead of twice."""
     ones = jnp.ones((h.shape[0], 1), h.dtype)
-    return jnp.concatenate([h, ones], axis=1) @ jnp.concatenate([w, column[:, None]], axis=1).T
+    return _scores(jnp.concatenate([h, ones], axis=1), jnp.concatenate([w, column[:, None]], axis=1))
+
+
+@jax.custom_vjp
+def _scores(h: jax.Array, w: jax.Array) -> jax.Array:
+    """<float32>[R, S] = h [R, D] @ w [S, D].T, differentiated as usual but for the order of
+    w's gradient product (see `_scores_bwd`)."""
+    return h @ w.T
+
+
+def _scores_fwd(h: jax.Array, w: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:
+    return h @ w.T, (h, w)
+
+
+def _scores_bwd(res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
+    h, w = res
+    # w's gradient is g.T @ h [S, D]. XLA's CPU backend runs that product, with both operands
+    # contracted on their first axis, at about half the rate of h.T @ g [D, S] (2-core EPYC,
+    # 2026-12-06: 3.5 against 1.7 ms at R 640, S 2,048, D 101), and folds a plain transpose of
+    # the latter back into the former; the barrier keeps the fast product.
+    return g @ w, jax.lax.optimization_barrier(h.T @ g).T
+
+
+_scores.defvjp(_scores_fwd, _scores_bwd)
 
 
 def gather_item_rows(tree: Any, rows: jax.Array) -> Any:

@@ -21,7 +21,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from rnnrec_cli import rundir
+from rnnrec_cli import allocator, rundir
 from rnnrec_cli.config import RunConfig
 from rnnrec_cli.data.batches import (
     Batch,
@@ -225,6 +225,7 @@ def fit(
     On several devices or processes the batch is split over them (see `parallel`); every
     process runs this same function, and only process 0 writes the run directory.
     """
+    allocator.keep_freed_memory()
     tc = cfg.train
     s, state, pos = _setup(cfg, run, resume)
     has_valid = bool(s.valid.n_targets)
