@@ -3,7 +3,8 @@
 XLA on CPU allocates a program's temporary buffers on every call (one training step at GRU 224 x
 80 uses 35 MiB of them). glibc serves large allocations with fresh pages from the kernel and
 hands them back on free, so every step faulted in and zeroed its buffers anew: most of training's
-system time, and about a tenth of the step at GRU 224 x 80 (docs/benchmarks.md, "The allocator").
+system time, and about a tenth of the step at GRU 224 x 80 (docs/benchmarks.md, "The
+weight-gradient product and the allocator").
 Served from the heap and kept after free, the same pages are reused from step to step. Training
 (`training.fit`) sets it; the other commands keep the allocator's defaults.
 """
@@ -32,7 +33,7 @@ def keep_freed_memory() -> bool:
     Returns whether it applied; elsewhere than glibc on Linux it does nothing. Idempotent.
 
     The cost: memory freed after a peak stays with the process until it exits (its resident
-    size does not fall back), which suits a training or evaluation process.
+    size does not fall back), which suits a training process.
     """
     global _done
     if _done:

@@ -126,7 +126,9 @@ def test_a_run_being_trained_is_refused_to_other_writers(ws: Path) -> None:
     line naming the trainer; predict reads it and says it is being trained, not interrupted.
     Killed with -9, the trainer's lock goes with it."""
     run = ws / "live"
-    trainer = _spawn("train", str(ws / "data"), "-o", str(run), "--epochs", "500", *TINY)
+    # Epochs enough that neither the trainer nor its resumption ends while the test runs: 500
+    # tiny epochs were done within the seconds `second` took to start (2026-12-06).
+    trainer = _spawn("train", str(ws / "data"), "-o", str(run), "--epochs", "1000000", *TINY)
     try:
         _wait(trainer, lambda: (run / "checkpoints" / "last.msgpack").is_file())
         named = f"in use by `rnnrec train` (pid {trainer.pid} on "
