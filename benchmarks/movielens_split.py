@@ -23,11 +23,11 @@ def split(ratings: Path, out: Path, share: float = 0.9) -> tuple[int, int]:
     )
     last = events.group_by("SessionId").agg(pl.col("Time").max().alias("last")).sort("last", "SessionId")
     n_train = int(share * last.height)
-    train_users = last["SessionId"][:n_train]
+    in_train = pl.col("SessionId").is_in(last["SessionId"][:n_train].implode())
     out.mkdir(parents=True, exist_ok=True)
     order = ["SessionId", "Time", "ItemId"]
-    train = events.filter(pl.col("SessionId").is_in(train_users.implode())).sort(order)
-    test = events.filter(~pl.col("SessionId").is_in(train_users.implode())).sort(order)
+    train = events.filter(in_train).sort(order)
+    test = events.filter(~in_train).sort(order)
     train.write_csv(out / "train.tsv", separator="\t")
     test.write_csv(out / "test.tsv", separator="\t")
     return n_train, last.height - n_train

@@ -4,9 +4,9 @@ XLA on CPU allocates a program's temporary buffers on every call (one training s
 80 uses 35 MiB of them). glibc serves large allocations with fresh pages from the kernel and
 hands them back on free, so every step faulted in and zeroed its buffers anew: most of training's
 system time, and about a tenth of the step at GRU 224 x 80 (docs/benchmarks.md, "The
-weight-gradient product and the allocator").
-Served from the heap and kept after free, the same pages are reused from step to step. Training
-(`training.fit`) sets it; the other commands keep the allocator's defaults.
+weight-gradient product and the allocator"). Served from the heap and kept after free, the same
+pages are reused from step to step. Training (`training.fit`) sets it; the other commands keep
+the allocator's defaults.
 """
 
 from __future__ import annotations
