@@ -22,7 +22,7 @@ from rnnrec_cli.data.batches import Batch, Stream, longest_first, session_parall
 from rnnrec_cli.data.sequences import Sequences, positions
 from rnnrec_cli.evaluation import repeats
 from rnnrec_cli.evaluation.metrics import Scores, rank_with_ties
-from rnnrec_cli.evaluation.topk import TOP_K_GROUP, pad_catalogue, top_k
+from rnnrec_cli.evaluation.topk import TOP_K_GROUP, counts, pad_catalogue, top_k
 from rnnrec_cli.model import network, parallel
 from rnnrec_cli.options import ScoreOptions
 
@@ -36,20 +36,12 @@ class StepOut(NamedTuple):
     grid: jax.Array  # <float32>[G, B] the ranks under each of the boost's G weights (the first: `ranks`)
 
 
-def _count(mask: jax.Array) -> jax.Array:
-    """<int32>[..., B] True per row. Summed as float32, which XLA's CPU backend vectorises (an
-    integer sum of booleans runs ~3x slower there); exact, as a block has far fewer than 2**24
-    columns."""
-    return jnp.sum(mask.astype(jnp.float32), axis=-1).astype(jnp.int32)
-
-
 def rank_step(
     h: jax.Array,
     targets: jax.Array,
     seen: jax.Array,
     negatives: jax.Array,
-    kernel_blocks: jax.Array,
-    bias_blocks: jax.Array,
+    blocks: jax.Array,
     boost: repeats.Boost,
     *,
     opts: ScoreOptions,
@@ -62,16 +54,17 @@ def rank_step(
       seen: <int32>[R, L] items seen before each target (-1 = none), used with exclude_seen
         and the repeat boost.
       negatives: <int32>[R, n_sampled] items for sampled ranks.
-      kernel_blocks, bias_blocks: [n_blocks, block, H] and [n_blocks, block], the item matrix
+      blocks: [n_blocks, block, H + 1] the output layer, each item's weights then its bias,
         padded to whole blocks (padding rows have bias -inf: never above a target).
       boost: the repeat boost's inputs, used when opts.repeat (see `repeats.Boost`).
     """
     batch = h.shape[0]
-    block = kernel_blocks.shape[1]
-    kernel = kernel_blocks.reshape(-1, kernel_blocks.shape[2])
-    bias = bias_blocks.reshape(-1)
+    block = blocks.shape[1]
+    layer = blocks.reshape(-1, blocks.shape[2])
+    # [h, 1]: the bias is the last column of the product, not a pass of its own over the block.
+    h1 = jnp.concatenate([h, jnp.ones((batch, 1), h.dtype)], axis=1)
     rows = jnp.arange(batch)
-    ts = jnp.sum(h * kernel[targets], axis=-1) + bias[targets]
+    ts = jnp.sum(h1 * layer[targets], axis=-1)
     target_seen = jnp.any(seen == targets[:, None], axis=1) if opts.exclude_seen else jnp.zeros(batch, bool)
     # Several weights (a choice's grid) score [G, R, block]; one keeps [R, block] (faster on CPU).
     multi = bool(opts.repeat) and boost.beta.shape[0] > 1
@@ -87,8 +80,8 @@ def rank_step(
 
     def over_blocks(acc: tuple, xs: tuple) -> tuple[tuple, None]:
         higher, tied, top_v, top_i = acc
-        w, b, start = xs
-        s = h @ w.T + b
+        w, start = xs
+        s = h1 @ w.T
         if opts.exclude_seen:
             local = jnp.where((seen >= start) & (seen < start + block), seen - start, block)
             s = s.at[rows[:, None], local].set(-jnp.inf, mode="drop")
@@ -106,8 +99,9 @@ def rank_step(
         mine = (own >= 0) & (own < block)
         at = jnp.clip(own, 0, block - 1)[:, None]
         s_own = jnp.take_along_axis(s, at[None] if multi else at, axis=-1)[..., 0]
-        higher = higher + _count(s > ts[..., None]) - (mine & (s_own > ts))
-        tied = tied + _count(s == ts[..., None]) - (mine & (s_own == ts))
+        above, equal = counts(s, ts)
+        higher = higher + above - (mine & (s_own > ts))
+        tied = tied + equal - (mine & (s_own == ts))
         if opts.k:
             # The block's own top-k first (the first weight's), then merged with the running one:
             # ties keep the lower item id, as one top-k over the whole catalogue would.
@@ -117,7 +111,7 @@ def rank_step(
             top_i = jnp.take_along_axis(cand_i, j, axis=1)
         return (higher, tied, top_v, top_i), None
 
-    n_blocks = kernel_blocks.shape[0]
+    n_blocks = blocks.shape[0]
     init = (
         jnp.zeros(ts.shape, jnp.int32),
         jnp.zeros(ts.shape, jnp.int32),
@@ -125,11 +119,11 @@ def rank_step(
         jnp.zeros((batch, opts.k), jnp.int32),
     )
     starts = jnp.arange(n_blocks, dtype=jnp.int32) * block
-    (higher, tied, _, top_i), _ = jax.lax.scan(over_blocks, init, (kernel_blocks, bias_blocks, starts))
+    (higher, tied, _, top_i), _ = jax.lax.scan(over_blocks, init, (blocks, starts))
     ranks = jnp.where(target_seen, jnp.inf, rank_with_ties(higher, tied, opts.ties).astype(jnp.float32))
     grid = ranks if multi else ranks[None]
     if opts.n_sampled:
-        neg = jnp.einsum("bh,bnh->bn", h, kernel[negatives]) + bias[negatives]
+        neg = jnp.einsum("bh,bnh->bn", h1, layer[negatives])
         sampled = (1 + jnp.sum(neg >= ts[:, None], axis=1)).astype(jnp.float32)
     else:
         sampled = jnp.zeros(batch, jnp.float32)
@@ -152,8 +146,7 @@ def _rank_rows(
     targets: jax.Array,
     seen: jax.Array,
     negatives: jax.Array,
-    kernel_blocks: jax.Array,
-    bias_blocks: jax.Array,
+    blocks: jax.Array,
     boost: repeats.Boost,
     *,
     opts: ScoreOptions,
@@ -166,17 +159,15 @@ def _rank_rows(
 
     def one(i: jax.Array, out: StepOut) -> StepOut:
         b = boost._replace(inc=boost.inc[i])
-        o = rank_step(h[i], targets[i], seen[i], negatives[i], kernel_blocks, bias_blocks, b, opts=opts)
+        o = rank_step(h[i], targets[i], seen[i], negatives[i], blocks, b, opts=opts)
         return jax.tree.map(lambda a, b: a.at[i].set(b), out, o)
 
     return jax.lax.fori_loop(0, n, one, out)
 
 
 @partial(jax.jit, static_argnames=("cfg", "item_block"))
-def item_blocks(
-    params: network.Params, features: network.Features, *, cfg: RunConfig, item_block: int
-) -> tuple[jax.Array, jax.Array]:
-    """The output layer as [n_blocks, block, H] weights and [n_blocks, block] biases: as few
+def item_blocks(params: network.Params, features: network.Features, *, cfg: RunConfig, item_block: int) -> jax.Array:
+    """The output layer as [n_blocks, block, H + 1]: each item's weights, then its bias. As few
     blocks as `item_block` allows, of equal size (a multiple of 128), so the padding past the
     catalogue stays small (50k items are 2 blocks of 25,088, not 2 of 32,768). Padding rows have
     bias -inf."""
@@ -185,7 +176,7 @@ def item_blocks(
     block = -(-kernel.shape[0] // n_blocks)
     block = -(-block // TOP_K_GROUP) * TOP_K_GROUP if block >= 1024 else block
     kernel, bias = pad_catalogue(kernel, bias, n_blocks * block)
-    return kernel.reshape(n_blocks, block, -1), bias.reshape(n_blocks, block)
+    return jnp.concatenate([kernel, bias[:, None]], axis=1).reshape(n_blocks, block, -1)
 
 
 @partial(jax.jit, static_argnames=("cfg",))
@@ -300,7 +291,7 @@ def model_scores(
             boost = repeats.Boost(place.put(host[-1], place.batch), place.put(beta, place.replicated), cov)
             used = np.int32(-(-len(part) // rows))
             out = _rank_rows(
-                place.put(used, place.replicated), *place.put(host[:-1], place.batch), *blocks, boost, opts=opts
+                place.put(used, place.replicated), *place.put(host[:-1], place.batch), blocks, boost, opts=opts
             )
             collect()  # the previous call's results, read while this one runs
             running.append((part, out))

@@ -1,4 +1,5 @@
-"""Top-k over wide rows of scores, and the catalogue padding it and the item blocks need."""
+"""Passes over wide rows of scores (the top k, the counts above and tied with a target's score),
+and the catalogue padding they and the item blocks need."""
 
 from __future__ import annotations
 
@@ -37,6 +38,21 @@ def top_k(s: jax.Array, k: int) -> tuple[jax.Array, jax.Array]:
     # a zero may hold both zeros.
     special = jnp.any(jnp.isnan(groups.sum(axis=-1)) | (maxima == 0))
     return jax.lax.cond(special, lambda s: tuple(jax.lax.top_k(s, k)), two_pass, s)
+
+
+def counts(s: jax.Array, ts: jax.Array) -> tuple[jax.Array, jax.Array]:
+    """<int32>[..., R] the entries of each row of `s` above and equal to its `ts`, in one pass
+    over the block (one variadic reduction: two separate counts each read the block, and XLA's
+    CPU backend wrote the compared block out in between). Summed as float32: exact, as a block
+    has far fewer than 2**24 columns."""
+    t = ts[..., None]
+    above, tied = jax.lax.reduce(
+        ((s > t).astype(jnp.float32), (s == t).astype(jnp.float32)),
+        (jnp.float32(0), jnp.float32(0)),
+        lambda a, b: (a[0] + b[0], a[1] + b[1]),
+        (s.ndim - 1,),
+    )
+    return above.astype(jnp.int32), tied.astype(jnp.int32)
 
 
 def pad_catalogue(kernel: jax.Array, bias: jax.Array, multiple: int) -> tuple[jax.Array, jax.Array]:
