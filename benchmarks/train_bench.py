@@ -27,18 +27,24 @@ import time
 from functools import partial
 from pathlib import Path
 
-import jax
-import numpy as np
-import polars as pl
+from rnnrec_cli import allocator
 
-from rnnrec_cli import allocator, rundir
-from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig
-from rnnrec_cli.data.batches import Batch, session_parallel
-from rnnrec_cli.data.prepare import prepare
-from rnnrec_cli.data.sequences import Sequences, load_manifest
-from rnnrec_cli.model import network
-from rnnrec_cli.model.step import init_state, item_stats, make_optimizer, train_step
-from rnnrec_cli.training.fit import fit
+# As `rnnrec train` does, before any library starts a thread (see rnnrec_cli.allocator): a
+# thread that allocated before it keeps an arena of its own, and XLA's threads could share it.
+allocator.keep_freed_memory()
+
+import jax  # noqa: E402
+import numpy as np  # noqa: E402
+import polars as pl  # noqa: E402
+
+from rnnrec_cli import rundir  # noqa: E402
+from rnnrec_cli.config import ModelConfig, PrepareConfig, RunConfig, TrainConfig  # noqa: E402
+from rnnrec_cli.data.batches import Batch, session_parallel  # noqa: E402
+from rnnrec_cli.data.prepare import prepare  # noqa: E402
+from rnnrec_cli.data.sequences import Sequences, load_manifest  # noqa: E402
+from rnnrec_cli.model import network  # noqa: E402
+from rnnrec_cli.model.step import init_state, item_stats, make_optimizer, train_step  # noqa: E402
+from rnnrec_cli.training.fit import fit  # noqa: E402
 
 
 def synthetic_sequences(n_items: int, n_events: int, seed: int = 0) -> Sequences:
@@ -148,8 +154,6 @@ def main() -> None:
     if args.quick:
         args.sizes, args.items, args.events, args.chunks, args.n_sample = "16x8", 300, 3000, 3, 32
     peak, how = (args.peak_gflops, "given") if args.peak_gflops else peak_gflops()
-    # As `rnnrec train` runs (fit sets it too, but the step part runs before any fit).
-    allocator.keep_freed_memory()
     side = 256 if args.quick else 2048
     dense = matmul_gflops(side)
     cpu = (

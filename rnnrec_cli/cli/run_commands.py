@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from rnnrec_cli import allocator
 from rnnrec_cli.cli import data_flags, model_flags, render, render_tune
 from rnnrec_cli.cli import flags as o
 from rnnrec_cli.cli import tune_flags as t
@@ -107,6 +108,7 @@ def train(
     quiet: o.Quiet = False,
 ) -> None:
     """Train a recurrent next-item model; prints the run directory as the last stdout line."""
+    allocator.keep_freed_memory()  # before JAX starts its threads: see rnnrec_cli.allocator
     flags = dict(locals())
     flags.update(flags.pop("run_options"))
     flags.update(_seed_flags(flags.pop("seeds"), flags["seed"], coordinator))
@@ -225,6 +227,7 @@ def tune(
     quiet: o.Quiet = False,
 ) -> None:
     """Search training settings with Optuna; see the docstring set below."""
+    allocator.keep_freed_memory()  # before JAX starts its threads: see rnnrec_cli.allocator
     flags = dict(locals())
     flags.update(flags.pop("run_options"))
     from rnnrec_cli.training.search import search
