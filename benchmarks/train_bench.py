@@ -22,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from functools import partial
@@ -29,9 +30,12 @@ from pathlib import Path
 
 from rnnrec_cli import allocator
 
-# As `rnnrec train` does, before any library starts a thread (see rnnrec_cli.allocator): a
-# thread that allocated before it keeps an arena of its own, and XLA's threads could share it.
+# As `rnnrec train` does for the same loss, before any library starts a thread (see
+# rnnrec_cli.allocator): a thread that allocated before keeps an arena of its own, which XLA's
+# threads could share. Read from the command line ahead of argparse for that reason.
 allocator.keep_freed_memory()
+if any(loss in sys.argv for loss in allocator.LARGE_STEP_LOSSES):
+    allocator.one_arena()
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402

@@ -29,13 +29,13 @@ def test_keep_freed_memory_applies_once_and_large_buffers_come_from_the_heap() -
 
 
 @pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
-def test_a_thread_started_after_the_setting_gets_large_buffers_from_the_heap_too() -> None:
+def test_with_one_arena_a_thread_started_after_it_gets_large_buffers_from_the_heap_too() -> None:
     # XLA runs programs on its own threads. A thread with an arena of its own (at most 64 MiB)
     # maps a larger buffer afresh from the kernel whatever mallopt says; one arena avoids it.
     code = (
         "import ctypes, threading, numpy as np\n"
         "from rnnrec_cli import allocator\n"
-        "assert allocator.keep_freed_memory()\n"
+        "assert allocator.keep_freed_memory() and allocator.one_arena()\n"
         "class Info(ctypes.Structure):\n"
         "    _fields_ = [(n, ctypes.c_size_t) for n in 'arena ordblks smblks hblks hblkhd usmblks fsmblks uordblks fordblks keepcost'.split()]\n"
         "libc = ctypes.CDLL('libc.so.6'); libc.mallinfo2.restype = Info\n"

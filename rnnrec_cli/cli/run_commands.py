@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Mapping
 from contextlib import ExitStack
@@ -108,10 +109,10 @@ def train(
     quiet: o.Quiet = False,
 ) -> None:
     """Train a recurrent next-item model; prints the run directory as the last stdout line."""
-    allocator.keep_freed_memory()  # before JAX starts its threads: see rnnrec_cli.allocator
     flags = dict(locals())
     flags.update(flags.pop("run_options"))
     flags.update(_seed_flags(flags.pop("seeds"), flags["seed"], coordinator))
+    _allocator_for(_resumed_loss(resume) if resume is not None else o.run_configs(config, flags)[1].loss)
     from rnnrec_cli.data.sequences import is_data_dir
     from rnnrec_cli.model import parallel
     from rnnrec_cli.training.session import Started, train_run
@@ -186,6 +187,24 @@ def train(
         typer.echo(str(final))
 
 
+def _allocator_for(loss: str) -> None:
+    """Before JAX's first computation (see rnnrec_cli.allocator): freed memory kept, and one
+    malloc arena where the loss's step temporaries pass 64 MiB at the default size."""
+    allocator.keep_freed_memory()
+    if loss in allocator.LARGE_STEP_LOSSES:
+        allocator.one_arena()
+
+
+def _resumed_loss(run: Path) -> str:
+    """The loss in a run's saved config; the default when it cannot be read (resuming reports
+    what is wrong with the run later)."""
+    try:
+        loss = json.loads((run / "config.json").read_text())["train"]["loss"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return TrainConfig().loss
+    return loss if isinstance(loss, str) else TrainConfig().loss
+
+
 def _seed_flags(seeds: str | None, seed: int | None, coordinator: str | None) -> dict[str, Any]:
     """--seeds 0,1,2 as the run's seed (the first) and its further seeds."""
     if seeds is None:
@@ -227,9 +246,9 @@ def tune(
     quiet: o.Quiet = False,
 ) -> None:
     """Search training settings with Optuna; see the docstring set below."""
-    allocator.keep_freed_memory()  # before JAX starts its threads: see rnnrec_cli.allocator
     flags = dict(locals())
     flags.update(flags.pop("run_options"))
+    _allocator_for(o.run_configs(config, flags)[1].loss)  # trial 0's: the defaults and the flags
     from rnnrec_cli.training.search import search
     from rnnrec_cli.validation import parse_duration
 
