@@ -11,10 +11,10 @@ XLA runs programs on its own threads, and glibc gives threads arenas of their ow
 hold at most 64 MiB: a larger buffer there is mapped afresh whatever mallopt says (glibc's
 sysmalloc falls back to mmap). `one_arena` keeps every thread on the main heap instead, which
 made the default training (BPR-max) 1.5x faster, but costs steps with small temporaries in lock
-contention (about a fifth of MovieLens's CE epoch; docs/benchmarks.md, "One malloc arena"). A thread takes its arena at
-its first allocation and XLA's threads allocate as JAX starts, so it must come before JAX's
-first computation: the CLI's `train` and `tune` set it first, for the losses whose temporaries
-pass 64 MiB at the default size (`LARGE_STEP_LOSSES`).
+contention (about a fifth of MovieLens's CE epoch; docs/benchmarks.md, "One malloc arena"). A
+thread takes its arena at its first allocation and XLA's threads allocate as JAX starts, so it
+must come before JAX's first computation: the CLI's `train` and `tune` set it first, for the
+losses whose temporaries pass 64 MiB at the default size (`LARGE_STEP_LOSSES`).
 """
 
 from __future__ import annotations
