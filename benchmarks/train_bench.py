@@ -33,9 +33,7 @@ from rnnrec_cli import allocator
 # As `rnnrec train` does for the same loss, before any library starts a thread (see
 # rnnrec_cli.allocator): a thread that allocated before keeps an arena of its own, which XLA's
 # threads could share. Read from the command line ahead of argparse for that reason.
-allocator.keep_freed_memory()
-if any(loss in sys.argv for loss in allocator.LARGE_STEP_LOSSES):
-    allocator.one_arena()
+allocator.for_training(next((loss for loss in allocator.LARGE_STEP_LOSSES if loss in sys.argv), "ce"))
 
 import jax  # noqa: E402
 import numpy as np  # noqa: E402
@@ -59,11 +57,14 @@ def synthetic_sequences(n_items: int, n_events: int, seed: int = 0) -> Sequences
     return Sequences(items=items.astype(np.int32), offsets=np.r_[0, np.cumsum(lengths)].astype(np.int64))
 
 
-def peak_gflops() -> tuple[float, str]:
+def cpuinfo() -> str:
+    return Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
+
+
+def peak_gflops(info: str) -> tuple[float, str]:
     """(GFLOP/s, how): cores x clock (GHz) x FP32 FLOP per cycle: 64 with AVX-512 (two 16-wide
     FMA units), except on AMD's family 25 (Zen 3 and 4), whose two FMA units are 8 wide and run
     AVX-512 in halves, and on CPUs without AVX-512: 32."""
-    info = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").exists() else ""
     mhz = [float(line.split(":")[1]) for line in info.splitlines() if "MHz" in line]
     flags = next((line.split(":")[1].split() for line in info.splitlines() if line.startswith("flags")), [])
     family = next((line.split(":")[1].strip() for line in info.splitlines() if line.startswith("cpu family")), "")
@@ -157,21 +158,11 @@ def main() -> None:
     args = p.parse_args()
     if args.quick:
         args.sizes, args.items, args.events, args.chunks, args.n_sample = "16x8", 300, 3000, 3, 32
-    peak, how = (args.peak_gflops, "given") if args.peak_gflops else peak_gflops()
+    info = cpuinfo()
+    peak, how = (args.peak_gflops, "given") if args.peak_gflops else peak_gflops(info)
     side = 256 if args.quick else 2048
     dense = matmul_gflops(side)
-    cpu = (
-        next(
-            (
-                line.split(":")[1].strip()
-                for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")
-            ),
-            "?",
-        )
-        if Path("/proc/cpuinfo").exists()
-        else "?"
-    )
+    cpu = next((line.split(":")[1].strip() for line in info.splitlines() if line.startswith("model name")), "?")
     seqs = synthetic_sequences(args.items, args.events)
     print(f"jax {jax.__version__} on {jax.devices()[0].platform}; {args.loss} over in-batch + {args.n_sample} shared "
           f"negatives; bptt 10\n{cpu}; FP32 peak taken as {peak:.0f} GFLOP/s ({how}); "

@@ -58,6 +58,14 @@ def one_arena() -> bool:
     return _mallopt("arena", ((_M_ARENA_MAX, 1),))
 
 
+def for_training(loss: str) -> None:
+    """Both settings as training wants them before JAX's first computation: freed memory kept,
+    and one arena where the loss's step temporaries pass 64 MiB at the default size."""
+    keep_freed_memory()
+    if loss in LARGE_STEP_LOSSES:
+        one_arena()
+
+
 def _mallopt(name: str, settings: tuple[tuple[int, int], ...]) -> bool:
     if name in _done:
         return True

@@ -19,6 +19,7 @@ from rnnrec_cli.cli.boundary import handle_errors, interrupted
 from rnnrec_cli.cli.render import err
 from rnnrec_cli.config import ModelConfig, PrepareConfig, TrainConfig
 from rnnrec_cli.options import TuneOptions
+from rnnrec_cli.rundir import CONFIG
 from rnnrec_cli.training.space import describe
 
 
@@ -112,7 +113,9 @@ def train(
     flags = dict(locals())
     flags.update(flags.pop("run_options"))
     flags.update(_seed_flags(flags.pop("seeds"), flags["seed"], coordinator))
-    _allocator_for(_resumed_loss(resume) if resume is not None else o.run_configs(config, flags)[1].loss)
+    # A resumed run reads its own config back later; only its loss is needed here.
+    configs = o.run_configs(config, flags) if resume is None else (ModelConfig(), TrainConfig())
+    allocator.for_training(_resumed_loss(resume) if resume is not None else configs[1].loss)
     from rnnrec_cli.data.sequences import is_data_dir
     from rnnrec_cli.model import parallel
     from rnnrec_cli.training.session import Started, train_run
@@ -142,9 +145,7 @@ def train(
                 param_hint="DATA",
             )
         prep_cfg = o.make(PrepareConfig, prep_values)
-        model_cfg, train_cfg = o.run_configs(config, flags)
-    else:
-        model_cfg, train_cfg = ModelConfig(), TrainConfig()  # the run's own config is read back
+    model_cfg, train_cfg = configs
     started: list[Started] = []
     epoch_line = render.epoch_line
 
@@ -187,19 +188,11 @@ def train(
         typer.echo(str(final))
 
 
-def _allocator_for(loss: str) -> None:
-    """Before JAX's first computation (see rnnrec_cli.allocator): freed memory kept, and one
-    malloc arena where the loss's step temporaries pass 64 MiB at the default size."""
-    allocator.keep_freed_memory()
-    if loss in allocator.LARGE_STEP_LOSSES:
-        allocator.one_arena()
-
-
 def _resumed_loss(run: Path) -> str:
     """The loss in a run's saved config; the default when it cannot be read (resuming reports
     what is wrong with the run later)."""
     try:
-        loss = json.loads((run / "config.json").read_text())["train"]["loss"]
+        loss = json.loads((run / CONFIG).read_text())["train"]["loss"]
     except (OSError, ValueError, KeyError, TypeError):
         return TrainConfig().loss
     return loss if isinstance(loss, str) else TrainConfig().loss
@@ -248,7 +241,7 @@ def tune(
     """Search training settings with Optuna; see the docstring set below."""
     flags = dict(locals())
     flags.update(flags.pop("run_options"))
-    _allocator_for(o.run_configs(config, flags)[1].loss)  # trial 0's: the defaults and the flags
+    allocator.for_training(o.run_configs(config, flags)[1].loss)  # trial 0's: the defaults and the flags
     from rnnrec_cli.training.search import search
     from rnnrec_cli.validation import parse_duration
 
