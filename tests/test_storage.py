@@ -6,15 +6,17 @@ from __future__ import annotations
 import json
 import shutil
 import sqlite3
+import threading
+import time
 from pathlib import Path
 
 import pytest
 from typer.testing import CliRunner
 
 from rnnrec_cli.cli.app import app
-from rnnrec_cli.errors import RunDirError
+from rnnrec_cli.errors import ConfigError, RunDirError
 from rnnrec_cli.options import TuneOptions
-from rnnrec_cli.training import storage
+from rnnrec_cli.training import storage, tune
 
 from .conftest import prepare_synthetic
 
@@ -71,6 +73,47 @@ def _claim(out: Path, **values: str) -> None:
 
 
 # ---------------------------------------------------------------------------- unit
+
+
+SPACE, FIXED = {"lr": [0.1, 0.2]}, {"epochs": 1}
+SETTINGS = {"space": SPACE, "fixed": FIXED, "metric": "mrr@20"}
+
+
+def test_a_worker_waits_for_the_id_of_a_study_another_just_created(tmp_path: Path) -> None:
+    """Two workers start one study: the creator records its settings, then its id. The other,
+    between those two writes, must take the creator's id, not give the study one of its own."""
+    out = tmp_path / "shared"
+    creator = _study(out, sid=None)
+    creator.set_user_attr(storage.SETTINGS_ATTR, SETTINGS)
+    later = threading.Timer(0.5, creator.set_user_attr, (storage.ID_ATTR, "c" * 32))
+    later.start()
+    try:
+        study = tune.open_study(TuneOptions(), out, SPACE, FIXED)
+    finally:
+        later.join()
+    assert study.user_attrs[storage.ID_ATTR] == "c" * 32
+    assert json.loads((out / "study.json").read_text())["id"] == "c" * 32
+
+
+def test_settings_are_one_write_and_an_older_rnnrecs_three_are_still_checked(tmp_path: Path) -> None:
+    made = tmp_path / "made"
+    tune.open_study(TuneOptions(), made, SPACE, FIXED)
+    import optuna
+
+    recorded = optuna.load_study(study_name="made", storage=f"sqlite:///{made / 'study.db'}").user_attrs
+    assert recorded[storage.SETTINGS_ATTR] == SETTINGS and "metric" not in recorded
+    with pytest.raises(ConfigError, match=r"different metric \(metric: mrr@20 -> recall@20\)"):
+        tune.open_study(TuneOptions(metric="recall@20"), made, SPACE, FIXED)
+
+    older = tmp_path / "older"
+    study = _study(older, sid=None, finished=1)
+    for key, value in SETTINGS.items():
+        study.set_user_attr(key, value)
+    with pytest.raises(ConfigError, match=r"different space \(lr: \[0.1, 0.2\] -> \[0.1, 0.3\]\)"):
+        tune.open_study(TuneOptions(), older, {"lr": [0.1, 0.3]}, FIXED)
+    started = time.monotonic()
+    tune.open_study(TuneOptions(), older, SPACE, FIXED)
+    assert time.monotonic() - started < storage.ADOPT_WAIT_S, "a study with trials is adopted at once"
 
 
 def test_the_default_database_is_recorded_relative_to_the_study(tmp_path: Path) -> None:

@@ -31,6 +31,7 @@ DB = "study.db"
 TRIALS = "trials"
 FINALISTS = "finalists"  # the best trials trained for the final epochs (training.finalists)
 ID_ATTR = "study_id"  # the study's user attr holding the id that study.json holds too
+SETTINGS_ATTR = "settings"  # the study's user attr holding its space, fixed settings and metric, in one write
 ADOPT_WAIT_S = 5.0  # how long a worker waits for the id of a study another worker just created
 
 # ---------------------------------------------------------------------------- the URL
@@ -182,15 +183,15 @@ def mismatch(out: Path, claim: dict[str, Any], url: str, found: str) -> str:
 
 
 def _adopt(study: optuna.Study) -> str:
-    """The id of a study this worker did not create: another worker that just created it sets
-    one at once, so wait for it; a study with trials or settings already is an older rnnrec's,
-    given an id now."""
+    """The id of a study this worker did not create: another worker that just created it records
+    its settings and then its id at once, so wait for them; a study with trials or an older
+    rnnrec's settings already is an older rnnrec's, given an id now."""
     deadline = time.monotonic() + ADOPT_WAIT_S
     while True:
         attrs = study.user_attrs
         if ID_ATTR in attrs:
             return str(attrs[ID_ATTR])
-        if attrs or study.get_trials(deepcopy=False) or time.monotonic() > deadline:
+        if set(attrs) - {SETTINGS_ATTR} or study.get_trials(deepcopy=False) or time.monotonic() > deadline:
             break
         time.sleep(0.2)
     new = uuid.uuid4().hex

@@ -86,14 +86,17 @@ def open_study(opts: TuneOptions, out: Path, space: dict[str, Any], fixed: dict[
     if study is None:
         assert claim is not None
         raise StorageError(storage.mismatch(out, claim, url, f"holds no study {name!r}"))
+    settings = {"space": space, "fixed": fixed, "metric": opts.metric}
+    if created:
+        # One write, ahead of the id: a worker that loads the study waits for the id (storage.bind),
+        # so it never sees a study with part of its settings.
+        study.set_user_attr(storage.SETTINGS_ATTR, settings)
     storage.bind(study, created, claim, out, url)
-    recorded = study.user_attrs
-    if "space" not in recorded:
-        study.set_user_attr("space", space)
-        study.set_user_attr("fixed", fixed)
-        study.set_user_attr("metric", opts.metric)
+    recorded = _settings(study.user_attrs)
+    if recorded is None:  # an older rnnrec's study that never recorded them
+        study.set_user_attr(storage.SETTINGS_ATTR, settings)
         return study
-    differs = [k for k, v in (("space", space), ("fixed", fixed), ("metric", opts.metric)) if recorded.get(k) != v]
+    differs = [k for k, v in settings.items() if recorded.get(k) != v]
     if differs:
         detail = _differences(recorded, space, fixed, opts.metric)
         raise ConfigError(
@@ -133,6 +136,16 @@ def _load(opts: TuneOptions, url: str, name: str, *, create: bool) -> tuple[optu
                 raise
             time.sleep(1.0 + attempt)
     raise AssertionError("unreachable")
+
+
+def _settings(attrs: dict[str, Any]) -> dict[str, Any] | None:
+    """The study's recorded settings: one attr, or the three that an older rnnrec wrote
+    one at a time; None when it has neither."""
+    if storage.SETTINGS_ATTR in attrs:
+        return dict(attrs[storage.SETTINGS_ATTR])
+    if "space" in attrs:
+        return {k: attrs.get(k) for k in ("space", "fixed", "metric")}
+    return None
 
 
 def _differences(recorded: dict[str, Any], space: dict[str, Any], fixed: dict[str, Any], metric: str) -> str:
