@@ -121,7 +121,11 @@ def test_clear_errors_for_impossible_device_counts(data_dir: Path, tmp_path: Pat
 
 
 def _env(devices: int) -> dict[str, str]:
-    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": f"--xla_force_host_platform_device_count={devices}"}
+    # Simulated devices are threads; on a loaded 2-core CI machine one can reach a collective
+    # long after the others, past XLA's 40 s limit (an abort seen once in three CI runs).
+    wait = "--xla_cpu_collective_timeout_seconds=900 --xla_cpu_collective_call_terminate_timeout_seconds=900"
+    flags = f"--xla_force_host_platform_device_count={devices} {wait}"
+    env = {**os.environ, "JAX_PLATFORMS": "cpu", "XLA_FLAGS": flags}
     env.pop("COLUMNS", None)
     return env
 
