@@ -30,8 +30,8 @@ Features = dict[str, jax.Array] | None
 
 # Time steps per scan iteration. Unrolling the default 10 steps took GRU 224 x 80 from 34 to 27 ms
 # a chunk (GRU 100 x 64: 2-3%), but two full test runs with it each had one segmentation fault
-# inside XLA's CPU compiler (2026-12-06), against none in many runs without: kept at 1 until
-# that is understood.
+# inside XLA's CPU compiler (2026-12-06), against none in many runs without: kept at 1. The crash
+# comes back with unroll 10 too, compiling an unrolled scan again in one process (docs/design.md).
 SCAN_UNROLL = 1
 
 
