@@ -112,6 +112,18 @@ def test_prefetch_stops_its_thread_when_the_consumer_leaves() -> None:
     assert threading.active_count() == before
 
 
+def test_prefetch_lets_the_consumer_leave_when_the_producer_is_done() -> None:
+    """Ctrl-C at the end of an epoch: the producer has produced every item and waits to put its
+    end marker on a full queue. Leaving must not wait for it forever."""
+    gen = prefetch(iter(range(2)), 1)
+    assert next(gen) == 0
+    time.sleep(0.3)  # the producer puts 1, then blocks on the end marker (the queue holds one)
+    closer = threading.Thread(target=gen.close, daemon=True)
+    closer.start()
+    closer.join(timeout=10)
+    assert not closer.is_alive(), "closing the prefetch hung"
+
+
 def test_clear_errors_for_impossible_device_counts(data_dir: Path, tmp_path: Path) -> None:
     runner = CliRunner()
     res = runner.invoke(app, ["train", str(data_dir), "-o", str(tmp_path / "r"), "--devices", "2", *TRAIN_FLAGS])

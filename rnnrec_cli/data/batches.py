@@ -337,20 +337,25 @@ def prefetch(items: Iterator[T], depth: int) -> Generator[T, None, None]:
     stop = threading.Event()
     done = object()
 
+    def put(entry: tuple[Any, BaseException | None]) -> bool:
+        # Every put gives up once the consumer has stopped (Ctrl-C): a blocking put on a full
+        # queue would never return, and the consumer's join below would wait for it forever.
+        while not stop.is_set():
+            try:
+                q.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
     def produce() -> None:
         try:
             for x in items:
-                while not stop.is_set():
-                    try:
-                        q.put((x, None), timeout=0.1)
-                        break
-                    except queue.Full:
-                        continue
-                if stop.is_set():
+                if not put((x, None)):
                     return
-            q.put((done, None))
+            put((done, None))
         except BaseException as exc:  # re-raised in the consumer
-            q.put((done, exc))
+            put((done, exc))
 
     thread = threading.Thread(target=produce, daemon=True, name="rnnrec-prefetch")
     thread.start()
