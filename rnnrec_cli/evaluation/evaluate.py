@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from rnnrec_cli import compiled
 from rnnrec_cli.config import RunConfig
 from rnnrec_cli.data.sequences import (
     event_types,
@@ -94,6 +95,7 @@ def evaluate(
     Writes nothing: `result.save()` puts it into the run (eval/<name>/<split>.json, and for
     next-item results <split>.csv and <split>_ranks.parquet beside it).
     """
+    compiled.make_room()  # a notebook or script may evaluate many runs in one process
     note = on_stage or (lambda _s: None)
     # Named from the options as given: data that forces a protocol (leave-one-out) keeps `default`.
     name = eval_name(opts)

@@ -29,9 +29,9 @@ Carry = tuple[Any, ...]
 Features = dict[str, jax.Array] | None
 
 # Time steps per scan iteration. Unrolling the default 10 steps took GRU 224 x 80 from 34 to 27 ms
-# a chunk (GRU 100 x 64: 2-3%), but two full test runs with it each had one segmentation fault
-# inside XLA's CPU compiler (2026-12-06), against none in many runs without: kept at 1. The crash
-# comes back with unroll 10 too, compiling an unrolled scan again in one process (docs/design.md).
+# a chunk on 2026-12-06 but gained only about 5% on 2026-12-07, at twice the compile time: kept at
+# 1 (docs/design.md). The XLA crash once blamed on it was the process running out of memory
+# mappings (see rnnrec_cli/compiled.py).
 SCAN_UNROLL = 1
 
 

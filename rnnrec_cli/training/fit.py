@@ -22,6 +22,7 @@ import numpy as np
 import optax
 
 from rnnrec_cli import allocator, rundir
+from rnnrec_cli.compiled import make_room
 from rnnrec_cli.config import RunConfig
 from rnnrec_cli.data.batches import (
     Batch,
@@ -226,6 +227,7 @@ def fit(
     process runs this same function, and only process 0 writes the run directory.
     """
     allocator.keep_freed_memory()
+    make_room()  # before this run compiles anything: a long process (tune) keeps every program
     tc = cfg.train
     s, state, pos = _setup(cfg, run, resume)
     has_valid = bool(s.valid.n_targets)

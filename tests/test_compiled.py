@@ -1,0 +1,58 @@
+"""The compiled programs a process keeps: `make_room` drops them, and the memory mappings they
+hold, past its share of the kernel's limit; runs in one process that drop them train, evaluate
+and predict exactly as runs that do not."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import pytest
+
+from rnnrec_cli import compiled
+
+from .conftest import cli_ok, prepare_synthetic
+
+pytestmark = pytest.mark.skipif(compiled.map_limit() is None, reason="no /proc/sys/vm/max_map_count (not Linux)")
+
+
+def test_make_room_drops_the_compiled_programs_and_their_mappings_past_its_share() -> None:
+    f = jax.jit(lambda x, n: x * n + jnp.sin(x) ** n, static_argnums=1)
+    before = compiled.map_count()
+    for n in range(40):
+        f(jnp.ones(8), n).block_until_ready()
+    grown = compiled.map_count()
+    assert before is not None and grown is not None and grown > before  # each program maps its code
+    assert not compiled.make_room(share=1.0) and f._cache_size() == 40
+    assert compiled.make_room(share=0.0)
+    after = compiled.map_count()
+    assert f._cache_size() == 0 and after is not None and after < grown
+
+
+def _metrics(run: Path) -> list[dict]:
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_runs_that_drop_the_compiled_programs_train_evaluate_and_predict_the_same(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = prepare_synthetic(tmp_path)
+    tiny = ["--layers", "16", "--epochs", "2", "--batch-size", "8", "--bptt", "4", "--seed", "3", "-q"]
+    results, drops = {}, []
+    clear = jax.clear_caches
+    monkeypatch.setattr(jax, "clear_caches", lambda: (drops.append(1), clear()))
+    for share in (compiled.MAPS_SHARE, 0.0):  # 0: every train, evaluate and predict drops them first
+        monkeypatch.setattr(compiled, "MAPS_SHARE", share)
+        drops.clear()
+        run = tmp_path / f"run-{share}"
+        cli_ok(["train", str(data), "-o", str(run), *tiny])
+        result = json.loads(cli_ok(["evaluate", str(run), "--json", "-q"]))
+        recs = cli_ok(["predict", str(run), str(tmp_path / "events.csv"), "-k", "5", "-q"])
+        losses = [(m["epoch"], m["train/loss"], m["valid/mrr@20"], m["valid/recall@20"]) for m in _metrics(run)]
+        assert len(drops) == (0 if share else 3)  # train, evaluate, predict's one batch
+        results[share] = (losses, result["metrics"], recs, (run / "checkpoints" / "best.msgpack").read_bytes())
+    kept, dropped = results[compiled.MAPS_SHARE], results[0.0]
+    assert len(kept[0]) == 2 and kept[2].count("\n") > 10
+    assert kept == dropped
