@@ -11,7 +11,8 @@ Usage:
   or --data), as `rnnrec train` runs it: events/s of the second epoch, which excludes validation
   and compilation, then the compile and validation seconds.
 
-Achieved GFLOP/s count XLA's own estimate of the step's floating-point work (`cost_analysis`).
+Achieved GFLOP/s count XLA's own estimate of the step's floating-point work (`cost_analysis`),
+taken of the step compiled with its time scan unrolled (of the rolled loop XLA counts one step).
 "of peak" sets them against cores x clock x FP32 FLOP/cycle (see `peak_gflops`, or
 --peak-gflops); "of dense" against the rate a large dense product reaches on this machine (a
 2048 x 2048 float32 matrix product in XLA, measured at the start).
@@ -27,6 +28,7 @@ import tempfile
 import time
 from functools import partial
 from pathlib import Path
+from typing import Any
 
 from rnnrec_cli import allocator
 
@@ -105,8 +107,7 @@ def step_bench(cfg: RunConfig, seqs: Sequences, n_chunks: int) -> tuple[float, f
     t0 = time.perf_counter()
     compiled = step.lower(state, carry, batches[0], stats, key).compile()
     compile_s = time.perf_counter() - t0
-    cost = compiled.cost_analysis()
-    flops = float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
+    flops = _chunk_flops(cfg, tx, (state, carry, batches[0], stats, key))
     state, carry, m = compiled(state, carry, batches[0], stats, key)
     jax.block_until_ready(m)
     events = sum(int(b.mask.sum()) for b in batches[1:])
@@ -116,6 +117,19 @@ def step_bench(cfg: RunConfig, seqs: Sequences, n_chunks: int) -> tuple[float, f
     jax.block_until_ready(state)
     seconds = time.perf_counter() - t0
     return events / seconds, compile_s, flops / 1e9 * len(batches[1:]) / seconds
+
+
+def _chunk_flops(cfg: RunConfig, tx: Any, args: tuple[Any, ...]) -> float:
+    """XLA's estimate of one chunk's floating-point work, from the step compiled with its time
+    scan unrolled: the estimate counts a loop's body once, so of the rolled program it counts one
+    time step's recurrence per chunk, not `bptt` of them (before 2026-12-07 this script did)."""
+    rolled = network.SCAN_UNROLL
+    network.SCAN_UNROLL = True
+    try:
+        cost = jax.jit(partial(train_step, cfg=cfg, tx=tx)).lower(*args).compile().cost_analysis()
+    finally:
+        network.SCAN_UNROLL = rolled
+    return float((cost[0] if isinstance(cost, list) else cost).get("flops", 0.0))
 
 
 def synthetic_data_dir(seqs: Sequences, root: Path) -> Path:

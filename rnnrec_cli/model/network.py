@@ -29,7 +29,7 @@ Carry = tuple[Any, ...]
 Features = dict[str, jax.Array] | None
 
 # Time steps per scan iteration. Unrolling the default 10 steps took GRU 224 x 80 from 34 to 27 ms
-# a chunk on 2026-12-06 but gained only about 5% on 2026-12-07, at twice the compile time: kept at
+# a chunk on 2026-12-06 but gained nothing measurable on 2026-12-07, at twice the compile time: kept at
 # 1 (docs/design.md). The XLA crash once blamed on it was the process running out of memory
 # mappings (see rnnrec_cli/compiled.py).
 SCAN_UNROLL = 1
