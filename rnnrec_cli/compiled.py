@@ -7,8 +7,8 @@ trials, a notebook's loop over settings) gains some hundreds of mappings a run: 
 one-epoch run on Diginetica at GRU 32-88, batch 32 (`jax.clear_caches` after each kept the
 count flat at about 790; 2026-12-07). Linux refuses a process more than `vm.max_map_count` of
 them (65,530 by default). Past that, LLVM's linker cannot map memory ("LLVM compilation error:
-Cannot allocate memory") and XLA crashes with a segmentation fault, about 195 such runs into
-one process. `make_room`, called as a run starts, drops jit's caches once the process holds
+Cannot allocate memory") and XLA crashes with a segmentation fault: about 195 such runs into
+one process, at that rate. `make_room`, called as a run starts, drops jit's caches once the process holds
 more than `MAPS_SHARE` of its limit: a new run compiles its own programs anyway, and the
 programs dropped only compile again if used again.
 """
