@@ -8,9 +8,9 @@ one-epoch run on Diginetica at GRU 32-88, batch 32 (`jax.clear_caches` after eac
 count flat at about 790; 2026-12-07). Linux refuses a process more than `vm.max_map_count` of
 them (65,530 by default). Past that, LLVM's linker cannot map memory ("LLVM compilation error:
 Cannot allocate memory") and XLA crashes with a segmentation fault: about 195 such runs into
-one process, at that rate. `make_room`, called as a run starts, drops jit's caches once the process holds
-more than `MAPS_SHARE` of its limit: a new run compiles its own programs anyway, and the
-programs dropped only compile again if used again.
+one process, at that rate. `make_room`, called as `train`, `evaluate` and `predict` start, drops
+jit's caches once the process holds more than `MAPS_SHARE` of its limit: a new run compiles its
+own programs anyway, and the programs dropped only compile again if used again.
 """
 
 from __future__ import annotations

@@ -55,7 +55,7 @@ def test_runs_that_drop_the_compiled_programs_train_evaluate_and_predict_the_sam
         result = json.loads(cli_ok(["evaluate", str(run), "--json", "-q"]))
         recs = cli_ok(["predict", str(run), str(tmp_path / "events.csv"), "-k", "5", "-q"])
         losses = [(m["epoch"], m["train/loss"], m["valid/mrr@20"], m["valid/recall@20"]) for m in _metrics(run)]
-        assert len(drops) == (0 if share else 3)  # train, evaluate, predict's one batch
+        assert len(drops) == (0 if share else 3)  # train, evaluate, predict
         best = msgpack_restore((run / "checkpoints" / "best.msgpack").read_bytes())["params"]
         results[share] = (losses, result["metrics"], recs, best)
     (losses, metrics, recs, best), dropped = results[1.0], results[0.0]

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from rnnrec_cli import compiled
 from rnnrec_cli.config import ModelConfig, PrepareConfig
 from rnnrec_cli.data.columns import NO_COLUMN, canonicalize, check_times
 from rnnrec_cli.data.ingest import iter_stdin_blocks, materialized_inputs, read_failure, scan_events
@@ -230,6 +231,8 @@ def predict(
     unset: Collection[str] = (),
 ) -> Iterator[pl.DataFrame]:
     """Yield recommendation rows block by block (see the module docstring for the three modes)."""
+    # Once, not per block: the blocks reuse a bounded set of programs (bucketed lengths).
+    compiled.make_room()
     cfg = load_config(run)
     pcfg = run_prepare_config(run, overrides or {}, unset)
     vocab = read_vocabulary(run, cfg.n_items)

@@ -12,7 +12,6 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from rnnrec_cli import compiled
 from rnnrec_cli.config import ModelConfig
 from rnnrec_cli.data.batches import Batch
 from rnnrec_cli.evaluation import repeats
@@ -339,7 +338,6 @@ def recommend(
     Shapes: [k] for the top-k after the last event, [len, k] with every_position, [n] with generate.
     `vals`, `evs`: the events' values and type indices, for models that take them.
     """
-    compiled.make_room()  # predict calls this per batch of input, in a process that may stream for hours
     out: list[Any] = [None] * len(seqs)
     order = np.argsort([len(s) for s in seqs], kind="stable")
     key = jax.random.key(opts.seed)
