@@ -805,7 +805,8 @@ def test_kill_9_during_prepare_force_keeps_the_old_data(ws: Path) -> None:
 
 def test_kill_9_during_train_force_keeps_the_old_run(ws: Path) -> None:
     before = _snapshot(ws / "run")
-    proc = _spawn("train", str(ws / "data"), "-o", str(ws / "run"), "--force", *TINY[:-3], "--epochs", "500", "-q")
+    # More epochs than it can finish before the kill, however fast tiny epochs get.
+    proc = _spawn("train", str(ws / "data"), "-o", str(ws / "run"), "--force", *TINY[:-3], "--epochs", "1000000", "-q")
     _kill_when(proc, lambda: any((t / "checkpoints" / "last.msgpack").is_file() for t in _temps(ws, "run")))
     assert _snapshot(ws / "run") == before
     done = _rnnrec("train", str(ws / "data"), "-o", str(ws / "run"), "--force", *TINY)
@@ -1071,7 +1072,8 @@ def _terminate_when(proc: subprocess.Popen, ready: Callable[[], bool]) -> str:
 def test_sigterm_stops_train_like_ctrl_c_with_exit_143(ws: Path) -> None:
     """A scheduler's or `timeout`'s SIGTERM: after a checkpoint the run is kept and the message
     names the resume command; before one, nothing is left to block the same command."""
-    args = ["train", str(ws / "data"), "--layers", "16", "--batch-size", "16", "--bptt", "4", "--epochs", "500"]
+    # More epochs than it can finish before the signal, however fast tiny epochs get.
+    args = ["train", str(ws / "data"), "--layers", "16", "--batch-size", "16", "--bptt", "4", "--epochs", "1000000"]
     run = ws / "run-kept"
     proc = subprocess.Popen([sys.executable, "-m", "rnnrec_cli", *args, "-o", str(run)], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True)  # fmt: skip
